@@ -1,0 +1,3 @@
+//! What Airflow is, as data: versions and their alembic revisions.
+
+pub mod versions;

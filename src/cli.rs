@@ -1,0 +1,224 @@
+//! The command line: clap derive structs only. Validation happens in `config`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+const GLOBAL: &str = "Global options";
+const STORE: &str = "Backup store";
+const DATABASE: &str = "Database";
+
+/// Disaster recovery for Apache Airflow and Amazon MWAA.
+///
+/// Backs up the Airflow metadata database into a backup store (S3 or a local directory),
+/// restores it into another environment, watches the primary's health and runs the failover.
+/// Configuration comes from flags, then environment variables, then the `.env` file, then
+/// defaults; `mwaa-dr config` shows the resolved values and where each came from.
+#[derive(Debug, Parser)]
+#[command(name = "mwaa-dr", version, propagate_version = true, term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Read variables from this file [default: ./.env, ignored when missing]
+    #[arg(long, global = true, value_name = "PATH", env = "MWAA_DR_ENV_FILE", hide_env_values = true, help_heading = GLOBAL)]
+    pub env_file: Option<PathBuf>,
+
+    /// Do not read any .env file
+    #[arg(long, global = true, env = "MWAA_DR_NO_DOTENV", hide_env_values = true, help_heading = GLOBAL)]
+    pub no_dotenv: bool,
+
+    /// Format of results on stdout (and of errors on stderr)
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, env = "MWAA_DR_OUTPUT", hide_env_values = true, help_heading = GLOBAL)]
+    pub output: OutputFormat,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet", help_heading = GLOBAL)]
+    pub verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
+    pub quiet: bool,
+
+    /// Print what would be done and change nothing
+    #[arg(long, global = true, env = "MWAA_DR_DRY_RUN", hide_env_values = true, help_heading = GLOBAL)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation before destructive steps
+    #[arg(long, short = 'y', global = true, env = "MWAA_DR_YES", hide_env_values = true, help_heading = GLOBAL)]
+    pub yes: bool,
+
+    /// Backup store: s3://bucket/prefix, file:///path or a plain directory path
+    #[arg(long, global = true, value_name = "URL", env = "DR_BACKUP_STORE", hide_env_values = true, help_heading = STORE)]
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up the Airflow metadata database into a new backup in the store
+    ///
+    /// Reads every catalogued table from one consistent snapshot of the source database
+    /// (PRIMARY_DB_URL, or AIRFLOW__DATABASE__SQL_ALCHEMY_CONN) and writes compressed CSV
+    /// objects and a manifest to the backup store.
+    Backup(BackupArgs),
+
+    /// Restore a backup into an Airflow metadata database
+    ///
+    /// Verifies every object's checksum first, then loads all tables in one transaction
+    /// into the target (SECONDARY_DB_URL, or AIRFLOW__DATABASE__SQL_ALCHEMY_CONN).
+    Restore(RestoreArgs),
+
+    /// Empty the restorable tables of a (standby) metadata database
+    ///
+    /// Keeps what the running environment needs: its own scheduler job, default_pool,
+    /// log_template and the DAG definitions.
+    Cleanup(CleanupArgs),
+
+    /// Check the primary environment's health (scheduler heartbeat and status)
+    ///
+    /// Exits 0 when healthy and 3 when unhealthy.
+    HealthCheck(HealthCheckArgs),
+
+    /// Run the whole recovery for the configured DR_TYPE, step by step and resumable
+    Failover(FailoverArgs),
+
+    /// List the complete backups in the store, newest first
+    List,
+
+    /// Re-read a backup and check every object's size, SHA-256 and row count
+    Verify(VerifyArgs),
+
+    /// Delete old backups according to a retention policy
+    Prune(PruneArgs),
+
+    /// Print the resolved configuration and where each value came from (secrets redacted)
+    Config,
+}
+
+#[derive(Debug, Args)]
+pub struct DbArg {
+    /// PostgreSQL URL of the metadata database (postgresql+psycopg2:// accepted)
+    #[arg(long, value_name = "URL", help_heading = DATABASE)]
+    pub db: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+
+    /// Parallel database connections used to stream tables
+    #[arg(
+        long,
+        short = 'j',
+        value_name = "N",
+        env = "DR_BACKUP_JOBS",
+        hide_env_values = true,
+        default_value_t = 2
+    )]
+    pub jobs: u16,
+
+    /// Airflow version to assume when the database's alembic revision is unknown
+    #[arg(long, value_name = "VERSION")]
+    pub airflow_version: Option<String>,
+
+    /// Only save the primary environment's definition (GetEnvironment), no tables
+    #[arg(long)]
+    pub environment_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+
+    /// Backup to restore [default: the latest complete backup]
+    #[arg(long, value_name = "ID")]
+    pub backup_id: Option<String>,
+
+    /// Empty the restorable tables first, in the same transaction
+    #[arg(long)]
+    pub clean: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthCheckArgs {
+    /// Report the primary as unhealthy whatever it says (for drills)
+    #[arg(long)]
+    pub simulate_dr: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// Fail over even when the primary reports healthy
+    #[arg(long)]
+    pub force: bool,
+
+    /// Treat the primary as unhealthy (for drills)
+    #[arg(long)]
+    pub simulate_dr: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Backup to verify [default: the latest complete backup]
+    #[arg(value_name = "ID")]
+    pub backup_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Keep the N newest complete backups
+    #[arg(long, value_name = "N", required = true)]
+    pub keep_last: usize,
+
+    /// Also keep every backup younger than this (e.g. 36h, 7d, 2w)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Backup(_) => "backup",
+            Command::Restore(_) => "restore",
+            Command::Cleanup(_) => "cleanup",
+            Command::HealthCheck(_) => "health-check",
+            Command::Failover(_) => "failover",
+            Command::List => "list",
+            Command::Verify(_) => "verify",
+            Command::Prune(_) => "prune",
+            Command::Config => "config",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per subcommand: thin orchestration over the library.
+
+pub mod config;

@@ -1,0 +1,536 @@
+//! Command line + environment + `.env` + defaults -> one validated `Config`.
+
+mod db_url;
+mod layers;
+mod secret;
+pub mod vars;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use self::db_url::DbUrl;
+pub use self::layers::{Layers, Source};
+pub use self::secret::{Secret, redact_url};
+use self::vars::{Kind, VARS, Value, VarSpec};
+use crate::airflow::versions::VersionTable;
+use crate::cli::{Cli, Command, OutputFormat};
+use crate::error::{Error, Result};
+use crate::store::StoreLocation;
+
+/// The disaster recovery strategy (`DR_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DrType {
+    BackupRestore,
+    WarmStandby,
+}
+
+impl FromStr for DrType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "BACKUP_RESTORE" => Ok(DrType::BackupRestore),
+            "WARM_STANDBY" => Ok(DrType::WarmStandby),
+            other => Err(format!("unknown DR_TYPE {other}")),
+        }
+    }
+}
+
+/// How `restore` treats the variable and connection tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RestoreStrategy {
+    /// Leave the target's rows as they are; restore none.
+    DoNothing,
+    /// Add the backup's rows whose key the target does not have.
+    Append,
+    /// The backup's rows win over the target's rows with the same key.
+    Replace,
+}
+
+impl FromStr for RestoreStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "DO_NOTHING" => Ok(RestoreStrategy::DoNothing),
+            "APPEND" => Ok(RestoreStrategy::Append),
+            "REPLACE" => Ok(RestoreStrategy::Replace),
+            other => Err(format!("unknown restore strategy {other}")),
+        }
+    }
+}
+
+/// S3 server-side encryption of backup objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Encryption {
+    SseS3,
+    SseKms { key_id: Option<String> },
+}
+
+/// The settings of one region's environment.
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    pub region: Option<String>,
+    pub environment_name: Option<String>,
+    pub role_arn: Option<String>,
+    pub dags_bucket: Option<String>,
+    pub vpc_id: Option<String>,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub db_url: Option<DbUrl>,
+    pub fernet_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub max_retry: u32,
+    pub retry_interval: Duration,
+    pub backoff_rate: f64,
+    pub schedule_name: Option<String>,
+    pub simulate_dr: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailoverSettings {
+    pub create_env_polling_interval: Duration,
+    pub timeout: Duration,
+    pub cleanup_cool_off: Duration,
+    pub sns_topic_arn: Option<String>,
+    pub notification_emails: Vec<String>,
+    pub backup_file_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentSettings {
+    pub aws_account_id: Option<String>,
+    pub stack_name_prefix: Option<String>,
+    pub update_execution_role: bool,
+    pub create_sfn_vpce: bool,
+    pub export_dag_name: String,
+    pub import_dag_name: String,
+    pub cleanup_dag_name: String,
+    pub dags_s3_path: String,
+    pub backup_schedule: String,
+    pub replication_polling_interval: Duration,
+}
+
+/// One variable as `config` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    pub name: &'static str,
+    /// Display form, secrets redacted; `null` when unset.
+    pub value: serde_json::Value,
+    pub source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The validated configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub output: OutputFormat,
+    pub dry_run: bool,
+    pub assume_yes: bool,
+    pub env_file: Option<PathBuf>,
+    pub dr_type: Option<DrType>,
+    pub mwaa_version: Option<String>,
+    pub primary: Side,
+    pub secondary: Side,
+    pub store: Option<StoreLocation>,
+    pub s3_encryption: Option<S3Encryption>,
+    pub variable_strategy: RestoreStrategy,
+    pub connection_strategy: RestoreStrategy,
+    pub health_check: HealthCheckSettings,
+    pub failover: FailoverSettings,
+    pub deployment: DeploymentSettings,
+    pub log_filter: Option<String>,
+    pub versions: VersionTable,
+    /// Airflow's own database URL variables, in fallback order, checked only when used.
+    fallback_db: Vec<Fallback<DbUrl>>,
+    /// `AIRFLOW__CORE__FERNET_KEY`, checked only when used.
+    fallback_fernet_key: Option<Fallback<Secret>>,
+    entries: Vec<Resolved>,
+}
+
+impl Config {
+    /// Resolves and validates every variable. `layers` holds the environment and `.env`; the
+    /// flags of `cli` are added on top of them.
+    pub fn from_cli(cli: &Cli, mut layers: Layers) -> Result<Config> {
+        add_flags(cli, &mut layers);
+        let versions = VersionTable::builtin();
+        let mut values: Vec<(&'static VarSpec, Option<Value>, Source)> = Vec::new();
+        let mut lazy = Vec::new();
+        let mut entries = Vec::new();
+        for spec in VARS {
+            let found = layers
+                .lookup(spec.name)
+                .or_else(|| spec.default.map(|d| (d.to_string(), Source::Default)));
+            let Some((raw, source)) = found else {
+                values.push((spec, None, Source::Unset));
+                entries.push(Resolved {
+                    name: spec.name,
+                    value: serde_json::Value::Null,
+                    source: Source::Unset,
+                    note: None,
+                });
+                continue;
+            };
+            match spec.kind.parse(&raw, &versions) {
+                Ok(value) => {
+                    entries.push(Resolved {
+                        name: spec.name,
+                        value: value.to_display_json(),
+                        source: source.clone(),
+                        note: None,
+                    });
+                    values.push((spec, Some(value), source));
+                }
+                Err(problem) if spec.lazy => {
+                    entries.push(Resolved {
+                        name: spec.name,
+                        value: serde_json::Value::String(shown_value(spec, &raw)),
+                        source: source.clone(),
+                        note: Some(format!("not usable: {problem}")),
+                    });
+                    lazy.push(InvalidFallback {
+                        variable: spec.name,
+                        shown: shown_value(spec, &raw),
+                        problem,
+                        accepted: spec.kind.accepted(&versions),
+                    });
+                    values.push((spec, None, source));
+                }
+                Err(problem) => {
+                    return Err(Error::InvalidValue {
+                        variable: spec.name.to_string(),
+                        value: shown_value(spec, &raw),
+                        problem: origin_problem(problem, &source, &layers),
+                        accepted: spec.kind.accepted(&versions),
+                    });
+                }
+            }
+        }
+        let get = |name: &str| -> Option<&Value> {
+            values
+                .iter()
+                .find(|(spec, _, _)| spec.name == name)
+                .and_then(|(_, value, _)| value.as_ref())
+        };
+        let text = |name: &str| match get(name) {
+            Some(Value::Text(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let text_or_default = |name: &str| text(name).unwrap_or_default();
+        let flag = |name: &str| matches!(get(name), Some(Value::Bool(true)));
+        let count = |name: &str| match get(name) {
+            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        };
+        let secs = |name: &str| Duration::from_secs(count(name));
+        let list = |name: &str| match get(name) {
+            Some(Value::List(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let db = |name: &str| match get(name) {
+            Some(Value::DbUrl(url)) => Some(url.clone()),
+            _ => None,
+        };
+        let secret = |name: &str| match get(name) {
+            Some(Value::Secret(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let strategy = |name: &str| {
+            text(name)
+                .and_then(|s| s.parse::<RestoreStrategy>().ok())
+                .unwrap_or(RestoreStrategy::Append)
+        };
+
+        let dr_type = text("DR_TYPE").and_then(|s| s.parse::<DrType>().ok());
+
+        // The original's Backup-Restore supports only DO_NOTHING and REPLACE: an APPEND (the
+        // general default) becomes REPLACE there.
+        let mut variable_strategy = strategy("DR_VARIABLE_RESTORE_STRATEGY");
+        let mut connection_strategy = strategy("DR_CONNECTION_RESTORE_STRATEGY");
+        if dr_type == Some(DrType::BackupRestore) {
+            for (name, strategy) in [
+                ("DR_VARIABLE_RESTORE_STRATEGY", &mut variable_strategy),
+                ("DR_CONNECTION_RESTORE_STRATEGY", &mut connection_strategy),
+            ] {
+                if *strategy == RestoreStrategy::Append {
+                    *strategy = RestoreStrategy::Replace;
+                    if let Some(entry) = entries.iter_mut().find(|e| e.name == name) {
+                        entry.value = serde_json::Value::String("REPLACE".into());
+                        entry.note =
+                            Some("APPEND turned into REPLACE by DR_TYPE=BACKUP_RESTORE".into());
+                    }
+                }
+            }
+        }
+
+        let store = match (get("DR_BACKUP_STORE"), text("DR_BACKUP_BUCKET")) {
+            (Some(Value::Store(store)), _) => Some(store.clone()),
+            (_, Some(bucket)) => {
+                let derived = StoreLocation::s3(&bucket, &text_or_default("DR_BACKUP_PREFIX"));
+                if let Some(entry) = entries.iter_mut().find(|e| e.name == "DR_BACKUP_STORE") {
+                    entry.value = serde_json::Value::String(derived.to_string());
+                    entry.note = Some("from DR_BACKUP_BUCKET and DR_BACKUP_PREFIX".into());
+                }
+                Some(derived)
+            }
+            _ => None,
+        };
+
+        let s3_encryption = match (text("DR_S3_SSE").as_deref(), text("DR_S3_KMS_KEY_ID")) {
+            (Some("AES256"), None) => Some(S3Encryption::SseS3),
+            (Some("aws:kms"), key_id) => Some(S3Encryption::SseKms { key_id }),
+            (None, None) => None,
+            (sse, Some(_)) => {
+                return Err(Error::InvalidValue {
+                    variable: "DR_S3_KMS_KEY_ID".into(),
+                    value: text_or_default("DR_S3_KMS_KEY_ID"),
+                    problem: format!(
+                        "a KMS key needs DR_S3_SSE=aws:kms, but DR_S3_SSE is {}",
+                        sse.unwrap_or("unset")
+                    ),
+                    accepted: "DR_S3_KMS_KEY_ID only together with DR_S3_SSE=aws:kms".into(),
+                });
+            }
+            (Some(_), None) => None,
+        };
+
+        let side = |prefix: &str| Side {
+            region: text(&format!("{prefix}_REGION")),
+            environment_name: text(&format!("{prefix}_MWAA_ENVIRONMENT_NAME")),
+            role_arn: text(&format!("{prefix}_MWAA_ROLE_ARN")),
+            dags_bucket: text(&format!("{prefix}_DAGS_BUCKET_NAME")),
+            vpc_id: text(&format!("{prefix}_VPC_ID")),
+            subnet_ids: list(&format!("{prefix}_SUBNET_IDS")),
+            security_group_ids: list(&format!("{prefix}_SECURITY_GROUP_IDS")),
+            db_url: db(&format!("{prefix}_DB_URL")),
+            fernet_key: secret(&format!("{prefix}_FERNET_KEY")),
+        };
+
+        let backoff_rate = match get("HEALTH_CHECK_RETRY_BACKOFF_RATE") {
+            Some(Value::Number(n)) => *n,
+            _ => 2.0,
+        };
+
+        let config = Config {
+            output: cli.global.output,
+            dry_run: cli.global.dry_run,
+            assume_yes: cli.global.yes,
+            env_file: layers.env_file_path.clone(),
+            dr_type,
+            mwaa_version: text("MWAA_VERSION"),
+            primary: side("PRIMARY"),
+            secondary: side("SECONDARY"),
+            store,
+            s3_encryption,
+            variable_strategy,
+            connection_strategy,
+            health_check: HealthCheckSettings {
+                enabled: flag("HEALTH_CHECK_ENABLED"),
+                interval: Duration::from_secs(count("HEALTH_CHECK_INTERVAL_MINS") * 60),
+                max_retry: u32::try_from(count("HEALTH_CHECK_MAX_RETRY")).unwrap_or(u32::MAX),
+                retry_interval: secs("HEALTH_CHECK_RETRY_INTERVAL_SECS"),
+                backoff_rate,
+                schedule_name: text("HEALTH_CHECK_SCHEDULE_NAME"),
+                simulate_dr: flag("MWAA_SIMULATE_DR"),
+            },
+            failover: FailoverSettings {
+                create_env_polling_interval: secs("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS"),
+                timeout: Duration::from_secs(count("STATE_MACHINE_TIMEOUT_MINS") * 60),
+                cleanup_cool_off: secs("SECONDARY_CLEANUP_COOL_OFF_SECS"),
+                sns_topic_arn: text("DR_SNS_TOPIC_ARN"),
+                notification_emails: list("MWAA_NOTIFICATION_EMAILS"),
+                backup_file_name: text_or_default("MWAA_BACKUP_FILE_NAME"),
+            },
+            deployment: DeploymentSettings {
+                aws_account_id: text("AWS_ACCOUNT_ID"),
+                stack_name_prefix: text("STACK_NAME_PREFIX"),
+                update_execution_role: flag("MWAA_UPDATE_EXECUTION_ROLE"),
+                create_sfn_vpce: flag("SECONDARY_CREATE_SFN_VPCE"),
+                export_dag_name: text_or_default("METADATA_EXPORT_DAG_NAME"),
+                import_dag_name: text_or_default("METADATA_IMPORT_DAG_NAME"),
+                cleanup_dag_name: text_or_default("METADATA_CLEANUP_DAG_NAME"),
+                dags_s3_path: text_or_default("MWAA_DAGS_S3_PATH"),
+                backup_schedule: text_or_default("PRIMARY_BACKUP_SCHEDULE"),
+                replication_polling_interval: secs("PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"),
+            },
+            log_filter: text("MWAA_DR_LOG"),
+            versions,
+            fallback_db: [
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                "AIRFLOW__CORE__SQL_ALCHEMY_CONN",
+            ]
+            .into_iter()
+            .filter_map(|name| fallback(name, db(name), &lazy))
+            .collect(),
+            fallback_fernet_key: fallback(
+                "AIRFLOW__CORE__FERNET_KEY",
+                secret("AIRFLOW__CORE__FERNET_KEY"),
+                &lazy,
+            ),
+            entries,
+        };
+        Ok(config)
+    }
+
+    /// Every variable with its display value and source, in documentation order.
+    pub fn entries(&self) -> &[Resolved] {
+        &self.entries
+    }
+
+    /// The database `backup` reads: PRIMARY_DB_URL (or `--db`), else Airflow's own URL.
+    pub fn source_db(&self, command: &str) -> Result<DbUrl> {
+        self.db_or_fallback(self.primary.db_url.as_ref(), "PRIMARY_DB_URL", command)
+    }
+
+    /// The database `restore` and `cleanup` write: SECONDARY_DB_URL (or `--db`), else
+    /// Airflow's own URL.
+    pub fn target_db(&self, command: &str) -> Result<DbUrl> {
+        self.db_or_fallback(self.secondary.db_url.as_ref(), "SECONDARY_DB_URL", command)
+    }
+
+    fn db_or_fallback(&self, own: Option<&DbUrl>, variable: &str, command: &str) -> Result<DbUrl> {
+        if let Some(url) = own {
+            return Ok(url.clone());
+        }
+        match self.fallback_db.first() {
+            Some(fallback) => fallback.get(),
+            None => Err(Error::MissingValue {
+                variable: variable.into(),
+                command: command.into(),
+                purpose: "the metadata database URL (or pass --db, or set AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)".into(),
+            }),
+        }
+    }
+
+    /// The Fernet key of a side, falling back to AIRFLOW__CORE__FERNET_KEY; `None` when
+    /// neither is set.
+    pub fn fernet_key(&self, side: &Side) -> Result<Option<Secret>> {
+        match (&side.fernet_key, &self.fallback_fernet_key) {
+            (Some(key), _) => Ok(Some(key.clone())),
+            (None, Some(fallback)) => fallback.get().map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The backup store, or an error naming the variables that set it.
+    pub fn store(&self, command: &str) -> Result<&StoreLocation> {
+        self.store.as_ref().ok_or_else(|| Error::MissingValue {
+            variable: "DR_BACKUP_STORE".into(),
+            command: command.into(),
+            purpose: "where backups live (or set DR_BACKUP_BUCKET, or pass --store)".into(),
+        })
+    }
+
+    /// A text setting the command cannot do without.
+    pub fn require<'a>(
+        &self,
+        value: &'a Option<String>,
+        variable: &str,
+        command: &str,
+        purpose: &str,
+    ) -> Result<&'a str> {
+        value.as_deref().ok_or_else(|| Error::MissingValue {
+            variable: variable.into(),
+            command: command.into(),
+            purpose: purpose.into(),
+        })
+    }
+}
+
+/// A fallback variable that is valid, or the description of why it is not.
+#[derive(Debug, Clone)]
+enum Fallback<T> {
+    Valid(T),
+    Invalid(InvalidFallback),
+}
+
+#[derive(Debug, Clone)]
+struct InvalidFallback {
+    variable: &'static str,
+    shown: String,
+    problem: String,
+    accepted: String,
+}
+
+impl<T: Clone> Fallback<T> {
+    fn get(&self) -> Result<T> {
+        match self {
+            Fallback::Valid(value) => Ok(value.clone()),
+            Fallback::Invalid(bad) => Err(Error::InvalidValue {
+                variable: bad.variable.into(),
+                value: bad.shown.clone(),
+                problem: bad.problem.clone(),
+                accepted: bad.accepted.clone(),
+            }),
+        }
+    }
+}
+
+fn fallback<T>(
+    name: &'static str,
+    valid: Option<T>,
+    invalid: &[InvalidFallback],
+) -> Option<Fallback<T>> {
+    match valid {
+        Some(value) => Some(Fallback::Valid(value)),
+        None => invalid
+            .iter()
+            .find(|bad| bad.variable == name)
+            .cloned()
+            .map(Fallback::Invalid),
+    }
+}
+
+/// The value as an error may show it.
+fn shown_value(spec: &VarSpec, raw: &str) -> String {
+    match spec.kind {
+        Kind::DatabaseUrl => redact_url(raw),
+        Kind::FernetKey => "***".into(),
+        _ => raw.to_string(),
+    }
+}
+
+fn origin_problem(problem: String, source: &Source, layers: &Layers) -> String {
+    match (source, &layers.env_file_path) {
+        (Source::EnvFile, Some(path)) => format!("{problem} (from {})", path.display()),
+        (Source::Flag, _) => format!("{problem} (from the command line)"),
+        _ => problem,
+    }
+}
+
+/// Command-line flags that stand for a configuration variable.
+fn add_flags(cli: &Cli, layers: &mut Layers) {
+    // clap also reads DR_BACKUP_STORE from the environment for `--store`; a value equal to
+    // the environment's is that environment value, not a flag.
+    if let Some(store) = &cli.global.store
+        && layers.env.get("DR_BACKUP_STORE") != Some(store)
+    {
+        layers.flags.insert("DR_BACKUP_STORE".into(), store.clone());
+    }
+    let (db_var, db) = match &cli.command {
+        Command::Backup(args) => ("PRIMARY_DB_URL", args.db.db.as_ref()),
+        Command::Restore(args) => ("SECONDARY_DB_URL", args.db.db.as_ref()),
+        Command::Cleanup(args) => ("SECONDARY_DB_URL", args.db.db.as_ref()),
+        _ => ("", None),
+    };
+    if let Some(db) = db {
+        layers.flags.insert(db_var.into(), db.clone());
+    }
+    let simulate = match &cli.command {
+        Command::HealthCheck(args) => args.simulate_dr,
+        Command::Failover(args) => args.simulate_dr,
+        _ => false,
+    };
+    if simulate {
+        layers.flags.insert("MWAA_SIMULATE_DR".into(), "YES".into());
+    }
+}

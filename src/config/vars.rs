@@ -1,0 +1,905 @@
+//! Every configuration variable: name, accepted values, default and meaning, as one table.
+//!
+//! The names and defaults of the original MWAA disaster-recovery solution are kept, so an
+//! existing `.env` works unchanged. `docs/CONFIGURATION.md` and `.env.example` list the same
+//! variables; a test keeps them in step with this table.
+
+use base64::Engine;
+use serde_json::Value as Json;
+
+use super::db_url::{self, DbUrl};
+use super::secret::Secret;
+use crate::airflow::versions::VersionTable;
+use crate::store::StoreLocation;
+
+/// What values a variable accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Text,
+    /// `YES` or `NO` (case-insensitive), as in the original.
+    YesNo,
+    /// A whole number at least `min`.
+    Count {
+        min: i64,
+    },
+    /// A decimal number at least `min`.
+    Number {
+        min: f64,
+    },
+    /// A JSON list of strings; the brackets are required even for one element.
+    List,
+    OneOf(&'static [&'static str]),
+    /// An Airflow version from `config/airflow-versions.json`.
+    AirflowVersion,
+    /// A cron expression (5 fields) or an Airflow preset such as `@hourly`.
+    Schedule,
+    Region,
+    AccountId,
+    BucketName,
+    /// An ARN of the given service.
+    Arn(&'static str),
+    /// A PostgreSQL (or SQLAlchemy PostgreSQL) URL; the password is a secret.
+    DatabaseUrl,
+    /// One Fernet key or a comma-separated MultiFernet list; a secret.
+    FernetKey,
+    /// `s3://bucket/prefix`, `file:///path` or a plain path.
+    Store,
+    /// A tracing filter directive such as `info` or `mwaa_dr=debug`.
+    LogFilter,
+}
+
+/// Where a variable belongs, for documentation and `config` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Strategy,
+    Primary,
+    Secondary,
+    Store,
+    Database,
+    Restore,
+    HealthCheck,
+    Failover,
+    Deployment,
+    Logging,
+}
+
+impl Group {
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::Strategy => "Strategy",
+            Group::Primary => "Primary region",
+            Group::Secondary => "Secondary region",
+            Group::Store => "Backup store",
+            Group::Database => "Metadata databases and Fernet keys",
+            Group::Restore => "Restore",
+            Group::HealthCheck => "Health check",
+            Group::Failover => "Failover",
+            Group::Deployment => "Deployment (Airflow DAGs, Step Functions, schedules)",
+            Group::Logging => "Logging",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct VarSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: Option<&'static str>,
+    pub group: Group,
+    pub help: &'static str,
+    /// Checked only when a command uses it (a fallback that may hold anything otherwise).
+    pub lazy: bool,
+}
+
+const fn var(
+    name: &'static str,
+    kind: Kind,
+    default: Option<&'static str>,
+    group: Group,
+    help: &'static str,
+) -> VarSpec {
+    VarSpec {
+        name,
+        kind,
+        default,
+        group,
+        help,
+        lazy: false,
+    }
+}
+
+pub const DR_TYPES: &[&str] = &["BACKUP_RESTORE", "WARM_STANDBY"];
+pub const RESTORE_STRATEGIES: &[&str] = &["DO_NOTHING", "APPEND", "REPLACE"];
+pub const SSE_MODES: &[&str] = &["AES256", "aws:kms"];
+
+use Group as G;
+use Kind as K;
+
+/// The variables, in the order `config` prints them.
+pub const VARS: &[VarSpec] = &[
+    var(
+        "DR_TYPE",
+        K::OneOf(DR_TYPES),
+        None,
+        G::Strategy,
+        "The disaster recovery strategy. Needed by `failover`.",
+    ),
+    var(
+        "MWAA_VERSION",
+        K::AirflowVersion,
+        None,
+        G::Strategy,
+        "The deployed MWAA (Airflow) version. Backups detect the version from the database; this value is checked against it.",
+    ),
+    var(
+        "AWS_ACCOUNT_ID",
+        K::AccountId,
+        None,
+        G::Strategy,
+        "Your AWS account id (12 digits).",
+    ),
+    var(
+        "STACK_NAME_PREFIX",
+        K::Text,
+        None,
+        G::Strategy,
+        "Name prefix for the deployed resources (state machine, schedule).",
+    ),
+    var(
+        "PRIMARY_REGION",
+        K::Region,
+        None,
+        G::Primary,
+        "The primary AWS region.",
+    ),
+    var(
+        "PRIMARY_MWAA_ENVIRONMENT_NAME",
+        K::Text,
+        None,
+        G::Primary,
+        "The primary MWAA environment. Needed by `health-check` and `failover`; `backup` saves its definition when set.",
+    ),
+    var(
+        "PRIMARY_MWAA_ROLE_ARN",
+        K::Arn("iam"),
+        None,
+        G::Primary,
+        "Execution role ARN of the primary environment.",
+    ),
+    var(
+        "PRIMARY_DAGS_BUCKET_NAME",
+        K::BucketName,
+        None,
+        G::Primary,
+        "DAGs S3 bucket of the primary environment.",
+    ),
+    var(
+        "PRIMARY_VPC_ID",
+        K::Text,
+        None,
+        G::Primary,
+        "VPC of the primary environment.",
+    ),
+    var(
+        "PRIMARY_SUBNET_IDS",
+        K::List,
+        None,
+        G::Primary,
+        "Subnets of the primary environment, as a JSON list: '[\"subnet-1\", \"subnet-2\"]'.",
+    ),
+    var(
+        "PRIMARY_SECURITY_GROUP_IDS",
+        K::List,
+        None,
+        G::Primary,
+        "Security groups of the primary environment, as a JSON list: '[\"sg-1\"]'.",
+    ),
+    var(
+        "SECONDARY_REGION",
+        K::Region,
+        None,
+        G::Secondary,
+        "The secondary AWS region for disaster recovery.",
+    ),
+    var(
+        "SECONDARY_MWAA_ENVIRONMENT_NAME",
+        K::Text,
+        None,
+        G::Secondary,
+        "The secondary MWAA environment (existing for WARM_STANDBY, created for BACKUP_RESTORE). Needed by `failover`.",
+    ),
+    var(
+        "SECONDARY_MWAA_ROLE_ARN",
+        K::Arn("iam"),
+        None,
+        G::Secondary,
+        "Execution role ARN for the secondary environment. Needed by BACKUP_RESTORE `failover`.",
+    ),
+    var(
+        "SECONDARY_DAGS_BUCKET_NAME",
+        K::BucketName,
+        None,
+        G::Secondary,
+        "DAGs S3 bucket of the secondary environment. Needed by BACKUP_RESTORE `failover`.",
+    ),
+    var(
+        "SECONDARY_VPC_ID",
+        K::Text,
+        None,
+        G::Secondary,
+        "VPC of the secondary environment.",
+    ),
+    var(
+        "SECONDARY_SUBNET_IDS",
+        K::List,
+        None,
+        G::Secondary,
+        "Subnets for the secondary environment, as a JSON list. Needed by BACKUP_RESTORE `failover`.",
+    ),
+    var(
+        "SECONDARY_SECURITY_GROUP_IDS",
+        K::List,
+        None,
+        G::Secondary,
+        "Security groups for the secondary environment, as a JSON list. Needed by BACKUP_RESTORE `failover`.",
+    ),
+    var(
+        "SECONDARY_CREATE_SFN_VPCE",
+        K::YesNo,
+        Some("NO"),
+        G::Secondary,
+        "Whether the deployment creates a Step Functions VPC endpoint in the secondary VPC.",
+    ),
+    var(
+        "DR_BACKUP_STORE",
+        K::Store,
+        None,
+        G::Store,
+        "Where backups live: s3://bucket/prefix, file:///path or a plain directory path. Default: s3://$DR_BACKUP_BUCKET/$DR_BACKUP_PREFIX.",
+    ),
+    var(
+        "DR_BACKUP_BUCKET",
+        K::BucketName,
+        None,
+        G::Store,
+        "Backup S3 bucket (name, not ARN), used when DR_BACKUP_STORE is not set.",
+    ),
+    var(
+        "DR_BACKUP_PREFIX",
+        K::Text,
+        Some("mwaa-dr"),
+        G::Store,
+        "Key prefix inside DR_BACKUP_BUCKET.",
+    ),
+    var(
+        "DR_S3_SSE",
+        K::OneOf(SSE_MODES),
+        None,
+        G::Store,
+        "S3 server-side encryption of backup objects: AES256 (SSE-S3) or aws:kms (SSE-KMS). Unset: the bucket's default.",
+    ),
+    var(
+        "DR_S3_KMS_KEY_ID",
+        K::Text,
+        None,
+        G::Store,
+        "KMS key id or ARN for DR_S3_SSE=aws:kms (unset: the account's aws/s3 key).",
+    ),
+    var(
+        "PRIMARY_DB_URL",
+        K::DatabaseUrl,
+        None,
+        G::Database,
+        "Metadata database that `backup` reads (flag: backup --db).",
+    ),
+    var(
+        "SECONDARY_DB_URL",
+        K::DatabaseUrl,
+        None,
+        G::Database,
+        "Metadata database that `restore`, `cleanup` and `failover` write (flag: restore/cleanup --db).",
+    ),
+    VarSpec {
+        lazy: true,
+        ..var(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            K::DatabaseUrl,
+            None,
+            G::Database,
+            "Airflow's own database URL; the fallback for PRIMARY_DB_URL and SECONDARY_DB_URL (set inside Airflow workers). Checked only when used.",
+        )
+    },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "AIRFLOW__CORE__SQL_ALCHEMY_CONN",
+            K::DatabaseUrl,
+            None,
+            G::Database,
+            "Airflow 2.4's name for the database URL; the last fallback. Checked only when used.",
+        )
+    },
+    var(
+        "PRIMARY_FERNET_KEY",
+        K::FernetKey,
+        None,
+        G::Database,
+        "Fernet key (or comma-separated key list) of the primary environment.",
+    ),
+    var(
+        "SECONDARY_FERNET_KEY",
+        K::FernetKey,
+        None,
+        G::Database,
+        "Fernet key (or comma-separated key list) of the secondary environment.",
+    ),
+    VarSpec {
+        lazy: true,
+        ..var(
+            "AIRFLOW__CORE__FERNET_KEY",
+            K::FernetKey,
+            None,
+            G::Database,
+            "Airflow's own Fernet key; the fallback for PRIMARY_FERNET_KEY and SECONDARY_FERNET_KEY. Checked only when used.",
+        )
+    },
+    var(
+        "DR_VARIABLE_RESTORE_STRATEGY",
+        K::OneOf(RESTORE_STRATEGIES),
+        Some("APPEND"),
+        G::Restore,
+        "How `restore` treats the variable table: DO_NOTHING, APPEND (keep existing keys) or REPLACE. BACKUP_RESTORE turns APPEND into REPLACE.",
+    ),
+    var(
+        "DR_CONNECTION_RESTORE_STRATEGY",
+        K::OneOf(RESTORE_STRATEGIES),
+        Some("APPEND"),
+        G::Restore,
+        "How `restore` treats the connection table: DO_NOTHING, APPEND (keep existing ids) or REPLACE. BACKUP_RESTORE turns APPEND into REPLACE.",
+    ),
+    var(
+        "SECONDARY_CLEANUP_COOL_OFF_SECS",
+        K::Count { min: 0 },
+        Some("30"),
+        G::Restore,
+        "Seconds to wait between cleanup and restore during `failover`.",
+    ),
+    var(
+        "HEALTH_CHECK_ENABLED",
+        K::YesNo,
+        Some("YES"),
+        G::HealthCheck,
+        "Whether the deployed schedule runs the health check (and the recovery when it fails).",
+    ),
+    var(
+        "HEALTH_CHECK_INTERVAL_MINS",
+        K::Count { min: 1 },
+        Some("5"),
+        G::HealthCheck,
+        "Minutes between scheduled health checks.",
+    ),
+    var(
+        "HEALTH_CHECK_MAX_RETRY",
+        K::Count { min: 0 },
+        Some("2"),
+        G::HealthCheck,
+        "Retries after a failed health check before the primary is declared unhealthy.",
+    ),
+    var(
+        "HEALTH_CHECK_RETRY_INTERVAL_SECS",
+        K::Count { min: 1 },
+        Some("5"),
+        G::HealthCheck,
+        "Seconds before the first retry (the exponential backoff coefficient).",
+    ),
+    var(
+        "HEALTH_CHECK_RETRY_BACKOFF_RATE",
+        K::Number { min: 1.0 },
+        Some("2"),
+        G::HealthCheck,
+        "Factor by which the retry interval grows (the exponential backoff ratio).",
+    ),
+    var(
+        "HEALTH_CHECK_SCHEDULE_NAME",
+        K::Text,
+        None,
+        G::HealthCheck,
+        "EventBridge Scheduler schedule (or EventBridge rule) that runs the health check; `failover` disables it.",
+    ),
+    var(
+        "MWAA_SIMULATE_DR",
+        K::YesNo,
+        Some("NO"),
+        G::HealthCheck,
+        "Force the health check to report the primary unhealthy, for drills (flag: --simulate-dr).",
+    ),
+    var(
+        "MWAA_CREATE_ENV_POLLING_INTERVAL_SECS",
+        K::Count { min: 1 },
+        Some("60"),
+        G::Failover,
+        "Seconds between status checks while the secondary environment is being created.",
+    ),
+    var(
+        "STATE_MACHINE_TIMEOUT_MINS",
+        K::Count { min: 1 },
+        Some("60"),
+        G::Failover,
+        "Minutes the recovery may take before it is failed.",
+    ),
+    var(
+        "MWAA_BACKUP_FILE_NAME",
+        K::Text,
+        Some("environment.json"),
+        G::Failover,
+        "File name of the saved primary environment definition in the original layout.",
+    ),
+    var(
+        "MWAA_NOTIFICATION_EMAILS",
+        K::List,
+        Some("[]"),
+        G::Failover,
+        "Emails notified of the recovery, as a JSON list: '[\"ops@example.com\"]'.",
+    ),
+    var(
+        "DR_SNS_TOPIC_ARN",
+        K::Arn("sns"),
+        None,
+        G::Failover,
+        "SNS topic notified when a failover succeeds or fails.",
+    ),
+    var(
+        "MWAA_UPDATE_EXECUTION_ROLE",
+        K::YesNo,
+        Some("NO"),
+        G::Deployment,
+        "Whether the deployment adds the Step Functions task-token policy to the secondary execution role.",
+    ),
+    var(
+        "METADATA_EXPORT_DAG_NAME",
+        K::Text,
+        Some("backup_metadata"),
+        G::Deployment,
+        "Name of the DAG that runs `mwaa-dr backup` inside Airflow; its own in-flight rows are left out of backups.",
+    ),
+    var(
+        "METADATA_IMPORT_DAG_NAME",
+        K::Text,
+        Some("restore_metadata"),
+        G::Deployment,
+        "Name of the DAG that runs `mwaa-dr restore` inside Airflow.",
+    ),
+    var(
+        "METADATA_CLEANUP_DAG_NAME",
+        K::Text,
+        Some("cleanup_metadata"),
+        G::Deployment,
+        "Name of the DAG that runs `mwaa-dr cleanup` inside Airflow.",
+    ),
+    var(
+        "MWAA_DAGS_S3_PATH",
+        K::Text,
+        Some("dags"),
+        G::Deployment,
+        "Folder of the DAGs bucket where DAGs are deployed.",
+    ),
+    var(
+        "PRIMARY_BACKUP_SCHEDULE",
+        K::Schedule,
+        Some("0 * * * *"),
+        G::Deployment,
+        "Cron schedule (or @hourly, @daily, ...) of the backups.",
+    ),
+    var(
+        "PRIMARY_REPLICATION_POLLING_INTERVAL_SECS",
+        K::Count { min: 1 },
+        Some("30"),
+        G::Deployment,
+        "Seconds between checks of the one-time DAGs bucket replication job.",
+    ),
+    var(
+        "MWAA_DR_LOG",
+        K::LogFilter,
+        None,
+        G::Logging,
+        "Log filter for stderr, e.g. info or mwaa_dr=debug (overrides -v/-q).",
+    ),
+];
+
+pub fn spec(name: &str) -> Option<&'static VarSpec> {
+    VARS.iter().find(|v| v.name == name)
+}
+
+/// A validated value.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+    Number(f64),
+    List(Vec<String>),
+    DbUrl(DbUrl),
+    Secret(Secret),
+    Store(StoreLocation),
+}
+
+impl Value {
+    /// The value as `config` shows it: secrets redacted.
+    pub fn to_display_json(&self) -> Json {
+        match self {
+            Value::Text(s) => Json::String(s.clone()),
+            Value::Bool(b) => Json::String(if *b { "YES" } else { "NO" }.into()),
+            Value::Int(i) => Json::from(*i),
+            Value::Number(n) => Json::from(*n),
+            Value::List(items) => Json::from(items.clone()),
+            Value::DbUrl(url) => Json::String(url.redacted().to_string()),
+            Value::Secret(s) => Json::String(s.to_string()),
+            Value::Store(store) => Json::String(store.to_string()),
+        }
+    }
+}
+
+impl Kind {
+    /// A description of the accepted values, for error messages and docs.
+    pub fn accepted(&self, versions: &VersionTable) -> String {
+        match self {
+            K::Text => "any text".into(),
+            K::YesNo => "YES or NO".into(),
+            K::Count { min } => format!("a whole number, {min} or more"),
+            K::Number { min } => format!("a number, {min} or more"),
+            K::List => "a JSON list of strings with brackets, e.g. '[\"a\", \"b\"]' or '[\"a\"]'".into(),
+            K::OneOf(values) => values.join(", "),
+            K::AirflowVersion => versions.known_versions().join(", "),
+            K::Schedule => "a 5-field cron expression such as '0 * * * *', or @once, @hourly, @daily, @weekly, @monthly, @quarterly, @yearly".into(),
+            K::Region => "an AWS region name such as us-east-1".into(),
+            K::AccountId => "12 digits".into(),
+            K::BucketName => "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens), not an ARN".into(),
+            K::Arn(service) => format!("an ARN of the form arn:aws:{service}:…"),
+            K::DatabaseUrl => db_url::ACCEPTED.into(),
+            K::FernetKey => "a Fernet key (32 bytes, url-safe base64, 44 characters) or a comma-separated list of them".into(),
+            K::Store => crate::store::ACCEPTED_LOCATIONS.into(),
+            K::LogFilter => "a log filter such as error, warn, info, debug or mwaa_dr=debug,sqlx=warn".into(),
+        }
+    }
+
+    /// Whether values of this kind must never be shown.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, K::DatabaseUrl | K::FernetKey)
+    }
+
+    /// Checks `raw`; on failure returns the problem, never the secret.
+    pub fn parse(&self, raw: &str, versions: &VersionTable) -> Result<Value, String> {
+        let value = raw.trim();
+        match self {
+            K::Text => {
+                if value.is_empty() {
+                    Err("it is empty".into())
+                } else {
+                    Ok(Value::Text(value.into()))
+                }
+            }
+            K::YesNo => match value.to_ascii_uppercase().as_str() {
+                "YES" => Ok(Value::Bool(true)),
+                "NO" => Ok(Value::Bool(false)),
+                _ => Err("not YES or NO".into()),
+            },
+            K::Count { min } => {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|_| "not a whole number".to_string())?;
+                if n < *min {
+                    Err(format!("{n} is below the minimum {min}"))
+                } else {
+                    Ok(Value::Int(n))
+                }
+            }
+            K::Number { min } => {
+                let n: f64 = value.parse().map_err(|_| "not a number".to_string())?;
+                if !n.is_finite() || n < *min {
+                    Err(format!("{n} is below the minimum {min}"))
+                } else {
+                    Ok(Value::Number(n))
+                }
+            }
+            K::List => parse_list(value).map(Value::List),
+            K::OneOf(values) => values
+                .iter()
+                .find(|v| **v == value)
+                .map(|v| Value::Text((*v).to_string()))
+                .ok_or_else(|| "unknown value".to_string()),
+            K::AirflowVersion => {
+                if versions.is_known(value) {
+                    Ok(Value::Text(value.into()))
+                } else {
+                    Err("not a known Airflow version".into())
+                }
+            }
+            K::Schedule => parse_schedule(value).map(|()| Value::Text(value.into())),
+            K::Region => {
+                if is_region(value) {
+                    Ok(Value::Text(value.into()))
+                } else {
+                    Err("not an AWS region name".into())
+                }
+            }
+            K::AccountId => {
+                if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(Value::Text(value.into()))
+                } else {
+                    Err("not 12 digits".into())
+                }
+            }
+            K::BucketName => {
+                if is_bucket_name(value) {
+                    Ok(Value::Text(value.into()))
+                } else {
+                    Err("not a valid S3 bucket name".into())
+                }
+            }
+            K::Arn(service) => {
+                let parts: Vec<&str> = value.splitn(6, ':').collect();
+                if parts.len() == 6
+                    && parts[0] == "arn"
+                    && parts[2] == *service
+                    && !parts[5].is_empty()
+                {
+                    Ok(Value::Text(value.into()))
+                } else {
+                    Err(format!("not an {service} ARN"))
+                }
+            }
+            K::DatabaseUrl => DbUrl::parse(value).map(Value::DbUrl),
+            K::FernetKey => parse_fernet_keys(value).map(|()| Value::Secret(Secret::new(value))),
+            K::Store => value.parse::<StoreLocation>().map(Value::Store),
+            K::LogFilter => tracing_subscriber::EnvFilter::try_new(value)
+                .map(|_| Value::Text(value.into()))
+                .map_err(|e| format!("not a log filter ({e})")),
+        }
+    }
+}
+
+/// The original's list syntax: a JSON array of strings, brackets required.
+fn parse_list(value: &str) -> Result<Vec<String>, String> {
+    if !(value.starts_with('[') && value.ends_with(']')) {
+        return Err("a list needs its brackets, even with one element".into());
+    }
+    let items: Vec<Json> =
+        serde_json::from_str(value).map_err(|e| format!("not a JSON list ({e})"))?;
+    items
+        .into_iter()
+        .map(|item| match item {
+            Json::String(s) => Ok(s),
+            other => Err(format!("element {other} is not a string")),
+        })
+        .collect()
+}
+
+fn parse_schedule(value: &str) -> Result<(), String> {
+    const PRESETS: &[&str] = &[
+        "@once",
+        "@hourly",
+        "@daily",
+        "@midnight",
+        "@weekly",
+        "@monthly",
+        "@quarterly",
+        "@yearly",
+        "@annually",
+    ];
+    if value.starts_with('@') {
+        return if PRESETS.contains(&value) {
+            Ok(())
+        } else {
+            Err("unknown preset".into())
+        };
+    }
+    let fields: Vec<&str> = value.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!("{} fields, a cron expression has 5", fields.len()));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "*,/-?#".contains(c);
+    match fields.iter().find(|f| !f.chars().all(allowed)) {
+        Some(field) => Err(format!("field {field:?} has characters cron does not use")),
+        None => Ok(()),
+    }
+}
+
+fn is_region(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_bucket_name(value: &str) -> bool {
+    (3..=63).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// Checks every key of a MultiFernet list decodes to 32 bytes.
+fn parse_fernet_keys(value: &str) -> Result<(), String> {
+    for (i, key) in value.split(',').map(str::trim).enumerate() {
+        let decoded = base64::engine::general_purpose::URL_SAFE
+            .decode(key)
+            .map_err(|_| format!("key #{} is not url-safe base64", i + 1))?;
+        if decoded.len() != 32 {
+            return Err(format!(
+                "key #{} decodes to {} bytes, a Fernet key has 32",
+                i + 1,
+                decoded.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(kind: Kind, raw: &str) -> Result<Value, String> {
+        kind.parse(raw, &VersionTable::builtin())
+    }
+
+    #[test]
+    fn names_are_unique_and_defaults_valid() {
+        let versions = VersionTable::builtin();
+        for (i, v) in VARS.iter().enumerate() {
+            assert!(
+                VARS[..i].iter().all(|w| w.name != v.name),
+                "{} twice",
+                v.name
+            );
+            if let Some(default) = v.default {
+                v.kind
+                    .parse(default, &versions)
+                    .unwrap_or_else(|e| panic!("default of {}: {e}", v.name));
+            }
+        }
+    }
+
+    #[test]
+    fn lists_need_brackets() {
+        assert!(parse(K::List, "subnet-1").is_err());
+        assert!(parse(K::List, "subnet-1,subnet-2").is_err());
+        assert!(matches!(parse(K::List, r#"["a", "b"]"#), Ok(Value::List(v)) if v == ["a", "b"]));
+        assert!(matches!(parse(K::List, "[]"), Ok(Value::List(v)) if v.is_empty()));
+        assert!(parse(K::List, "[1]").is_err());
+    }
+
+    #[test]
+    fn counts_reject_negatives_and_junk() {
+        assert!(parse(K::Count { min: 0 }, "-1").is_err());
+        assert!(parse(K::Count { min: 0 }, "two").is_err());
+        assert!(matches!(parse(K::Count { min: 0 }, "0"), Ok(Value::Int(0))));
+    }
+
+    #[test]
+    fn schedules() {
+        for ok in ["0 * * * *", "@hourly", "*/15 1-5 * * MON-FRI"] {
+            parse(K::Schedule, ok).expect(ok);
+        }
+        for bad in ["hourly", "0 * * *", "@sometimes", "0 * * * * * *"] {
+            assert!(parse(K::Schedule, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn regions_buckets_arns() {
+        assert!(parse(K::Region, "us-east-1").is_ok());
+        assert!(parse(K::Region, "us-gov-west-1").is_ok());
+        assert!(parse(K::Region, "useast1").is_err());
+        assert!(parse(K::BucketName, "mwaa-2-5-1-primary-source").is_ok());
+        assert!(parse(K::BucketName, "arn:aws:s3:::bucket").is_err());
+        assert!(parse(K::Arn("sns"), "arn:aws:sns:us-east-1:123456789012:topic").is_ok());
+        assert!(parse(K::Arn("sns"), "arn:aws:sqs:us-east-1:123456789012:q").is_err());
+    }
+
+    #[test]
+    fn fernet_keys() {
+        let key = "Z2FsdGVydGVzdGtleWdhbHRlcnRlc3RrZXlnYWx0ZXI=";
+        assert_eq!(key.len(), 44);
+        assert!(parse(K::FernetKey, key).is_ok());
+        assert!(parse(K::FernetKey, &format!("{key},{key}")).is_ok());
+        let err = parse(K::FernetKey, "short").expect_err("short key");
+        assert!(!err.contains("short"));
+    }
+}
+
+/// The variable reference of `docs/CONFIGURATION.md`, one table per group.
+pub fn markdown_reference() -> String {
+    let versions = VersionTable::builtin();
+    let mut out = String::new();
+    let mut group = None;
+    for v in VARS {
+        if group != Some(v.group) {
+            group = Some(v.group);
+            out.push_str(&format!(
+                "\n### {}\n\n| Variable | Default | Accepted | Meaning |\n|---|---|---|---|\n",
+                v.group.title()
+            ));
+        }
+        let default = v
+            .default
+            .map(|d| format!("`{d}`"))
+            .unwrap_or_else(|| "—".into());
+        let secret = if v.kind.is_secret() {
+            " Secret: shown as `***`."
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {}{} |\n",
+            v.name,
+            default,
+            v.kind.accepted(&versions).replace('|', "\\|"),
+            v.help.replace('|', "\\|"),
+            secret
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    const BEGIN: &str = "<!-- variables:begin (generated from src/config/vars.rs) -->";
+    const END: &str = "<!-- variables:end -->";
+
+    /// docs/CONFIGURATION.md carries the table generated from `VARS`; set
+    /// MWAA_DR_UPDATE_DOCS=1 to rewrite it after changing a variable.
+    #[test]
+    fn configuration_doc_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIGURATION.md");
+        let doc = std::fs::read_to_string(path).expect("docs/CONFIGURATION.md exists");
+        let (start, end) = (
+            doc.find(BEGIN).expect("begin marker") + BEGIN.len(),
+            doc.find(END).expect("end marker"),
+        );
+        let expected = format!("\n{}\n", markdown_reference().trim());
+        if doc[start..end] != expected {
+            if std::env::var_os("MWAA_DR_UPDATE_DOCS").is_some() {
+                let updated = format!("{}{}{}", &doc[..start], expected, &doc[end..]);
+                std::fs::write(path, updated).expect("rewrite docs");
+            } else {
+                panic!(
+                    "docs/CONFIGURATION.md is out of date: run MWAA_DR_UPDATE_DOCS=1 cargo test configuration_doc_is_current"
+                );
+            }
+        }
+    }
+
+    /// Every variable appears in .env.example, commented or not.
+    #[test]
+    fn env_example_lists_every_variable() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example");
+        let text = std::fs::read_to_string(path).expect(".env.example exists");
+        for v in VARS {
+            assert!(
+                text.lines().any(|l| l
+                    .trim_start_matches('#')
+                    .trim_start()
+                    .starts_with(&format!("{}=", v.name))),
+                "{} missing from .env.example",
+                v.name
+            );
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! mwaa-dr: disaster recovery for Apache Airflow and Amazon MWAA.
+//!
+//! The binary is a thin shell over [`run`]: parse, load `.env`, resolve the [`config::Config`],
+//! run the command, map the [`error::Error`] to an exit code.
+
+pub mod airflow;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod store;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, OutputFormat};
+use crate::config::{Config, Layers};
+use crate::error::{Error, Result, exit};
+
+/// The `.env` file read by default.
+pub const DEFAULT_ENV_FILE: &str = ".env";
+
+/// Runs mwaa-dr with `args` (program name first) and returns the process exit code.
+pub fn main_with_args(args: Vec<OsString>) -> i32 {
+    let format = output_format_hint(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = err.print();
+                return err.exit_code();
+            }
+            let message = err.render().to_string();
+            output::emit_error(
+                format,
+                &Error::Usage {
+                    message: message.trim_end().trim_start_matches("error: ").to_string(),
+                },
+            );
+            return exit::USAGE;
+        }
+    };
+    let format = cli.global.output;
+    match prepare(&cli) {
+        Ok(config) => {
+            init_logging(&cli, &config);
+            match run_blocking(cli, config) {
+                Ok(()) => exit::OK,
+                Err(err) => {
+                    output::emit_error(format, &err);
+                    err.exit_code()
+                }
+            }
+        }
+        Err(err) => {
+            output::emit_error(format, &err);
+            err.exit_code()
+        }
+    }
+}
+
+/// Reads the environment and the `.env` file and resolves the configuration.
+pub fn prepare(cli: &Cli) -> Result<Config> {
+    let mut layers = Layers::from_process_env();
+    if !cli.global.no_dotenv {
+        let (path, explicit) = match &cli.global.env_file {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(DEFAULT_ENV_FILE), false),
+        };
+        layers.load_env_file(&path, explicit)?;
+    }
+    Config::from_cli(cli, layers)
+}
+
+fn run_blocking(cli: Cli, config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::failed("start", "async runtime", e))?;
+    runtime.block_on(run_until_interrupted(cli, config))
+}
+
+/// Runs the command, racing it against Ctrl-C / SIGTERM. Dropping the command's future
+/// drops its open transactions, which PostgreSQL rolls back.
+pub async fn run_until_interrupted(cli: Cli, config: Config) -> Result<()> {
+    tokio::select! {
+        result = run(cli, config) => result,
+        () = interrupted() => Err(Error::Interrupted),
+    }
+}
+
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Dispatches to the subcommand.
+pub async fn run(cli: Cli, config: Config) -> Result<()> {
+    match &cli.command {
+        Command::Config => commands::config::run(&config),
+        other => Err(Error::NotAvailable {
+            command: other.name().to_string(),
+        }),
+    }
+}
+
+/// The log filter: MWAA_DR_LOG when set, else from -v / -q.
+fn init_logging(cli: &Cli, config: &Config) {
+    let default = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = config
+        .log_filter
+        .as_deref()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Whether errors should be JSON, decided before the arguments are known to parse.
+fn output_format_hint(args: &[OsString]) -> OutputFormat {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let json = args
+        .windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || args.contains(&"--output=json")
+        || std::env::var("MWAA_DR_OUTPUT").is_ok_and(|v| v == "json");
+    if json {
+        OutputFormat::Json
+    } else {
+        OutputFormat::Text
+    }
+}

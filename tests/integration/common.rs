@@ -1,0 +1,48 @@
+//! Shared test plumbing: running the binary in a clean environment, finding the bench servers.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+/// The binary with an empty environment (only PATH and HOME) in `dir`, so no variable or
+/// `.env` of the developer's leaks into a test.
+pub fn mwaa_dr(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("mwaa-dr").expect("binary built");
+    cmd.env_clear().current_dir(dir);
+    for keep in ["PATH", "HOME"] {
+        if let Ok(value) = std::env::var(keep) {
+            cmd.env(keep, value);
+        }
+    }
+    cmd
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A bench server's address from the variable `scripts/testbench.sh` exports. Without it the
+/// test is skipped loudly; under CI a missing server is a failure.
+pub fn bench_server(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set under CI: run the suite through scripts/test.sh")
+        }
+        _ => {
+            eprintln!("SKIPPED: {var} is not set; run the suite through scripts/test.sh");
+            None
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! Configuration: precedence, the original's `.env` files, bad input, secrets.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{Run, mwaa_dr, run};
+
+/// The Backup-Restore tutorial `.env` of the original README, verbatim.
+const TUTORIAL_BACKUP_RESTORE: &str = r#"STACK_NAME_PREFIX=mwaa-2-5-1
+AWS_ACCOUNT_ID=123456789101
+DR_TYPE=BACKUP_RESTORE
+
+MWAA_VERSION=2.5.1
+MWAA_UPDATE_EXECUTION_ROLE=YES
+
+PRIMARY_REGION=us-east-1
+PRIMARY_MWAA_ENVIRONMENT_NAME=mwaa-2-5-1-primary
+PRIMARY_MWAA_ROLE_ARN=arn:aws:iam::123456789101:role/service-role/mwaa-2-5-1-primary-role
+PRIMARY_DAGS_BUCKET_NAME=mwaa-2-5-1-primary-source
+PRIMARY_VPC_ID=vpc-012ab34c56d789101
+PRIMARY_SUBNET_IDS='["subnet-1234567", "subnet-987654321"]'
+PRIMARY_SECURITY_GROUP_IDS='["sg-0123456789"]'
+
+SECONDARY_REGION=us-east-2
+SECONDARY_MWAA_ENVIRONMENT_NAME=mwaa-2-5-1-secondary
+SECONDARY_MWAA_ROLE_ARN=arn:aws:iam::123456789101:role/service-role/mwaa-2-5-1-secondary-role
+SECONDARY_DAGS_BUCKET_NAME=mwaa-2-5-1-secondary-source
+SECONDARY_VPC_ID=vpc-1111222233334444
+SECONDARY_SUBNET_IDS='["subnet-2222222", "subnet-3333333"]'
+SECONDARY_SECURITY_GROUP_IDS='["sg-111222333444"]'
+SECONDARY_CREATE_SFN_VPCE=YES
+"#;
+
+fn write_env(dir: &Path, text: &str) {
+    std::fs::write(dir.join(".env"), text).expect("write .env");
+}
+
+fn config_json(out: &Run) -> Value {
+    assert_eq!(out.code, 0, "config failed: {}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("config --output json prints JSON")
+}
+
+fn var<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["variables"]
+        .as_array()
+        .expect("variables array")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from config output"))
+}
+
+fn assert_resolves(doc: &Value, name: &str, value: Value, source: &str) {
+    let entry = var(doc, name);
+    assert_eq!(entry["value"], value, "{name}: {entry}");
+    assert_eq!(entry["source"], source, "{name}: {entry}");
+}
+
+#[test]
+fn flag_beats_env_and_env_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(dir.path(), "DR_BACKUP_STORE=/from/file\n");
+    let out = run(mwaa_dr(dir.path())
+        .env("DR_BACKUP_STORE", "/from/env")
+        .args(["--store", "/from/flag", "--output", "json", "config"]));
+    assert_resolves(
+        &config_json(&out),
+        "DR_BACKUP_STORE",
+        "/from/flag".into(),
+        "flag",
+    );
+}
+
+#[test]
+fn env_beats_env_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(dir.path(), "HEALTH_CHECK_MAX_RETRY=7\n");
+    let out = run(mwaa_dr(dir.path())
+        .env("HEALTH_CHECK_MAX_RETRY", "4")
+        .args(["--output", "json", "config"]));
+    assert_resolves(
+        &config_json(&out),
+        "HEALTH_CHECK_MAX_RETRY",
+        4.into(),
+        "env",
+    );
+}
+
+#[test]
+fn env_file_beats_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(dir.path(), "HEALTH_CHECK_MAX_RETRY=7\n");
+    let out = run(mwaa_dr(dir.path()).args(["--output", "json", "config"]));
+    assert_resolves(
+        &config_json(&out),
+        "HEALTH_CHECK_MAX_RETRY",
+        7.into(),
+        "env_file",
+    );
+}
+
+#[test]
+fn defaults_apply_last() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(mwaa_dr(dir.path()).args(["--output", "json", "config"]));
+    let doc = config_json(&out);
+    assert_eq!(
+        doc["env_file"],
+        Value::Null,
+        "no ./.env in an empty directory"
+    );
+    assert_resolves(&doc, "HEALTH_CHECK_MAX_RETRY", 2.into(), "default");
+    assert_resolves(
+        &doc,
+        "DR_VARIABLE_RESTORE_STRATEGY",
+        "APPEND".into(),
+        "default",
+    );
+    assert_resolves(
+        &doc,
+        "METADATA_EXPORT_DAG_NAME",
+        "backup_metadata".into(),
+        "default",
+    );
+    assert_resolves(
+        &doc,
+        "MWAA_CREATE_ENV_POLLING_INTERVAL_SECS",
+        60.into(),
+        "default",
+    );
+    assert_resolves(&doc, "DR_TYPE", Value::Null, "unset");
+}
+
+#[test]
+fn db_flag_sets_the_commands_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `config` has no --db; the flag belongs to backup / restore / cleanup, which are checked
+    // in their own tests. Here: SQLAlchemy URL from Airflow's variable is accepted.
+    let out = run(mwaa_dr(dir.path())
+        .env(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "postgresql+psycopg2://airflow:pw-in-url@db:5432/airflow",
+        )
+        .args(["--output", "json", "config"]));
+    let doc = config_json(&out);
+    assert_resolves(
+        &doc,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "postgres://airflow:***@db:5432/airflow".into(),
+        "env",
+    );
+}
+
+#[test]
+fn backup_restore_tutorial_env_works_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(dir.path(), TUTORIAL_BACKUP_RESTORE);
+    let doc = config_json(&run(
+        mwaa_dr(dir.path()).args(["--output", "json", "config"])
+    ));
+    assert_resolves(&doc, "DR_TYPE", "BACKUP_RESTORE".into(), "env_file");
+    assert_resolves(&doc, "MWAA_VERSION", "2.5.1".into(), "env_file");
+    assert_resolves(&doc, "MWAA_UPDATE_EXECUTION_ROLE", "YES".into(), "env_file");
+    assert_resolves(
+        &doc,
+        "PRIMARY_SUBNET_IDS",
+        serde_json::json!(["subnet-1234567", "subnet-987654321"]),
+        "env_file",
+    );
+    assert_resolves(
+        &doc,
+        "SECONDARY_SECURITY_GROUP_IDS",
+        serde_json::json!(["sg-111222333444"]),
+        "env_file",
+    );
+    assert_resolves(&doc, "SECONDARY_REGION", "us-east-2".into(), "env_file");
+    assert_resolves(&doc, "SECONDARY_CREATE_SFN_VPCE", "YES".into(), "env_file");
+    // Backup-Restore turns the APPEND default into REPLACE, as the original.
+    assert_resolves(
+        &doc,
+        "DR_VARIABLE_RESTORE_STRATEGY",
+        "REPLACE".into(),
+        "default",
+    );
+    assert_resolves(
+        &doc,
+        "DR_CONNECTION_RESTORE_STRATEGY",
+        "REPLACE".into(),
+        "default",
+    );
+    // ...but DO_NOTHING stays DO_NOTHING.
+    let doc = config_json(&run(mwaa_dr(dir.path())
+        .env("DR_VARIABLE_RESTORE_STRATEGY", "DO_NOTHING")
+        .args(["--output", "json", "config"])));
+    assert_resolves(
+        &doc,
+        "DR_VARIABLE_RESTORE_STRATEGY",
+        "DO_NOTHING".into(),
+        "env",
+    );
+
+    let text = run(mwaa_dr(dir.path()).arg("config"));
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    for expected in [
+        "DR_TYPE",
+        "BACKUP_RESTORE",
+        "mwaa-2-5-1-secondary",
+        r#"["subnet-2222222","subnet-3333333"]"#,
+        ".env file",
+    ] {
+        assert!(
+            text.stdout.contains(expected),
+            "{expected} missing:\n{}",
+            text.stdout
+        );
+    }
+}
+
+#[test]
+fn warm_standby_tutorial_env_keeps_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(
+        dir.path(),
+        &TUTORIAL_BACKUP_RESTORE.replace("DR_TYPE=BACKUP_RESTORE", "DR_TYPE=WARM_STANDBY"),
+    );
+    let doc = config_json(&run(
+        mwaa_dr(dir.path()).args(["--output", "json", "config"])
+    ));
+    assert_resolves(&doc, "DR_TYPE", "WARM_STANDBY".into(), "env_file");
+    assert_resolves(
+        &doc,
+        "DR_VARIABLE_RESTORE_STRATEGY",
+        "APPEND".into(),
+        "default",
+    );
+}
+
+/// Each class of bad input exits 2 and names the variable and what is accepted.
+#[test]
+fn bad_input_exits_2_naming_the_variable() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("DR_TYPE", "HOT_STANDBY", "BACKUP_RESTORE, WARM_STANDBY"),
+        ("PRIMARY_SUBNET_IDS", "subnet-1,subnet-2", "brackets"),
+        ("HEALTH_CHECK_MAX_RETRY", "-1", "a whole number, 0 or more"),
+        ("MWAA_VERSION", "9.9.9", "2.10.3"),
+        (
+            "PRIMARY_DB_URL",
+            "postgres://user:hunter2@db:notaport/airflow",
+            "PostgreSQL URL",
+        ),
+        ("MWAA_SIMULATE_DR", "maybe", "YES or NO"),
+        ("DR_S3_SSE", "aws:kms:dsse", "AES256, aws:kms"),
+        (
+            "HEALTH_CHECK_RETRY_BACKOFF_RATE",
+            "0.5",
+            "a number, 1 or more",
+        ),
+        ("PRIMARY_BACKUP_SCHEDULE", "every hour", "cron"),
+    ];
+    for (name, value, accepted) in cases {
+        for via_file in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = dir.path().join("store");
+            let mut cmd = mwaa_dr(dir.path());
+            if via_file {
+                write_env(dir.path(), &format!("{name}='{value}'\n"));
+            } else {
+                cmd.env(name, value);
+            }
+            let out = run(cmd.args(["backup", "--store"]).arg(&store));
+            assert_eq!(out.code, 2, "{name}={value}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(name),
+                "{name} not named: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(accepted),
+                "{name}: accepted values not named: {}",
+                out.stderr
+            );
+            assert!(
+                !out.stderr.contains("hunter2"),
+                "password leaked: {}",
+                out.stderr
+            );
+            if *name != "PRIMARY_DB_URL" {
+                assert!(
+                    out.stderr.contains(value),
+                    "{name}: value not named: {}",
+                    out.stderr
+                );
+            }
+            assert!(!store.exists(), "bad input must change nothing");
+        }
+    }
+}
+
+#[test]
+fn malformed_env_line_exits_2_naming_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(
+        dir.path(),
+        "DR_TYPE=WARM_STANDBY\nPRIMARY_FERNET_KEY='unterminated-secret\n",
+    );
+    let out = run(mwaa_dr(dir.path()).arg("config"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(".env"), "{}", out.stderr);
+    assert!(out.stderr.contains("line 2"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("unterminated-secret"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn env_file_missing_is_silent_by_default_and_an_error_when_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let silent = run(mwaa_dr(dir.path()).arg("config"));
+    assert_eq!(silent.code, 0, "{}", silent.stderr);
+    let named = run(mwaa_dr(dir.path()).args(["--env-file", "missing.env", "config"]));
+    assert_eq!(named.code, 2);
+    assert!(named.stderr.contains("missing.env"), "{}", named.stderr);
+}
+
+#[test]
+fn no_dotenv_ignores_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(dir.path(), "DR_TYPE=NOT_A_TYPE\n");
+    let out = run(mwaa_dr(dir.path()).args(["--no-dotenv", "--output", "json", "config"]));
+    assert_resolves(&config_json(&out), "DR_TYPE", Value::Null, "unset");
+}
+
+#[test]
+fn errors_are_json_on_stderr_with_json_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(mwaa_dr(dir.path())
+        .env("DR_TYPE", "nope")
+        .args(["--output", "json", "config"]));
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.is_empty());
+    let doc: Value = serde_json::from_str(&out.stderr).expect("JSON error document");
+    assert_eq!(doc["error"]["variable"], "DR_TYPE");
+    assert_eq!(doc["error"]["exit_code"], 2);
+}
+
+const FERNET_PRIMARY: &str = "cHJpbWFyeS1mZXJuZXQta2V5LTMyLWJ5dGVzLWxvbmc=";
+const FERNET_SECONDARY: &str = "c2Vjb25kYXJ5LWZlcm5ldC1rZXktMzItYnl0ZXMtbG8=";
+
+/// No secret reaches `config` output (text or JSON), logs at any verbosity, or errors.
+#[test]
+fn secrets_never_appear() {
+    let secrets = [
+        "primary-db-password",
+        "secondary-db-password",
+        "airflow-db-password",
+        FERNET_PRIMARY,
+        FERNET_SECONDARY,
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(
+        dir.path(),
+        &format!(
+            "SECONDARY_DB_URL=postgres://airflow:secondary-db-password@standby:5432/airflow\nSECONDARY_FERNET_KEY={FERNET_SECONDARY}\n"
+        ),
+    );
+    let base = |extra: &[&str]| {
+        let mut cmd = mwaa_dr(dir.path());
+        cmd.env(
+            "PRIMARY_DB_URL",
+            "postgresql+psycopg2://airflow:primary-db-password@primary:5432/airflow",
+        )
+        .env(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "postgresql://airflow:airflow-db-password@local/airflow",
+        )
+        .env("PRIMARY_FERNET_KEY", FERNET_PRIMARY)
+        .env(
+            "AIRFLOW__CORE__FERNET_KEY",
+            format!("{FERNET_PRIMARY},{FERNET_SECONDARY}"),
+        )
+        .args(extra);
+        run(&mut cmd)
+    };
+    let runs = [
+        base(&["config"]),
+        base(&["--output", "json", "config"]),
+        base(&["-vvv", "config"]),
+        base(&["-vvv", "backup", "--store", "s3://"]),
+        base(&[
+            "--output",
+            "json",
+            "restore",
+            "--db",
+            "postgres://u:secondary-db-password@h/db:bad",
+        ]),
+    ];
+    for (i, out) in runs.iter().enumerate() {
+        for secret in secrets {
+            assert!(
+                !out.stdout.contains(secret),
+                "run {i}: stdout leaks {secret}:\n{}",
+                out.stdout
+            );
+            assert!(
+                !out.stderr.contains(secret),
+                "run {i}: stderr leaks {secret}:\n{}",
+                out.stderr
+            );
+        }
+    }
+    // The redacted forms are there, so the test is looking at the right output.
+    assert!(
+        runs[0]
+            .stdout
+            .contains("postgres://airflow:***@primary:5432/airflow"),
+        "{}",
+        runs[0].stdout
+    );
+    assert!(runs[0].stdout.contains("***"), "{}", runs[0].stdout);
+}
+
+#[test]
+fn unavailable_commands_say_so_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(mwaa_dr(dir.path()).arg("failover"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("failover"), "{}", out.stderr);
+}
+
+#[test]
+fn env_example_is_a_valid_env_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect(".env.example");
+    write_env(dir.path(), &example);
+    let doc = config_json(&run(
+        mwaa_dr(dir.path()).args(["--output", "json", "config"])
+    ));
+    assert_resolves(&doc, "DR_TYPE", "WARM_STANDBY".into(), "env_file");
+    assert_resolves(&doc, "DR_BACKUP_STORE", "./backups".into(), "env_file");
+}
