@@ -7,6 +7,7 @@ pub mod airflow;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod output;
 pub mod store;
@@ -124,7 +125,13 @@ async fn interrupted() {
 pub async fn run(cli: Cli, config: Config) -> Result<()> {
     match &cli.command {
         Command::Config => commands::config::run(&config),
-        other => Err(Error::NotAvailable {
+        Command::Backup(args) => commands::backup::run(&config, args).await,
+        Command::Restore(args) => commands::restore::run(&config, args).await,
+        Command::Cleanup(_) => commands::cleanup::run(&config).await,
+        Command::List => commands::list::run(&config).await,
+        Command::Verify(args) => commands::verify::run(&config, args).await,
+        Command::Prune(args) => commands::prune::run(&config, args).await,
+        other @ (Command::HealthCheck(_) | Command::Failover(_)) => Err(Error::NotAvailable {
             command: other.name().to_string(),
         }),
     }

@@ -1,3 +1,37 @@
 //! One module per subcommand: thin orchestration over the library.
 
+pub mod backup;
+pub mod cleanup;
 pub mod config;
+pub mod list;
+pub mod prune;
+pub mod restore;
+pub mod verify;
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Asks before a destructive step, unless `--yes`. Without a terminal to ask on, refuses.
+pub fn confirm(config: &Config, question: &str) -> Result<()> {
+    if config.assume_yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage {
+            message: format!("{question}: no terminal to confirm on; pass --yes to proceed"),
+        });
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        Err(Error::Usage {
+            message: "not confirmed; nothing was changed".into(),
+        })
+    }
+}

@@ -1,8 +1,99 @@
 //! The backup store: where backups live and how they are laid out.
 
+pub mod local;
+pub mod manifest;
+pub mod s3;
+pub mod verify;
+
 use std::fmt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
+
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+
+use crate::error::Result;
+
+/// A stream of an object's bytes.
+pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// One stored object: key relative to the store's root, and size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A key-value store of immutable objects: a local directory or an S3 prefix.
+///
+/// Keys are `/`-separated and relative to the store's root. An object is visible only once
+/// its writer finished; an object is never overwritten.
+#[async_trait]
+pub trait BackupStore: Send + Sync {
+    /// The store as users name it (`s3://bucket/prefix` or a path), for messages.
+    fn describe(&self) -> String;
+
+    /// Starts a new object. Fails when `key` exists already.
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Streams an object; an error names the key when it does not exist.
+    async fn open(&self, key: &str) -> Result<ObjectReader>;
+
+    /// Whether `key` exists.
+    async fn exists(&self, key: &str) -> Result<bool>;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Writes a small object in one go.
+    async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<u64> {
+        let mut writer = self.create(key).await?;
+        if let Err(err) = writer.write(bytes).await {
+            let _ = writer.abort().await;
+            return Err(err);
+        }
+        writer.finish().await
+    }
+
+    /// Reads a small object whole.
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut reader = self.open(key).await?;
+        let mut buf = Vec::new();
+        reader.read_to_end(&mut buf).await.map_err(|e| {
+            crate::error::Error::failed("read", format!("{}/{key}", self.describe()), e)
+        })?;
+        Ok(buf)
+    }
+}
+
+/// A new object being written. Nothing is visible until `finish`; `abort` (or an error)
+/// leaves nothing behind.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, chunk: &[u8]) -> Result<()>;
+    /// Makes the object visible and returns its size.
+    async fn finish(self: Box<Self>) -> Result<u64>;
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens the store at `location`; S3 takes its credentials, region and endpoint from the
+/// standard AWS configuration chain.
+pub async fn open_store(
+    location: &StoreLocation,
+    config: &crate::config::Config,
+) -> Result<Box<dyn BackupStore>> {
+    match location {
+        StoreLocation::Local { path } => Ok(Box::new(local::LocalStore::new(path.clone()))),
+        StoreLocation::S3 { bucket, prefix } => Ok(Box::new(
+            s3::S3Store::from_env(bucket, prefix, config.s3_encryption.clone()).await,
+        )),
+    }
+}
 
 pub const ACCEPTED_LOCATIONS: &str =
     "s3://BUCKET[/PREFIX], file:///ABSOLUTE/PATH or a plain directory path";

@@ -1,7 +1,10 @@
 //! Integration tests, one binary: the `mwaa-dr` command as a user runs it, against the real
 //! PostgreSQL and moto servers that `scripts/testbench.sh` starts.
 
+mod backup;
 mod bench;
 mod cli;
 mod common;
 mod config;
+mod pg;
+mod store;

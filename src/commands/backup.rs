@@ -1,0 +1,212 @@
+//! `mwaa-dr backup`: one snapshot of the metadata database into a new backup in the store.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::airflow::catalog::Catalog;
+use crate::cli::BackupArgs;
+use crate::config::Config;
+use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate};
+use crate::db::{airflow_version, connect, db_error, table_columns};
+use crate::error::{Error, Result};
+use crate::output;
+use crate::store::manifest::{self, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
+use crate::store::{BackupStore, open_store};
+
+#[derive(Serialize)]
+struct BackupDoc<'a> {
+    backup_id: &'a str,
+    store: String,
+    airflow_version: &'a str,
+    tables: usize,
+    rows: u64,
+    stored_bytes: u64,
+    seconds: f64,
+    dry_run: bool,
+}
+
+pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
+    if args.environment_only {
+        return Err(Error::NotAvailable {
+            command: "backup --environment-only".into(),
+        });
+    }
+    if let Some(v) = &args.airflow_version
+        && !config.versions.is_known(v)
+    {
+        return Err(Error::Usage {
+            message: format!(
+                "--airflow-version {v} is not a known Airflow version; accepted: {}",
+                config.versions.known_versions().join(", ")
+            ),
+        });
+    }
+    let location = config.store("backup")?;
+    let db = config.source_db("backup")?;
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let catalog = Catalog::builtin()?;
+    let export_dag = &config.deployment.export_dag_name;
+
+    let mut conn = connect(&db).await?;
+    let snapshot = begin_snapshot(&mut conn, db.redacted()).await?;
+    let (version, revision) = airflow_version(
+        &mut conn,
+        db.redacted(),
+        &config.versions,
+        args.airflow_version.as_deref(),
+    )
+    .await?;
+    if let Some(stated) = &config.mwaa_version
+        && *stated != version
+    {
+        warn!(stated = %stated, detected = %version, "MWAA_VERSION differs from the database's Airflow version; the database's is used");
+    }
+    let mut tables = Vec::new();
+    for spec in &catalog.tables {
+        let Some(columns) = table_columns(&mut conn, &spec.name).await? else {
+            continue;
+        };
+        let columns: Vec<String> = columns
+            .into_iter()
+            .filter(|c| !spec.exclude_columns.contains(c))
+            .collect();
+        tables.push(TableExport {
+            name: spec.name.clone(),
+            columns,
+            filter: catalog.render_filter(spec, export_dag),
+            estimate: row_estimate(&mut conn, &spec.name).await?,
+        });
+    }
+    let active_dags = active_dags(&mut conn, db.redacted()).await?;
+    let backup_id = manifest::new_backup_id(started_at);
+
+    if config.dry_run {
+        let text = tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}  ({} columns){}",
+                    t.name,
+                    t.columns.len(),
+                    t.filter
+                        .as_ref()
+                        .map(|f| format!("  WHERE {f}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let doc = BackupDoc {
+            backup_id: &backup_id,
+            store: location.to_string(),
+            airflow_version: &version,
+            tables: tables.len(),
+            rows: 0,
+            stored_bytes: 0,
+            seconds: 0.0,
+            dry_run: true,
+        };
+        output::emit(config.output, &doc, || {
+            format!(
+                "dry run: would back up Airflow {version} ({} tables) into {location} as {backup_id}:\n{text}",
+                tables.len()
+            )
+        });
+        return Ok(());
+    }
+
+    let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
+    let jobs = usize::from(config_jobs(args));
+    let result = export_tables(&db, &snapshot, jobs, tables, store.clone(), &backup_id).await;
+    drop(conn);
+    let entries = match result {
+        Ok(entries) => entries,
+        Err(e) => {
+            discard_partial(store.as_ref(), &backup_id).await;
+            return Err(e);
+        }
+    };
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        backup_id: backup_id.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        source: SourceInfo {
+            database: db.redacted().to_string(),
+            environment: config.primary.environment_name.clone(),
+        },
+        airflow_version: version.clone(),
+        alembic_revision: revision,
+        filters: FilterInfo {
+            inflight_states: catalog.inflight_states.clone(),
+            export_dag: export_dag.clone(),
+        },
+        tables: entries,
+        active_dags,
+    };
+    if let Err(e) = manifest::commit(store.as_ref(), &manifest).await {
+        discard_partial(store.as_ref(), &backup_id).await;
+        return Err(e);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let doc = BackupDoc {
+        backup_id: &backup_id,
+        store: store.describe(),
+        airflow_version: &version,
+        tables: manifest.tables.len(),
+        rows: manifest.total_rows(),
+        stored_bytes: manifest.stored_bytes(),
+        seconds,
+        dry_run: false,
+    };
+    output::emit(config.output, &doc, || {
+        format!(
+            "backup {backup_id}: Airflow {version}, {} tables, {} rows, {} stored in {} ({seconds:.1} s)",
+            manifest.tables.len(),
+            manifest.total_rows(),
+            output::bytes(manifest.stored_bytes()),
+            store.describe()
+        )
+    });
+    Ok(())
+}
+
+fn config_jobs(args: &BackupArgs) -> u16 {
+    args.jobs.max(1)
+}
+
+/// DAGs not paused (and still present in their DAG files) in the source.
+async fn active_dags(conn: &mut sqlx::PgConnection, db: &str) -> Result<Vec<String>> {
+    let Some(columns) = table_columns(conn, "dag").await? else {
+        return Ok(Vec::new());
+    };
+    let present = if columns.iter().any(|c| c == "is_stale") {
+        "NOT is_stale"
+    } else if columns.iter().any(|c| c == "is_active") {
+        "is_active"
+    } else {
+        "TRUE"
+    };
+    sqlx::query_scalar(&format!(
+        "SELECT dag_id FROM dag WHERE NOT is_paused AND {present} ORDER BY dag_id"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| db_error("list active DAGs", db, e))
+}
+
+/// Best effort: remove the objects of a backup that never got its manifest.
+async fn discard_partial(store: &dyn BackupStore, backup_id: &str) {
+    let prefix = manifest::object_key(backup_id, "");
+    if let Ok(objects) = store.list(&prefix).await {
+        for object in objects {
+            let _ = store.delete(&object.key).await;
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Emptying the restorable tables of a metadata database, keeping what the live environment
+//! needs (the catalog's `keep` clauses: its running jobs, default_pool, log_template,
+//! variables and connections).
+
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use super::{db_error, table_columns};
+use crate::airflow::catalog::{Catalog, quote_ident};
+use crate::error::Result;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCount {
+    pub table: String,
+    pub rows: u64,
+}
+
+/// Deletes (or, with `dry_run`, counts) the rows cleanup removes, children before parents.
+/// Runs on `conn` as it is: the caller owns the transaction.
+pub async fn cleanup(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    dry_run: bool,
+) -> Result<Vec<TableCount>> {
+    let mut counts = Vec::new();
+    for spec in catalog.tables.iter().rev() {
+        if spec.keep.as_deref() == Some("true") {
+            continue;
+        }
+        if table_columns(conn, &spec.name).await?.is_none() {
+            continue;
+        }
+        let condition = spec
+            .keep
+            .as_deref()
+            .map(|keep| format!(" WHERE ({keep}) IS NOT TRUE"))
+            .unwrap_or_default();
+        let table = quote_ident(&spec.name);
+        let rows = if dry_run {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}{condition}"))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| db_error("count", &spec.name, e))?;
+            u64::try_from(n).unwrap_or(0)
+        } else {
+            sqlx::query(&format!("DELETE FROM {table}{condition}"))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_error("clean up", &spec.name, e))?
+                .rows_affected()
+        };
+        counts.push(TableCount {
+            table: spec.name.clone(),
+            rows,
+        });
+    }
+    Ok(counts)
+}

@@ -1,0 +1,429 @@
+//! Restore side: checked objects loaded into the target in ONE transaction, by column name,
+//! ids kept, sequences moved, variable/connection strategies applied, active DAGs unpaused.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_compression::tokio::bufread::ZstdDecoder;
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+use tokio::io::BufReader;
+use tracing::{info, instrument};
+
+use super::cleanup::{TableCount, cleanup};
+use super::stream::HashingReader;
+use super::{column_list, db_error, serial_columns, table_columns};
+use crate::airflow::catalog::{Catalog, RestoreMode, TableSpec, quote_ident, quote_literal};
+use crate::config::RestoreStrategy;
+use crate::error::{Error, Result};
+use crate::store::BackupStore;
+use crate::store::manifest::{Manifest, TableEntry, object_key};
+
+/// Variables that steer restores; a restore never overwrites them.
+pub const PROTECTED_VARIABLES: &[&str] = &[
+    "DR_VARIABLE_RESTORE_STRATEGY",
+    "DR_CONNECTION_RESTORE_STRATEGY",
+];
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub clean: bool,
+    pub variable_strategy: RestoreStrategy,
+    pub connection_strategy: RestoreStrategy,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub cleaned: Vec<TableCount>,
+    pub loaded: Vec<TableCount>,
+    pub skipped: Vec<String>,
+    /// Restored job ids that collided with the target's kept jobs, and their new ids.
+    pub renumbered_jobs: BTreeMap<i64, i64>,
+    pub unpaused: Vec<String>,
+    /// Active in the source but without a `dag` row in the target (not parsed yet).
+    pub missing_dags: Vec<String>,
+}
+
+/// Runs the whole restore in one transaction on `conn`. Objects must have been verified.
+pub async fn restore(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    manifest: &Manifest,
+    store: Arc<dyn BackupStore>,
+    options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(|e| db_error("begin", "restore", e))?;
+    let mut report = RestoreReport {
+        cleaned: Vec::new(),
+        loaded: Vec::new(),
+        skipped: Vec::new(),
+        renumbered_jobs: BTreeMap::new(),
+        unpaused: Vec::new(),
+        missing_dags: Vec::new(),
+    };
+    if options.clean {
+        report.cleaned = cleanup(&mut tx, catalog, false).await?;
+    }
+    // Plan: the manifest's tables in catalog order; check they fit the target first.
+    let mut plan: Vec<(&TableSpec, &TableEntry)> = Vec::new();
+    for spec in &catalog.tables {
+        let Some(entry) = manifest.table(&spec.name) else {
+            continue;
+        };
+        let Some(target_cols) = table_columns(&mut tx, &spec.name).await? else {
+            return Err(Error::failed(
+                "restore",
+                &spec.name,
+                "the backup has this table but the target database does not",
+            ));
+        };
+        if let Some(missing) = entry.columns.iter().find(|c| !target_cols.contains(c)) {
+            return Err(Error::failed(
+                "restore",
+                &spec.name,
+                format!(
+                    "column {missing} of the backup does not exist in the target (is the target an older Airflow version?)"
+                ),
+            ));
+        }
+        if spec.restore == RestoreMode::Copy {
+            let keep = spec
+                .keep
+                .as_deref()
+                .map(|k| format!(" WHERE ({k}) IS NOT TRUE"))
+                .unwrap_or_default();
+            let busy: bool = sqlx::query_scalar(&format!(
+                "SELECT EXISTS (SELECT 1 FROM {}{keep})",
+                quote_ident(&spec.name)
+            ))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error("inspect", &spec.name, e))?;
+            if busy {
+                return Err(Error::failed(
+                    "restore",
+                    &spec.name,
+                    "the target table is not empty; restore with --clean (or run `mwaa-dr cleanup` first)",
+                ));
+            }
+        }
+        plan.push((spec, entry));
+    }
+    if let Some(extra) = manifest
+        .tables
+        .iter()
+        .find(|t| catalog.table(&t.name).is_none())
+    {
+        report.skipped.push(extra.name.clone());
+    }
+
+    for (spec, entry) in plan {
+        let strategy = match spec.name.as_str() {
+            "variable" => Some(options.variable_strategy),
+            "connection" => Some(options.connection_strategy),
+            _ => None,
+        };
+        if strategy == Some(RestoreStrategy::DoNothing) {
+            report.skipped.push(spec.name.clone());
+            continue;
+        }
+        let rows = load_table(
+            &mut tx,
+            spec,
+            entry,
+            manifest,
+            store.as_ref(),
+            strategy,
+            &mut report.renumbered_jobs,
+        )
+        .await?;
+        report.loaded.push(TableCount {
+            table: spec.name.clone(),
+            rows,
+        });
+    }
+    if !report.renumbered_jobs.is_empty() {
+        rewrite_job_references(&mut tx, &report.renumbered_jobs).await?;
+    }
+    for table in report
+        .loaded
+        .iter()
+        .map(|t| t.table.clone())
+        .collect::<Vec<_>>()
+    {
+        advance_sequences(&mut tx, &table).await?;
+    }
+    let (unpaused, missing) = unpause(&mut tx, &manifest.active_dags).await?;
+    report.unpaused = unpaused;
+    report.missing_dags = missing;
+    tx.commit()
+        .await
+        .map_err(|e| db_error("commit", "restore", e))?;
+    Ok(report)
+}
+
+#[instrument(skip_all, fields(table = %spec.name))]
+async fn load_table(
+    conn: &mut PgConnection,
+    spec: &TableSpec,
+    entry: &TableEntry,
+    manifest: &Manifest,
+    store: &dyn BackupStore,
+    strategy: Option<RestoreStrategy>,
+    renumbered: &mut BTreeMap<i64, i64>,
+) -> Result<u64> {
+    let table = quote_ident(&spec.name);
+    let cols = column_list(&entry.columns);
+    let direct = spec.restore == RestoreMode::Copy && spec.name != "job";
+    let stage = format!("mwaa_dr_stage_{}", spec.name);
+    let dest = if direct {
+        table.clone()
+    } else {
+        sqlx::query(&format!(
+            "CREATE TEMP TABLE {} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP",
+            quote_ident(&stage)
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("stage", &spec.name, e))?;
+        quote_ident(&stage)
+    };
+    let rows = copy_in(conn, &dest, &cols, entry, manifest, store).await?;
+    if direct {
+        info!(rows, "loaded");
+        return Ok(rows);
+    }
+    let stage = quote_ident(&stage);
+    let key_match = spec
+        .key
+        .iter()
+        .map(|k| format!("d.{0} = s.{0}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    // Columns whose values the target owns (ids not kept outside Copy mode).
+    let without_id: Vec<String> = entry
+        .columns
+        .iter()
+        .filter(|c| *c != "id" || spec.key.iter().any(|k| k == "id"))
+        .cloned()
+        .collect();
+    let insert_cols = column_list(&without_id);
+    let select_cols = without_id
+        .iter()
+        .map(|c| format!("s.{}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let protected = if spec.name == "variable" {
+        format!(
+            " AND s.{} NOT IN ({})",
+            quote_ident("key"),
+            PROTECTED_VARIABLES
+                .iter()
+                .map(|v| quote_literal(v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    let statements: Vec<String> = match (spec.restore, strategy) {
+        (RestoreMode::Copy, _) => {
+            // job: restored ids that collide with the target's kept (live) jobs get new ids.
+            let collisions: Vec<i64> = sqlx::query_scalar(&format!(
+                "SELECT s.id::bigint FROM {stage} s JOIN {table} d ON d.id = s.id ORDER BY s.id"
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_error("inspect", &spec.name, e))?;
+            if !collisions.is_empty() {
+                let top: i64 = sqlx::query_scalar(&format!(
+                    "SELECT GREATEST((SELECT COALESCE(max(id), 0) FROM {stage}), (SELECT COALESCE(max(id), 0) FROM {table}))::bigint"
+                ))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| db_error("inspect", &spec.name, e))?;
+                for (i, old) in collisions.iter().enumerate() {
+                    let new = top + 1 + i as i64;
+                    renumbered.insert(*old, new);
+                    sqlx::query(&format!(
+                        "UPDATE {stage} SET id = $1::int WHERE id = $2::int"
+                    ))
+                    .bind(new)
+                    .bind(*old)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("renumber", &spec.name, e))?;
+                }
+            }
+            vec![format!(
+                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"
+            )]
+        }
+        (RestoreMode::MissingRows, _) | (RestoreMode::Strategy, Some(RestoreStrategy::Append)) => {
+            vec![format!(
+                "INSERT INTO {table} ({insert_cols}) SELECT {select_cols} FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {table} d WHERE {key_match}){protected}"
+            )]
+        }
+        (RestoreMode::Strategy, _) => vec![
+            format!("DELETE FROM {table} d USING {stage} s WHERE {key_match}{protected}"),
+            format!(
+                "INSERT INTO {table} ({insert_cols}) SELECT {select_cols} FROM {stage} s WHERE TRUE{protected}"
+            ),
+        ],
+        (RestoreMode::Merge, _) => {
+            let keys = column_list(&spec.key);
+            let updates = without_id
+                .iter()
+                .filter(|c| !spec.key.contains(c))
+                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let action = if updates.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!("UPDATE SET {updates}")
+            };
+            vec![format!(
+                "INSERT INTO {table} ({insert_cols}) SELECT {select_cols} FROM {stage} s ON CONFLICT ({keys}) DO {action}"
+            )]
+        }
+    };
+    let mut affected = 0;
+    for sql in statements {
+        affected = sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("restore", &spec.name, e))?
+            .rows_affected();
+    }
+    info!(rows, affected, "loaded");
+    Ok(affected)
+}
+
+/// `COPY dest (cols) FROM STDIN` from the stored object, checking its checksum and row count.
+async fn copy_in(
+    conn: &mut PgConnection,
+    dest: &str,
+    cols: &str,
+    entry: &TableEntry,
+    manifest: &Manifest,
+    store: &dyn BackupStore,
+) -> Result<u64> {
+    let key = object_key(&manifest.backup_id, &entry.object);
+    let resource = format!("{}/{key}", store.describe());
+    let reader = store.open(&key).await?;
+    let (hashing, digest) = HashingReader::new(reader);
+    let decoder = ZstdDecoder::new(BufReader::with_capacity(1 << 20, hashing));
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY {dest} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER MATCH)"
+        ))
+        .await
+        .map_err(|e| db_error("load", &entry.name, e))?;
+    if let Err(e) = copy.read_from(decoder).await {
+        let _ = copy
+            .abort("mwaa-dr: reading the backup object failed")
+            .await;
+        return Err(Error::failed("load", &resource, e));
+    }
+    let rows = copy
+        .finish()
+        .await
+        .map_err(|e| db_error("load", &entry.name, e))?;
+    let (bytes, sha) = digest
+        .lock()
+        .map(|d| (d.bytes, d.hex()))
+        .unwrap_or_default();
+    if sha != entry.sha256 || bytes != entry.stored_bytes {
+        return Err(Error::failed(
+            "load",
+            &resource,
+            "the object changed since it was verified (SHA-256 mismatch); nothing was restored",
+        ));
+    }
+    if rows != entry.rows {
+        return Err(Error::failed(
+            "load",
+            &resource,
+            format!("loaded {rows} rows, the manifest says {}", entry.rows),
+        ));
+    }
+    Ok(rows)
+}
+
+/// References to job ids without foreign keys follow renumbered jobs.
+async fn rewrite_job_references(
+    conn: &mut PgConnection,
+    renumbered: &BTreeMap<i64, i64>,
+) -> Result<()> {
+    const REFERENCES: &[(&str, &str)] = &[
+        ("task_instance", "job_id"),
+        ("task_instance", "queued_by_job_id"),
+        ("task_instance_history", "job_id"),
+        ("task_instance_history", "queued_by_job_id"),
+        ("dag_run", "creating_job_id"),
+        ("trigger", "triggerer_id"),
+    ];
+    for (table, column) in REFERENCES {
+        let Some(cols) = table_columns(conn, table).await? else {
+            continue;
+        };
+        if !cols.iter().any(|c| c == column) {
+            continue;
+        }
+        for (old, new) in renumbered {
+            sqlx::query(&format!(
+                "UPDATE {} SET {1} = $1::int WHERE {1} = $2::int",
+                quote_ident(table),
+                quote_ident(column)
+            ))
+            .bind(new)
+            .bind(old)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("renumber job references", table, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves every serial sequence of `table` past the largest id now in it.
+async fn advance_sequences(conn: &mut PgConnection, table: &str) -> Result<()> {
+    for (column, sequence) in serial_columns(conn, table).await? {
+        let seq = quote_literal(&sequence);
+        sqlx::query(&format!(
+            "SELECT setval({seq}, m) FROM (SELECT max({col}) AS m FROM {tbl}) x WHERE m IS NOT NULL AND m >= (SELECT last_value FROM {seq_ident})",
+            col = quote_ident(&column),
+            tbl = quote_ident(table),
+            seq_ident = sequence,
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("advance sequence", &sequence, e))?;
+    }
+    Ok(())
+}
+
+/// Unpauses the DAGs active in the source that the target knows; returns (unpaused, missing).
+async fn unpause(conn: &mut PgConnection, active: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    if active.is_empty() || table_columns(conn, "dag").await?.is_none() {
+        return Ok((Vec::new(), active.to_vec()));
+    }
+    let mut unpaused: Vec<String> = sqlx::query_scalar(
+        "UPDATE dag SET is_paused = false WHERE dag_id = ANY($1) RETURNING dag_id",
+    )
+    .bind(active)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| db_error("unpause", "dag", e))?;
+    unpaused.sort();
+    let missing = active
+        .iter()
+        .filter(|d| !unpaused.contains(d))
+        .cloned()
+        .collect();
+    Ok((unpaused, missing))
+}

@@ -1,0 +1,478 @@
+//! Backup, restore, cleanup, list, verify and prune against the bench PostgreSQL holding real
+//! Airflow 2.10.3 and 2.4.3 schemas.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{mwaa_dr, run};
+use crate::pg::{Bench, connect, digest, whole_db_digest};
+
+fn backup(dir: &Path, store: &Path, db: &str) -> Value {
+    let out = run(mwaa_dr(dir)
+        .arg("--store")
+        .arg(store)
+        .args(["--output", "json", "backup", "--db", db]));
+    assert_eq!(out.code, 0, "backup failed: {}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("backup JSON")
+}
+
+fn restore(dir: &Path, store: &Path, db: &str, extra: &[&str]) -> crate::common::Run {
+    run(mwaa_dr(dir)
+        .arg("--store")
+        .arg(store)
+        .args(["--yes", "--output", "json", "restore", "--db", db])
+        .args(extra))
+}
+
+fn manifest(store: &Path, id: &str) -> Value {
+    let text = std::fs::read_to_string(store.join("backups").join(id).join("manifest.json"))
+        .expect("manifest");
+    serde_json::from_str(&text).expect("manifest JSON")
+}
+
+/// Every restored table equals the source row for row, byte for byte, except what the
+/// manifest says was filtered; sequences continue; references without FKs hold.
+async fn round_trip(version: &str) {
+    let Some(bench) = Bench::get() else { return };
+    let tag = version.replace('.', "");
+    let src = bench.airflow_db(&format!("rt_src_{tag}"), version, true);
+    let dst = bench.airflow_db(&format!("rt_dst_{tag}"), version, false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let doc = backup(dir.path(), &store, &src);
+    let id = doc["backup_id"].as_str().expect("id");
+    assert_eq!(doc["airflow_version"], version);
+    let out = restore(dir.path(), &store, &dst, &[]);
+    assert_eq!(out.code, 0, "restore failed: {}", out.stderr);
+    let m = manifest(&store, id);
+    for table in m["tables"].as_array().expect("tables") {
+        let name = table["name"].as_str().expect("name");
+        let columns: Vec<String> =
+            serde_json::from_value(table["columns"].clone()).expect("columns");
+        let filter = table["filter"].as_str();
+        let (src_rows, src_digest) = digest(&src, name, &columns, filter).await;
+        assert_eq!(
+            src_rows as u64,
+            table["rows"].as_u64().expect("rows"),
+            "{name}: manifest row count"
+        );
+        match name {
+            // Restored by key into the target's own rows: compare the backed-up content.
+            "variable" => {
+                let (n, _) = digest(
+                    &dst,
+                    name,
+                    &["key".into()],
+                    Some("t.key <> 'DR_VARIABLE_RESTORE_STRATEGY'"),
+                )
+                .await;
+                assert_eq!(n, src_rows - 1, "variables except the protected one");
+            }
+            "connection" | "slot_pool" | "log_template" => {
+                let key = if name == "connection" {
+                    "conn_id"
+                } else if name == "slot_pool" {
+                    "pool"
+                } else {
+                    "id"
+                };
+                let cols: Vec<String> = columns
+                    .iter()
+                    .filter(|c| *c != "id" || key == "id")
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    digest(&dst, name, &cols, None).await,
+                    digest(&src, name, &cols, filter).await,
+                    "{name}"
+                );
+                let _ = key;
+            }
+            _ => {
+                let (dst_rows, dst_digest) = digest(&dst, name, &columns, None).await;
+                assert_eq!(
+                    (dst_rows, &dst_digest),
+                    (src_rows, &src_digest),
+                    "{name} differs after restore"
+                );
+            }
+        }
+    }
+    // The in-flight filter: the running TI, the up_for_retry TI and the export DAG are out.
+    let mut conn = connect(&dst).await;
+    let inflight: i64 = sqlx::query_scalar("SELECT count(*) FROM task_instance WHERE state IN ('running', 'up_for_retry') OR dag_id = 'backup_metadata'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(inflight, 0);
+    // Sequences continue: Airflow inserts without ids.
+    sqlx::query("INSERT INTO variable (key, val) VALUES ('after_restore', 'x')")
+        .execute(&mut conn)
+        .await
+        .expect("insert variable");
+    sqlx::query("INSERT INTO log (dttm, event) VALUES (now(), 'after_restore')")
+        .execute(&mut conn)
+        .await
+        .expect("insert log");
+    sqlx::query("INSERT INTO job (state, job_type) VALUES ('running', 'SchedulerJob')")
+        .execute(&mut conn)
+        .await
+        .expect("insert job");
+    // References without foreign keys still join.
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM xcom x WHERE NOT EXISTS (SELECT 1 FROM dag_run d WHERE d.id = x.dag_run_id AND d.run_id = x.run_id)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("xcom join");
+    assert_eq!(orphans, 0, "xcom rows lost their dag_run");
+    let lost_jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM task_instance t WHERE job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job j WHERE j.id = t.job_id)")
+        .fetch_one(&mut conn)
+        .await
+        .expect("job join");
+    assert_eq!(lost_jobs, 0, "task_instance.job_id points nowhere");
+    // Active DAGs unpaused, the paused one left paused.
+    let paused: Vec<(String, bool)> =
+        sqlx::query_as("SELECT dag_id, is_paused FROM dag ORDER BY dag_id")
+            .fetch_all(&mut conn)
+            .await
+            .expect("dags");
+    assert!(
+        paused.is_empty() || paused.iter().all(|(d, p)| *p == (d == "reports")),
+        "{paused:?}"
+    );
+}
+
+#[tokio::test]
+async fn round_trip_airflow_2_10_3() {
+    round_trip("2.10.3").await;
+}
+
+#[tokio::test]
+async fn round_trip_airflow_2_4_3() {
+    round_trip("2.4.3").await;
+}
+
+/// The target's own running scheduler job keeps its id; restored jobs that collide with it are
+/// renumbered and every reference follows; xcom still joins after the target's sequences moved.
+#[tokio::test]
+async fn restore_into_a_live_standby_keeps_its_scheduler_and_references() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("live_src", "2.10.3", true);
+    let dst = bench.airflow_db("live_dst", "2.10.3", false);
+    bench.sql(&dst, "INSERT INTO job (id, state, job_type, hostname) VALUES (3, 'running', 'SchedulerJob', 'standby'); SELECT setval('job_id_seq', 500); SELECT setval('dag_run_id_seq', 900)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let out = restore(dir.path(), &store, &dst, &["--clean"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut conn = connect(&dst).await;
+    let standby: String = sqlx::query_scalar("SELECT hostname FROM job WHERE id = 3")
+        .fetch_one(&mut conn)
+        .await
+        .expect("job 3");
+    assert_eq!(standby, "standby", "the live scheduler row keeps its id");
+    // Source job 3 (a SchedulerJob that created every dag_run) was renumbered; dag_runs follow it.
+    let creators: Vec<(Option<String>,)> = sqlx::query_as("SELECT DISTINCT j.hostname FROM dag_run d JOIN job j ON j.id = d.creating_job_id WHERE d.dag_id = 'etl'")
+        .fetch_all(&mut conn)
+        .await
+        .expect("creators");
+    assert_eq!(creators, vec![(Some("worker-3".to_string()),)]);
+    let next: i64 = sqlx::query_scalar("SELECT nextval('dag_run_id_seq')")
+        .fetch_one(&mut conn)
+        .await
+        .expect("seq");
+    assert!(next > 900, "a sequence never moves backwards");
+}
+
+/// Each restore strategy against a target that already has conflicting keys.
+#[tokio::test]
+async fn variable_and_connection_strategies() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("strat_src", "2.10.3", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    for (strategy, shared_val, shared_host, plain) in [
+        ("DO_NOTHING", "from-target", "target.example", false),
+        ("APPEND", "from-target", "target.example", true),
+        ("REPLACE", "from-source", "source.example", true),
+    ] {
+        let dst = bench.airflow_db(
+            &format!("strat_{}", strategy.to_lowercase()),
+            "2.10.3",
+            false,
+        );
+        bench.sql(&dst, "INSERT INTO variable (key, val, is_encrypted) VALUES ('shared', 'from-target', false), ('DR_VARIABLE_RESTORE_STRATEGY', 'KEEP-ME', false); INSERT INTO connection (conn_id, conn_type, host, is_encrypted, is_extra_encrypted) VALUES ('shared_conn', 'http', 'target.example', false, false)");
+        let out = run(mwaa_dr(dir.path())
+            .env("DR_VARIABLE_RESTORE_STRATEGY", strategy)
+            .env("DR_CONNECTION_RESTORE_STRATEGY", strategy)
+            .arg("--store")
+            .arg(&store)
+            .args(["--yes", "restore", "--db", &dst]));
+        assert_eq!(out.code, 0, "{strategy}: {}", out.stderr);
+        let mut conn = connect(&dst).await;
+        let shared: String = sqlx::query_scalar("SELECT val FROM variable WHERE key = 'shared'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("shared");
+        assert_eq!(shared, shared_val, "{strategy}: variable");
+        let host: String =
+            sqlx::query_scalar("SELECT host FROM connection WHERE conn_id = 'shared_conn'")
+                .fetch_one(&mut conn)
+                .await
+                .expect("conn");
+        assert_eq!(host, shared_host, "{strategy}: connection");
+        let has_plain: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM variable WHERE key = 'plain')")
+                .fetch_one(&mut conn)
+                .await
+                .expect("plain");
+        assert_eq!(has_plain, plain, "{strategy}: new keys");
+        let steer: String = sqlx::query_scalar(
+            "SELECT val FROM variable WHERE key = 'DR_VARIABLE_RESTORE_STRATEGY'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("steer");
+        assert_eq!(
+            steer, "KEEP-ME",
+            "{strategy}: the strategy variable is never overwritten"
+        );
+    }
+}
+
+/// A load that fails in the middle (the last table violates a constraint of the target)
+/// leaves the target exactly as it was.
+#[tokio::test]
+async fn failed_restore_changes_nothing() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("fail_src", "2.10.3", true);
+    let dst = bench.airflow_db("fail_dst", "2.10.3", false);
+    bench.sql(&dst, "INSERT INTO job (id, state, job_type) VALUES (1, 'running', 'SchedulerJob'); INSERT INTO variable (key, val) VALUES ('shared', 'target'); ALTER TABLE log ADD CONSTRAINT no_cli CHECK (event <> 'cli_task_run')");
+    let before = whole_db_digest(&dst).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let out = restore(dir.path(), &store, &dst, &["--clean"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("log"),
+        "the failing table is named: {}",
+        out.stderr
+    );
+    assert_eq!(whole_db_digest(&dst).await, before, "the target changed");
+}
+
+/// One flipped byte: verify and restore both fail naming the object; the database is untouched.
+#[tokio::test]
+async fn corrupted_object_is_refused_before_the_database_is_touched() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("corrupt_src", "2.10.3", true);
+    let dst = bench.airflow_db("corrupt_dst", "2.10.3", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let id = backup(dir.path(), &store, &src)["backup_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let object = store.join("backups").join(&id).join("xcom.csv.zst");
+    let mut bytes = std::fs::read(&object).expect("object");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&object, bytes).expect("write");
+    let before = whole_db_digest(&dst).await;
+    let verify = run(mwaa_dr(dir.path()).arg("--store").arg(&store).arg("verify"));
+    assert_eq!(verify.code, 1);
+    assert!(verify.stderr.contains("xcom.csv.zst"), "{}", verify.stderr);
+    let out = restore(dir.path(), &store, &dst, &["--clean"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("xcom.csv.zst"), "{}", out.stderr);
+    assert_eq!(whole_db_digest(&dst).await, before);
+}
+
+/// A backup that dies mid-way is invisible; the previous latest stays the latest.
+#[tokio::test]
+async fn interrupted_backup_leaves_no_visible_backup() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("partial_src", "2.10.3", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let first = backup(dir.path(), &store, &src)["backup_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // Objects without a manifest, as a killed backup leaves them.
+    let partial = store.join("backups").join("29991231T235959Z-dead");
+    std::fs::create_dir_all(&partial).expect("dir");
+    std::fs::write(partial.join("job.csv.zst"), b"partial").expect("object");
+    let list = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["--output", "json", "list"]));
+    let ids: Vec<String> = serde_json::from_str::<Vec<Value>>(&list.stdout)
+        .expect("list JSON")
+        .iter()
+        .map(|b| b["backup_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids, vec![first.clone()]);
+    let verify = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["--output", "json", "verify"]));
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    assert!(verify.stdout.contains(&first));
+}
+
+#[tokio::test]
+async fn cleanup_dry_run_counts_and_cleanup_keeps_what_the_standby_needs() {
+    let Some(bench) = Bench::get() else { return };
+    let db = bench.airflow_db("cleanup", "2.10.3", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = whole_db_digest(&db).await;
+    let dry =
+        run(mwaa_dr(dir.path()).args(["--dry-run", "--output", "json", "cleanup", "--db", &db]));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let doc: Value = serde_json::from_str(&dry.stdout).expect("JSON");
+    let ti = doc["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| t["table"] == "task_instance")
+        .expect("ti");
+    assert_eq!(ti["rows"], 31);
+    assert_eq!(
+        whole_db_digest(&db).await,
+        before,
+        "--dry-run changed the database"
+    );
+    let out = run(mwaa_dr(dir.path()).args(["--yes", "cleanup", "--db", &db]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut conn = connect(&db).await;
+    let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM task_instance), (SELECT count(*) FROM dag_run), (SELECT count(*) FROM job), (SELECT count(*) FROM slot_pool), (SELECT count(*) FROM variable)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("counts");
+    assert_eq!(
+        counts,
+        (0, 0, 2, 1, 5),
+        "running jobs, default_pool and variables stay"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_exit_codes() {
+    let Some(bench) = Bench::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let db = bench.airflow_db("badinput", "2.10.3", true);
+    // Empty store.
+    let out = restore(dir.path(), &store, &db, &[]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    // Unknown backup id.
+    backup(dir.path(), &store, &db);
+    let out = restore(
+        dir.path(),
+        &store,
+        &db,
+        &["--backup-id", "20000101T000000Z-0000"],
+    );
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("20000101T000000Z-0000"));
+    // Unreachable database (a closed port on loopback), password not shown.
+    let out = run(mwaa_dr(dir.path()).arg("--store").arg(&store).args([
+        "backup",
+        "--db",
+        "postgres://u:sekret-pw@127.0.0.1:9/airflow",
+    ]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("127.0.0.1:9"), "{}", out.stderr);
+    assert!(!out.stderr.contains("sekret-pw"));
+    // Unknown alembic revision.
+    bench.sql(
+        &db,
+        "UPDATE alembic_version SET version_num = 'abcdef123456'",
+    );
+    let out = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["backup", "--db", &db]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("abcdef123456"), "{}", out.stderr);
+    let out = run(mwaa_dr(dir.path()).arg("--store").arg(&store).args([
+        "backup",
+        "--airflow-version",
+        "2.10.3",
+        "--db",
+        &db,
+    ]));
+    assert_eq!(out.code, 0, "--airflow-version overrides: {}", out.stderr);
+}
+
+#[tokio::test]
+async fn restore_refuses_an_older_target() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("older_src", "2.10.3", true);
+    let dst = bench.airflow_db("older_dst", "2.4.3", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let before = whole_db_digest(&dst).await;
+    let out = restore(dir.path(), &store, &dst, &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("older"), "{}", out.stderr);
+    assert_eq!(whole_db_digest(&dst).await, before);
+}
+
+#[tokio::test]
+async fn prune_keeps_the_newest_and_removes_manifests_first() {
+    let Some(bench) = Bench::get() else { return };
+    let db = bench.airflow_db("prune", "2.10.3", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            backup(dir.path(), &store, &db)["backup_id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let dry = run(mwaa_dr(dir.path()).arg("--store").arg(&store).args([
+        "--dry-run",
+        "--output",
+        "json",
+        "prune",
+        "--keep-last",
+        "1",
+    ]));
+    let doc: Value = serde_json::from_str(&dry.stdout).expect("JSON");
+    assert_eq!(doc["removed"], serde_json::json!([ids[1], ids[0]]));
+    assert!(
+        store
+            .join("backups")
+            .join(&ids[0])
+            .join("manifest.json")
+            .exists(),
+        "dry run removed nothing"
+    );
+    let out =
+        run(mwaa_dr(dir.path())
+            .arg("--store")
+            .arg(&store)
+            .args(["prune", "--keep-last", "1"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!store.join("backups").join(&ids[0]).exists());
+    assert!(
+        store
+            .join("backups")
+            .join(&ids[2])
+            .join("manifest.json")
+            .exists()
+    );
+}
