@@ -1,0 +1,395 @@
+#!/usr/bin/env bash
+# Benchmark of mwaa-dr backup and restore against the plain PostgreSQL tools doing the same
+# work (not a test: it prints numbers and whether they meet the targets).
+#
+# Usage: scripts/bench.sh [--scale S] [--jobs N] [--keep]
+#
+#   --scale S   volume of the source database (default 1: 20,000 DAG runs, 1,000,000 task
+#               instances, ~1,000,000 XComs, 1,000,000 log rows, 50,000 jobs)
+#   --jobs N    parallel connections of `mwaa-dr backup` (default 2)
+#   --keep      keep the work directory (CSV files, backup store, logs) instead of removing it
+#
+# On a throwaway PostgreSQL server (scripts/testbench.sh; durability is off there), it makes a
+# source database from tests/fixtures/airflow/schema-2.10.3.sql filled by
+# scripts/sql/fill-metadata.sql, then measures with /usr/bin/time -v (wall time, peak RSS of
+# the client process):
+#
+#   (a) floor    psql: \copy (SELECT <columns> FROM <table>) TO '/dev/null' (CSV) for every
+#                table a backup holds, one after the other
+#   (b) pg_dump  pg_dump --data-only -t <table>... > /dev/null
+#   (c) backup   mwaa-dr --store DIR backup --db SRC --jobs N
+#   (d) load     psql, one transaction: \copy <table> (<columns>) FROM '<table>.csv' of the same
+#                tables (exported once beforehand) into an empty schema, in foreign-key order
+#   (e) restore  mwaa-dr --store DIR --yes restore --db TARGET --clean into an empty schema
+#
+# Targets: c/a <= 1.3, e/d <= 1.5, peak RSS of mwaa-dr <= 100 MB (reported, not enforced).
+# When mwaa-dr cannot be built or a step of it fails, (a), (b) and (d) are still measured,
+# (c) / (e) are marked failed and the exit code is 1.
+#
+# Environment:
+#   MWAA_DR_BIN    the mwaa-dr binary to measure (default: `cargo build --release`, which
+#                  respects CARGO_TARGET_DIR)
+#   MWAA_DR_BENCH_DIR, MWAA_DR_TEST_PG_BIN   see scripts/testbench.sh
+#   TMPDIR         where the work directory goes (it needs about 1 GB at scale 1)
+#
+# Installs the Debian package `time` when /usr/bin/time is missing and this runs as root
+# with apt-get; without it, wall times are measured by the shell and peak RSS is not.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly repo
+readonly fixture=$repo/tests/fixtures/airflow/schema-2.10.3.sql
+readonly fill_sql=$repo/scripts/sql/fill-metadata.sql
+# The tables of a backup, in foreign-key order (parents first).
+readonly backup_tables=(log_template slot_pool variable connection job trigger dag_run
+    dag_run_note task_instance task_instance_note task_instance_history task_fail
+    task_reschedule rendered_task_instance_fields xcom log)
+readonly target_ca=1.3 target_ed=1.5 target_rss_mb=100
+
+log() { echo "bench: $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+usage() {
+    sed -n '5,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+scale=1
+jobs=2
+keep=0
+while (($# > 0)); do
+    case $1 in
+    --scale)
+        (($# >= 2)) || usage
+        scale=$2
+        shift 2
+        ;;
+    --scale=*)
+        scale=${1#*=}
+        shift
+        ;;
+    --jobs)
+        (($# >= 2)) || usage
+        jobs=$2
+        shift 2
+        ;;
+    --jobs=*)
+        jobs=${1#*=}
+        shift
+        ;;
+    --keep)
+        keep=1
+        shift
+        ;;
+    -h | --help) usage ;;
+    *)
+        log "unknown argument: $1"
+        usage
+        ;;
+    esac
+done
+if [[ ! $scale =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ || $scale =~ ^[0.]+$ ]]; then
+    die "--scale wants a positive number, not '$scale'"
+fi
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs wants a positive integer, not '$jobs'"
+
+# ---------------------------------------------------------------------------------------
+# Outer part: tools and the release build, then the inner part with a PostgreSQL server.
+
+if [[ -z ${MWAA_DR_BENCH_INNER:-} ]]; then
+    if [[ ! -x /usr/bin/time ]]; then
+        if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            log "installing the Debian package time (for /usr/bin/time)"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >&2 ||
+                { apt-get update -qq >&2 &&
+                    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >&2; } ||
+                log "could not install time; peak RSS will not be measured"
+        else
+            log "/usr/bin/time not found (Debian/Ubuntu: apt-get install time); peak RSS will not be measured"
+        fi
+    fi
+    bin=
+    bin_error=
+    if [[ -n ${MWAA_DR_BIN:-} ]]; then
+        if [[ -x $MWAA_DR_BIN ]]; then
+            bin=$MWAA_DR_BIN
+        else
+            bin_error="MWAA_DR_BIN=$MWAA_DR_BIN is not executable"
+        fi
+    elif ! command -v cargo >/dev/null 2>&1; then
+        bin_error="cargo not found"
+    else
+        log "building mwaa-dr (release)"
+        if cargo build --release --bin mwaa-dr --manifest-path "$repo/Cargo.toml" >&2; then
+            target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
+                sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+            if [[ -n $target_dir && -x $target_dir/release/mwaa-dr ]]; then
+                bin=$target_dir/release/mwaa-dr
+            else
+                bin_error="release binary not found under '${target_dir:-?}'"
+            fi
+        else
+            bin_error="cargo build --release failed"
+        fi
+    fi
+    [[ -n $bin_error ]] && log "mwaa-dr steps will be marked failed: $bin_error"
+    args=(--scale "$scale" --jobs "$jobs")
+    ((keep)) && args+=(--keep)
+    MWAA_DR_BENCH_INNER=1 MWAA_DR_BIN=$bin MWAA_DR_BENCH_BIN_ERROR=$bin_error \
+        exec "$repo/scripts/testbench.sh" run pg -- "$repo/scripts/bench.sh" "${args[@]}"
+fi
+
+# ---------------------------------------------------------------------------------------
+# Inner part: runs with MWAA_DR_TEST_PG_URL / MWAA_DR_TEST_PG_BIN of a running server.
+
+: "${MWAA_DR_TEST_PG_URL:?not set: run scripts/bench.sh, not this part on its own}"
+: "${MWAA_DR_TEST_PG_BIN:?not set}"
+bin=${MWAA_DR_BIN:-}
+bin_error=${MWAA_DR_BENCH_BIN_ERROR:-}
+readonly pg_bin=$MWAA_DR_TEST_PG_BIN
+readonly admin_url=$MWAA_DR_TEST_PG_URL
+readonly server_url=${admin_url%/*}
+readonly src_url=$server_url/mwaa_dr_bench_src
+readonly copy_url=$server_url/mwaa_dr_bench_copy
+readonly restore_url=$server_url/mwaa_dr_bench_restore
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/mwaa-dr-bench-work.XXXXXX")
+finish() {
+    if ((keep)); then
+        log "work directory kept: $work"
+    else
+        rm -rf "$work"
+    fi
+}
+trap finish EXIT
+mkdir -p "$work/csv" "$work/store" "$work/logs"
+
+psql_q() {
+    local url=$1
+    shift
+    PGOPTIONS='-c client_min_messages=warning' "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$url" "$@"
+}
+psql_v() {
+    "$pg_bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$1" -c "$2"
+}
+new_db() {
+    psql_q "$admin_url" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+    psql_q "$server_url/$1" -f "$fixture" >/dev/null
+}
+# Sum of the row counts of the backup tables in a database.
+count_rows() {
+    local url=$1 sql="SELECT 0" t
+    for t in "${tables[@]}"; do
+        sql+=" + (SELECT count(*) FROM \"$t\")"
+    done
+    psql_v "$url" "$sql"
+}
+
+# measure ID COMMAND...: runs COMMAND, records wall[ID], rss[ID] (MB), rc[ID]; its output goes
+# to $work/logs/ID.log.
+declare -A wall=() rss=() rc=() rows=()
+measure() {
+    local id=$1 tf=$work/logs/$1.time status=0 start end
+    shift
+    if [[ -x /usr/bin/time ]]; then
+        /usr/bin/time -v -o "$tf" "$@" >"$work/logs/$id.log" 2>&1 || status=$?
+        wall[$id]=$(awk -F': ' '/Elapsed \(wall clock\)/ {
+            n = split($2, p, ":"); s = 0
+            for (i = 1; i <= n; i++) s = s * 60 + p[i]
+            printf "%.2f", s }' "$tf")
+        rss[$id]=$(awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$tf")
+    else
+        start=$(date +%s.%N)
+        "$@" >"$work/logs/$id.log" 2>&1 || status=$?
+        end=$(date +%s.%N)
+        wall[$id]=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
+        rss[$id]=
+    fi
+    rc[$id]=$status
+    return 0
+}
+
+echo "mwaa-dr benchmark: scale $scale, --jobs $jobs, $(nproc) CPUs," \
+    "PostgreSQL $(psql_v "$admin_url" 'SHOW server_version' | cut -d' ' -f1)" \
+    "(fsync off) on ${server_url#*@}"
+
+# ---------------------------------------------------------------------------------------
+# Source database
+
+log "creating the source database (Airflow 2.10.3 schema) and filling it at scale $scale"
+new_db mwaa_dr_bench_src
+start=$SECONDS
+psql_q "$src_url" -v scale="$scale" -f "$fill_sql" >"$work/logs/fill.log"
+fill_seconds=$((SECONDS - start))
+# Let autovacuum's work after the load not disturb the measurements.
+psql_q "$src_url" -c "VACUUM (ANALYZE)"
+
+tables=()
+for t in "${backup_tables[@]}"; do
+    [[ $(psql_v "$src_url" "SELECT to_regclass('public.$t') IS NOT NULL") == t ]] && tables+=("$t")
+done
+declare -A cols=()
+for t in "${tables[@]}"; do
+    cols[$t]=$(psql_v "$src_url" "SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position)
+        FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '$t'")
+done
+src_rows=$(count_rows "$src_url")
+echo "source: ${#tables[@]} tables, $src_rows rows, $(psql_v "$src_url" \
+    "SELECT pg_size_pretty(sum(pg_total_relation_size(quote_ident(t)))) FROM unnest(string_to_array('${tables[*]}', ' ')) t")" \
+    "with indexes; filled in ${fill_seconds} s"
+
+# ---------------------------------------------------------------------------------------
+# (a) the floor, (b) pg_dump
+
+for t in "${tables[@]}"; do
+    echo "\\copy (SELECT ${cols[$t]} FROM \"$t\") TO '/dev/null' WITH (FORMAT csv, HEADER true)"
+done >"$work/floor.sql"
+log "(a) psql \\copy TO /dev/null"
+measure a "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$src_url" -f "$work/floor.sql"
+rows[a]=$src_rows
+
+dump_args=()
+for t in "${tables[@]}"; do dump_args+=(--table="public.\"$t\""); done
+log "(b) pg_dump --data-only"
+measure b "$pg_bin/pg_dump" --data-only --no-owner --no-privileges -f /dev/null -d "$src_url" \
+    "${dump_args[@]}"
+rows[b]=$src_rows
+
+# ---------------------------------------------------------------------------------------
+# (c) mwaa-dr backup
+
+if [[ -n $bin ]]; then
+    log "(c) mwaa-dr backup"
+    measure c "$bin" --no-dotenv --store "$work/store" backup --db "$src_url" --jobs "$jobs"
+else
+    rc[c]=-1
+fi
+rows[c]=$src_rows
+
+# ---------------------------------------------------------------------------------------
+# (d) psql \copy FROM the CSV files, one transaction
+
+log "exporting the tables to CSV files (not measured)"
+for t in "${tables[@]}"; do
+    echo "\\copy (SELECT ${cols[$t]} FROM \"$t\") TO '$work/csv/$t.csv' WITH (FORMAT csv, HEADER true)"
+done >"$work/export.sql"
+psql_q "$src_url" -f "$work/export.sql"
+csv_size=$(du -sh "$work/csv" | cut -f1)
+
+{
+    # The empty schema already holds Airflow's own rows: the log_template row(s) the DAG runs
+    # refer to (kept, not loaded), and default_pool (replaced by the source's pools).
+    echo "DELETE FROM slot_pool;"
+    for t in "${tables[@]}"; do
+        [[ $t == log_template ]] && continue
+        echo "\\copy \"$t\" (${cols[$t]}) FROM '$work/csv/$t.csv' WITH (FORMAT csv, HEADER true)"
+    done
+    for t in "${tables[@]}"; do
+        [[ $(psql_v "$src_url" "SELECT pg_get_serial_sequence('public.\"$t\"', 'id') IS NOT NULL
+            FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '$t'
+            AND column_name = 'id'") == t ]] || continue
+        echo "SELECT setval(pg_get_serial_sequence('\"$t\"', 'id'), max(id)) FROM \"$t\" HAVING max(id) IS NOT NULL;"
+    done
+} >"$work/load.sql"
+new_db mwaa_dr_bench_copy
+log "(d) psql \\copy FROM CSV, one transaction"
+measure d "$pg_bin/psql" -X -q -1 -v ON_ERROR_STOP=1 -d "$copy_url" -f "$work/load.sql"
+rows[d]=$(count_rows "$copy_url")
+
+# ---------------------------------------------------------------------------------------
+# (e) mwaa-dr restore
+
+store_size=
+if [[ -n $bin && ${rc[c]} == 0 ]]; then
+    store_size=$(du -sh "$work/store" | cut -f1)
+    new_db mwaa_dr_bench_restore
+    log "(e) mwaa-dr restore --clean"
+    measure e "$bin" --no-dotenv --store "$work/store" --yes restore --db "$restore_url" --clean
+    rows[e]=$(count_rows "$restore_url")
+else
+    rc[e]=-1
+fi
+
+# ---------------------------------------------------------------------------------------
+# Report
+
+first_error() {
+    local f=$work/logs/$1.log
+    if [[ -s $f ]]; then
+        grep -m1 -iE 'error|not available|fail' "$f" || head -n 1 "$f"
+    fi
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+meets() { awk -v v="$1" -v t="$2" 'BEGIN { exit !(v != "n/a" && v + 0 <= t + 0) }'; }
+
+echo
+printf '%-44s %8s %10s %10s %12s\n' step "wall s" rows "rows/s" "peak RSS MB"
+row() {
+    local id=$1 label=$2 why
+    if [[ ${rc[$id]:-} == 0 ]]; then
+        printf '%-44s %8s %10s %10s %12s\n' "$label" "${wall[$id]}" "${rows[$id]:-}" \
+            "$(awk -v r="${rows[$id]:-0}" -v w="${wall[$id]}" 'BEGIN { if (w > 0) printf "%d", r / w; else print "-" }')" \
+            "${rss[$id]:-n/a}"
+    else
+        if [[ ${rc[$id]:-} == -1 ]]; then
+            why=${bin_error:-"not run: the backup failed"}
+        else
+            why="exit ${rc[$id]}: $(first_error "$id")"
+        fi
+        printf '%-44s %8s  FAILED (%s)\n' "$label" "${wall[$id]:--}" "${why:0:90}"
+    fi
+}
+row a "(a) psql \\copy TO /dev/null (floor)"
+row b "(b) pg_dump --data-only"
+row c "(c) mwaa-dr backup --jobs $jobs"
+row d "(d) psql \\copy FROM csv (1 transaction)"
+row e "(e) mwaa-dr restore --clean"
+echo
+echo "CSV export: $csv_size${store_size:+; backup store: $store_size}"
+
+verdict=0
+if [[ ${rc[c]} == 0 ]]; then
+    r=$(ratio "${wall[c]}" "${wall[a]}")
+    if meets "$r" "$target_ca"; then s=ok; else s=MISSED verdict=1; fi
+    echo "c/a = $r (target <= $target_ca): $s"
+else
+    echo "c/a = n/a (backup failed)"
+    verdict=1
+fi
+if [[ ${rc[e]} == 0 ]]; then
+    r=$(ratio "${wall[e]}" "${wall[d]}")
+    if meets "$r" "$target_ed"; then s=ok; else s=MISSED verdict=1; fi
+    echo "e/d = $r (target <= $target_ed): $s"
+else
+    echo "e/d = n/a (restore failed or not run)"
+    verdict=1
+fi
+peak=
+for id in c e; do
+    [[ ${rc[$id]} == 0 && -n ${rss[$id]:-} ]] || continue
+    if [[ -z $peak ]] || awk -v a="${rss[$id]}" -v b="$peak" 'BEGIN { exit !(a > b) }'; then
+        peak=${rss[$id]}
+    fi
+done
+if [[ -n $peak ]]; then
+    if meets "$peak" "$target_rss_mb"; then s=ok; else s=MISSED verdict=1; fi
+    echo "mwaa-dr peak RSS = $peak MB (target <= $target_rss_mb MB): $s"
+else
+    echo "mwaa-dr peak RSS = n/a"
+fi
+failed=()
+for id in a b c d e; do
+    [[ ${rc[$id]} == 0 ]] || failed+=("($id)")
+done
+if ((${#failed[@]} > 0)); then
+    echo "result: failed steps: ${failed[*]}"
+    ((keep)) || echo "(--keep keeps the logs of every step)"
+    exit 1
+fi
+if ((verdict)); then
+    echo "result: every step ran; a target is missed"
+else
+    echo "result: every step ran; every target is met"
+fi
