@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod output;
+pub mod progress;
 pub mod store;
 
 use std::ffi::OsString;

@@ -7,7 +7,6 @@ use chrono::Utc;
 use serde::Serialize;
 use tracing::warn;
 
-use crate::airflow::catalog::Catalog;
 use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate};
@@ -49,7 +48,7 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
     let db = config.source_db("backup")?;
     let started = Instant::now();
     let started_at = Utc::now();
-    let catalog = Catalog::builtin()?;
+    let catalog = config.catalog()?;
     let export_dag = &config.deployment.export_dag_name;
 
     let mut conn = connect(&db).await?;
@@ -122,38 +121,55 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
 
     let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
     let jobs = usize::from(config_jobs(args));
-    let result = export_tables(&db, &snapshot, jobs, tables, store.clone(), &backup_id).await;
-    drop(conn);
-    let entries = match result {
-        Ok(entries) => entries,
-        Err(e) => {
+    let progress: Arc<dyn crate::progress::Progress> =
+        Arc::from(crate::progress::for_terminal("backup", config.quiet));
+    let manifest = super::with_store_lock(store.as_ref(), false, "backup", async {
+        let result = export_tables(
+            &db,
+            &snapshot,
+            jobs,
+            tables,
+            store.clone(),
+            &backup_id,
+            progress.clone(),
+        )
+        .await;
+        progress.clear();
+        let entries = match result {
+            Ok(entries) => entries,
+            Err(e) => {
+                discard_partial(store.as_ref(), &backup_id).await;
+                return Err(e);
+            }
+        };
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            backup_id: backup_id.clone(),
+            started_at,
+            finished_at: Utc::now(),
+            source: SourceInfo {
+                database: db.redacted().to_string(),
+                environment: config.primary.environment_name.clone(),
+            },
+            airflow_version: version.clone(),
+            alembic_revision: revision,
+            filters: FilterInfo {
+                inflight_states: catalog.inflight_states.clone(),
+                export_dag: export_dag.clone(),
+            },
+            tables: entries,
+            active_dags,
+        };
+        if let Err(e) = manifest::commit(store.as_ref(), &manifest).await {
             discard_partial(store.as_ref(), &backup_id).await;
             return Err(e);
         }
-    };
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        backup_id: backup_id.clone(),
-        started_at,
-        finished_at: Utc::now(),
-        source: SourceInfo {
-            database: db.redacted().to_string(),
-            environment: config.primary.environment_name.clone(),
-        },
-        airflow_version: version.clone(),
-        alembic_revision: revision,
-        filters: FilterInfo {
-            inflight_states: catalog.inflight_states.clone(),
-            export_dag: export_dag.clone(),
-        },
-        tables: entries,
-        active_dags,
-    };
-    if let Err(e) = manifest::commit(store.as_ref(), &manifest).await {
-        discard_partial(store.as_ref(), &backup_id).await;
-        return Err(e);
-    }
+        Ok(manifest)
+    })
+    .await;
+    drop(conn);
+    let manifest = manifest?;
     let seconds = started.elapsed().as_secs_f64();
     let doc = BackupDoc {
         backup_id: &backup_id,

@@ -3,7 +3,6 @@
 use serde::Serialize;
 use sqlx::Connection;
 
-use crate::airflow::catalog::Catalog;
 use crate::config::Config;
 use crate::db::cleanup::{TableCount, cleanup};
 use crate::db::{connect, db_error};
@@ -19,7 +18,7 @@ struct CleanupDoc<'a> {
 
 pub async fn run(config: &Config) -> Result<()> {
     let db = config.target_db("cleanup")?;
-    let catalog = Catalog::builtin()?;
+    let catalog = config.catalog()?;
     let mut conn = connect(&db).await?;
     if !config.dry_run {
         super::confirm(

@@ -43,13 +43,17 @@ pub async fn run(config: &Config, args: &PruneArgs) -> Result<()> {
         }
     }
     if !config.dry_run {
-        for id in &removed {
-            // The manifest first: from then on the backup does not exist, whatever happens next.
-            store.delete(&manifest::manifest_key(id)).await?;
-            for object in store.list(&manifest::object_key(id, "")).await? {
-                store.delete(&object.key).await?;
+        super::with_store_lock(store.as_ref(), true, "prune", async {
+            for id in &removed {
+                // The manifest first: from then on the backup does not exist, whatever happens next.
+                store.delete(&manifest::manifest_key(id)).await?;
+                for object in store.list(&manifest::object_key(id, "")).await? {
+                    store.delete(&object.key).await?;
+                }
             }
-        }
+            Ok(())
+        })
+        .await?;
     }
     let doc = PruneDoc {
         dry_run: config.dry_run,

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::airflow::catalog::Catalog;
 use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
 use crate::config::Config;
@@ -93,8 +92,24 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
             ),
         )?;
     }
-    let catalog = Catalog::builtin()?;
-    let report = restore(&mut conn, &catalog, &manifest, store, &options).await?;
+    let catalog = config.catalog()?;
+    let progress = crate::progress::for_terminal("restore", config.quiet);
+    let result = super::with_store_lock(
+        store.as_ref(),
+        false,
+        "restore",
+        restore(
+            &mut conn,
+            &catalog,
+            &manifest,
+            store.clone(),
+            &options,
+            progress.as_ref(),
+        ),
+    )
+    .await;
+    progress.clear();
+    let report = result?;
     let seconds = started.elapsed().as_secs_f64();
     let doc = RestoreDoc {
         backup_id: &manifest.backup_id,

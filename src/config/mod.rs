@@ -134,6 +134,8 @@ pub struct Resolved {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub output: OutputFormat,
+    /// Only errors on stderr (no progress).
+    pub quiet: bool,
     pub dry_run: bool,
     pub assume_yes: bool,
     pub env_file: Option<PathBuf>,
@@ -149,6 +151,8 @@ pub struct Config {
     pub failover: FailoverSettings,
     pub deployment: DeploymentSettings,
     pub log_filter: Option<String>,
+    /// A user's table catalog replacing the built-in one.
+    pub table_catalog: Option<PathBuf>,
     pub versions: VersionTable,
     /// Airflow's own database URL variables, in fallback order, checked only when used.
     fallback_db: Vec<Fallback<DbUrl>>,
@@ -322,6 +326,7 @@ impl Config {
 
         let config = Config {
             output: cli.global.output,
+            quiet: cli.global.quiet,
             dry_run: cli.global.dry_run,
             assume_yes: cli.global.yes,
             env_file: layers.env_file_path.clone(),
@@ -363,6 +368,7 @@ impl Config {
                 replication_polling_interval: secs("PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"),
             },
             log_filter: text("MWAA_DR_LOG"),
+            table_catalog: text("DR_TABLE_CATALOG").map(PathBuf::from),
             versions,
             fallback_db: [
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
@@ -418,6 +424,24 @@ impl Config {
             (Some(key), _) => Ok(Some(key.clone())),
             (None, Some(fallback)) => fallback.get().map(Some),
             (None, None) => Ok(None),
+        }
+    }
+
+    /// The table catalog: DR_TABLE_CATALOG's file, or the built-in one.
+    pub fn catalog(&self) -> Result<crate::airflow::catalog::Catalog> {
+        use crate::airflow::catalog::Catalog;
+        match &self.table_catalog {
+            None => Catalog::builtin(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidValue {
+                    variable: "DR_TABLE_CATALOG".into(),
+                    value: path.display().to_string(),
+                    problem: format!("cannot read the file ({e})"),
+                    accepted: "the path of a JSON table catalog shaped like config/tables.json"
+                        .into(),
+                })?;
+                Catalog::parse(&text, &path.display().to_string())
+            }
         }
     }
 

@@ -286,6 +286,13 @@ pub const VARS: &[VarSpec] = &[
         "KMS key id or ARN for DR_S3_SSE=aws:kms (unset: the account's aws/s3 key).",
     ),
     var(
+        "DR_TABLE_CATALOG",
+        K::Text,
+        None,
+        G::Store,
+        "A table catalog file replacing the built-in config/tables.json (which tables a backup holds, their filters, restore modes and cleanup).",
+    ),
+    var(
         "PRIMARY_DB_URL",
         K::DatabaseUrl,
         None,

@@ -15,6 +15,7 @@ use super::{connect, db_error};
 use crate::airflow::catalog::quote_ident;
 use crate::config::DbUrl;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::store::manifest::{TableEntry, object_key};
 use crate::store::{BackupStore, ObjectWriter};
 
@@ -87,7 +88,10 @@ pub async fn export_tables(
     tables: Vec<TableExport>,
     store: Arc<dyn BackupStore>,
     backup_id: &str,
+    progress: Arc<dyn Progress>,
 ) -> Result<Vec<TableEntry>> {
+    let total = tables.len();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let order: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
     let mut queue: Vec<TableExport> = tables;
     queue.sort_by(|a, b| b.estimate.total_cmp(&a.estimate));
@@ -100,6 +104,8 @@ pub async fn export_tables(
         let url = url.clone();
         let snapshot = snapshot.to_string();
         let backup_id = backup_id.to_string();
+        let progress = progress.clone();
+        let started = started.clone();
         workers.push(tokio::spawn(async move {
             let mut conn = connect(&url).await?;
             let db = url.redacted().to_string();
@@ -119,7 +125,18 @@ pub async fn export_tables(
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some(table) = next else { break };
-                done.push(export_table(&mut conn, &table, store.as_ref(), &backup_id).await?);
+                let index = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                progress.start(&table.name, index, total);
+                let entry = export_table(
+                    &mut conn,
+                    &table,
+                    store.as_ref(),
+                    &backup_id,
+                    progress.as_ref(),
+                )
+                .await?;
+                progress.finish(&table.name, entry.rows);
+                done.push(entry);
             }
             let _ = sqlx::query("COMMIT").execute(&mut conn).await;
             Ok::<_, Error>(done)
@@ -155,11 +172,12 @@ async fn export_table(
     table: &TableExport,
     store: &dyn BackupStore,
     backup_id: &str,
+    progress: &dyn Progress,
 ) -> Result<TableEntry> {
     let object = table.object_name();
     let key = object_key(backup_id, &object);
     let mut writer = store.create(&key).await?;
-    match stream_table(conn, table, writer.as_mut()).await {
+    match stream_table(conn, table, writer.as_mut(), progress).await {
         Ok((rows, csv_bytes, sha256)) => {
             let stored_bytes = writer.finish().await?;
             info!(rows, csv_bytes, stored_bytes, "exported");
@@ -186,6 +204,7 @@ async fn stream_table(
     conn: &mut PgConnection,
     table: &TableExport,
     writer: &mut dyn ObjectWriter,
+    progress: &dyn Progress,
 ) -> Result<(u64, u64, String)> {
     let compress_err = |e: std::io::Error| Error::failed("compress", &table.name, e);
     let mut counter = CsvRecordCounter::default();
@@ -201,6 +220,7 @@ async fn stream_table(
         let chunk = chunk.map_err(|e| db_error("export", &table.name, e))?;
         counter.feed(&chunk);
         csv_bytes += chunk.len() as u64;
+        progress.advance(&table.name, chunk.len() as u64);
         encoder.write_all(&chunk).map_err(compress_err)?;
         if encoder.get_ref().len() >= 1 << 20 {
             let out = std::mem::take(encoder.get_mut());

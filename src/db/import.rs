@@ -4,20 +4,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_compression::tokio::bufread::ZstdDecoder;
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
-use tokio::io::BufReader;
 use tracing::{info, instrument};
 
 use super::cleanup::{TableCount, cleanup};
-use super::stream::HashingReader;
 use super::{column_list, db_error, serial_columns, table_columns};
 use crate::airflow::catalog::{Catalog, RestoreMode, TableSpec, quote_ident, quote_literal};
 use crate::config::RestoreStrategy;
 use crate::error::{Error, Result};
 use crate::store::BackupStore;
-use crate::store::manifest::{Manifest, TableEntry, object_key};
+use crate::store::manifest::{Manifest, TableEntry};
+use crate::store::verify::{check_stored, open_table_object};
 
 /// Variables that steer restores; a restore never overwrites them.
 pub const PROTECTED_VARIABLES: &[&str] = &[
@@ -51,6 +49,7 @@ pub async fn restore(
     manifest: &Manifest,
     store: Arc<dyn BackupStore>,
     options: &RestoreOptions,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<RestoreReport> {
     let mut tx = conn
         .begin()
@@ -120,13 +119,17 @@ pub async fn restore(
         report.skipped.push(extra.name.clone());
     }
 
-    for (spec, entry) in plan {
+    let total = plan.len();
+    for (index, (spec, entry)) in plan.into_iter().enumerate() {
+        progress.start(&spec.name, index, total);
+        progress.advance(&spec.name, entry.csv_bytes);
         let strategy = match spec.name.as_str() {
             "variable" => Some(options.variable_strategy),
             "connection" => Some(options.connection_strategy),
             _ => None,
         };
         if strategy == Some(RestoreStrategy::DoNothing) {
+            progress.finish(&spec.name, 0);
             report.skipped.push(spec.name.clone());
             continue;
         }
@@ -312,42 +315,29 @@ async fn copy_in(
     manifest: &Manifest,
     store: &dyn BackupStore,
 ) -> Result<u64> {
-    let key = object_key(&manifest.backup_id, &entry.object);
-    let resource = format!("{}/{key}", store.describe());
-    let reader = store.open(&key).await?;
-    let (hashing, digest) = HashingReader::new(reader);
-    let decoder = ZstdDecoder::new(BufReader::with_capacity(1 << 20, hashing));
+    let mut object = open_table_object(store, manifest, entry).await?;
     let mut copy = conn
         .copy_in_raw(&format!(
             "COPY {dest} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER MATCH)"
         ))
         .await
         .map_err(|e| db_error("load", &entry.name, e))?;
-    if let Err(e) = copy.read_from(decoder).await {
+    if let Err(e) = copy.read_from(&mut object.csv).await {
         let _ = copy
             .abort("mwaa-dr: reading the backup object failed")
             .await;
-        return Err(Error::failed("load", &resource, e));
+        return Err(Error::failed("load", &object.resource, e));
     }
     let rows = copy
         .finish()
         .await
         .map_err(|e| db_error("load", &entry.name, e))?;
-    let (bytes, sha) = digest
-        .lock()
-        .map(|d| (d.bytes, d.hex()))
-        .unwrap_or_default();
-    if sha != entry.sha256 || bytes != entry.stored_bytes {
-        return Err(Error::failed(
-            "load",
-            &resource,
-            "the object changed since it was verified (SHA-256 mismatch); nothing was restored",
-        ));
-    }
+    // Verified before the transaction began; a change since then fails the whole restore.
+    check_stored(&object, entry, "load")?;
     if rows != entry.rows {
         return Err(Error::failed(
             "load",
-            &resource,
+            &object.resource,
             format!("loaded {rows} rows, the manifest says {}", entry.rows),
         ));
     }

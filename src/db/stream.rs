@@ -43,7 +43,12 @@ impl CsvRecordCounter {
     }
 }
 
-/// What a [`HashingReader`] saw: byte count and SHA-256.
+/// Something that watches the bytes passing through a [`TapReader`].
+pub trait Tap: Send {
+    fn see(&mut self, bytes: &[u8]);
+}
+
+/// Byte count and SHA-256 of what passed.
 #[derive(Default)]
 pub struct Digested {
     pub bytes: u64,
@@ -56,26 +61,48 @@ impl Digested {
     }
 }
 
-/// Passes bytes through, hashing and counting them into shared state.
-pub struct HashingReader<R> {
-    inner: R,
-    state: Arc<Mutex<Digested>>,
+impl Tap for Digested {
+    fn see(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
+        self.hasher.update(bytes);
+    }
 }
 
-impl<R> HashingReader<R> {
-    pub fn new(inner: R) -> (Self, Arc<Mutex<Digested>>) {
-        let state = Arc::new(Mutex::new(Digested::default()));
+/// CSV records and bytes of what passed.
+#[derive(Default)]
+pub struct CsvTally {
+    pub counter: CsvRecordCounter,
+    pub bytes: u64,
+}
+
+impl Tap for CsvTally {
+    fn see(&mut self, bytes: &[u8]) {
+        self.counter.feed(bytes);
+        self.bytes += bytes.len() as u64;
+    }
+}
+
+/// Passes bytes through unchanged, showing each read to a shared [`Tap`].
+pub struct TapReader<R, T> {
+    inner: R,
+    tap: Arc<Mutex<T>>,
+}
+
+impl<R, T: Tap + Default> TapReader<R, T> {
+    /// The reader, and the tap to read its findings from once the stream is consumed.
+    pub fn new(inner: R) -> (Self, Arc<Mutex<T>>) {
+        let tap = Arc::new(Mutex::new(T::default()));
         (
-            HashingReader {
+            TapReader {
                 inner,
-                state: state.clone(),
+                tap: tap.clone(),
             },
-            state,
+            tap,
         )
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+impl<R: AsyncRead + Unpin, T: Tap> AsyncRead for TapReader<R, T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -83,50 +110,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll {
-            let new = &buf.filled()[before..];
-            if let Ok(mut state) = self.state.lock() {
-                state.bytes += new.len() as u64;
-                state.hasher.update(new);
-            }
-        }
-        poll
-    }
-}
-
-/// Passes bytes through, counting CSV records into shared state.
-pub struct CountingReader<R> {
-    inner: R,
-    state: Arc<Mutex<(CsvRecordCounter, u64)>>,
-}
-
-impl<R> CountingReader<R> {
-    pub fn new(inner: R) -> (Self, Arc<Mutex<(CsvRecordCounter, u64)>>) {
-        let state = Arc::new(Mutex::new((CsvRecordCounter::default(), 0)));
-        (
-            CountingReader {
-                inner,
-                state: state.clone(),
-            },
-            state,
-        )
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll {
-            let new = &buf.filled()[before..];
-            if let Ok(mut state) = self.state.lock() {
-                state.0.feed(new);
-                state.1 += new.len() as u64;
-            }
+        if let Poll::Ready(Ok(())) = &poll
+            && let Ok(mut tap) = self.tap.lock()
+        {
+            tap.see(&buf.filled()[before..]);
         }
         poll
     }

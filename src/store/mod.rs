@@ -1,6 +1,7 @@
 //! The backup store: where backups live and how they are laid out.
 
 pub mod local;
+pub mod lock;
 pub mod manifest;
 pub mod s3;
 pub mod verify;

@@ -1,13 +1,59 @@
 //! Re-reading a backup: every object's size, SHA-256 and row count against its manifest.
 
+use std::sync::{Arc, Mutex};
+
 use async_compression::tokio::bufread::ZstdDecoder;
 use serde::Serialize;
 use tokio::io::BufReader;
 
-use super::BackupStore;
 use super::manifest::{Manifest, TableEntry, object_key};
-use crate::db::stream::{CountingReader, HashingReader};
+use super::{BackupStore, ObjectReader};
+use crate::db::stream::{CsvTally, Digested, TapReader};
 use crate::error::{Error, Result};
+
+/// The CSV of a table's object, decompressed as it streams, with the tap that sees the stored
+/// bytes (for [`check_stored`] once the stream is consumed).
+pub struct TableObject {
+    pub csv: ZstdDecoder<BufReader<TapReader<ObjectReader, Digested>>>,
+    pub stored: Arc<Mutex<Digested>>,
+    /// `store/key`, for messages.
+    pub resource: String,
+}
+
+pub async fn open_table_object(
+    store: &dyn BackupStore,
+    manifest: &Manifest,
+    entry: &TableEntry,
+) -> Result<TableObject> {
+    let key = object_key(&manifest.backup_id, &entry.object);
+    let reader = store.open(&key).await?;
+    let (tapped, stored) = TapReader::new(reader);
+    Ok(TableObject {
+        csv: ZstdDecoder::new(BufReader::with_capacity(1 << 20, tapped)),
+        stored,
+        resource: format!("{}/{key}", store.describe()),
+    })
+}
+
+/// Compares what was read of the stored object with the manifest's size and SHA-256.
+pub fn check_stored(object: &TableObject, entry: &TableEntry, operation: &str) -> Result<u64> {
+    let (bytes, sha) = object
+        .stored
+        .lock()
+        .map(|d| (d.bytes, d.hex()))
+        .unwrap_or_default();
+    if sha != entry.sha256 || bytes != entry.stored_bytes {
+        return Err(Error::failed(
+            operation,
+            &object.resource,
+            format!(
+                "checksum mismatch: {bytes} bytes with SHA-256 {sha}, the manifest says {} bytes with SHA-256 {}",
+                entry.stored_bytes, entry.sha256
+            ),
+        ));
+    }
+    Ok(bytes)
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectCheck {
@@ -34,36 +80,25 @@ async fn verify_object(
     manifest: &Manifest,
     entry: &TableEntry,
 ) -> Result<ObjectCheck> {
-    let key = object_key(&manifest.backup_id, &entry.object);
-    let resource = format!("{}/{key}", store.describe());
-    let reader = store.open(&key).await?;
-    let (hashing, digest) = HashingReader::new(reader);
-    let decoder = ZstdDecoder::new(BufReader::with_capacity(1 << 20, hashing));
-    let (mut counting, counts) = CountingReader::new(decoder);
+    let mut object = open_table_object(store, manifest, entry).await?;
+    let (mut counting, tally) = TapReader::<_, CsvTally>::new(&mut object.csv);
     let decoded = tokio::io::copy(&mut counting, &mut tokio::io::sink()).await;
-    let (bytes, sha) = digest
-        .lock()
-        .map(|d| (d.bytes, d.hex()))
-        .unwrap_or_default();
-    if sha != entry.sha256 || bytes != entry.stored_bytes {
-        return Err(Error::failed(
+    let stored_bytes = check_stored(&object, entry, "verify")?;
+    decoded.map_err(|e| {
+        Error::failed(
             "verify",
-            &resource,
-            format!(
-                "checksum mismatch: {bytes} bytes with SHA-256 {sha}, the manifest says {} bytes with SHA-256 {}",
-                entry.stored_bytes, entry.sha256
-            ),
-        ));
-    }
-    decoded.map_err(|e| Error::failed("verify", &resource, format!("cannot decompress: {e}")))?;
-    let (rows, csv_bytes) = counts
+            &object.resource,
+            format!("cannot decompress: {e}"),
+        )
+    })?;
+    let (rows, csv_bytes) = tally
         .lock()
-        .map(|c| (c.0.data_rows(), c.1))
+        .map(|t| (t.counter.data_rows(), t.bytes))
         .unwrap_or_default();
     if rows != entry.rows || csv_bytes != entry.csv_bytes {
         return Err(Error::failed(
             "verify",
-            &resource,
+            &object.resource,
             format!(
                 "{rows} rows in {csv_bytes} CSV bytes, the manifest says {} rows in {}",
                 entry.rows, entry.csv_bytes
@@ -74,6 +109,6 @@ async fn verify_object(
         table: entry.name.clone(),
         object: entry.object.clone(),
         rows,
-        stored_bytes: bytes,
+        stored_bytes,
     })
 }

@@ -65,7 +65,7 @@ fn bucket_name(test: &str) -> String {
 }
 
 /// A fresh bucket on moto, or `None` (the test is skipped) without the bench.
-async fn moto_bucket(test: &str) -> Option<(Client, String)> {
+pub async fn moto_bucket(test: &str) -> Option<(Client, String)> {
     let endpoint = bench_server("MWAA_DR_TEST_MOTO_URL")?;
     let client = moto_client(&endpoint);
     let bucket = bucket_name(test);
