@@ -64,7 +64,7 @@ fingerprint=$(
     {
         echo "python $python_version"
         printf 'requirement %s\n' "${requirements[@]}"
-        [ -f "$constraints" ] && cat "$constraints"
+        if [ -f "$constraints" ]; then cat "$constraints"; fi
     } | sha256sum | cut -d' ' -f1
 )
 

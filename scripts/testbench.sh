@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Test bench: a throwaway PostgreSQL server and a moto server (AWS emulator), both on
-# loopback only, for the integration tests.
+# Test bench: a throwaway PostgreSQL server, a moto server (AWS emulator) and the project's
+# MWAA stand-in (scripts/mwaa-standin.py), all on loopback only, for the integration tests.
 #
 # Usage:
-#   scripts/testbench.sh start [pg] [moto]        start (or reuse) the servers, print exports
-#   scripts/testbench.sh env                      print the exports of the running servers
-#   scripts/testbench.sh status                   show what runs
-#   scripts/testbench.sh stop                     stop everything, remove the database files
-#   scripts/testbench.sh run [pg] [moto] -- CMD   start, run CMD with the exports, stop
+#   scripts/testbench.sh start [SERVICE...]        start (or reuse) the servers, print exports
+#   scripts/testbench.sh env                       print the exports of the running servers
+#   scripts/testbench.sh status                    show what runs
+#   scripts/testbench.sh stop                      stop everything, remove the database files
+#   scripts/testbench.sh run [SERVICE...] -- CMD   start, run CMD with the exports, stop
 #
-# Without a service name, both are meant. Typical use:
+# SERVICE is pg, moto or mwaa; without one, all three are meant. Typical use:
 #
 #   eval "$(scripts/testbench.sh start)"
 #   cargo nextest run
@@ -20,6 +20,9 @@
 #                          (superuser mwaa_dr, scram-sha-256 password auth over TCP)
 #   MWAA_DR_TEST_PG_BIN    the directory with that server's psql, pg_dump, pg_ctl...
 #   MWAA_DR_TEST_MOTO_URL  http://127.0.0.1:PORT (moto with the Step Functions interpreter on)
+#   MWAA_DR_TEST_MWAA_URL  http://127.0.0.1:PORT (the MWAA stand-in: the MWAA REST-JSON API,
+#                          plus its control API under /_standin/; a reused server keeps its
+#                          state, so tests reset it with POST /_standin/reset)
 #
 # stdout carries only the export lines (and the `status` report); logs go to stderr and to
 # files in the bench directory. The exports are also written to $MWAA_DR_BENCH_DIR/env.
@@ -32,6 +35,8 @@
 # durability off (a throwaway server). initdb refuses to run as root, so a root caller runs
 # the server as the `postgres` OS user, or as a system user `mwaa-dr-bench` created on demand.
 # moto: moto[server] in a cached venv under ${XDG_CACHE_HOME:-$HOME/.cache}/mwaa-dr/venvs.
+# mwaa: scripts/mwaa-standin.py run by the system python3 (standard library only), with its
+# default settings (CREATING -> AVAILABLE after 2 s; see the script's docstring).
 #
 # Environment:
 #   MWAA_DR_BENCH_DIR      state, sockets and logs (default: ${TMPDIR:-/tmp}/mwaa-dr-bench-UID)
@@ -46,6 +51,8 @@ readonly PG_PASSWORD=bench-secret-pw
 readonly PG_SYSTEM_USER=mwaa-dr-bench
 readonly PG_PREFERRED_MAJOR=15
 readonly START_TIMEOUT=60
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly MWAA_STANDIN=$script_dir/mwaa-standin.py
 
 bench_root=${MWAA_DR_BENCH_DIR:-${TMPDIR:-/tmp}/mwaa-dr-bench-$UID}
 bench_root=${bench_root%/}
@@ -62,8 +69,8 @@ die() {
 
 usage() {
     cat >&2 <<EOF
-usage: $0 start [pg] [moto]
-       $0 run [pg] [moto] -- CMD [ARGS...]
+usage: $0 start [pg] [moto] [mwaa]
+       $0 run [pg] [moto] [mwaa] -- CMD [ARGS...]
        $0 env | status | stop
 EOF
     exit 2
@@ -124,7 +131,7 @@ write_atomic() {
 publish_env() {
     local f
     {
-        for f in "$bench/pg.env" "$bench/moto.env"; do
+        for f in "$bench/pg.env" "$bench/moto.env" "$bench/mwaa.env"; do
             [[ -f $f ]] && cat "$f"
         done
         true
@@ -553,29 +560,108 @@ moto_start() {
 }
 
 # ---------------------------------------------------------------------------------------
+# MWAA stand-in
+
+mwaa_pid() { cat "$bench/mwaa.pid" 2>/dev/null; }
+mwaa_port() { cat "$bench/mwaa.port" 2>/dev/null; }
+
+mwaa_running() {
+    local pid port
+    [[ -f $bench/mwaa.env ]] || return 1
+    pid=$(mwaa_pid) && port=$(mwaa_port) || return 1
+    pid_runs "$pid" mwaa-standin.py &&
+        curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$port/_standin/health" 2>/dev/null
+}
+
+mwaa_stop() {
+    local pid i
+    pid=$(mwaa_pid || true)
+    if [[ -n $pid ]] && pid_runs "$pid" mwaa-standin.py; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            pid_alive "$pid" || break
+            sleep 0.1
+        done
+        if pid_alive "$pid"; then
+            log "MWAA stand-in (pid $pid) did not stop; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$bench/mwaa.pid" "$bench/mwaa.port" "$bench/mwaa.env"
+}
+
+# The stand-in picks a free port itself (--port 0) and writes it to a file once it listens,
+# so no other process can take the port between choosing and binding it.
+mwaa_start() {
+    local logfile=$bench/mwaa.log pid="" port="" deadline url
+    if mwaa_running; then
+        log "MWAA stand-in already running on 127.0.0.1:$(mwaa_port) (reused)"
+        return 0
+    fi
+    mwaa_stop
+    command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found (needed for the MWAA stand-in)"
+    [[ -f $MWAA_STANDIN ]] || die "$MWAA_STANDIN not found"
+    : >"$logfile"
+    log "starting the MWAA stand-in"
+    # Its own session, as moto; the inner shell records its pid and then becomes python3.
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' mwaa-launch "$bench/mwaa.pid" \
+        python3 "$MWAA_STANDIN" --host 127.0.0.1 --port 0 --port-file "$bench/mwaa.port" \
+        </dev/null >>"$logfile" 2>&1 9>&- &
+    deadline=$((SECONDS + START_TIMEOUT))
+    while :; do
+        [[ -n $pid ]] || pid=$(mwaa_pid || true)
+        [[ -n $port ]] || port=$(mwaa_port || true)
+        if [[ -n $port ]] && curl -fsS -o /dev/null --max-time 2 \
+            "http://127.0.0.1:$port/_standin/health" 2>/dev/null; then
+            break
+        fi
+        if [[ -n $pid ]] && ! pid_alive "$pid"; then
+            show_log_tail "$logfile"
+            die "the MWAA stand-in exited during start (log: $logfile)"
+        fi
+        if ((SECONDS >= deadline)); then
+            show_log_tail "$logfile"
+            [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null
+            die "the MWAA stand-in was not ready after ${START_TIMEOUT}s"
+        fi
+        sleep 0.1
+    done
+    pid_runs "$pid" mwaa-standin.py || die "the MWAA stand-in did not start (log: $logfile)"
+    url=http://127.0.0.1:$port
+    printf 'export MWAA_DR_TEST_MWAA_URL=%q\n' "$url" | write_atomic "$bench/mwaa.env"
+    log "MWAA stand-in ready on $url (pid $pid, log: $logfile)"
+}
+
+# ---------------------------------------------------------------------------------------
 # Commands
 
 want_pg=0
 want_moto=0
+want_mwaa=0
 
-# Parses service names; none means both.
+# Parses service names; none means all.
 parse_services() {
     local s
     want_pg=0
     want_moto=0
+    want_mwaa=0
     for s in "$@"; do
         case $s in
         pg | postgres | postgresql) want_pg=1 ;;
         moto) want_moto=1 ;;
+        mwaa) want_mwaa=1 ;;
         *)
-            log "unknown service: $s (expected pg or moto)"
+            log "unknown service: $s (expected pg, moto or mwaa)"
             usage
             ;;
         esac
     done
-    if ((want_pg == 0 && want_moto == 0)); then
+    if ((want_pg == 0 && want_moto == 0 && want_mwaa == 0)); then
         want_pg=1
         want_moto=1
+        want_mwaa=1
     fi
 }
 
@@ -595,6 +681,10 @@ start_services() {
         moto_running || starting+=(moto)
         moto_start
     fi
+    if ((want_mwaa)); then
+        mwaa_running || starting+=(mwaa)
+        mwaa_start
+    fi
     starting=()
     unlock_bench
 }
@@ -602,11 +692,12 @@ start_services() {
 # Stops the named services (default: all) in $bench.
 stop_services() {
     local s
-    (($# > 0)) || set -- pg moto
+    (($# > 0)) || set -- pg moto mwaa
     for s in "$@"; do
         case $s in
         pg) pg_stop ;;
         moto) moto_stop ;;
+        mwaa) mwaa_stop ;;
         esac
     done
     publish_env >/dev/null
@@ -632,6 +723,7 @@ cmd_env() {
     [[ -d $bench ]] || die "nothing runs (no $bench)"
     pg_running || rm -f "$bench/pg.env"
     moto_running || rm -f "$bench/moto.env"
+    mwaa_running || rm -f "$bench/mwaa.env"
     local out
     out=$(publish_env)
     [[ -n $out ]] || die "nothing runs in $bench; start it with: $0 start"
@@ -650,6 +742,11 @@ cmd_status() {
         echo "moto:     running on 127.0.0.1:$(moto_port) (pid $(moto_pid))"
     else
         echo "moto:     stopped"
+    fi
+    if mwaa_running; then
+        echo "mwaa:     running on 127.0.0.1:$(mwaa_port) (pid $(mwaa_pid))"
+    else
+        echo "mwaa:     stopped"
     fi
     local d
     for d in "$bench_root"/run.*; do
@@ -680,7 +777,7 @@ cmd_stop() {
         done
         bench=$bench_root
         lock_bench
-        [[ -d $bench/pg || -f $bench/moto.pid ]] && stopped+=("$bench")
+        [[ -d $bench/pg || -f $bench/moto.pid || -f $bench/mwaa.pid ]] && stopped+=("$bench")
         stop_services
         unlock_bench
     fi
@@ -704,6 +801,7 @@ cmd_run() {
     local reuse=1
     if ((want_pg)) && ! pg_running; then reuse=0; fi
     if ((want_moto)) && ! moto_running; then reuse=0; fi
+    if ((want_mwaa)) && ! mwaa_running; then reuse=0; fi
     if ((reuse)); then
         log "using the running servers in $bench"
         # shellcheck source=/dev/null

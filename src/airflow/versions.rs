@@ -35,12 +35,29 @@ impl VersionTable {
         self.versions.iter().any(|v| v.version == version)
     }
 
-    /// The version whose schema head is `revision`.
-    pub fn version_of_revision(&self, revision: &str) -> Option<&str> {
-        self.versions
+    /// The version whose schema head is `revision`. Several versions can share one schema
+    /// (2.10.3 and 2.11.0): then `stated` (MWAA_VERSION) picks among them, else the lowest.
+    pub fn version_of_revision(&self, revision: &str, stated: Option<&str>) -> Option<&str> {
+        let candidates: Vec<&str> = self
+            .versions
             .iter()
-            .find(|v| v.alembic_revision.as_deref() == Some(revision))
+            .filter(|v| v.alembic_revision.as_deref() == Some(revision))
             .map(|v| v.version.as_str())
+            .collect();
+        stated
+            .and_then(|s| candidates.iter().find(|c| **c == s).copied())
+            .or_else(|| candidates.into_iter().min_by(|a, b| compare_versions(a, b)))
+    }
+
+    /// Whether two versions share one schema (then either restores into the other).
+    pub fn same_schema(&self, a: &str, b: &str) -> bool {
+        let revision = |v: &str| {
+            self.versions
+                .iter()
+                .find(|k| k.version == v)
+                .and_then(|k| k.alembic_revision.clone())
+        };
+        a == b || revision(a).is_some_and(|r| Some(r) == revision(b))
     }
 }
 
@@ -60,9 +77,25 @@ mod tests {
         assert!(table.is_known("2.4.3"));
         assert!(table.is_known("2.10.3"));
         assert!(!table.is_known("9.9.9"));
-        assert_eq!(table.version_of_revision("5f2621c13b39"), Some("2.10.3"));
-        assert_eq!(table.version_of_revision("e07f49787c9d"), Some("2.4.3"));
-        assert_eq!(table.version_of_revision("000000000000"), None);
+        assert_eq!(
+            table.version_of_revision("5f2621c13b39", None),
+            Some("2.10.3")
+        );
+        assert_eq!(
+            table.version_of_revision("5f2621c13b39", Some("2.11.0")),
+            Some("2.11.0")
+        );
+        assert_eq!(
+            table.version_of_revision("5f2621c13b39", Some("2.8.1")),
+            Some("2.10.3")
+        );
+        assert_eq!(
+            table.version_of_revision("e07f49787c9d", None),
+            Some("2.4.3")
+        );
+        assert_eq!(table.version_of_revision("000000000000", None), None);
+        assert!(table.same_schema("2.11.0", "2.10.3"));
+        assert!(!table.same_schema("2.10.1", "2.10.3"));
     }
 
     #[test]

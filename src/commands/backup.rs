@@ -58,6 +58,7 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
         db.redacted(),
         &config.versions,
         args.airflow_version.as_deref(),
+        config.mwaa_version.as_deref(),
     )
     .await?;
     if let Some(stated) = &config.mwaa_version

@@ -38,8 +38,12 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
 
     let mut conn = connect(&db).await?;
     let (target_version, _) =
-        airflow_version(&mut conn, db.redacted(), &config.versions, None).await?;
-    if compare_versions(&target_version, &manifest.airflow_version) == Ordering::Less {
+        airflow_version(&mut conn, db.redacted(), &config.versions, None, None).await?;
+    if compare_versions(&target_version, &manifest.airflow_version) == Ordering::Less
+        && !config
+            .versions
+            .same_schema(&target_version, &manifest.airflow_version)
+    {
         return Err(Error::failed(
             "restore",
             db.redacted(),

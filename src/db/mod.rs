@@ -61,12 +61,13 @@ pub async fn airflow_version(
     db: &str,
     versions: &VersionTable,
     assumed: Option<&str>,
+    stated: Option<&str>,
 ) -> Result<(String, String)> {
     let revision = alembic_revision(conn, db).await?;
     if let Some(version) = assumed {
         return Ok((version.to_string(), revision));
     }
-    match versions.version_of_revision(&revision) {
+    match versions.version_of_revision(&revision, stated) {
         Some(v) => Ok((v.to_string(), revision)),
         None => Err(Error::failed(
             "detect Airflow version",
