@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::airflow::fernet::{FernetKeys, FernetMode, FernetPlan};
 use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
-use crate::config::Config;
+use crate::config::{Config, Side};
 use crate::db::import::{RestoreOptions, RestoreReport, restore};
 use crate::db::{airflow_version, connect};
 use crate::error::{Error, Result};
@@ -23,13 +24,40 @@ struct RestoreDoc<'a> {
     airflow_version: &'a str,
     dry_run: bool,
     seconds: f64,
+    /// A dry run's plan for Fernet ciphertext (a restore's report carries its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fernet: Option<FernetMode>,
     #[serde(flatten)]
     report: Option<&'a RestoreReport>,
+}
+
+/// Re-encrypt when the source (primary) and target (secondary) keys are both known and differ.
+fn fernet_plan(config: &Config) -> Result<FernetPlan> {
+    let keys = |side: &Side, variable: &str| -> Result<Option<FernetKeys>> {
+        config
+            .fernet_key(side)?
+            .map(|key| {
+                FernetKeys::parse(key.expose()).map_err(|e| Error::InvalidValue {
+                    variable: variable.into(),
+                    value: "***".into(),
+                    problem: e.to_string(),
+                    accepted:
+                        "a Fernet key (32 bytes, url-safe base64) or a comma-separated list of them"
+                            .into(),
+                })
+            })
+            .transpose()
+    };
+    Ok(FernetPlan::new(
+        keys(&config.primary, "PRIMARY_FERNET_KEY")?,
+        keys(&config.secondary, "SECONDARY_FERNET_KEY")?,
+    ))
 }
 
 pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
     let location = config.store("restore")?;
     let db = config.target_db("restore")?;
+    let fernet = fernet_plan(config)?;
     let started = Instant::now();
     let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
     let manifest = manifest::resolve(store.as_ref(), args.backup_id.as_deref()).await?;
@@ -57,6 +85,7 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
         clean: args.clean,
         variable_strategy: config.variable_strategy,
         connection_strategy: config.connection_strategy,
+        fernet,
     };
     if config.dry_run {
         let doc = RestoreDoc {
@@ -65,6 +94,7 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
             airflow_version: &manifest.airflow_version,
             dry_run: true,
             seconds: 0.0,
+            fernet: Some(options.fernet.mode()),
             report: None,
         };
         output::emit(config.output, &doc, || {
@@ -75,13 +105,14 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join("\n");
             format!(
-                "dry run: would restore backup {} (Airflow {}) into {}{}; variables {:?}, connections {:?}:\n{tables}",
+                "dry run: would restore backup {} (Airflow {}) into {}{}; variables {:?}, connections {:?}; {}:\n{tables}",
                 manifest.backup_id,
                 manifest.airflow_version,
                 db.redacted(),
                 if args.clean { " after cleaning it" } else { "" },
                 options.variable_strategy,
-                options.connection_strategy
+                options.connection_strategy,
+                options.fernet.mode().planned()
             )
         });
         return Ok(());
@@ -121,6 +152,7 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
         airflow_version: &manifest.airflow_version,
         dry_run: false,
         seconds,
+        fernet: None,
         report: Some(&report),
     };
     output::emit(config.output, &doc, || {
@@ -137,6 +169,17 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
                 "\nactive in the source but not yet known to the target (unpause them once parsed): {}",
                 report.missing_dags.join(", ")
             ));
+        }
+        text.push('\n');
+        text.push_str(&report.fernet.summary());
+        if report.fernet == FernetMode::Reencrypted {
+            let counts = report
+                .rekeyed
+                .iter()
+                .map(|(column, n)| format!("{column} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            text.push_str(&format!(": {counts}"));
         }
         if !report.renumbered_jobs.is_empty() {
             text.push_str(&format!(

@@ -331,14 +331,14 @@ pub const VARS: &[VarSpec] = &[
         K::FernetKey,
         None,
         G::Database,
-        "Fernet key (or comma-separated key list) of the primary environment.",
+        "Fernet key (or comma-separated key list, as Airflow's: the first key encrypts, every key decrypts) of the primary environment. `restore` decrypts the backup's secrets with it when they must be re-encrypted for the secondary.",
     ),
     var(
         "SECONDARY_FERNET_KEY",
         K::FernetKey,
         None,
         G::Database,
-        "Fernet key (or comma-separated key list) of the secondary environment.",
+        "Fernet key (or comma-separated key list) of the secondary environment. When it differs from the primary's, `restore` re-encrypts variables, connection passwords and extras and trigger kwargs with its first key; when either key is unknown, ciphertext is copied as it is.",
     ),
     VarSpec {
         lazy: true,

@@ -1,5 +1,6 @@
 //! Restore side: checked objects loaded into the target in ONE transaction, by column name,
-//! ids kept, sequences moved, variable/connection strategies applied, active DAGs unpaused.
+//! ids kept, sequences moved, variable/connection strategies applied, Fernet secrets
+//! re-encrypted for the target's key, active DAGs unpaused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +12,9 @@ use tracing::{info, instrument};
 use super::cleanup::{TableCount, cleanup};
 use super::{column_list, db_error, serial_columns, table_columns};
 use crate::airflow::catalog::{Catalog, RestoreMode, TableSpec, quote_ident, quote_literal};
+use crate::airflow::fernet::{
+    ENCRYPTED_COLUMNS, EncryptedColumn, FernetMode, FernetPlan, Rekey, encrypted_columns,
+};
 use crate::config::RestoreStrategy;
 use crate::error::{Error, Result};
 use crate::store::BackupStore;
@@ -28,6 +32,8 @@ pub struct RestoreOptions {
     pub clean: bool,
     pub variable_strategy: RestoreStrategy,
     pub connection_strategy: RestoreStrategy,
+    /// Re-encrypt Fernet secrets for the target's key, or copy the ciphertext as it is.
+    pub fernet: FernetPlan,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +46,10 @@ pub struct RestoreReport {
     pub unpaused: Vec<String>,
     /// Active in the source but without a `dag` row in the target (not parsed yet).
     pub missing_dags: Vec<String>,
+    /// How Fernet ciphertext was treated.
+    pub fernet: FernetMode,
+    /// Values re-encrypted for the target's key, per `table.column`; empty when copied.
+    pub rekeyed: BTreeMap<String, u64>,
 }
 
 /// Runs the whole restore in one transaction on `conn`. Objects must have been verified.
@@ -62,6 +72,11 @@ pub async fn restore(
         renumbered_jobs: BTreeMap::new(),
         unpaused: Vec::new(),
         missing_dags: Vec::new(),
+        fernet: options.fernet.mode(),
+        rekeyed: match options.fernet {
+            FernetPlan::Reencrypt(_) => ENCRYPTED_COLUMNS.iter().map(|c| (c.name(), 0)).collect(),
+            FernetPlan::Copy(_) => BTreeMap::new(),
+        },
     };
     if options.clean {
         report.cleaned = cleanup(&mut tx, catalog, false).await?;
@@ -123,12 +138,7 @@ pub async fn restore(
     for (index, (spec, entry)) in plan.into_iter().enumerate() {
         progress.start(&spec.name, index, total);
         progress.advance(&spec.name, entry.csv_bytes);
-        let strategy = match spec.name.as_str() {
-            "variable" => Some(options.variable_strategy),
-            "connection" => Some(options.connection_strategy),
-            _ => None,
-        };
-        if strategy == Some(RestoreStrategy::DoNothing) {
+        if strategy_of(spec, options) == Some(RestoreStrategy::DoNothing) {
             progress.finish(&spec.name, 0);
             report.skipped.push(spec.name.clone());
             continue;
@@ -139,8 +149,8 @@ pub async fn restore(
             entry,
             manifest,
             store.as_ref(),
-            strategy,
-            &mut report.renumbered_jobs,
+            options,
+            &mut report,
         )
         .await?;
         report.loaded.push(TableCount {
@@ -168,6 +178,15 @@ pub async fn restore(
     Ok(report)
 }
 
+/// The variable or connection strategy when `spec` is one of those tables.
+fn strategy_of(spec: &TableSpec, options: &RestoreOptions) -> Option<RestoreStrategy> {
+    match spec.name.as_str() {
+        "variable" => Some(options.variable_strategy),
+        "connection" => Some(options.connection_strategy),
+        _ => None,
+    }
+}
+
 #[instrument(skip_all, fields(table = %spec.name))]
 async fn load_table(
     conn: &mut PgConnection,
@@ -175,12 +194,18 @@ async fn load_table(
     entry: &TableEntry,
     manifest: &Manifest,
     store: &dyn BackupStore,
-    strategy: Option<RestoreStrategy>,
-    renumbered: &mut BTreeMap<i64, i64>,
+    options: &RestoreOptions,
+    report: &mut RestoreReport,
 ) -> Result<u64> {
+    let strategy = strategy_of(spec, options);
     let table = quote_ident(&spec.name);
     let cols = column_list(&entry.columns);
-    let direct = spec.restore == RestoreMode::Copy && spec.name != "job";
+    // Secrets are re-encrypted in a staging table, before they reach the real one.
+    let rekey = options
+        .fernet
+        .rekey()
+        .filter(|_| encrypted_columns(&spec.name).next().is_some());
+    let direct = spec.restore == RestoreMode::Copy && spec.name != "job" && rekey.is_none();
     let stage = format!("mwaa_dr_stage_{}", spec.name);
     let dest = if direct {
         table.clone()
@@ -232,15 +257,34 @@ async fn load_table(
     } else {
         String::new()
     };
+    if let Some(rekey) = rekey {
+        // Only the rows the statements below write: APPEND skips the target's keys.
+        let written = match (spec.restore, strategy) {
+            (RestoreMode::MissingRows, _)
+            | (RestoreMode::Strategy, Some(RestoreStrategy::Append)) => {
+                format!("NOT EXISTS (SELECT 1 FROM {table} d WHERE {key_match}){protected}")
+            }
+            _ => format!("TRUE{protected}"),
+        };
+        for column in encrypted_columns(&spec.name) {
+            let count = rekey_staged(conn, &stage, &written, column, &entry.columns, rekey).await?;
+            *report.rekeyed.entry(column.name()).or_default() += count;
+        }
+    }
+    let renumbered = &mut report.renumbered_jobs;
     let statements: Vec<String> = match (spec.restore, strategy) {
         (RestoreMode::Copy, _) => {
             // job: restored ids that collide with the target's kept (live) jobs get new ids.
-            let collisions: Vec<i64> = sqlx::query_scalar(&format!(
-                "SELECT s.id::bigint FROM {stage} s JOIN {table} d ON d.id = s.id ORDER BY s.id"
-            ))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| db_error("inspect", &spec.name, e))?;
+            let collisions: Vec<i64> = if spec.name == "job" {
+                sqlx::query_scalar(&format!(
+                    "SELECT s.id::bigint FROM {stage} s JOIN {table} d ON d.id = s.id ORDER BY s.id"
+                ))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| db_error("inspect", &spec.name, e))?
+            } else {
+                Vec::new()
+            };
             if !collisions.is_empty() {
                 let top: i64 = sqlx::query_scalar(&format!(
                     "SELECT GREATEST((SELECT COALESCE(max(id), 0) FROM {stage}), (SELECT COALESCE(max(id), 0) FROM {table}))::bigint"
@@ -304,6 +348,81 @@ async fn load_table(
     }
     info!(rows, affected, "loaded");
     Ok(affected)
+}
+
+/// Re-encrypts `column` in the staging table `stage` (quoted, aliased `s` in `written`) from
+/// the source key to the target key, in the rows `written` selects that hold ciphertext.
+/// A value the source keys cannot decrypt fails the restore, naming its row.
+#[instrument(skip_all, fields(table = column.table, column = column.column))]
+async fn rekey_staged(
+    conn: &mut PgConnection,
+    stage: &str,
+    written: &str,
+    column: &EncryptedColumn,
+    backup_columns: &[String],
+    rekey: &Rekey,
+) -> Result<u64> {
+    let has = |name: &str| backup_columns.iter().any(|c| c == name);
+    if !has(column.column) || !has(column.key) || column.flag.is_some_and(|f| !has(f)) {
+        return Ok(0);
+    }
+    let value = quote_ident(column.column);
+    let key = quote_ident(column.key);
+    if column.json_is_plain {
+        // Before Airflow 2.9 trigger.kwargs is json and never encrypted.
+        let kind: Option<String> = sqlx::query_scalar(
+            "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped",
+        )
+        .bind(stage)
+        .bind(column.column)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| db_error("inspect", column.table, e))?;
+        if kind.as_deref() != Some("text") {
+            return Ok(0);
+        }
+    }
+    let flag = column
+        .flag
+        .map(|f| format!(" AND s.{} IS TRUE", quote_ident(f)))
+        .unwrap_or_default();
+    let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT s.{key}::text, s.{value}::text FROM {stage} s WHERE ({written}) AND s.{value} IS NOT NULL AND s.{value}::text <> ''{flag}"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| db_error("read secrets", column.table, e))?;
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for (row, ciphertext) in rows {
+        if column.json_is_plain && ciphertext.starts_with('{') {
+            continue;
+        }
+        let reencrypted = rekey.reencrypt(&ciphertext).map_err(|e| {
+            Error::failed(
+                "re-encrypt",
+                format!("{} {}={row}", column.table, column.key),
+                format!(
+                    "{} cannot be decrypted with the source Fernet keys (PRIMARY_FERNET_KEY, else AIRFLOW__CORE__FERNET_KEY): {e}; nothing was restored (add the key it was encrypted with to the source's key list)",
+                    column.column
+                ),
+            )
+        })?;
+        keys.push(row);
+        values.push(reencrypted);
+    }
+    if !keys.is_empty() {
+        sqlx::query(&format!(
+            "UPDATE {stage} s SET {value} = u.v FROM unnest($1::text[], $2::text[]) AS u(k, v) WHERE s.{key}::text = u.k"
+        ))
+        .bind(&keys)
+        .bind(&values)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("re-encrypt", column.table, e))?;
+    }
+    info!(values = keys.len(), "re-encrypted");
+    Ok(keys.len() as u64)
 }
 
 /// `COPY dest (cols) FROM STDIN` from the stored object, checking its checksum and row count.

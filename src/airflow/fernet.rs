@@ -1,0 +1,422 @@
+//! Airflow's Fernet encryption of metadata secrets: key lists, the encrypted columns, and
+//! re-keying a value from one environment's keys to another's.
+
+use std::fmt;
+
+use base64::Engine;
+use fernet::{Fernet, MultiFernet};
+use serde::Serialize;
+
+/// Why a Fernet key list or a value is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FernetError {
+    #[error("the key list is empty")]
+    NoKey,
+    #[error("key #{position} of the list is not a Fernet key (32 bytes, url-safe base64)")]
+    InvalidKey { position: usize },
+    #[error("encrypted with another key, or not a Fernet token")]
+    Undecryptable,
+}
+
+/// A Fernet key list as Airflow reads `[core] fernet_key`: comma-separated, the first key
+/// encrypts, every key decrypts (cryptography's `MultiFernet`). `Debug` shows no key.
+#[derive(Clone)]
+pub struct FernetKeys {
+    fernet: MultiFernet,
+    /// The decoded keys in order: two lists are the same when these are.
+    raw: Vec<Vec<u8>>,
+}
+
+impl FernetKeys {
+    pub fn parse(list: &str) -> Result<FernetKeys, FernetError> {
+        if list.trim().is_empty() {
+            return Err(FernetError::NoKey);
+        }
+        let mut fernets = Vec::new();
+        let mut raw = Vec::new();
+        for (index, key) in list.split(',').map(str::trim).enumerate() {
+            let invalid = FernetError::InvalidKey {
+                position: index + 1,
+            };
+            // cryptography accepts the key with or without its `=` padding; so does `Fernet::new`.
+            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(key.trim_end_matches('='))
+                .map_err(|_| invalid.clone())?;
+            if decoded.len() != 32 {
+                return Err(invalid);
+            }
+            fernets.push(Fernet::new(key).ok_or(invalid)?);
+            raw.push(decoded);
+        }
+        Ok(FernetKeys {
+            fernet: MultiFernet::new(fernets),
+            raw,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// A token of the first key.
+    pub fn encrypt(&self, plaintext: &[u8]) -> String {
+        self.fernet.encrypt(plaintext)
+    }
+
+    /// The plaintext of a token of any key of the list.
+    pub fn decrypt(&self, token: &str) -> Result<Vec<u8>, FernetError> {
+        self.fernet
+            .decrypt(token.trim())
+            .map_err(|_| FernetError::Undecryptable)
+    }
+}
+
+impl PartialEq for FernetKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for FernetKeys {}
+
+impl fmt::Debug for FernetKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FernetKeys({} keys: ***)", self.raw.len())
+    }
+}
+
+impl std::str::FromStr for FernetKeys {
+    type Err = FernetError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FernetKeys::parse(s)
+    }
+}
+
+/// Moves ciphertext from the source environment's keys to the target environment's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rekey {
+    pub source: FernetKeys,
+    pub target: FernetKeys,
+}
+
+impl Rekey {
+    /// Decrypts with any source key, encrypts with the first target key.
+    pub fn reencrypt(&self, ciphertext: &str) -> Result<String, FernetError> {
+        let plaintext = self.source.decrypt(ciphertext)?;
+        Ok(self.target.encrypt(&plaintext))
+    }
+}
+
+/// What a restore does with Fernet ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FernetPlan {
+    /// The keys differ: every encrypted value is re-encrypted for the target.
+    Reencrypt(Rekey),
+    /// Ciphertext is copied as it is, for the reason given.
+    Copy(FernetMode),
+}
+
+impl FernetPlan {
+    /// Re-encrypts only when both keys are known and differ.
+    pub fn new(source: Option<FernetKeys>, target: Option<FernetKeys>) -> FernetPlan {
+        match (source, target) {
+            (Some(source), Some(target)) if source == target => {
+                FernetPlan::Copy(FernetMode::CopiedSameKeys)
+            }
+            (Some(source), Some(target)) => FernetPlan::Reencrypt(Rekey { source, target }),
+            (Some(_), None) => FernetPlan::Copy(FernetMode::CopiedNoTargetKey),
+            (None, Some(_)) => FernetPlan::Copy(FernetMode::CopiedNoSourceKey),
+            (None, None) => FernetPlan::Copy(FernetMode::CopiedNoKeys),
+        }
+    }
+
+    pub fn rekey(&self) -> Option<&Rekey> {
+        match self {
+            FernetPlan::Reencrypt(rekey) => Some(rekey),
+            FernetPlan::Copy(_) => None,
+        }
+    }
+
+    pub fn mode(&self) -> FernetMode {
+        match self {
+            FernetPlan::Reencrypt(_) => FernetMode::Reencrypted,
+            FernetPlan::Copy(mode) => *mode,
+        }
+    }
+}
+
+/// How a restore treated Fernet ciphertext, as reports show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FernetMode {
+    Reencrypted,
+    CopiedSameKeys,
+    CopiedNoSourceKey,
+    CopiedNoTargetKey,
+    CopiedNoKeys,
+}
+
+impl FernetMode {
+    /// One line for people, after the restore.
+    pub fn summary(self) -> String {
+        match self.copied_because() {
+            None => format!("Fernet secrets re-encrypted {REENCRYPTED}"),
+            Some(reason) => format!("Fernet ciphertext copied as it is: {reason}"),
+        }
+    }
+
+    /// One line for people, before the restore (`--dry-run`).
+    pub fn planned(self) -> String {
+        match self.copied_because() {
+            None => format!("would re-encrypt Fernet secrets {REENCRYPTED}"),
+            Some(reason) => format!("would copy Fernet ciphertext as it is: {reason}"),
+        }
+    }
+
+    fn copied_because(self) -> Option<&'static str> {
+        match self {
+            FernetMode::Reencrypted => None,
+            FernetMode::CopiedSameKeys => Some("the source and target keys are the same"),
+            FernetMode::CopiedNoSourceKey => Some(
+                "the source key is unknown (set PRIMARY_FERNET_KEY to re-encrypt for the target's key)",
+            ),
+            FernetMode::CopiedNoTargetKey => Some(
+                "the target key is unknown (set SECONDARY_FERNET_KEY to re-encrypt for the target's key)",
+            ),
+            FernetMode::CopiedNoKeys => Some(
+                "no Fernet key is set (PRIMARY_FERNET_KEY, SECONDARY_FERNET_KEY or AIRFLOW__CORE__FERNET_KEY)",
+            ),
+        }
+    }
+}
+
+const REENCRYPTED: &str =
+    "from the source key (PRIMARY_FERNET_KEY) to the target key (SECONDARY_FERNET_KEY)";
+
+/// A column that Airflow encrypts with its Fernet key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncryptedColumn {
+    pub table: &'static str,
+    /// The unique column that names a row in errors.
+    pub key: &'static str,
+    pub column: &'static str,
+    /// The boolean column that says whether the value is encrypted; without one, see
+    /// `json_is_plain`.
+    pub flag: Option<&'static str>,
+    /// trigger.kwargs: encrypted only where the column is `text` (Airflow 2.9+; `json`
+    /// before), and a value starting with `{` is plain JSON that Airflow still reads.
+    pub json_is_plain: bool,
+}
+
+impl EncryptedColumn {
+    /// `table.column`, as reports name it.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.table, self.column)
+    }
+}
+
+/// Every Fernet-encrypted column of the Airflow 2.x metadata schema.
+pub const ENCRYPTED_COLUMNS: &[EncryptedColumn] = &[
+    EncryptedColumn {
+        table: "variable",
+        key: "key",
+        column: "val",
+        flag: Some("is_encrypted"),
+        json_is_plain: false,
+    },
+    EncryptedColumn {
+        table: "connection",
+        key: "conn_id",
+        column: "password",
+        flag: Some("is_encrypted"),
+        json_is_plain: false,
+    },
+    EncryptedColumn {
+        table: "connection",
+        key: "conn_id",
+        column: "extra",
+        flag: Some("is_extra_encrypted"),
+        json_is_plain: false,
+    },
+    EncryptedColumn {
+        table: "trigger",
+        key: "id",
+        column: "kwargs",
+        flag: None,
+        json_is_plain: true,
+    },
+];
+
+/// The encrypted columns of `table`.
+pub fn encrypted_columns(table: &str) -> impl Iterator<Item = &'static EncryptedColumn> + '_ {
+    ENCRYPTED_COLUMNS.iter().filter(move |c| c.table == table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made by the cryptography 50.0.2 of Airflow 2.10.3 (scripts/airflow-venv.sh 2.10.3):
+    //   k1, k2 = Fernet.generate_key(), Fernet.generate_key()
+    //   Fernet(k1).encrypt("pässwörd, from Airflow".encode())
+    //   MultiFernet([Fernet(k2), Fernet(k1)]).encrypt(b'{"__var": {}, "__type": "dict"}')
+    const AIRFLOW_KEY_1: &str = "tt5-Pp-HVv5HtPoPOLbipJRSHYbGcAtIHJ9Da6Q5wuc=";
+    const AIRFLOW_KEY_2: &str = "QoaVtMa1s03BW2ucn9tiq4RSH4_6WQ0RHkmacRKBgbw=";
+    const AIRFLOW_TOKEN_KEY_1: &str = "gAAAAABrCJPdONd7uXtQNMnFEHUhuUQgKR1MEh5le3tSQVx4-c3rjtgZIrqnkLtVeX2YhuB-DFrDil4UulTP7_yAte9yHrsSJkjdy9Ol-uxOttQqjNUrwWE=";
+    const AIRFLOW_TOKEN_KEY_2: &str = "gAAAAABrCJPdnlZ-qWHO3VQv7ctI_dLXwCSUWFFVvvQgJZw520bww8B1IiMlnSS3rwSyueDczg_pmDtZxnrJMERLWqlDmQCO5_6PmH5WA_Sg6W_APosnWbg=";
+
+    fn keys(list: &str) -> FernetKeys {
+        FernetKeys::parse(list).expect("valid key list")
+    }
+
+    #[test]
+    fn decrypts_tokens_made_by_airflow() {
+        assert_eq!(
+            keys(AIRFLOW_KEY_1)
+                .decrypt(AIRFLOW_TOKEN_KEY_1)
+                .expect("decrypts"),
+            "pässwörd, from Airflow".as_bytes()
+        );
+        // Airflow's MultiFernet encrypted with its first key, k2.
+        assert_eq!(
+            keys(AIRFLOW_KEY_2)
+                .decrypt(AIRFLOW_TOKEN_KEY_2)
+                .expect("decrypts"),
+            br#"{"__var": {}, "__type": "dict"}"#
+        );
+        assert_eq!(
+            keys(AIRFLOW_KEY_2).decrypt(AIRFLOW_TOKEN_KEY_1),
+            Err(FernetError::Undecryptable)
+        );
+    }
+
+    #[test]
+    fn the_first_key_encrypts_and_every_key_decrypts() {
+        let b = Fernet::generate_key();
+        let c = Fernet::generate_key();
+        let list = keys(&format!("{b}, {c}"));
+        assert_eq!(list.len(), 2);
+        let token = list.encrypt(b"secret");
+        assert_eq!(keys(&b).decrypt(&token).expect("first key"), b"secret");
+        assert_eq!(keys(&c).decrypt(&token), Err(FernetError::Undecryptable));
+        let old = keys(&c).encrypt(b"old secret");
+        assert_eq!(list.decrypt(&old).expect("second key"), b"old secret");
+    }
+
+    #[test]
+    fn reencrypts_an_airflow_token_for_another_key_list() {
+        let x = Fernet::generate_key();
+        let b = Fernet::generate_key();
+        let c = Fernet::generate_key();
+        let rekey = Rekey {
+            source: keys(&format!("{x},{AIRFLOW_KEY_1}")),
+            target: keys(&format!("{b},{c}")),
+        };
+        let token = rekey.reencrypt(AIRFLOW_TOKEN_KEY_1).expect("re-encrypts");
+        assert!(token.starts_with("gAAAAA"), "{token}");
+        assert_eq!(
+            keys(&b).decrypt(&token).expect("target key"),
+            "pässwörd, from Airflow".as_bytes()
+        );
+        assert_eq!(
+            keys(AIRFLOW_KEY_1).decrypt(&token),
+            Err(FernetError::Undecryptable)
+        );
+        assert_eq!(
+            rekey.reencrypt(AIRFLOW_TOKEN_KEY_2),
+            Err(FernetError::Undecryptable)
+        );
+        assert_eq!(
+            rekey.reencrypt("not a token"),
+            Err(FernetError::Undecryptable)
+        );
+        assert_eq!(rekey.reencrypt(""), Err(FernetError::Undecryptable));
+    }
+
+    #[test]
+    fn rejects_bad_key_lists_naming_the_key() {
+        assert_eq!(FernetKeys::parse(""), Err(FernetError::NoKey));
+        assert_eq!(FernetKeys::parse(" "), Err(FernetError::NoKey));
+        assert_eq!(
+            FernetKeys::parse(&format!("{AIRFLOW_KEY_1},short")),
+            Err(FernetError::InvalidKey { position: 2 })
+        );
+        assert_eq!(
+            FernetKeys::parse(&format!("{AIRFLOW_KEY_1},")),
+            Err(FernetError::InvalidKey { position: 2 })
+        );
+        assert_eq!(
+            FernetKeys::parse("not base64 at all!!!!!!!!!!!!!!!!!!!!!!!!!!"),
+            Err(FernetError::InvalidKey { position: 1 })
+        );
+        // Without its padding the key is still the same key.
+        assert_eq!(
+            keys(AIRFLOW_KEY_1.trim_end_matches('=')),
+            keys(AIRFLOW_KEY_1)
+        );
+    }
+
+    #[test]
+    fn lists_are_equal_when_their_keys_are_in_the_same_order() {
+        let ab = format!("{AIRFLOW_KEY_1},{AIRFLOW_KEY_2}");
+        let ba = format!("{AIRFLOW_KEY_2},{AIRFLOW_KEY_1}");
+        assert_eq!(
+            keys(&ab),
+            keys(&format!(" {AIRFLOW_KEY_1} , {AIRFLOW_KEY_2}"))
+        );
+        assert_ne!(keys(&ab), keys(&ba));
+        assert_ne!(keys(&ab), keys(AIRFLOW_KEY_1));
+    }
+
+    #[test]
+    fn the_plan_reencrypts_only_when_both_keys_are_known_and_differ() {
+        let a = || Some(keys(AIRFLOW_KEY_1));
+        let b = || Some(keys(AIRFLOW_KEY_2));
+        assert_eq!(FernetPlan::new(a(), b()).mode(), FernetMode::Reencrypted);
+        assert!(FernetPlan::new(a(), b()).rekey().is_some());
+        assert_eq!(FernetPlan::new(a(), a()).mode(), FernetMode::CopiedSameKeys);
+        assert_eq!(
+            FernetPlan::new(a(), None).mode(),
+            FernetMode::CopiedNoTargetKey
+        );
+        assert_eq!(
+            FernetPlan::new(None, b()).mode(),
+            FernetMode::CopiedNoSourceKey
+        );
+        assert_eq!(FernetPlan::new(None, None).mode(), FernetMode::CopiedNoKeys);
+        assert!(FernetPlan::new(None, None).rekey().is_none());
+        assert!(
+            FernetMode::CopiedNoTargetKey
+                .summary()
+                .starts_with("Fernet ciphertext copied as it is: the target key is unknown")
+        );
+        assert!(
+            FernetMode::Reencrypted
+                .planned()
+                .starts_with("would re-encrypt Fernet secrets from the source key")
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let shown = format!(
+            "{:?}",
+            FernetPlan::new(Some(keys(AIRFLOW_KEY_1)), Some(keys(AIRFLOW_KEY_2)))
+        );
+        assert!(!shown.contains(AIRFLOW_KEY_1) && !shown.contains(AIRFLOW_KEY_2));
+        assert!(!shown.contains("tt5") && !shown.contains("QoaV"), "{shown}");
+    }
+
+    #[test]
+    fn every_encrypted_column_has_a_row_key() {
+        assert_eq!(encrypted_columns("connection").count(), 2);
+        assert_eq!(encrypted_columns("dag_run").count(), 0);
+        for c in ENCRYPTED_COLUMNS {
+            assert!(c.flag.is_some() != c.json_is_plain, "{}", c.name());
+        }
+    }
+}
