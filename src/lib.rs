@@ -4,11 +4,14 @@
 //! run the command, map the [`error::Error`] to an exit code.
 
 pub mod airflow;
+pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod failover;
+pub mod health;
 pub mod output;
 pub mod progress;
 pub mod store;
@@ -132,9 +135,8 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
         Command::List => commands::list::run(&config).await,
         Command::Verify(args) => commands::verify::run(&config, args).await,
         Command::Prune(args) => commands::prune::run(&config, args).await,
-        other @ (Command::HealthCheck(_) | Command::Failover(_)) => Err(Error::NotAvailable {
-            command: other.name().to_string(),
-        }),
+        Command::HealthCheck(_) => commands::health_check::run(&config).await,
+        Command::Failover(args) => commands::failover::run(&config, args).await,
     }
 }
 

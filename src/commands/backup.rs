@@ -7,6 +7,7 @@ use chrono::Utc;
 use serde::Serialize;
 use tracing::warn;
 
+use crate::aws::mwaa::{Mwaa, SdkMwaa};
 use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate};
@@ -14,7 +15,62 @@ use crate::db::{airflow_version, connect, db_error, table_columns};
 use crate::error::{Error, Result};
 use crate::output;
 use crate::store::manifest::{self, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
-use crate::store::{BackupStore, open_store};
+use crate::store::{BackupStore, environments, open_store};
+
+#[derive(Serialize)]
+struct EnvironmentDoc {
+    environment: String,
+    /// The store key of the saved definition, when saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Saves the primary's GetEnvironment answer under `environments/` for Backup-Restore.
+async fn save_environment(config: &Config, store: &dyn BackupStore, name: &str) -> Result<String> {
+    let mwaa = SdkMwaa::new(config.primary.region.as_deref()).await;
+    let definition = mwaa.get_environment(name).await?.ok_or_else(|| {
+        Error::failed(
+            "GetEnvironment",
+            name,
+            "no such environment in the primary region",
+        )
+    })?;
+    environments::save(store, &definition).await
+}
+
+async fn environment_only(config: &Config) -> Result<()> {
+    let name = config.require(
+        &config.primary.environment_name,
+        "PRIMARY_MWAA_ENVIRONMENT_NAME",
+        "backup --environment-only",
+        "the environment whose definition is saved",
+    )?;
+    let location = config.store("backup")?;
+    if config.dry_run {
+        output::emit(
+            config.output,
+            &serde_json::json!({"dry_run": true, "environment": name}),
+            || format!("dry run: would save the definition of {name} into {location}"),
+        );
+        return Ok(());
+    }
+    let store = open_store(location, config).await?;
+    let key = save_environment(config, store.as_ref(), name).await?;
+    let doc = EnvironmentDoc {
+        environment: name.to_string(),
+        saved: Some(key.clone()),
+        error: None,
+    };
+    output::emit(config.output, &doc, || {
+        format!(
+            "saved the definition of {name} as {}/{key}",
+            store.describe()
+        )
+    });
+    Ok(())
+}
 
 #[derive(Serialize)]
 struct BackupDoc<'a> {
@@ -26,13 +82,13 @@ struct BackupDoc<'a> {
     stored_bytes: u64,
     seconds: f64,
     dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<EnvironmentDoc>,
 }
 
 pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
     if args.environment_only {
-        return Err(Error::NotAvailable {
-            command: "backup --environment-only".into(),
-        });
+        return environment_only(config).await;
     }
     if let Some(v) = &args.airflow_version
         && !config.versions.is_known(v)
@@ -110,6 +166,7 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
             stored_bytes: 0,
             seconds: 0.0,
             dry_run: true,
+            environment: None,
         };
         output::emit(config.output, &doc, || {
             format!(
@@ -171,6 +228,26 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
     .await;
     drop(conn);
     let manifest = manifest?;
+    // With the primary environment named, its definition goes along (Backup-Restore recreates
+    // it from there). A failure here does not undo the table backup: it is reported.
+    let environment = match &config.primary.environment_name {
+        None => None,
+        Some(name) => Some(match save_environment(config, store.as_ref(), name).await {
+            Ok(key) => EnvironmentDoc {
+                environment: name.clone(),
+                saved: Some(key),
+                error: None,
+            },
+            Err(e) => {
+                warn!(environment = %name, error = %e, "the environment definition was not saved");
+                EnvironmentDoc {
+                    environment: name.clone(),
+                    saved: None,
+                    error: Some(e.to_string()),
+                }
+            }
+        }),
+    };
     let seconds = started.elapsed().as_secs_f64();
     let doc = BackupDoc {
         backup_id: &backup_id,
@@ -181,15 +258,36 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
         stored_bytes: manifest.stored_bytes(),
         seconds,
         dry_run: false,
+        environment,
     };
     output::emit(config.output, &doc, || {
-        format!(
+        let mut text = format!(
             "backup {backup_id}: Airflow {version}, {} tables, {} rows, {} stored in {} ({seconds:.1} s)",
             manifest.tables.len(),
             manifest.total_rows(),
             output::bytes(manifest.stored_bytes()),
             store.describe()
-        )
+        );
+        match &doc.environment {
+            Some(EnvironmentDoc {
+                environment,
+                saved: Some(key),
+                ..
+            }) => {
+                text.push_str(&format!("\nsaved the definition of {environment} as {key}"));
+            }
+            Some(EnvironmentDoc {
+                environment,
+                error: Some(e),
+                ..
+            }) => {
+                text.push_str(&format!(
+                    "\nWARNING: the definition of {environment} was not saved: {e}"
+                ));
+            }
+            _ => {}
+        }
+        text
     });
     Ok(())
 }

@@ -3,6 +3,8 @@
 pub mod backup;
 pub mod cleanup;
 pub mod config;
+pub mod failover;
+pub mod health_check;
 pub mod list;
 pub mod prune;
 pub mod restore;

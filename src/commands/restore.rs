@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::airflow::fernet::{FernetKeys, FernetMode, FernetPlan};
 use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
-use crate::config::{Config, Side};
+use crate::config::{Config, DbUrl, Side};
 use crate::db::import::{RestoreOptions, RestoreReport, restore};
 use crate::db::{airflow_version, connect};
 use crate::error::{Error, Result};
@@ -54,17 +54,26 @@ fn fernet_plan(config: &Config) -> Result<FernetPlan> {
     ))
 }
 
-pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
-    let location = config.store("restore")?;
-    let db = config.target_db("restore")?;
-    let fernet = fernet_plan(config)?;
-    let started = Instant::now();
-    let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
-    let manifest = manifest::resolve(store.as_ref(), args.backup_id.as_deref()).await?;
-    // Every object is checked before the database is touched.
-    verify_backup(store.as_ref(), &manifest).await?;
+/// A backup checked and a target connected and checked: everything before the transaction.
+struct Prepared {
+    manifest: manifest::Manifest,
+    conn: sqlx::PgConnection,
+    options: RestoreOptions,
+}
 
-    let mut conn = connect(&db).await?;
+/// Resolves the backup, verifies every object (before the database is touched), connects to
+/// the target and refuses an older Airflow version there.
+async fn prepare(
+    config: &Config,
+    store: &dyn BackupStore,
+    db: &DbUrl,
+    backup_id: Option<&str>,
+    clean: bool,
+) -> Result<Prepared> {
+    let fernet = fernet_plan(config)?;
+    let manifest = manifest::resolve(store, backup_id).await?;
+    verify_backup(store, &manifest).await?;
+    let mut conn = connect(db).await?;
     let (target_version, _) =
         airflow_version(&mut conn, db.redacted(), &config.versions, None, None).await?;
     if compare_versions(&target_version, &manifest.airflow_version) == Ordering::Less
@@ -82,11 +91,72 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
         ));
     }
     let options = RestoreOptions {
-        clean: args.clean,
+        clean,
         variable_strategy: config.variable_strategy,
         connection_strategy: config.connection_strategy,
         fernet,
     };
+    Ok(Prepared {
+        manifest,
+        conn,
+        options,
+    })
+}
+
+/// The restore transaction, holding the store's shared lock.
+async fn apply(
+    config: &Config,
+    store: Arc<dyn BackupStore>,
+    prepared: &mut Prepared,
+    progress: &dyn crate::progress::Progress,
+) -> Result<RestoreReport> {
+    let catalog = config.catalog()?;
+    super::with_store_lock(
+        store.as_ref(),
+        false,
+        "restore",
+        restore(
+            &mut prepared.conn,
+            &catalog,
+            &prepared.manifest,
+            store.clone(),
+            &prepared.options,
+            progress,
+        ),
+    )
+    .await
+}
+
+/// Restores `backup_id` (default: the latest) into `db`: what `restore` does without its
+/// prompt and output, for `failover`.
+pub async fn restore_into(
+    config: &Config,
+    store: Arc<dyn BackupStore>,
+    db: &DbUrl,
+    backup_id: Option<&str>,
+    clean: bool,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(manifest::Manifest, RestoreReport)> {
+    let mut prepared = prepare(config, store.as_ref(), db, backup_id, clean).await?;
+    let report = apply(config, store, &mut prepared, progress).await?;
+    Ok((prepared.manifest, report))
+}
+
+pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
+    let location = config.store("restore")?;
+    let db = config.target_db("restore")?;
+    let started = Instant::now();
+    let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
+    let mut prepared = prepare(
+        config,
+        store.as_ref(),
+        &db,
+        args.backup_id.as_deref(),
+        args.clean,
+    )
+    .await?;
+    let manifest = prepared.manifest.clone();
+    let options = prepared.options.clone();
     if config.dry_run {
         let doc = RestoreDoc {
             backup_id: &manifest.backup_id,
@@ -127,22 +197,8 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
             ),
         )?;
     }
-    let catalog = config.catalog()?;
     let progress = crate::progress::for_terminal("restore", config.quiet);
-    let result = super::with_store_lock(
-        store.as_ref(),
-        false,
-        "restore",
-        restore(
-            &mut conn,
-            &catalog,
-            &manifest,
-            store.clone(),
-            &options,
-            progress.as_ref(),
-        ),
-    )
-    .await;
+    let result = apply(config, store.clone(), &mut prepared, progress.as_ref()).await;
     progress.clear();
     let report = result?;
     let seconds = started.elapsed().as_secs_f64();

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::store::StoreLocation;
 
 /// The disaster recovery strategy (`DR_TYPE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DrType {
     BackupRestore,

@@ -369,7 +369,7 @@ pub const VARS: &[VarSpec] = &[
         K::Count { min: 0 },
         Some("30"),
         G::Restore,
-        "Seconds to wait between cleanup and restore during `failover`.",
+        "The original's wait between cleanup and restore. Accepted and shown; mwaa-dr cleans and restores in one transaction, so it does not wait.",
     ),
     var(
         "HEALTH_CHECK_ENABLED",

@@ -24,13 +24,14 @@ pub fn manifest_key(backup_id: &str) -> String {
     object_key(backup_id, MANIFEST)
 }
 
-/// A new backup id: UTC time to the second (so ids sort by time) and a random suffix.
+/// A new backup id: UTC time to the millisecond (so ids sort by time, even for backups taken
+/// within one second) and a random suffix, e.g. `20261126T183255.123Z-3f9a`.
 pub fn new_backup_id(now: DateTime<Utc>) -> String {
     let nanos = now.timestamp_subsec_nanos() as u64;
     let mix = nanos ^ (u64::from(std::process::id()) << 17) ^ 0x9e37_79b9_7f4a_7c15;
     format!(
         "{}-{:04x}",
-        now.format("%Y%m%dT%H%M%SZ"),
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
         (mix.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
     )
 }
@@ -207,7 +208,7 @@ mod tests {
     fn ids_sort_by_time_and_are_valid() {
         let a = new_backup_id("2026-11-26T18:32:55Z".parse().expect("time"));
         let b = new_backup_id("2026-11-26T18:32:56Z".parse().expect("time"));
-        assert!(a.starts_with("20261126T183255Z-"), "{a}");
+        assert!(a.starts_with("20261126T183255.000Z-"), "{a}");
         assert!(a < b);
         assert!(is_valid_backup_id(&a));
         assert!(!is_valid_backup_id("../etc"));

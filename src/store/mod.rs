@@ -1,5 +1,6 @@
 //! The backup store: where backups live and how they are laid out.
 
+pub mod environments;
 pub mod local;
 pub mod lock;
 pub mod manifest;

@@ -421,12 +421,36 @@ fn secrets_never_appear() {
     assert!(runs[0].stdout.contains("***"), "{}", runs[0].stdout);
 }
 
+/// A variable only a command needs is required by that command alone, with exit 2 naming it.
 #[test]
-fn unavailable_commands_say_so_with_exit_2() {
+fn command_specific_variables_are_required_by_their_command() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = run(mwaa_dr(dir.path()).arg("failover"));
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("failover"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("DR_TYPE") && out.stderr.contains("failover"),
+        "{}",
+        out.stderr
+    );
+    let out = run(mwaa_dr(dir.path()).arg("health-check"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("PRIMARY_MWAA_ENVIRONMENT_NAME"),
+        "{}",
+        out.stderr
+    );
+    let out = run(mwaa_dr(dir.path())
+        .env("DR_TYPE", "BACKUP_RESTORE")
+        .env("PRIMARY_MWAA_ENVIRONMENT_NAME", "p")
+        .env("SECONDARY_MWAA_ENVIRONMENT_NAME", "s")
+        .env("SECONDARY_DB_URL", "postgres://u@h/db")
+        .arg("failover"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("SECONDARY_MWAA_ROLE_ARN"),
+        "Backup-Restore needs the new environment's role: {}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Integration tests, one binary: the `mwaa-dr` command as a user runs it, against the real
 //! PostgreSQL and moto servers that `scripts/testbench.sh` starts.
 
+mod aws;
 mod backup;
 mod bench;
 mod cli;
 mod common;
 mod config;
+mod failover;
 mod pg;
 mod rekey;
 mod store;

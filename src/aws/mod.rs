@@ -1,0 +1,112 @@
+//! AWS adapters: MWAA, CloudWatch, EventBridge Scheduler / EventBridge and SNS behind narrow
+//! traits whose signatures hold no SDK types. Credentials, regions and endpoints come from
+//! the standard AWS chain only.
+
+pub mod cloudwatch;
+pub mod mwaa;
+pub mod schedule;
+pub mod sns;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// The shared SDK configuration for `region` (None: the chain's region).
+pub async fn sdk_config(region: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_string()));
+    }
+    loader.load().await
+}
+
+/// The endpoint override for a service, however it was given: `AWS_ENDPOINT_URL_<SERVICE>`,
+/// or the general `AWS_ENDPOINT_URL` / profile endpoint the SDK config carries.
+pub fn endpoint_override(config: &SdkConfig, service_env: &str) -> Option<String> {
+    std::env::var(format!("AWS_ENDPOINT_URL_{service_env}"))
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| config.endpoint_url().map(str::to_string))
+}
+
+/// MWAA operations carry a host prefix (`api.` for the control plane, `env.` for tokens and
+/// the REST API). Against an endpoint override (an emulator, a VPC endpoint) that prefix
+/// makes a host that does not resolve; this strips it again, for that endpoint only.
+#[derive(Debug)]
+pub struct StripHostPrefix {
+    authority: String,
+}
+
+impl StripHostPrefix {
+    /// For the endpoint `url` (e.g. `http://127.0.0.1:5000`); `None` when it has no host.
+    pub fn for_endpoint(url: &str) -> Option<Self> {
+        let parsed = url::Url::parse(url).ok()?;
+        let host = parsed.host_str()?;
+        let authority = match parsed.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        Some(StripHostPrefix { authority })
+    }
+
+    fn rewrite(&self, uri: &str) -> Option<String> {
+        ["api.", "env."].iter().find_map(|prefix| {
+            let prefixed = format!("://{prefix}{}", self.authority);
+            uri.contains(&prefixed)
+                .then(|| uri.replacen(&prefixed, &format!("://{}", self.authority), 1))
+        })
+    }
+}
+
+impl Intercept for StripHostPrefix {
+    fn name(&self) -> &'static str {
+        "StripHostPrefix"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        if let Some(uri) = self.rewrite(request.uri()) {
+            request.set_uri(uri)?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders an SDK error with its full context (service code and message).
+pub fn sdk_message<E: std::error::Error>(err: &E) -> String {
+    aws_smithy_types::error::display::DisplayErrorContext(err).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_the_configured_endpoints_prefix() {
+        let strip = StripHostPrefix::for_endpoint("http://127.0.0.1:5123").expect("endpoint");
+        assert_eq!(
+            strip
+                .rewrite("http://api.127.0.0.1:5123/environments/x")
+                .as_deref(),
+            Some("http://127.0.0.1:5123/environments/x")
+        );
+        assert_eq!(
+            strip
+                .rewrite("http://env.127.0.0.1:5123/clitoken/x")
+                .as_deref(),
+            Some("http://127.0.0.1:5123/clitoken/x")
+        );
+        assert_eq!(
+            strip.rewrite("https://api.airflow.us-east-1.amazonaws.com/x"),
+            None
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! `mwaa-dr failover`: the whole recovery for DR_TYPE, resumable, with a timeline.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::aws::cloudwatch::CloudWatchHeartbeat;
+use crate::aws::mwaa::SdkMwaa;
+use crate::aws::schedule::AwsSchedules;
+use crate::aws::sns::SnsNotifier;
+use crate::cli::FailoverArgs;
+use crate::config::Config;
+use crate::error::Result;
+use crate::failover::{self, PlannedStep, RestoreStep, Services, Targets, Timeline, state};
+use crate::output;
+use crate::store::{BackupStore, open_store};
+
+#[derive(Serialize)]
+struct PlanDoc<'a> {
+    dry_run: bool,
+    dr_type: crate::config::DrType,
+    resumes_run: Option<&'a str>,
+    steps: &'a [PlannedStep],
+}
+
+pub async fn run(config: &Config, args: &FailoverArgs) -> Result<()> {
+    let targets = Targets::from_config(config, args.force)?;
+    let db = config.target_db("failover")?;
+    let store: Arc<dyn BackupStore> =
+        Arc::from(open_store(config.store("failover")?, config).await?);
+    let existing = state::unfinished(store.as_ref()).await?;
+    let plan: Vec<PlannedStep> = targets
+        .steps()
+        .into_iter()
+        .map(|(step, action)| PlannedStep {
+            step,
+            action,
+            done: existing.as_ref().is_some_and(|run| run.is_done(step)),
+        })
+        .collect();
+    if config.dry_run {
+        let doc = PlanDoc {
+            dry_run: true,
+            dr_type: targets.dr_type,
+            resumes_run: existing.as_ref().map(|r| r.started.run_id.as_str()),
+            steps: &plan,
+        };
+        output::emit(config.output, &doc, || {
+            render_plan(&targets, &plan, existing.as_ref())
+        });
+        return Ok(());
+    }
+    super::confirm(
+        config,
+        &format!(
+            "Fail over from {} to {} ({:?}): this empties and overwrites the metadata of {}. Continue?",
+            targets.primary,
+            targets.secondary,
+            targets.dr_type,
+            db.redacted()
+        ),
+    )?;
+    let primary_region = config.primary.region.as_deref();
+    let secondary_region = config.secondary.region.as_deref();
+    let services = Services {
+        primary_mwaa: Box::new(SdkMwaa::new(primary_region).await),
+        secondary_mwaa: Box::new(SdkMwaa::new(secondary_region).await),
+        heartbeat: Box::new(CloudWatchHeartbeat::new(primary_region).await),
+        schedules: Box::new(AwsSchedules::new(secondary_region).await),
+        notifier: Box::new(SnsNotifier::new(secondary_region).await),
+        store: store.clone(),
+    };
+    let mut run = match existing {
+        Some(run) => run,
+        None => state::start(store.as_ref(), targets.dr_type, Utc::now()).await?,
+    };
+    let restore = LatestBackup {
+        config,
+        store: store.clone(),
+        db,
+    };
+    match failover::execute(config, &targets, &services, &restore, &mut run).await {
+        Ok(timeline) => {
+            output::emit(config.output, &timeline, || render_timeline(&timeline));
+            Ok(())
+        }
+        Err((error, timeline)) => {
+            output::emit(config.output, &timeline, || render_timeline(&timeline));
+            Err(error)
+        }
+    }
+}
+
+/// The restore step: the latest backup, with cleanup, into the secondary database.
+struct LatestBackup<'a> {
+    config: &'a Config,
+    store: Arc<dyn BackupStore>,
+    db: crate::config::DbUrl,
+}
+
+#[async_trait]
+impl RestoreStep for LatestBackup<'_> {
+    async fn restore_latest(&self) -> Result<String> {
+        let progress = crate::progress::Silent;
+        let (manifest, report) = super::restore::restore_into(
+            self.config,
+            self.store.clone(),
+            &self.db,
+            None,
+            true,
+            &progress,
+        )
+        .await?;
+        let rows: u64 = report.loaded.iter().map(|t| t.rows).sum();
+        let mut line = format!(
+            "backup {} ({} rows) restored into {}; {} DAGs unpaused",
+            manifest.backup_id,
+            rows,
+            self.db.redacted(),
+            report.unpaused.len()
+        );
+        if !report.missing_dags.is_empty() {
+            line.push_str(&format!(
+                "; not yet parsed by the secondary (unpause later): {}",
+                report.missing_dags.join(", ")
+            ));
+        }
+        Ok(line)
+    }
+}
+
+fn render_plan(
+    targets: &Targets,
+    plan: &[PlannedStep],
+    existing: Option<&state::FailoverRun>,
+) -> String {
+    let mut out = format!(
+        "dry run: failover {:?} from {} to {}{}; nothing is changed\n",
+        targets.dr_type,
+        targets.primary,
+        targets.secondary,
+        existing
+            .map(|r| format!(" (resuming run {})", r.started.run_id))
+            .unwrap_or_default()
+    );
+    for (i, step) in plan.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>2}. {}{}\n",
+            i + 1,
+            step.action,
+            if step.done {
+                "  [done in an earlier run: skipped]"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
+}
+
+fn render_timeline(t: &Timeline) -> String {
+    let rows: Vec<Vec<String>> = t
+        .steps
+        .iter()
+        .map(|r| {
+            vec![
+                r.step.as_str().to_string(),
+                r.started_at.format("%H:%M:%S%.3f").to_string(),
+                format!(
+                    "{:.1}",
+                    (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0
+                ),
+                r.outcome.clone(),
+                r.details.clone(),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "failover {} ({:?}){}\n{}",
+        t.run_id,
+        t.dr_type,
+        if t.resumed { ", resumed" } else { "" },
+        output::table(&["STEP", "START", "SECONDS", "OUTCOME", "DETAILS"], &rows)
+    );
+    match (t.finished_at, t.recovery_seconds) {
+        (Some(_), Some(s)) => out.push_str(&format!(
+            "\nrecovery time (failover start to DAGs unpaused): {s:.1} s"
+        )),
+        (None, _) => out
+            .push_str("\nnot finished: run `mwaa-dr failover` again to resume at the failed step"),
+        _ => {}
+    }
+    out
+}

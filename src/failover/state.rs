@@ -1,0 +1,144 @@
+//! Failover progress in the store, append-only: `failover/<run>/started.json`, one object per
+//! finished step, one per failed attempt, and `done.json`. A run without `done.json` is
+//! resumed by the next `mwaa-dr failover`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::StepKind;
+use crate::config::DrType;
+use crate::error::{Error, Result};
+use crate::store::BackupStore;
+
+const PREFIX: &str = "failover/";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Started {
+    pub run_id: String,
+    pub dr_type: DrType,
+    pub started_at: DateTime<Utc>,
+}
+
+/// One step's outcome, as the timeline shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: StepKind,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `ok`, `failed`, or `skipped`.
+    pub outcome: String,
+    pub details: String,
+}
+
+pub struct FailoverRun {
+    pub started: Started,
+    /// Finished steps, in order, and failed attempts.
+    pub records: Vec<StepRecord>,
+    pub resumed: bool,
+}
+
+impl FailoverRun {
+    pub fn is_done(&self, step: StepKind) -> bool {
+        self.records
+            .iter()
+            .any(|r| r.step == step && r.outcome != "failed")
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{PREFIX}{}/{name}", self.started.run_id)
+    }
+
+    pub async fn record(&mut self, store: &dyn BackupStore, record: StepRecord) -> Result<()> {
+        let name = format!(
+            "{}-{}-{}.json",
+            record.finished_at.format("%Y%m%dT%H%M%S%.6fZ"),
+            record.step.as_str(),
+            record.outcome
+        );
+        let body = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::failed("record failover step", &name, e))?;
+        store
+            .put_bytes(&self.key(&format!("steps/{name}")), &body)
+            .await?;
+        self.records.push(record);
+        Ok(())
+    }
+
+    pub async fn finish(&self, store: &dyn BackupStore, at: DateTime<Utc>) -> Result<()> {
+        let body = serde_json::to_vec(&serde_json::json!({ "finished_at": at }))
+            .map_err(|e| Error::failed("record failover end", &self.started.run_id, e))?;
+        store.put_bytes(&self.key("done.json"), &body).await?;
+        Ok(())
+    }
+}
+
+/// The unfinished run to resume, if any.
+pub async fn unfinished(store: &dyn BackupStore) -> Result<Option<FailoverRun>> {
+    let objects = store.list(PREFIX).await?;
+    let mut runs: Vec<String> = objects
+        .iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix(PREFIX)?
+                .split_once('/')
+                .map(|(id, _)| id.to_string())
+        })
+        .collect();
+    runs.sort();
+    runs.dedup();
+    let Some(run_id) = runs.pop() else {
+        return Ok(None);
+    };
+    let has = |name: &str| {
+        objects
+            .iter()
+            .any(|o| o.key == format!("{PREFIX}{run_id}/{name}"))
+    };
+    if has("done.json") || !has("started.json") {
+        return Ok(None);
+    }
+    let started: Started = serde_json::from_slice(
+        &store
+            .get_bytes(&format!("{PREFIX}{run_id}/started.json"))
+            .await?,
+    )
+    .map_err(|e| Error::failed("read failover state", &run_id, e))?;
+    let mut records = Vec::new();
+    for object in objects
+        .iter()
+        .filter(|o| o.key.starts_with(&format!("{PREFIX}{run_id}/steps/")))
+    {
+        let record: StepRecord = serde_json::from_slice(&store.get_bytes(&object.key).await?)
+            .map_err(|e| Error::failed("read failover state", &object.key, e))?;
+        records.push(record);
+    }
+    records.sort_by_key(|r| r.finished_at);
+    Ok(Some(FailoverRun {
+        started,
+        records,
+        resumed: true,
+    }))
+}
+
+/// Starts a new run.
+pub async fn start(
+    store: &dyn BackupStore,
+    dr_type: DrType,
+    now: DateTime<Utc>,
+) -> Result<FailoverRun> {
+    let started = Started {
+        run_id: now.format("%Y%m%dT%H%M%SZ").to_string(),
+        dr_type,
+        started_at: now,
+    };
+    let body = serde_json::to_vec_pretty(&started)
+        .map_err(|e| Error::failed("record failover start", &started.run_id, e))?;
+    store
+        .put_bytes(&format!("{PREFIX}{}/started.json", started.run_id), &body)
+        .await?;
+    Ok(FailoverRun {
+        started,
+        records: Vec::new(),
+        resumed: false,
+    })
+}

@@ -1,0 +1,119 @@
+//! The primary's health: scheduler heartbeat and environment status, with the original's
+//! retries and exponential backoff.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::aws::cloudwatch::Heartbeat;
+use crate::aws::mwaa::Mwaa;
+use crate::config::HealthCheckSettings;
+use crate::error::Result;
+
+/// One look at the primary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub at: chrono::DateTime<Utc>,
+    /// The environment's status (AVAILABLE, UNAVAILABLE, ...), `None` when it does not exist.
+    pub status: Option<String>,
+    /// Newest 5-minute Average of SchedulerHeartbeat, `None` when there is no datapoint.
+    pub heartbeat: Option<f64>,
+    pub healthy: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub environment: String,
+    pub healthy: bool,
+    pub simulated: bool,
+    pub attempts: Vec<Attempt>,
+}
+
+impl HealthReport {
+    pub fn evidence(&self) -> String {
+        self.attempts
+            .last()
+            .map(|a| format!("{} after {} attempt(s)", a.reason, self.attempts.len()))
+            .unwrap_or_else(|| "no attempt".into())
+    }
+}
+
+/// Looks at the primary up to `1 + max_retry` times, waiting `retry_interval * rate^n`
+/// between looks, and stops at the first healthy answer.
+pub async fn check(
+    environment: &str,
+    settings: &HealthCheckSettings,
+    mwaa: &dyn Mwaa,
+    heartbeat: &dyn Heartbeat,
+) -> Result<HealthReport> {
+    let mut report = HealthReport {
+        environment: environment.to_string(),
+        healthy: false,
+        simulated: settings.simulate_dr,
+        attempts: Vec::new(),
+    };
+    if settings.simulate_dr {
+        report.attempts.push(Attempt {
+            attempt: 1,
+            at: Utc::now(),
+            status: None,
+            heartbeat: None,
+            healthy: false,
+            reason: "simulated disaster (MWAA_SIMULATE_DR=YES / --simulate-dr)".into(),
+        });
+        return Ok(report);
+    }
+    let mut wait = settings.retry_interval.as_secs_f64();
+    for attempt in 1..=settings.max_retry.saturating_add(1) {
+        if attempt > 1 {
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            wait *= settings.backoff_rate;
+        }
+        let now = Utc::now();
+        // An API that does not answer is evidence too: in a regional outage it is the
+        // primary's region that fails.
+        let (status, beat) = match (
+            mwaa.get_environment(environment).await,
+            heartbeat.scheduler_heartbeat(environment, now).await,
+        ) {
+            (Ok(env), Ok(beat)) => (env.and_then(|e| e.status), beat),
+            (Err(e), _) | (_, Err(e)) => {
+                report.attempts.push(Attempt {
+                    attempt,
+                    at: now,
+                    status: None,
+                    heartbeat: None,
+                    healthy: false,
+                    reason: format!("the AWS APIs did not answer: {e}"),
+                });
+                continue;
+            }
+        };
+        let (healthy, reason) = match (status.as_deref(), beat) {
+            (None, _) => (false, "the environment does not exist".to_string()),
+            (Some(s), _) if s != "AVAILABLE" && s != "UPDATING" => (false, format!("status {s}")),
+            (_, None) => (
+                false,
+                "no SchedulerHeartbeat datapoint in the last 10 minutes".to_string(),
+            ),
+            (_, Some(v)) if v <= 0.0 => (false, format!("SchedulerHeartbeat average {v}")),
+            (Some(s), Some(v)) => (true, format!("status {s}, SchedulerHeartbeat average {v}")),
+        };
+        report.attempts.push(Attempt {
+            attempt,
+            at: now,
+            status,
+            heartbeat: beat,
+            healthy,
+            reason,
+        });
+        if healthy {
+            report.healthy = true;
+            break;
+        }
+    }
+    Ok(report)
+}

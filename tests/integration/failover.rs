@@ -1,0 +1,669 @@
+//! health-check and failover against the MWAA stand-in, moto and the bench PostgreSQL.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::aws::{Aws, PRIMARY_REGION, SECONDARY_REGION};
+use crate::common::{Run, mwaa_dr, run};
+use crate::pg::{Bench, connect, whole_db_digest};
+
+fn health_check(aws: &Aws, env: &str, extra: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = mwaa_dr(dir.path());
+    aws.env(&mut cmd);
+    cmd.env("PRIMARY_MWAA_ENVIRONMENT_NAME", env)
+        .env("HEALTH_CHECK_MAX_RETRY", "0")
+        .env("HEALTH_CHECK_RETRY_INTERVAL_SECS", "1");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    run(cmd.args(["--output", "json", "health-check"]))
+}
+
+fn doc(out: &Run) -> Value {
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON on stdout ({e}): {}\n{}", out.stdout, out.stderr))
+}
+
+#[tokio::test]
+async fn health_check_healthy_primary() {
+    let Some(aws) = Aws::get("hc_healthy") else {
+        return;
+    };
+    let env = format!("primary-{}", aws.tag);
+    aws.seed_environment(PRIMARY_REGION, json!({"Name": env, "Status": "AVAILABLE"}));
+    aws.put_heartbeat(&env, 1.0).await;
+    let out = health_check(&aws, &env, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let d = doc(&out);
+    assert_eq!(d["healthy"], true);
+    assert_eq!(d["attempts"][0]["status"], "AVAILABLE");
+    assert_eq!(d["attempts"][0]["heartbeat"], 1.0);
+}
+
+#[tokio::test]
+async fn health_check_unhealthy_cases() {
+    let Some(aws) = Aws::get("hc_unhealthy") else {
+        return;
+    };
+    // Missing metric.
+    let missing = format!("missing-{}", aws.tag);
+    aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": missing, "Status": "AVAILABLE"}),
+    );
+    let out = health_check(&aws, &missing, &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        doc(&out)["attempts"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no SchedulerHeartbeat")
+    );
+    // Zero heartbeat.
+    let zero = format!("zero-{}", aws.tag);
+    aws.seed_environment(PRIMARY_REGION, json!({"Name": zero, "Status": "AVAILABLE"}));
+    aws.put_heartbeat(&zero, 0.0).await;
+    let out = health_check(&aws, &zero, &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(doc(&out)["attempts"][0]["heartbeat"], 0.0);
+    // Environment UNAVAILABLE with a heartbeat.
+    let down = format!("down-{}", aws.tag);
+    aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": down, "Status": "UNAVAILABLE"}),
+    );
+    aws.put_heartbeat(&down, 1.0).await;
+    let out = health_check(&aws, &down, &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(doc(&out)["attempts"][0]["status"], "UNAVAILABLE");
+    assert!(out.stderr.contains("unhealthy"), "{}", out.stderr);
+    // Simulated disaster on a healthy primary.
+    let fine = format!("fine-{}", aws.tag);
+    aws.seed_environment(PRIMARY_REGION, json!({"Name": fine, "Status": "AVAILABLE"}));
+    aws.put_heartbeat(&fine, 1.0).await;
+    let out = health_check(&aws, &fine, &[("MWAA_SIMULATE_DR", "YES")]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(doc(&out)["simulated"], true);
+}
+
+/// HEALTH_CHECK_MAX_RETRY retries after the first look, waiting interval * rate^n between.
+#[tokio::test]
+async fn health_check_retries_with_exponential_backoff() {
+    let Some(aws) = Aws::get("hc_retry") else {
+        return;
+    };
+    let env = format!("flaky-{}", aws.tag);
+    aws.seed_environment(PRIMARY_REGION, json!({"Name": env, "Status": "AVAILABLE"}));
+    let started = Instant::now();
+    let out = health_check(
+        &aws,
+        &env,
+        &[
+            ("HEALTH_CHECK_MAX_RETRY", "2"),
+            ("HEALTH_CHECK_RETRY_INTERVAL_SECS", "1"),
+            ("HEALTH_CHECK_RETRY_BACKOFF_RATE", "2"),
+        ],
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let d = doc(&out);
+    let attempts = d["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3, "1 look + 2 retries");
+    let at = |i: usize| {
+        chrono::DateTime::parse_from_rfc3339(attempts[i]["at"].as_str().expect("at")).expect("time")
+    };
+    let gap1 = (at(1) - at(0)).num_milliseconds();
+    let gap2 = (at(2) - at(1)).num_milliseconds();
+    assert!(gap1 >= 1000, "first wait 1 s, got {gap1} ms");
+    assert!(gap2 >= 2000, "second wait 2 s, got {gap2} ms");
+    assert!(elapsed >= 3.0, "{elapsed}");
+}
+
+/// What a failover test needs: AWS names, a store with a backup of the sample metadata, and
+/// a standby database that a live environment would have (parsed DAGs paused, its running
+/// scheduler).
+struct Scenario {
+    aws: Aws,
+    dir: tempfile::TempDir,
+    primary: String,
+    secondary: String,
+    schedule: String,
+    topic: String,
+    queue: String,
+    standby_db: String,
+    bench: Bench,
+}
+
+impl Scenario {
+    async fn new(test: &str) -> Option<Scenario> {
+        let aws = Aws::get(test)?;
+        let bench = Bench::get()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = bench.airflow_db(&format!("{test}_src"), "2.10.3", true);
+        let standby_db = bench.airflow_db(&format!("{test}_standby"), "2.10.3", false);
+        bench.sql(&standby_db, "INSERT INTO dag (dag_id, is_paused, is_subdag, is_active, has_task_concurrency_limits, has_import_errors, max_active_tasks, max_active_runs, max_consecutive_failed_dag_runs) VALUES ('etl', true, false, true, false, false, 16, 16, 0), ('reports', true, false, true, false, false, 16, 16, 0); INSERT INTO job (id, state, job_type, hostname) VALUES (3, 'running', 'SchedulerJob', 'standby')");
+        let s = Scenario {
+            primary: format!("primary-{}", aws.tag),
+            secondary: format!("secondary-{}", aws.tag),
+            schedule: format!("health-{}", aws.tag),
+            topic: String::new(),
+            queue: String::new(),
+            standby_db,
+            dir,
+            bench,
+            aws,
+        };
+        let out = run(s.cmd().args(["backup", "--db", &src]));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        Some(s)
+    }
+
+    fn store(&self) -> std::path::PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn cmd(&self) -> assert_cmd::Command {
+        let mut cmd = mwaa_dr(self.dir.path());
+        self.aws.env(&mut cmd);
+        cmd.arg("--store")
+            .arg(self.store())
+            .env("PRIMARY_MWAA_ENVIRONMENT_NAME", &self.primary)
+            .env("SECONDARY_MWAA_ENVIRONMENT_NAME", &self.secondary)
+            .env("SECONDARY_DB_URL", &self.standby_db)
+            .env("HEALTH_CHECK_SCHEDULE_NAME", &self.schedule)
+            .env("HEALTH_CHECK_MAX_RETRY", "0")
+            .env("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS", "1");
+        if !self.topic.is_empty() {
+            cmd.env("DR_SNS_TOPIC_ARN", &self.topic);
+        }
+        cmd
+    }
+
+    async fn with_schedule_and_topic(mut self) -> Self {
+        self.aws.create_schedule(&self.schedule).await;
+        let (topic, queue) = self
+            .aws
+            .topic_with_queue(&format!("dr-{}", self.aws.tag))
+            .await;
+        self.topic = topic;
+        self.queue = queue;
+        self
+    }
+
+    fn failover(&self, dr_type: &str, extra: &[&str]) -> Run {
+        run(self
+            .cmd()
+            .env("DR_TYPE", dr_type)
+            .args(["--yes", "--output", "json", "failover"])
+            .args(extra))
+    }
+
+    async fn dag_paused(&self, dag: &str) -> bool {
+        let mut conn = connect(&self.standby_db).await;
+        sqlx::query_scalar("SELECT is_paused FROM dag WHERE dag_id = $1")
+            .bind(dag)
+            .fetch_one(&mut conn)
+            .await
+            .expect("dag")
+    }
+
+    async fn restored_runs(&self) -> i64 {
+        let mut conn = connect(&self.standby_db).await;
+        sqlx::query_scalar("SELECT count(*) FROM dag_run")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count")
+    }
+}
+
+#[tokio::test]
+async fn warm_standby_failover_end_to_end() {
+    let Some(s) = Scenario::new("ws_e2e").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": s.primary, "Status": "UNAVAILABLE"}),
+    );
+    s.aws.seed_environment(
+        SECONDARY_REGION,
+        json!({"Name": s.secondary, "Status": "AVAILABLE"}),
+    );
+    let out = s.failover("WARM_STANDBY", &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let timeline = doc(&out);
+    let steps: Vec<&str> = timeline["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|r| r["step"].as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "confirm_primary_unhealthy",
+            "disable_health_check",
+            "confirm_secondary_available",
+            "restore_latest_backup",
+            "notify"
+        ]
+    );
+    assert!(
+        timeline["recovery_seconds"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0),
+        "{timeline}"
+    );
+    assert_eq!(s.aws.schedule_state(&s.schedule).await, "DISABLED");
+    assert_eq!(
+        s.restored_runs().await,
+        10,
+        "the etl runs; the export DAG's run is left out"
+    );
+    assert!(
+        !s.dag_paused("etl").await,
+        "active in the primary: unpaused"
+    );
+    assert!(
+        s.dag_paused("reports").await,
+        "paused in the primary: stays paused"
+    );
+    let notes = s.aws.notifications(&s.queue).await;
+    assert!(
+        notes
+            .iter()
+            .any(|(subject, _)| subject.contains("succeeded")),
+        "{notes:?}"
+    );
+    // Text output has the timeline and the measured recovery time.
+    let text = run(s
+        .cmd()
+        .env("DR_TYPE", "WARM_STANDBY")
+        .args(["--dry-run", "failover"]));
+    assert_eq!(text.code, 0, "{}", text.stderr);
+}
+
+#[tokio::test]
+async fn backup_restore_failover_creates_the_environment_with_mapped_fields() {
+    let Some(s) = Scenario::new("br_e2e").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({
+            "Name": s.primary, "Status": "AVAILABLE", "AirflowVersion": "2.10.3",
+            "ExecutionRoleArn": "arn:aws:iam::123456789012:role/primary-role",
+            "SourceBucketArn": "arn:aws:s3:::primary-dags", "DagS3Path": "dags",
+            "NetworkConfiguration": {"SubnetIds": ["subnet-p1", "subnet-p2"], "SecurityGroupIds": ["sg-p"]},
+            "EnvironmentClass": "mw1.medium", "MaxWorkers": 7, "MinWorkers": 2, "Schedulers": 3,
+            "MaxWebservers": 4, "MinWebservers": 2,
+            "AirflowConfigurationOptions": {"core.default_timezone": "utc", "celery.worker_autoscale": "5,5"},
+            "WebserverAccessMode": "PUBLIC_ONLY", "WeeklyMaintenanceWindowStart": "TUE:03:30",
+            "RequirementsS3Path": "requirements.txt", "RequirementsS3ObjectVersion": "v42",
+            "PluginsS3Path": "plugins.zip", "PluginsS3ObjectVersion": "p7",
+            "StartupScriptS3Path": "startup.sh", "StartupScriptS3ObjectVersion": "s3",
+            "EndpointManagement": "SERVICE",
+            "LoggingConfiguration": {"TaskLogs": {"Enabled": true, "LogLevel": "WARNING", "CloudWatchLogGroupArn": "arn:aws:logs:us-east-1:123456789012:log-group:x"}},
+            "Tags": {"team": "data"}
+        }),
+    );
+    // The definition is saved while the primary is up.
+    let saved = run(s.cmd().args(["backup", "--environment-only"]));
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    s.aws.standin(
+        "PATCH",
+        &format!("environments/{}?region={PRIMARY_REGION}", s.primary),
+        Some(json!({"Status": "UNAVAILABLE"})),
+    );
+    s.aws.standin(
+        "POST",
+        "next-create",
+        Some(json!({"Name": s.secondary, "Delay": 2})),
+    );
+    let out = run(s
+        .cmd()
+        .env("DR_TYPE", "BACKUP_RESTORE")
+        .env(
+            "SECONDARY_MWAA_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/secondary-role",
+        )
+        .env("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags")
+        .env("SECONDARY_SUBNET_IDS", r#"["subnet-s1", "subnet-s2"]"#)
+        .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#)
+        .args(["--yes", "--output", "json", "failover"]));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let creates = s.aws.requests("CreateEnvironment", &s.secondary);
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    let body = &creates[0]["body"];
+    assert_eq!(creates[0]["region"], SECONDARY_REGION);
+    assert_eq!(
+        body["ExecutionRoleArn"],
+        "arn:aws:iam::123456789012:role/secondary-role"
+    );
+    assert_eq!(body["SourceBucketArn"], "arn:aws:s3:::secondary-dags");
+    assert_eq!(
+        body["NetworkConfiguration"],
+        json!({"SubnetIds": ["subnet-s1", "subnet-s2"], "SecurityGroupIds": ["sg-s"]})
+    );
+    for (field, value) in [
+        ("AirflowVersion", json!("2.10.3")),
+        ("DagS3Path", json!("dags")),
+        ("EnvironmentClass", json!("mw1.medium")),
+        ("MaxWorkers", json!(7)),
+        ("MinWorkers", json!(2)),
+        ("Schedulers", json!(3)),
+        ("MaxWebservers", json!(4)),
+        ("MinWebservers", json!(2)),
+        (
+            "AirflowConfigurationOptions",
+            json!({"core.default_timezone": "utc", "celery.worker_autoscale": "5,5"}),
+        ),
+        ("WebserverAccessMode", json!("PUBLIC_ONLY")),
+        ("WeeklyMaintenanceWindowStart", json!("TUE:03:30")),
+        ("RequirementsS3Path", json!("requirements.txt")),
+        ("RequirementsS3ObjectVersion", json!("v42")),
+        ("PluginsS3ObjectVersion", json!("p7")),
+        ("StartupScriptS3ObjectVersion", json!("s3")),
+        ("EndpointManagement", json!("SERVICE")),
+        (
+            "LoggingConfiguration",
+            json!({"TaskLogs": {"Enabled": true, "LogLevel": "WARNING"}}),
+        ),
+        ("Tags", json!({"team": "data"})),
+    ] {
+        assert_eq!(body[field], value, "{field} in {body}");
+    }
+    let timeline = doc(&out);
+    let steps: Vec<&str> = timeline["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|r| r["step"].as_str())
+        .collect();
+    assert!(steps.contains(&"wait_secondary_available"), "{steps:?}");
+    assert_eq!(s.restored_runs().await, 10);
+    assert!(!s.dag_paused("etl").await);
+}
+
+#[tokio::test]
+async fn refuses_a_healthy_primary_and_dry_run_changes_nothing() {
+    let Some(s) = Scenario::new("refuse").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": s.primary, "Status": "AVAILABLE"}),
+    );
+    s.aws.seed_environment(
+        SECONDARY_REGION,
+        json!({"Name": s.secondary, "Status": "AVAILABLE"}),
+    );
+    s.aws.put_heartbeat(&s.primary, 1.0).await;
+    let before = whole_db_digest(&s.standby_db).await;
+    let store_before = list_files(&s.store());
+
+    let dry = run(s
+        .cmd()
+        .env("DR_TYPE", "WARM_STANDBY")
+        .args(["--dry-run", "failover"]));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("restore the latest backup"),
+        "{}",
+        dry.stdout
+    );
+    let refused = s.failover("WARM_STANDBY", &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+
+    assert_eq!(s.aws.schedule_state(&s.schedule).await, "ENABLED");
+    assert_eq!(whole_db_digest(&s.standby_db).await, before);
+    let added: Vec<String> = list_files(&s.store())
+        .into_iter()
+        .filter(|f| !store_before.contains(f))
+        .collect();
+    assert!(
+        added.iter().all(|f| f.contains("failover/")),
+        "only failover records: {added:?}"
+    );
+    // With --force it goes ahead.
+    let forced = s.failover("WARM_STANDBY", &["--force"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(s.restored_runs().await, 10);
+}
+
+fn list_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(list_files(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}
+
+/// A restore failure: a clear error, an SNS failure message, the state kept; once the cause
+/// is fixed a rerun resumes at the restore and never repeats the finished steps.
+#[tokio::test]
+async fn failed_restore_is_resumed_by_a_rerun() {
+    let Some(s) = Scenario::new("resume").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": s.primary, "Status": "UNAVAILABLE"}),
+    );
+    s.aws.seed_environment(
+        SECONDARY_REGION,
+        json!({"Name": s.secondary, "Status": "AVAILABLE"}),
+    );
+    s.bench.sql(
+        &s.standby_db,
+        "ALTER TABLE log ADD CONSTRAINT no_cli CHECK (event <> 'cli_task_run')",
+    );
+    let first = s.failover("WARM_STANDBY", &[]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    assert!(first.stderr.contains("log"), "{}", first.stderr);
+    let timeline = doc(&first);
+    assert_eq!(
+        timeline["steps"]
+            .as_array()
+            .expect("steps")
+            .last()
+            .expect("step")["outcome"],
+        "failed"
+    );
+    let notes = s.aws.notifications(&s.queue).await;
+    assert!(
+        notes
+            .iter()
+            .any(|(subject, message)| subject.contains("FAILED")
+                && message.contains("restore_latest_backup")),
+        "{notes:?}"
+    );
+    assert_eq!(s.aws.schedule_state(&s.schedule).await, "DISABLED");
+
+    s.bench
+        .sql(&s.standby_db, "ALTER TABLE log DROP CONSTRAINT no_cli");
+    // The health-check schedule is enabled again by someone: a resumed run must not touch it.
+    let second = s.failover("WARM_STANDBY", &[]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let timeline = doc(&second);
+    assert_eq!(timeline["resumed"], true);
+    let oks: Vec<&str> = timeline["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|r| r["outcome"] == "ok")
+        .filter_map(|r| r["step"].as_str())
+        .collect();
+    assert_eq!(
+        oks.iter().filter(|s| **s == "disable_health_check").count(),
+        1,
+        "{oks:?}"
+    );
+    assert_eq!(
+        oks.iter()
+            .filter(|s| **s == "restore_latest_backup")
+            .count(),
+        1,
+        "{oks:?}"
+    );
+    assert_eq!(s.restored_runs().await, 10);
+}
+
+/// CreateEnvironment refused (ValidationException), then CREATE_FAILED: each a clear error
+/// and an SNS message; after the cause is gone a rerun completes with exactly one accepted
+/// CreateEnvironment.
+#[tokio::test]
+async fn create_environment_faults_are_resumable() {
+    let Some(s) = Scenario::new("br_faults").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": s.primary, "Status": "AVAILABLE", "ExecutionRoleArn": "arn:aws:iam::123456789012:role/p",
+               "SourceBucketArn": "arn:aws:s3:::p", "DagS3Path": "dags",
+               "NetworkConfiguration": {"SubnetIds": ["a", "b"], "SecurityGroupIds": ["c"]}}),
+    );
+    assert_eq!(run(s.cmd().args(["backup", "--environment-only"])).code, 0);
+    s.aws.standin(
+        "PATCH",
+        &format!("environments/{}?region={PRIMARY_REGION}", s.primary),
+        Some(json!({"Status": "UNAVAILABLE"})),
+    );
+    let br = |s: &Scenario| {
+        run(s
+            .cmd()
+            .env("DR_TYPE", "BACKUP_RESTORE")
+            .env(
+                "SECONDARY_MWAA_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/s",
+            )
+            .env("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags")
+            .env("SECONDARY_SUBNET_IDS", r#"["subnet-s1", "subnet-s2"]"#)
+            .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#)
+            .args(["--yes", "--output", "json", "failover"]))
+    };
+    s.aws.standin("POST", "faults", Some(json!({"Operation": "CreateEnvironment", "Error": "ValidationException", "Message": "Unable to access version v1 of requirements.txt", "Name": s.secondary, "Count": 1})));
+    let refused = br(&s);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("ValidationException")
+            || refused.stderr.contains("requirements.txt"),
+        "{}",
+        refused.stderr
+    );
+
+    s.aws.standin("POST", "next-create", Some(json!({"Name": s.secondary, "Delay": 1, "Outcome": "CREATE_FAILED", "FailureMessage": "subnets have no route"})));
+    let failed = br(&s);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains("CREATE_FAILED"), "{}", failed.stderr);
+    // The operator deletes the failed environment; the rerun creates it and completes.
+    s.aws.standin(
+        "DELETE",
+        &format!("environments/{}?region={SECONDARY_REGION}", s.secondary),
+        None,
+    );
+    s.aws.standin(
+        "POST",
+        "next-create",
+        Some(json!({"Name": s.secondary, "Delay": 1})),
+    );
+    let done = br(&s);
+    assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
+    let notes = s.aws.notifications(&s.queue).await;
+    assert!(
+        notes
+            .iter()
+            .filter(|(subject, _)| subject.contains("FAILED"))
+            .count()
+            >= 2,
+        "{notes:?}"
+    );
+    assert_eq!(s.restored_runs().await, 10);
+    let accepted = s
+        .aws
+        .requests("CreateEnvironment", &s.secondary)
+        .into_iter()
+        .filter(|r| r["status"] == 200)
+        .count();
+    assert_eq!(
+        accepted, 2,
+        "one CREATE_FAILED attempt and one good one, never a second for the same attempt"
+    );
+}
+
+/// The secondary stays CREATING past STATE_MACHINE_TIMEOUT_MINS: a clear timeout; the rerun
+/// (once it is AVAILABLE) waits again without a second CreateEnvironment.
+#[tokio::test]
+async fn polling_timeout_then_resume_without_a_second_create() {
+    let Some(s) = Scenario::new("br_timeout").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": s.primary, "Status": "AVAILABLE", "ExecutionRoleArn": "arn:aws:iam::123456789012:role/p",
+               "SourceBucketArn": "arn:aws:s3:::p", "DagS3Path": "dags",
+               "NetworkConfiguration": {"SubnetIds": ["a", "b"], "SecurityGroupIds": ["c"]}}),
+    );
+    assert_eq!(run(s.cmd().args(["backup", "--environment-only"])).code, 0);
+    s.aws.standin(
+        "PATCH",
+        &format!("environments/{}?region={PRIMARY_REGION}", s.primary),
+        Some(json!({"Status": "UNAVAILABLE"})),
+    );
+    s.aws.standin(
+        "POST",
+        "next-create",
+        Some(json!({"Name": s.secondary, "Delay": 3600})),
+    );
+    let br = |s: &Scenario| {
+        run(s
+            .cmd()
+            .env("DR_TYPE", "BACKUP_RESTORE")
+            .env("STATE_MACHINE_TIMEOUT_MINS", "1")
+            .env("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS", "10")
+            .env(
+                "SECONDARY_MWAA_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/s",
+            )
+            .env("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags")
+            .env("SECONDARY_SUBNET_IDS", r#"["subnet-s1", "subnet-s2"]"#)
+            .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#)
+            .args(["--yes", "--output", "json", "failover"]))
+    };
+    let started = Instant::now();
+    let timed_out = br(&s);
+    assert_eq!(timed_out.code, 1, "{}", timed_out.stderr);
+    assert!(
+        timed_out.stderr.contains("CREATING"),
+        "{}",
+        timed_out.stderr
+    );
+    assert!(started.elapsed().as_secs() >= 50, "waited for the timeout");
+    s.aws.standin(
+        "PATCH",
+        &format!("environments/{}?region={SECONDARY_REGION}", s.secondary),
+        Some(json!({"Status": "AVAILABLE"})),
+    );
+    let done = br(&s);
+    assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
+    assert_eq!(
+        s.aws.requests("CreateEnvironment", &s.secondary).len(),
+        1,
+        "no second CreateEnvironment"
+    );
+    assert_eq!(s.restored_runs().await, 10);
+}
