@@ -7,6 +7,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 const GLOBAL: &str = "Global options";
 const STORE: &str = "Backup store";
 const DATABASE: &str = "Database";
+const LEGACY: &str = "Backups of the original Python mwaa-dr library";
 
 /// Disaster recovery for Apache Airflow and Amazon MWAA.
 ///
@@ -151,6 +152,25 @@ pub struct RestoreArgs {
     /// Empty the restorable tables first, in the same transaction
     #[arg(long)]
     pub clean: bool,
+
+    /// Restore a backup written by the original Python mwaa-dr library instead: its CSV files
+    /// at LOCATION (s3://bucket, or a directory such as the DAGs folder) [default: the store]
+    #[arg(long, value_name = "LOCATION", num_args = 0..=1, default_missing_value = "", conflicts_with = "backup_id", help_heading = LEGACY)]
+    pub from_legacy: Option<String>,
+
+    /// Folder of the legacy files under LOCATION: the original's path_prefix [default: data]
+    #[arg(long, value_name = "PREFIX", requires = "from_legacy", help_heading = LEGACY)]
+    pub legacy_prefix: Option<String>,
+
+    /// Airflow version that wrote the legacy files, which do not record it [default:
+    /// MWAA_VERSION]
+    #[arg(long, value_name = "VERSION", requires = "from_legacy", help_heading = LEGACY)]
+    pub airflow_version: Option<String>,
+
+    /// Write the legacy files' plaintext variables and connection secrets unencrypted when no
+    /// target Fernet key is set, instead of refusing
+    #[arg(long, requires = "from_legacy", help_heading = LEGACY)]
+    pub allow_unencrypted_secrets: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod failover;
 pub mod health;
+pub mod legacy;
 pub mod output;
 pub mod progress;
 pub mod store;

@@ -143,6 +143,9 @@ pub async fn restore_into(
 }
 
 pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
+    if let Some(location) = &args.from_legacy {
+        return super::restore_legacy::run(config, args, location).await;
+    }
     let location = config.store("restore")?;
     let db = config.target_db("restore")?;
     let started = Instant::now();

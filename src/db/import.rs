@@ -500,7 +500,7 @@ async fn rewrite_job_references(
 }
 
 /// Moves every serial sequence of `table` past the largest id now in it.
-async fn advance_sequences(conn: &mut PgConnection, table: &str) -> Result<()> {
+pub(crate) async fn advance_sequences(conn: &mut PgConnection, table: &str) -> Result<()> {
     for (column, sequence) in serial_columns(conn, table).await? {
         let seq = quote_literal(&sequence);
         sqlx::query(&format!(
@@ -517,7 +517,10 @@ async fn advance_sequences(conn: &mut PgConnection, table: &str) -> Result<()> {
 }
 
 /// Unpauses the DAGs active in the source that the target knows; returns (unpaused, missing).
-async fn unpause(conn: &mut PgConnection, active: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+pub(crate) async fn unpause(
+    conn: &mut PgConnection,
+    active: &[String],
+) -> Result<(Vec<String>, Vec<String>)> {
     if active.is_empty() || table_columns(conn, "dag").await?.is_none() {
         return Ok((Vec::new(), active.to_vec()));
     }

@@ -3,6 +3,7 @@
 pub mod cleanup;
 pub mod export;
 pub mod import;
+pub mod legacy;
 pub mod stream;
 
 use sqlx::{Connection, PgConnection};

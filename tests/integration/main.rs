@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod config;
 mod failover;
+mod legacy;
 mod pg;
 mod rekey;
 mod store;
