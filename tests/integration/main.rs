@@ -1,6 +1,7 @@
 //! Integration tests, one binary: the `mwaa-dr` command as a user runs it, against the real
 //! PostgreSQL and moto servers that `scripts/testbench.sh` starts.
 
+mod airflow_e2e;
 mod aws;
 mod backup;
 mod bench;
