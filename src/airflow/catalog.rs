@@ -1,11 +1,26 @@
-//! The table catalog (`config/tables.json`): which tables a backup holds, how each is
-//! filtered, restored and cleaned up.
+//! The table catalog: which tables a backup holds, how each is filtered, restored and
+//! cleaned up. Built in: `config/tables.json` for Airflow 2 and `config/tables-3.json` for
+//! Airflow 3 (a different schema), chosen by the major version of the database's Airflow.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-const BUILTIN: &str = include_str!("../../config/tables.json");
+/// The built-in catalogs by the first Airflow major version each one serves, highest first.
+const BUILTIN: &[(u64, &str, &str)] = &[
+    (
+        3,
+        "config/tables-3.json",
+        include_str!("../../config/tables-3.json"),
+    ),
+    (
+        2,
+        "config/tables.json",
+        include_str!("../../config/tables.json"),
+    ),
+];
 
 /// How `restore` loads a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -36,6 +51,10 @@ pub struct TableSpec {
     pub keep: Option<String>,
     #[serde(default)]
     pub exclude_columns: Vec<String>,
+    /// Columns holding ids of an earlier table restored by key (`missing_rows` / `merge`),
+    /// column -> table: where that table's rows got the target's ids, these follow.
+    #[serde(default)]
+    pub references: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,8 +64,20 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The built-in catalog for Airflow 2.
     pub fn builtin() -> Result<Catalog> {
-        Self::parse(BUILTIN, "config/tables.json (built in)")
+        Self::builtin_for("2")
+    }
+
+    /// The built-in catalog for an Airflow version: that of the highest major version not
+    /// above the version's own (a later major falls back to the newest catalog).
+    pub fn builtin_for(version: &str) -> Result<Catalog> {
+        let major = major_version(version);
+        let (_, origin, text) = BUILTIN
+            .iter()
+            .find(|(first, _, _)| major >= *first)
+            .unwrap_or(&BUILTIN[BUILTIN.len() - 1]);
+        Self::parse(text, &format!("{origin} (built in)"))
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Catalog> {
@@ -80,22 +111,77 @@ impl Catalog {
                 ));
             }
         }
+        for (index, t) in catalog.tables.iter().enumerate() {
+            for (column, referenced) in &t.references {
+                let earlier = catalog.tables[..index]
+                    .iter()
+                    .find(|e| &e.name == referenced);
+                let problem = if !is_identifier(column) || !is_identifier(referenced) {
+                    Some("is not a plain SQL identifier".to_string())
+                } else {
+                    match earlier {
+                        None => Some(format!(
+                            "refers to {referenced}, which is not listed before it"
+                        )),
+                        Some(e)
+                            if !matches!(
+                                e.restore,
+                                RestoreMode::MissingRows | RestoreMode::Merge
+                            ) =>
+                        {
+                            Some(format!(
+                                "refers to {referenced}, whose restore mode keeps the backup's ids (only missing_rows and merge give rows the target's ids)"
+                            ))
+                        }
+                        Some(_) => None,
+                    }
+                };
+                if let Some(problem) = problem {
+                    return Err(Error::failed(
+                        "read table catalog",
+                        origin,
+                        format!("table {}: reference {column} {problem}", t.name),
+                    ));
+                }
+            }
+        }
         Ok(catalog)
+    }
+
+    /// Tables whose restored ids other tables refer to (`references`).
+    pub fn referenced_tables(&self) -> std::collections::BTreeSet<&str> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.references.values().map(String::as_str))
+            .collect()
     }
 
     pub fn table(&self, name: &str) -> Option<&TableSpec> {
         self.tables.iter().find(|t| t.name == name)
     }
 
-    /// The table's filter with its placeholders filled in.
-    pub fn render_filter(&self, spec: &TableSpec, export_dag: &str) -> Option<String> {
+    /// The table's filter with its placeholders filled in; `columns` are the table's columns
+    /// in the source (`{settled_ti}` follows how the table refers to its task instance).
+    pub fn render_filter(
+        &self,
+        spec: &TableSpec,
+        export_dag: &str,
+        columns: &[String],
+    ) -> Option<String> {
         let states = self
             .inflight_states
             .iter()
             .map(|s| quote_literal(s))
             .collect::<Vec<_>>()
             .join(", ");
-        let settled = "t.dag_id <> {export_dag} AND NOT EXISTS (SELECT 1 FROM task_instance ti WHERE ti.dag_id = t.dag_id AND ti.task_id = t.task_id AND ti.run_id = t.run_id AND ti.map_index = t.map_index AND ti.state IN ({inflight_states}))";
+        let has = |c: &str| columns.iter().any(|x| x == c);
+        // Airflow 3 keys task_instance_note and task_reschedule by the task instance's uuid
+        // (ti_id) alone: the row goes along exactly when its task instance does.
+        let settled = if has("ti_id") && !has("dag_id") {
+            "EXISTS (SELECT 1 FROM task_instance ti WHERE ti.id = t.ti_id AND ti.dag_id <> {export_dag} AND (ti.state IS NULL OR ti.state NOT IN ({inflight_states})))"
+        } else {
+            "t.dag_id <> {export_dag} AND NOT EXISTS (SELECT 1 FROM task_instance ti WHERE ti.dag_id = t.dag_id AND ti.task_id = t.task_id AND ti.run_id = t.run_id AND ti.map_index = t.map_index AND ti.state IN ({inflight_states}))"
+        };
         spec.filter.as_ref().map(|f| {
             f.replace("{settled_ti}", settled)
                 .replace("{inflight_states}", &states)
@@ -112,6 +198,15 @@ pub fn quote_literal(value: &str) -> String {
 /// A SQL identifier, quoted.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The major version of a dotted version string (`3.0.6` -> 3); 0 when it has none.
+pub fn major_version(version: &str) -> u64 {
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -148,14 +243,113 @@ mod tests {
     fn filters_render_with_quoted_values() {
         let catalog = Catalog::builtin().expect("catalog parses");
         let ti = catalog.table("task_instance").expect("task_instance");
-        let filter = catalog.render_filter(ti, "o'brien").expect("filter");
+        let filter = catalog.render_filter(ti, "o'brien", &[]).expect("filter");
         assert!(filter.contains("'o''brien'"), "{filter}");
         assert!(filter.contains("'up_for_reschedule'"), "{filter}");
         let xcom = catalog.table("xcom").expect("xcom");
         let filter = catalog
-            .render_filter(xcom, "backup_metadata")
+            .render_filter(xcom, "backup_metadata", &columns(&["dag_id", "task_id"]))
             .expect("filter");
         assert!(filter.contains("NOT EXISTS"), "{filter}");
         assert!(!filter.contains('{'), "{filter}");
+    }
+
+    fn columns(names: &[&str]) -> Vec<String> {
+        names.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn the_catalog_follows_the_major_version() {
+        let two = Catalog::builtin_for("2.10.3").expect("2.x catalog");
+        assert!(two.table("task_fail").is_some());
+        assert!(two.table("asset").is_none());
+        let three = Catalog::builtin_for("3.0.6").expect("3.x catalog");
+        for name in [
+            "backfill",
+            "backfill_dag_run",
+            "asset",
+            "asset_event",
+            "dagrun_asset_event",
+            "task_instance_note",
+        ] {
+            assert!(three.table(name).is_some(), "{name} missing");
+        }
+        // The target's own: DAG definitions, and triggers (deferred tasks are never backed up).
+        for name in [
+            "dag",
+            "dag_version",
+            "serialized_dag",
+            "trigger",
+            "task_fail",
+        ] {
+            assert!(three.table(name).is_none(), "{name} listed");
+        }
+        assert_eq!(
+            three.table("task_instance").expect("ti").exclude_columns,
+            vec!["dag_version_id", "trigger_id"]
+        );
+        // A later major uses the newest catalog.
+        let four = Catalog::builtin_for("4.0.0").expect("4.x");
+        assert!(four.table("asset").is_some());
+        assert_eq!(major_version("3.0.6"), 3);
+        assert_eq!(major_version("nonsense"), 0);
+        assert_eq!(
+            three.referenced_tables().into_iter().collect::<Vec<_>>(),
+            vec!["asset", "asset_alias"]
+        );
+    }
+
+    #[test]
+    fn settled_ti_follows_a_ti_id_reference() {
+        let catalog = Catalog::builtin_for("3.0.6").expect("catalog");
+        let note = catalog.table("task_instance_note").expect("note");
+        let filter = catalog
+            .render_filter(
+                note,
+                "backup_metadata",
+                &columns(&["ti_id", "user_id", "content"]),
+            )
+            .expect("filter");
+        assert!(filter.contains("ti.id = t.ti_id"), "{filter}");
+        assert!(filter.contains("'backup_metadata'"), "{filter}");
+        assert!(filter.contains("'deferred'"), "{filter}");
+        assert!(!filter.contains("t.dag_id"), "{filter}");
+        let history = catalog.table("task_instance_history").expect("tih");
+        let filter = catalog
+            .render_filter(
+                history,
+                "backup_metadata",
+                &columns(&[
+                    "task_instance_id",
+                    "dag_id",
+                    "task_id",
+                    "run_id",
+                    "map_index",
+                ]),
+            )
+            .expect("filter");
+        assert!(filter.contains("ti.map_index = t.map_index"), "{filter}");
+    }
+
+    #[test]
+    fn references_must_name_an_earlier_table_restored_by_key() {
+        let ok = r#"{"inflight_states": [], "tables": [
+            {"name": "asset", "restore": "missing_rows", "key": ["name", "uri"]},
+            {"name": "asset_event", "references": {"asset_id": "asset"}}]}"#;
+        assert!(Catalog::parse(ok, "test").is_ok());
+        let later = r#"{"inflight_states": [], "tables": [
+            {"name": "asset_event", "references": {"asset_id": "asset"}},
+            {"name": "asset", "restore": "missing_rows", "key": ["name", "uri"]}]}"#;
+        let e = Catalog::parse(later, "test")
+            .expect_err("later")
+            .to_string();
+        assert!(e.contains("not listed before"), "{e}");
+        let copied = r#"{"inflight_states": [], "tables": [
+            {"name": "asset"},
+            {"name": "asset_event", "references": {"asset_id": "asset"}}]}"#;
+        let e = Catalog::parse(copied, "test")
+            .expect_err("copy")
+            .to_string();
+        assert!(e.contains("keeps the backup's ids"), "{e}");
     }
 }

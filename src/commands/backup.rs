@@ -104,7 +104,6 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
     let db = config.source_db("backup")?;
     let started = Instant::now();
     let started_at = Utc::now();
-    let catalog = config.catalog()?;
     let export_dag = &config.deployment.export_dag_name;
 
     let mut conn = connect(&db).await?;
@@ -122,19 +121,21 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
     {
         warn!(stated = %stated, detected = %version, "MWAA_VERSION differs from the database's Airflow version; the database's is used");
     }
+    let catalog = config.catalog_for(&version)?;
     let mut tables = Vec::new();
     for spec in &catalog.tables {
-        let Some(columns) = table_columns(&mut conn, &spec.name).await? else {
+        let Some(all_columns) = table_columns(&mut conn, &spec.name).await? else {
             continue;
         };
-        let columns: Vec<String> = columns
+        let filter = catalog.render_filter(spec, export_dag, &all_columns);
+        let columns: Vec<String> = all_columns
             .into_iter()
             .filter(|c| !spec.exclude_columns.contains(c))
             .collect();
         tables.push(TableExport {
             name: spec.name.clone(),
             columns,
-            filter: catalog.render_filter(spec, export_dag),
+            filter,
             estimate: row_estimate(&mut conn, &spec.name).await?,
         });
     }

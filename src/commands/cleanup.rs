@@ -5,7 +5,7 @@ use sqlx::Connection;
 
 use crate::config::Config;
 use crate::db::cleanup::{TableCount, cleanup};
-use crate::db::{connect, db_error};
+use crate::db::{airflow_version, connect, db_error};
 use crate::error::Result;
 use crate::output;
 
@@ -18,8 +18,17 @@ struct CleanupDoc<'a> {
 
 pub async fn run(config: &Config) -> Result<()> {
     let db = config.target_db("cleanup")?;
-    let catalog = config.catalog()?;
     let mut conn = connect(&db).await?;
+    // The catalog of the database's Airflow version; for a revision mwaa-dr does not know,
+    // that of MWAA_VERSION, or the user's DR_TABLE_CATALOG (which serves every version).
+    let detected = airflow_version(&mut conn, db.redacted(), &config.versions, None, None).await;
+    let version = match (detected, &config.mwaa_version) {
+        (Ok((version, _)), _) => version,
+        (Err(_), Some(stated)) => stated.clone(),
+        (Err(_), None) if config.table_catalog.is_some() => String::new(),
+        (Err(e), None) => return Err(e),
+    };
+    let catalog = config.catalog_for(&version)?;
     if !config.dry_run {
         super::confirm(
             config,

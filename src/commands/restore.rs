@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::airflow::catalog::major_version;
 use crate::airflow::fernet::{FernetKeys, FernetMode, FernetPlan};
 use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
@@ -90,6 +91,16 @@ async fn prepare(
             ),
         ));
     }
+    if major_version(&target_version) != major_version(&manifest.airflow_version) {
+        return Err(Error::failed(
+            "restore",
+            db.redacted(),
+            format!(
+                "the target runs Airflow {target_version} and the backup is of Airflow {}: a backup restores into the same major version (restore it into an Airflow {} database, then let `airflow db migrate` upgrade that one)",
+                manifest.airflow_version, manifest.airflow_version
+            ),
+        ));
+    }
     let options = RestoreOptions {
         clean,
         variable_strategy: config.variable_strategy,
@@ -110,7 +121,7 @@ async fn apply(
     prepared: &mut Prepared,
     progress: &dyn crate::progress::Progress,
 ) -> Result<RestoreReport> {
-    let catalog = config.catalog()?;
+    let catalog = config.catalog_for(&prepared.manifest.airflow_version)?;
     super::with_store_lock(
         store.as_ref(),
         false,

@@ -427,11 +427,17 @@ impl Config {
         }
     }
 
-    /// The table catalog: DR_TABLE_CATALOG's file, or the built-in one.
+    /// The table catalog for Airflow 2: DR_TABLE_CATALOG's file, or the built-in one.
     pub fn catalog(&self) -> Result<crate::airflow::catalog::Catalog> {
+        self.catalog_for("2")
+    }
+
+    /// The table catalog for a database of Airflow `version`: DR_TABLE_CATALOG's file (for
+    /// every version), or the built-in catalog of that major version.
+    pub fn catalog_for(&self, version: &str) -> Result<crate::airflow::catalog::Catalog> {
         use crate::airflow::catalog::Catalog;
         match &self.table_catalog {
-            None => Catalog::builtin(),
+            None => Catalog::builtin_for(version),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidValue {
                     variable: "DR_TABLE_CATALOG".into(),

@@ -290,7 +290,7 @@ pub const VARS: &[VarSpec] = &[
         K::Text,
         None,
         G::Store,
-        "A table catalog file replacing the built-in config/tables.json (which tables a backup holds, their filters, restore modes and cleanup).",
+        "A table catalog file replacing the built-in one, config/tables.json on Airflow 2 and config/tables-3.json on Airflow 3 (which tables a backup holds, their filters, restore modes and cleanup).",
     ),
     var(
         "PRIMARY_DB_URL",

@@ -43,6 +43,10 @@ pub struct RestoreReport {
     pub skipped: Vec<String>,
     /// Restored job ids that collided with the target's kept jobs, and their new ids.
     pub renumbered_jobs: BTreeMap<i64, i64>,
+    /// Rows of tables restored by key (`references` of the catalog) whose id in the target
+    /// differs from the backup's, per table; the references to them follow.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub remapped_ids: BTreeMap<String, u64>,
     pub unpaused: Vec<String>,
     /// Active in the source but without a `dag` row in the target (not parsed yet).
     pub missing_dags: Vec<String>,
@@ -70,6 +74,7 @@ pub async fn restore(
         loaded: Vec::new(),
         skipped: Vec::new(),
         renumbered_jobs: BTreeMap::new(),
+        remapped_ids: BTreeMap::new(),
         unpaused: Vec::new(),
         missing_dags: Vec::new(),
         fernet: options.fernet.mode(),
@@ -134,6 +139,7 @@ pub async fn restore(
         report.skipped.push(extra.name.clone());
     }
 
+    let referenced = catalog.referenced_tables();
     let total = plan.len();
     for (index, (spec, entry)) in plan.into_iter().enumerate() {
         progress.start(&spec.name, index, total);
@@ -150,6 +156,7 @@ pub async fn restore(
             manifest,
             store.as_ref(),
             options,
+            referenced.contains(spec.name.as_str()),
             &mut report,
         )
         .await?;
@@ -159,7 +166,8 @@ pub async fn restore(
         });
     }
     if !report.renumbered_jobs.is_empty() {
-        rewrite_job_references(&mut tx, &report.renumbered_jobs).await?;
+        let loaded: Vec<&str> = report.loaded.iter().map(|t| t.table.as_str()).collect();
+        rewrite_job_references(&mut tx, &report.renumbered_jobs, &loaded).await?;
     }
     for table in report
         .loaded
@@ -187,6 +195,12 @@ fn strategy_of(spec: &TableSpec, options: &RestoreOptions) -> Option<RestoreStra
     }
 }
 
+/// The temporary table mapping a table's restored ids (backup's -> target's).
+fn id_map(table: &str) -> String {
+    quote_ident(&format!("mwaa_dr_ids_{table}"))
+}
+
+#[allow(clippy::too_many_arguments)]
 #[instrument(skip_all, fields(table = %spec.name))]
 async fn load_table(
     conn: &mut PgConnection,
@@ -195,6 +209,7 @@ async fn load_table(
     manifest: &Manifest,
     store: &dyn BackupStore,
     options: &RestoreOptions,
+    referenced: bool,
     report: &mut RestoreReport,
 ) -> Result<u64> {
     let strategy = strategy_of(spec, options);
@@ -205,7 +220,10 @@ async fn load_table(
         .fernet
         .rekey()
         .filter(|_| encrypted_columns(&spec.name).next().is_some());
-    let direct = spec.restore == RestoreMode::Copy && spec.name != "job" && rekey.is_none();
+    let direct = spec.restore == RestoreMode::Copy
+        && spec.name != "job"
+        && rekey.is_none()
+        && spec.references.is_empty();
     let stage = format!("mwaa_dr_stage_{}", spec.name);
     let dest = if direct {
         table.clone()
@@ -225,6 +243,17 @@ async fn load_table(
         return Ok(rows);
     }
     let stage = quote_ident(&stage);
+    for (column, referenced_table) in &spec.references {
+        remap_staged(
+            conn,
+            &stage,
+            &spec.name,
+            column,
+            referenced_table,
+            &entry.columns,
+        )
+        .await?;
+    }
     let key_match = spec
         .key
         .iter()
@@ -346,8 +375,70 @@ async fn load_table(
             .map_err(|e| db_error("restore", &spec.name, e))?
             .rows_affected();
     }
+    // Later tables refer to these rows by id: map the backup's ids to the target's (a row
+    // the target already had by key keeps the target's id; an added one got a new id).
+    if referenced
+        && spec.restore != RestoreMode::Copy
+        && entry.columns.iter().any(|c| c == "id")
+        && !key_match.is_empty()
+    {
+        sqlx::query(&format!(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.id AS old_id, d.id AS new_id FROM {stage} s JOIN {table} d ON {key_match}",
+            id_map(&spec.name)
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("map ids", &spec.name, e))?;
+        let moved: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {} WHERE old_id IS DISTINCT FROM new_id",
+            id_map(&spec.name)
+        ))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| db_error("map ids", &spec.name, e))?;
+        if moved > 0 {
+            report
+                .remapped_ids
+                .insert(spec.name.clone(), u64::try_from(moved).unwrap_or(0));
+        }
+    }
     info!(rows, affected, "loaded");
     Ok(affected)
+}
+
+/// Rewrites `column` of the staging table `stage` (quoted) from the backup's ids of
+/// `referenced` to the ids those rows have in the target (the map its restore left).
+async fn remap_staged(
+    conn: &mut PgConnection,
+    stage: &str,
+    table: &str,
+    column: &str,
+    referenced: &str,
+    backup_columns: &[String],
+) -> Result<()> {
+    if !backup_columns.iter().any(|c| c == column) {
+        return Ok(());
+    }
+    let mapped: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("pg_temp.{}", id_map(referenced)))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| db_error("inspect", table, e))?;
+    if !mapped {
+        // The referenced table was not restored: its ids in the target are what they are.
+        return Ok(());
+    }
+    let column = quote_ident(column);
+    let updated = sqlx::query(&format!(
+        "UPDATE {stage} s SET {column} = m.new_id FROM {} m WHERE s.{column} = m.old_id AND m.old_id IS DISTINCT FROM m.new_id",
+        id_map(referenced)
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error("map ids", table, e))?
+    .rows_affected();
+    info!(column = %column, referenced, updated, "references follow the target's ids");
+    Ok(())
 }
 
 /// Re-encrypts `column` in the staging table `stage` (quoted, aliased `s` in `written`) from
@@ -463,10 +554,12 @@ async fn copy_in(
     Ok(rows)
 }
 
-/// References to job ids without foreign keys follow renumbered jobs.
+/// References to job ids without foreign keys, in the restored tables (`loaded`: every row
+/// of those is restored, apart from kept ones), follow renumbered jobs.
 async fn rewrite_job_references(
     conn: &mut PgConnection,
     renumbered: &BTreeMap<i64, i64>,
+    loaded: &[&str],
 ) -> Result<()> {
     const REFERENCES: &[(&str, &str)] = &[
         ("task_instance", "job_id"),
@@ -474,9 +567,13 @@ async fn rewrite_job_references(
         ("task_instance_history", "job_id"),
         ("task_instance_history", "queued_by_job_id"),
         ("dag_run", "creating_job_id"),
+        ("dag_run", "scheduled_by_job_id"),
         ("trigger", "triggerer_id"),
     ];
     for (table, column) in REFERENCES {
+        if !loaded.contains(table) {
+            continue;
+        }
         let Some(cols) = table_columns(conn, table).await? else {
             continue;
         };

@@ -46,3 +46,8 @@ fn airflow_2_4_3_end_to_end() {
 fn airflow_2_10_3_end_to_end() {
     airflow_e2e("2.10.3");
 }
+
+#[test]
+fn airflow_3_0_6_end_to_end() {
+    airflow_e2e("3.0.6");
+}

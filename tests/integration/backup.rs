@@ -31,33 +31,20 @@ fn manifest(store: &Path, id: &str) -> Value {
     serde_json::from_str(&text).expect("manifest JSON")
 }
 
-/// Every restored table equals the source row for row, byte for byte, except what the
-/// manifest says was filtered; sequences continue; references without FKs hold.
-async fn round_trip(version: &str) {
-    let Some(bench) = Bench::get() else { return };
-    let tag = version.replace('.', "");
-    let src = bench.airflow_db(&format!("rt_src_{tag}"), version, true);
-    let dst = bench.airflow_db(&format!("rt_dst_{tag}"), version, false);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
-    let doc = backup(dir.path(), &store, &src);
-    let id = doc["backup_id"].as_str().expect("id");
-    // 2.11.0 has 2.10.3's schema (same alembic head): detected as 2.10.3 without MWAA_VERSION.
-    let detected = if version == "2.11.0" {
-        "2.10.3"
-    } else {
-        version
-    };
-    assert_eq!(doc["airflow_version"], detected);
-    let out = restore(dir.path(), &store, &dst, &[]);
-    assert_eq!(out.code, 0, "restore failed: {}", out.stderr);
-    let m = manifest(&store, id);
+/// Every table of the manifest holds in `dst` what the backup read from `src`: the same rows
+/// byte for byte (the manifest's filter applied to the source); tables restored by key into
+/// the target's own rows compare the backed-up content. Tables in `by_key` (restored by a
+/// natural key, ids the target's) are left to the caller.
+async fn assert_tables_restored(src: &str, dst: &str, m: &Value, by_key: &[&str]) {
     for table in m["tables"].as_array().expect("tables") {
         let name = table["name"].as_str().expect("name");
+        if by_key.contains(&name) {
+            continue;
+        }
         let columns: Vec<String> =
             serde_json::from_value(table["columns"].clone()).expect("columns");
         let filter = table["filter"].as_str();
-        let (src_rows, src_digest) = digest(&src, name, &columns, filter).await;
+        let (src_rows, src_digest) = digest(src, name, &columns, filter).await;
         assert_eq!(
             src_rows as u64,
             table["rows"].as_u64().expect("rows"),
@@ -67,7 +54,7 @@ async fn round_trip(version: &str) {
             // Restored by key into the target's own rows: compare the backed-up content.
             "variable" => {
                 let (n, _) = digest(
-                    &dst,
+                    dst,
                     name,
                     &["key".into()],
                     Some("t.key <> 'DR_VARIABLE_RESTORE_STRATEGY'"),
@@ -89,14 +76,14 @@ async fn round_trip(version: &str) {
                     .cloned()
                     .collect();
                 assert_eq!(
-                    digest(&dst, name, &cols, None).await,
-                    digest(&src, name, &cols, filter).await,
+                    digest(dst, name, &cols, None).await,
+                    digest(src, name, &cols, filter).await,
                     "{name}"
                 );
                 let _ = key;
             }
             _ => {
-                let (dst_rows, dst_digest) = digest(&dst, name, &columns, None).await;
+                let (dst_rows, dst_digest) = digest(dst, name, &columns, None).await;
                 assert_eq!(
                     (dst_rows, &dst_digest),
                     (src_rows, &src_digest),
@@ -105,6 +92,30 @@ async fn round_trip(version: &str) {
             }
         }
     }
+}
+
+/// Every restored table equals the source row for row, byte for byte, except what the
+/// manifest says was filtered; sequences continue; references without FKs hold.
+async fn round_trip(version: &str) {
+    let Some(bench) = Bench::get() else { return };
+    let tag = version.replace('.', "");
+    let src = bench.airflow_db(&format!("rt_src_{tag}"), version, true);
+    let dst = bench.airflow_db(&format!("rt_dst_{tag}"), version, false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let doc = backup(dir.path(), &store, &src);
+    let id = doc["backup_id"].as_str().expect("id");
+    // 2.11.0 has 2.10.3's schema (same alembic head): detected as 2.10.3 without MWAA_VERSION.
+    let detected = if version == "2.11.0" {
+        "2.10.3"
+    } else {
+        version
+    };
+    assert_eq!(doc["airflow_version"], detected);
+    let out = restore(dir.path(), &store, &dst, &[]);
+    assert_eq!(out.code, 0, "restore failed: {}", out.stderr);
+    let m = manifest(&store, id);
+    assert_tables_restored(&src, &dst, &m, &[]).await;
     // The in-flight filter: the running TI, the up_for_retry TI and the export DAG are out.
     let mut conn = connect(&dst).await;
     let inflight: i64 = sqlx::query_scalar("SELECT count(*) FROM task_instance WHERE state IN ('running', 'up_for_retry') OR dag_id = 'backup_metadata'")
@@ -179,6 +190,393 @@ round_trips! {
     round_trip_airflow_2_9_2 => "2.9.2",
     round_trip_airflow_2_10_1 => "2.10.1",
     round_trip_airflow_2_11_0 => "2.11.0",
+}
+
+/// What a standby's own DAG processor wrote from the same DAG files before the restore: the
+/// bundle, the DAGs (paused, as a standby's are), their first versions, and the assets, aliases
+/// and an asset watcher's trigger with ids of its own (clean_orders is 1 here, 2 in the source).
+const STANDBY_DEFINITIONS_3: &str = "\
+INSERT INTO dag_bundle (name, active, last_refreshed) VALUES ('dags-folder', true, now());
+INSERT INTO dag (dag_id, is_paused, is_stale, fileloc, relative_fileloc, bundle_name, max_active_tasks, max_active_runs, max_consecutive_failed_dag_runs, has_task_concurrency_limits)
+SELECT d, true, false, '/usr/local/airflow/dags/' || d || '.py', d || '.py', 'dags-folder', 16, 16, 0, false FROM unnest(ARRAY['etl', 'reports', 'consumer']) d;
+INSERT INTO dag_version (id, version_number, dag_id, bundle_name, created_at, last_updated) SELECT gen_random_uuid(), 1, dag_id, 'dags-folder', now(), now() FROM dag;
+INSERT INTO asset (id, name, uri, \"group\", extra, created_at, updated_at) VALUES
+  (1, 'clean_orders', 's3://lake/clean/orders', 'asset', '{\"owner\": \"standby\"}', now(), now()),
+  (2, 'raw_orders', 's3://lake/raw/orders', 'asset', '{}', now(), now()),
+  (3, 'new_orders', 's3://lake/new/orders', 'asset', '{}', now(), now());
+SELECT setval('asset_id_seq', 3);
+INSERT INTO asset_active (name, uri) SELECT name, uri FROM asset;
+INSERT INTO asset_alias (id, name, \"group\") VALUES (1, 'other_alias', 'asset'), (2, 'orders_alias', 'asset');
+SELECT setval('asset_alias_id_seq', 2);
+INSERT INTO dag_schedule_asset_reference (asset_id, dag_id, created_at, updated_at) VALUES (1, 'consumer', now(), now());
+INSERT INTO trigger (id, classpath, kwargs, created_date) VALUES (1, 'airflow.providers.common.messaging.triggers.msg_queue.MessageQueueTrigger', 'gAAAAAB0YXJnZXQtd2F0Y2hlcg==', now());
+SELECT setval('trigger_id_seq', 1);
+INSERT INTO asset_trigger (asset_id, trigger_id) VALUES (2, 1);";
+
+/// The tables of a standby's own that a restore of Airflow 3 never touches.
+const STANDBY_OWN_3: &[&str] = &[
+    "dag_bundle",
+    "dag_version",
+    "asset_active",
+    "dag_schedule_asset_reference",
+    "trigger",
+    "asset_trigger",
+];
+
+/// The rows of `sql` as text, sorted.
+async fn rows(url: &str, sql: &str) -> Vec<String> {
+    let mut conn = connect(url).await;
+    sqlx::query_scalar(&format!("SELECT r::text FROM ({sql}) r ORDER BY 1"))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn count(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Asset rows name their asset and alias by name: what must hold whatever ids the target gave.
+const ASSET_EVENTS_BY_NAME: &str = "SELECT t.id, a.name, a.uri, t.extra::text, t.source_task_id, t.source_dag_id, t.source_run_id, t.source_map_index, t.timestamp FROM asset_event t JOIN asset a ON a.id = t.asset_id";
+const ALIAS_EVENTS_BY_NAME: &str = "SELECT al.name, t.event_id FROM asset_alias_asset_event t JOIN asset_alias al ON al.id = t.alias_id";
+const ALIAS_ASSETS_BY_NAME: &str = "SELECT al.name, a.name, a.uri FROM asset_alias_asset t JOIN asset_alias al ON al.id = t.alias_id JOIN asset a ON a.id = t.asset_id";
+
+/// Airflow 3.0.6: the same guarantees as on 2.x on a different schema (uuid task instance ids,
+/// ti_id references, jsonb, backfills, assets), into a standby whose DAG processor already
+/// wrote its own DAG definitions and assets.
+#[tokio::test]
+async fn round_trip_airflow_3_0_6() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("rt_src_306", "3.0.6", true);
+    let dst = bench.airflow_db("rt_dst_306", "3.0.6", false);
+    bench.sql(&dst, STANDBY_DEFINITIONS_3);
+    let mut own_before = Vec::new();
+    for table in STANDBY_OWN_3 {
+        own_before.push(rows(&dst, &format!("SELECT * FROM {table}")).await);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let doc = backup(dir.path(), &store, &src);
+    assert_eq!(doc["airflow_version"], "3.0.6");
+    let id = doc["backup_id"].as_str().expect("id");
+    let m = manifest(&store, id);
+    let tables: Vec<&str> = m["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for name in [
+        "backfill",
+        "backfill_dag_run",
+        "task_instance_note",
+        "task_reschedule",
+        "task_instance_history",
+        "asset",
+        "asset_event",
+        "dagrun_asset_event",
+    ] {
+        assert!(tables.contains(&name), "{name} not backed up: {tables:?}");
+    }
+    for name in [
+        "dag",
+        "dag_version",
+        "serialized_dag",
+        "dag_code",
+        "trigger",
+        "asset_active",
+    ] {
+        assert!(!tables.contains(&name), "{name} backed up: {tables:?}");
+    }
+    let columns_of = |table: &str| -> Vec<String> {
+        let entry = m["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .find(|t| t["name"] == table)
+            .expect("table");
+        serde_json::from_value(entry["columns"].clone()).expect("columns")
+    };
+    assert!(!columns_of("task_instance").contains(&"dag_version_id".to_string()));
+    assert!(!columns_of("task_instance").contains(&"trigger_id".to_string()));
+    assert!(columns_of("task_instance").contains(&"id".to_string()));
+    assert!(!columns_of("dag_run").contains(&"created_dag_version_id".to_string()));
+    assert!(columns_of("task_instance_note").contains(&"user_id".to_string()));
+
+    let out = restore(dir.path(), &store, &dst, &[]);
+    assert_eq!(out.code, 0, "restore failed: {}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("restore JSON");
+    // Source ids: raw_orders 1, clean_orders 2, old_orders 3, orders_alias 1. The standby has
+    // the first two as 2 and 1; old_orders is new to it (4); orders_alias is its 2.
+    assert_eq!(
+        report["remapped_ids"],
+        serde_json::json!({"asset": 3, "asset_alias": 1})
+    );
+    assert_eq!(report["unpaused"], serde_json::json!(["consumer", "etl"]));
+    assert_eq!(
+        report["missing_dags"],
+        serde_json::json!(["backup_metadata"])
+    );
+
+    let by_key = [
+        "asset",
+        "asset_alias",
+        "asset_alias_asset",
+        "asset_event",
+        "asset_alias_asset_event",
+    ];
+    assert_tables_restored(&src, &dst, &m, &by_key).await;
+    // Assets by their natural key: the standby's rows keep its values, the one it lacked
+    // arrives whole; events, alias resolutions and alias events name the same assets.
+    let asset_cols = "SELECT name, uri, \"group\", extra::text, created_at, updated_at FROM asset";
+    let src_assets = rows(&src, asset_cols).await;
+    let dst_assets = rows(&dst, asset_cols).await;
+    assert_eq!(dst_assets.len(), 4, "{dst_assets:?}");
+    assert!(
+        src_assets
+            .iter()
+            .filter(|r| r.contains("old_orders"))
+            .all(|r| dst_assets.contains(r))
+    );
+    assert!(
+        dst_assets.iter().any(|r| r.contains("standby")),
+        "the standby's own clean_orders is kept: {dst_assets:?}"
+    );
+    let old_orders: i32 = count_i32(&dst, "SELECT id FROM asset WHERE name = 'old_orders'").await;
+    assert_eq!(old_orders, 4, "an added asset gets the standby's next id");
+    let exported = "t.source_dag_id IS DISTINCT FROM 'backup_metadata'";
+    assert_eq!(
+        rows(&dst, ASSET_EVENTS_BY_NAME).await,
+        rows(&src, &format!("{ASSET_EVENTS_BY_NAME} WHERE {exported}")).await,
+        "asset_event"
+    );
+    assert_eq!(
+        rows(&dst, ALIAS_EVENTS_BY_NAME).await,
+        rows(
+            &src,
+            &format!(
+                "{ALIAS_EVENTS_BY_NAME} WHERE t.event_id IN (SELECT id FROM asset_event t WHERE {exported})"
+            )
+        )
+        .await,
+        "asset_alias_asset_event"
+    );
+    assert_eq!(
+        rows(&dst, ALIAS_ASSETS_BY_NAME).await,
+        rows(&src, ALIAS_ASSETS_BY_NAME).await,
+        "asset_alias_asset"
+    );
+
+    let mut conn = connect(&dst).await;
+    // The in-flight filter, on every table that hangs off a task instance.
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM task_instance WHERE state IN ('running', 'up_for_retry', 'up_for_reschedule', 'deferred') OR dag_id = 'backup_metadata'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        rows(&dst, "SELECT ti.task_id, ti.state, n.user_id, n.content FROM task_instance_note n JOIN task_instance ti ON ti.id = n.ti_id").await,
+        vec!["(report,failed,admin,\"failed: upstream file was late\n\"\"fixed\"\" by hand\")".to_string()],
+        "the note of the running task instance stays behind"
+    );
+    assert_eq!(
+        rows(&dst, "SELECT ti.run_id, count(*) FROM task_reschedule r JOIN task_instance ti ON ti.id = r.ti_id GROUP BY 1").await,
+        vec!["(scheduled__2026-01-10T00:00:00+00:00,2)".to_string()],
+        "only the reschedules of the finished sensor"
+    );
+    assert_eq!(
+        rows(&dst, "SELECT run_id FROM task_instance_history").await,
+        vec!["(scheduled__2026-01-04T00:00:00+00:00)".to_string()],
+        "only the history of the settled task instance"
+    );
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) FROM backfill WHERE dag_id = 'backup_metadata'").await
+            + count(&mut conn, "SELECT count(*) FROM dag_run_note n JOIN dag_run d ON d.id = n.dag_run_id WHERE d.dag_id = 'backup_metadata'").await
+            + count(&mut conn, "SELECT count(*) FROM asset_event WHERE source_dag_id = 'backup_metadata'").await,
+        0,
+        "the export DAG's rows stay behind"
+    );
+    // References: DAG versions are the standby's own, so the restored ones are NULL; the
+    // rest join.
+    assert_eq!(
+        count(&mut conn, "SELECT (SELECT count(*) FROM dag_run WHERE created_dag_version_id IS NOT NULL) + (SELECT count(*) FROM task_instance WHERE dag_version_id IS NOT NULL OR trigger_id IS NOT NULL) + (SELECT count(*) FROM task_instance_history WHERE dag_version_id IS NOT NULL)").await,
+        0
+    );
+    for (what, sql) in [
+        (
+            "xcom -> dag_run",
+            "SELECT count(*) FROM xcom x WHERE NOT EXISTS (SELECT 1 FROM dag_run d WHERE d.id = x.dag_run_id AND d.run_id = x.run_id AND d.dag_id = x.dag_id)",
+        ),
+        (
+            "job references",
+            "SELECT (SELECT count(*) FROM task_instance t WHERE queued_by_job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job j WHERE j.id = t.queued_by_job_id)) + (SELECT count(*) FROM dag_run d WHERE (creating_job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job j WHERE j.id = d.creating_job_id)) OR (scheduled_by_job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job j WHERE j.id = d.scheduled_by_job_id)))",
+        ),
+        (
+            "backfill_dag_run -> dag_run",
+            "SELECT count(*) FROM backfill_dag_run b WHERE b.dag_run_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dag_run d WHERE d.id = b.dag_run_id AND d.backfill_id = b.backfill_id)",
+        ),
+        (
+            "dag_run -> log_template",
+            "SELECT count(*) FROM dag_run d WHERE NOT EXISTS (SELECT 1 FROM log_template l WHERE l.id = d.log_template_id)",
+        ),
+    ] {
+        assert_eq!(count(&mut conn, sql).await, 0, "{what}");
+    }
+    assert_eq!(
+        rows(&dst, "SELECT a.name FROM dagrun_asset_event x JOIN asset_event e ON e.id = x.event_id JOIN asset a ON a.id = e.asset_id JOIN dag_run d ON d.id = x.dag_run_id WHERE d.dag_id = 'consumer'").await,
+        vec!["(clean_orders)", "(clean_orders)", "(raw_orders)"],
+        "the asset-triggered run keeps the events that triggered it"
+    );
+    // The standby's own definitions, assets' activity and asset watcher are untouched; its
+    // paused DAGs active in the source are unpaused.
+    for (table, before) in STANDBY_OWN_3.iter().zip(&own_before) {
+        assert_eq!(
+            &rows(&dst, &format!("SELECT * FROM {table}")).await,
+            before,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        rows(&dst, "SELECT dag_id, is_paused FROM dag").await,
+        vec!["(consumer,f)", "(etl,f)", "(reports,t)"]
+    );
+    // Sequences continue: Airflow inserts without ids.
+    for sql in [
+        "INSERT INTO variable (key, val) VALUES ('after_restore', 'x')",
+        "INSERT INTO log (dttm, event) VALUES (now(), 'after_restore')",
+        "INSERT INTO job (state, job_type) VALUES ('running', 'SchedulerJob')",
+        "INSERT INTO dag_run (dag_id, run_id, run_type, run_after) VALUES ('etl', 'manual__after', 'manual', now())",
+        "INSERT INTO backfill (dag_id, from_date, to_date, dag_run_conf, reprocess_behavior, max_active_runs, created_at, updated_at) VALUES ('etl', now(), now(), '{}', 'none', 1, now(), now())",
+        "INSERT INTO backfill_dag_run (backfill_id, logical_date, sort_ordinal) VALUES (1, now(), 9)",
+        "INSERT INTO asset_event (asset_id, extra, timestamp) VALUES (1, '{}', now())",
+        "INSERT INTO asset (name, uri, \"group\", extra, created_at, updated_at) VALUES ('after', 'x://after', 'asset', '{}', now(), now())",
+        "INSERT INTO task_reschedule (ti_id, start_date, end_date, duration, reschedule_date) SELECT id, now(), now(), 1, now() FROM task_instance LIMIT 1",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+async fn count_i32(url: &str, sql: &str) -> i32 {
+    let mut conn = connect(url).await;
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Airflow 3 into a live standby: its running scheduler keeps its id, the restored job that
+/// collides with it is renumbered and every reference follows (scheduled_by_job_id too);
+/// `--clean` empties what the last restore wrote but not the standby's definitions, assets or
+/// asset watcher; a second restore over the first gives the same tables; cleanup sees 3.x.
+#[tokio::test]
+async fn restore_into_a_live_airflow_3_standby() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("live3_src", "3.0.6", true);
+    let dst = bench.airflow_db("live3_dst", "3.0.6", false);
+    bench.sql(&dst, STANDBY_DEFINITIONS_3);
+    bench.sql(&dst, "INSERT INTO job (id, state, job_type, hostname) VALUES (3, 'running', 'SchedulerJob', 'standby'); SELECT setval('job_id_seq', 500); INSERT INTO asset_event (asset_id, extra, timestamp) VALUES (1, '{\"standby\": true}', now()); INSERT INTO log (dttm, event) VALUES (now(), 'standby')");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let refused = restore(dir.path(), &store, &dst, &[]);
+    assert_eq!(
+        refused.code, 1,
+        "a busy table needs --clean: {}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("--clean"), "{}", refused.stderr);
+    let dry =
+        run(mwaa_dr(dir.path()).args(["--dry-run", "--output", "json", "cleanup", "--db", &dst]));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let doc: Value = serde_json::from_str(&dry.stdout).expect("JSON");
+    let cleaned: Vec<&str> = doc["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .filter_map(|t| t["table"].as_str())
+        .collect();
+    assert!(cleaned.contains(&"asset_event"), "{cleaned:?}");
+    assert!(
+        !cleaned.contains(&"trigger") && !cleaned.contains(&"asset"),
+        "{cleaned:?}"
+    );
+    for _ in 0..2 {
+        let out = restore(dir.path(), &store, &dst, &["--clean"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let mut conn = connect(&dst).await;
+    let standby: String = sqlx::query_scalar("SELECT hostname FROM job WHERE id = 3")
+        .fetch_one(&mut conn)
+        .await
+        .expect("job 3");
+    assert_eq!(standby, "standby", "the live scheduler row keeps its id");
+    assert_eq!(
+        rows(&dst, "SELECT DISTINCT j.hostname FROM dag_run d JOIN job j ON j.id = d.creating_job_id OR j.id = d.scheduled_by_job_id WHERE d.dag_id = 'etl' AND d.backfill_id IS NULL").await,
+        vec!["(worker-3)"],
+        "dag runs follow their renumbered scheduler"
+    );
+    assert_eq!(
+        rows(&dst, "SELECT DISTINCT j.hostname FROM task_instance t JOIN job j ON j.id = t.queued_by_job_id WHERE t.run_id LIKE 'scheduled%'").await,
+        vec!["(worker-3)"],
+        "task instances follow their renumbered scheduler"
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM asset_event WHERE extra::text LIKE '%standby%'"
+        )
+        .await
+            + count(
+                &mut conn,
+                "SELECT count(*) FROM log WHERE event = 'standby'"
+            )
+            .await,
+        0,
+        "--clean emptied the restorable tables"
+    );
+    assert_eq!(
+        rows(&dst, "SELECT a.name, t.classpath FROM asset_trigger x JOIN asset a ON a.id = x.asset_id JOIN trigger t ON t.id = x.trigger_id").await,
+        vec!["(raw_orders,airflow.providers.common.messaging.triggers.msg_queue.MessageQueueTrigger)"],
+        "the standby's asset watcher stays"
+    );
+    assert_eq!(
+        rows(&dst, ASSET_EVENTS_BY_NAME).await,
+        rows(
+            &src,
+            &format!(
+                "{ASSET_EVENTS_BY_NAME} WHERE t.source_dag_id IS DISTINCT FROM 'backup_metadata'"
+            )
+        )
+        .await,
+        "asset events restored once, on the right assets"
+    );
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM asset").await, 4);
+}
+
+/// A backup restores into the same major version only: Airflow 2 rows do not fit the Airflow 3
+/// schema (pickled conf, integer task instance keys), and Airflow's own migration converts them.
+#[tokio::test]
+async fn restore_refuses_another_major_version() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("major_src", "2.10.3", true);
+    let dst = bench.airflow_db("major_dst", "3.0.6", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let before = whole_db_digest(&dst).await;
+    let out = restore(dir.path(), &store, &dst, &["--clean"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("same major version"), "{}", out.stderr);
+    assert_eq!(whole_db_digest(&dst).await, before);
 }
 
 /// The target's own running scheduler job keeps its id; restored jobs that collide with it are

@@ -51,7 +51,7 @@ impl Bench {
     }
 
     /// A fresh database `name` with the schema of Airflow `version`, optionally filled with
-    /// the sample metadata.
+    /// the sample metadata (`sample-metadata.sql` on Airflow 2, `sample-metadata-3.sql` on 3).
     pub fn airflow_db(&self, name: &str, version: &str, sample: bool) -> String {
         let name = format!("{name}_{}", std::process::id());
         self.psql(
@@ -67,7 +67,11 @@ impl Bench {
         let schema = fixture(&format!("airflow/schema-{version}.sql"));
         self.psql(&url, &["-f", schema.to_str().expect("utf-8 path")]);
         if sample {
-            let data = fixture("data/sample-metadata.sql");
+            let data = fixture(if version.starts_with("2.") {
+                "data/sample-metadata.sql"
+            } else {
+                "data/sample-metadata-3.sql"
+            });
             self.psql(&url, &["-f", data.to_str().expect("utf-8 path")]);
         }
         url
