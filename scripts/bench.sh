@@ -21,8 +21,14 @@
 #   (d) load     psql, one transaction: \copy <table> (<columns>) FROM '<table>.csv' of the same
 #                tables (exported once beforehand) into an empty schema, in foreign-key order
 #   (e) restore  mwaa-dr --store DIR --yes restore --db TARGET --clean into an empty schema
+#   (f) failover mwaa-dr failover, Warm-Standby, on the emulators (moto, the MWAA stand-in):
+#                primary UNAVAILABLE, standby AVAILABLE with its DAGs parsed and paused and its
+#                scheduler job running; one health look (HEALTH_CHECK_MAX_RETRY=0), schedule
+#                disabled, clean + restore of the backup of (c), DAGs unpaused, SNS published.
+#                Reports the failover's own recovery time (start to DAGs unpaused).
 #
-# Targets: c/a <= 1.3, e/d <= 1.5, peak RSS of mwaa-dr <= 100 MB (reported, not enforced).
+# Targets: c/a <= 1.3, e/d <= 1.5, peak RSS of mwaa-dr <= 100 MB, Warm-Standby recovery
+# <= 60 s (reported, not enforced).
 # When mwaa-dr cannot be built or a step of it fails, (a), (b) and (d) are still measured,
 # (c) / (e) are marked failed and the exit code is 1.
 #
@@ -44,7 +50,7 @@ readonly fill_sql=$repo/scripts/sql/fill-metadata.sql
 readonly backup_tables=(log_template slot_pool variable connection job trigger dag_run
     dag_run_note task_instance task_instance_note task_instance_history task_fail
     task_reschedule rendered_task_instance_fields xcom log)
-readonly target_ca=1.3 target_ed=1.5 target_rss_mb=100
+readonly target_ca=1.3 target_ed=1.5 target_rss_mb=100 target_recovery_s=60
 
 log() { echo "bench: $*" >&2; }
 die() {
@@ -138,7 +144,7 @@ if [[ -z ${MWAA_DR_BENCH_INNER:-} ]]; then
     args=(--scale "$scale" --jobs "$jobs")
     ((keep)) && args+=(--keep)
     MWAA_DR_BENCH_INNER=1 MWAA_DR_BIN=$bin MWAA_DR_BENCH_BIN_ERROR=$bin_error \
-        exec "$repo/scripts/testbench.sh" run pg -- "$repo/scripts/bench.sh" "${args[@]}"
+        exec "$repo/scripts/testbench.sh" run pg moto mwaa -- "$repo/scripts/bench.sh" "${args[@]}"
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -313,6 +319,49 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------
+# (f) mwaa-dr failover, Warm-Standby, on the emulators
+
+readonly standby_url=$server_url/mwaa_dr_bench_standby
+recovery=
+if [[ -n $bin && ${rc[c]} == 0 && -n ${MWAA_DR_TEST_MOTO_URL:-} && -n ${MWAA_DR_TEST_MWAA_URL:-} ]]; then
+    new_db mwaa_dr_bench_standby
+    # The standby's scheduler has parsed the DAG files (paused) and runs its own job.
+    "$pg_bin/pg_dump" --data-only --table=dag -d "$src_url" | "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$standby_url" >/dev/null
+    "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$standby_url" \
+        -c "UPDATE dag SET is_paused = true" \
+        -c "INSERT INTO job (state, job_type, hostname, latest_heartbeat) VALUES ('running', 'SchedulerJob', 'standby', now())" >/dev/null
+    suffix=$$-$RANDOM
+    primary_env=bench-primary-$suffix
+    standby_env=bench-standby-$suffix
+    schedule=bench-health-$suffix
+    sig() { echo "AWS4-HMAC-SHA256 Credential=testing/20260101/$1/$2/aws4_request, SignedHeaders=host, Signature=0"; }
+    curl -fsS -X POST "$MWAA_DR_TEST_MWAA_URL/_standin/environments?region=us-east-1" \
+        -H 'content-type: application/json' -d "{\"Name\": \"$primary_env\", \"Status\": \"UNAVAILABLE\"}" >/dev/null
+    curl -fsS -X POST "$MWAA_DR_TEST_MWAA_URL/_standin/environments?region=us-east-2" \
+        -H 'content-type: application/json' -d "{\"Name\": \"$standby_env\", \"Status\": \"AVAILABLE\"}" >/dev/null
+    curl -fsS -X POST "$MWAA_DR_TEST_MOTO_URL/schedules/$schedule" -H "Authorization: $(sig us-east-2 scheduler)" \
+        -H 'content-type: application/json' \
+        -d '{"ScheduleExpression": "rate(5 minutes)", "FlexibleTimeWindow": {"Mode": "OFF"}, "State": "ENABLED", "Target": {"Arn": "arn:aws:states:us-east-2:123456789012:stateMachine:health", "RoleArn": "arn:aws:iam::123456789012:role/scheduler"}}' >/dev/null
+    topic=$(curl -fsS -X POST "$MWAA_DR_TEST_MOTO_URL/" -H "Authorization: $(sig us-east-2 sns)" \
+        -d "Action=CreateTopic&Name=bench-$suffix" | sed -n 's:.*<TopicArn>\(.*\)</TopicArn>.*:\1:p')
+    log "(f) mwaa-dr failover (Warm-Standby, on the emulators)"
+    measure f env AWS_ENDPOINT_URL="$MWAA_DR_TEST_MOTO_URL" AWS_ENDPOINT_URL_MWAA="$MWAA_DR_TEST_MWAA_URL" \
+        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
+        DR_TYPE=WARM_STANDBY PRIMARY_REGION=us-east-1 SECONDARY_REGION=us-east-2 \
+        PRIMARY_MWAA_ENVIRONMENT_NAME="$primary_env" SECONDARY_MWAA_ENVIRONMENT_NAME="$standby_env" \
+        SECONDARY_DB_URL="$standby_url" HEALTH_CHECK_MAX_RETRY=0 HEALTH_CHECK_SCHEDULE_NAME="$schedule" \
+        DR_SNS_TOPIC_ARN="$topic" \
+        "$bin" --no-dotenv --store "$work/store" --yes --output json failover
+    if [[ ${rc[f]} == 0 ]]; then
+        rows[f]=$(count_rows "$standby_url")
+        recovery=$(grep -o '"recovery_seconds": *[0-9.]*' "$work/logs/f.log" | grep -o '[0-9.]*$' |
+            awk '{ printf "%.1f", $1 }' || true)
+    fi
+else
+    rc[f]=-1
+fi
+
+# ---------------------------------------------------------------------------------------
 # Report
 
 first_error() {
@@ -346,6 +395,7 @@ row b "(b) pg_dump --data-only"
 row c "(c) mwaa-dr backup --jobs $jobs"
 row d "(d) psql \\copy FROM csv (1 transaction)"
 row e "(e) mwaa-dr restore --clean"
+row f "(f) mwaa-dr failover (Warm-Standby)"
 echo
 echo "CSV export: $csv_size${store_size:+; backup store: $store_size}"
 
@@ -379,8 +429,15 @@ if [[ -n $peak ]]; then
 else
     echo "mwaa-dr peak RSS = n/a"
 fi
+if [[ -n $recovery ]]; then
+    if meets "$recovery" "$target_recovery_s"; then s=ok; else s=MISSED verdict=1; fi
+    echo "Warm-Standby recovery time (failover start to DAGs unpaused) = $recovery s (target <= $target_recovery_s s): $s"
+else
+    echo "Warm-Standby recovery time = n/a (failover failed or not run)"
+    verdict=1
+fi
 failed=()
-for id in a b c d e; do
+for id in a b c d e f; do
     [[ ${rc[$id]} == 0 ]] || failed+=("($id)")
 done
 if ((${#failed[@]} > 0)); then

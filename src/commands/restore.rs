@@ -66,14 +66,14 @@ struct Prepared {
 /// the target and refuses an older Airflow version there.
 async fn prepare(
     config: &Config,
-    store: &dyn BackupStore,
+    store: Arc<dyn BackupStore>,
     db: &DbUrl,
     backup_id: Option<&str>,
     clean: bool,
 ) -> Result<Prepared> {
     let fernet = fernet_plan(config)?;
-    let manifest = manifest::resolve(store, backup_id).await?;
-    verify_backup(store, &manifest).await?;
+    let manifest = manifest::resolve(store.as_ref(), backup_id).await?;
+    verify_backup(store.clone(), &manifest).await?;
     let mut conn = connect(db).await?;
     let (target_version, _) =
         airflow_version(&mut conn, db.redacted(), &config.versions, None, None).await?;
@@ -148,7 +148,7 @@ pub async fn restore_into(
     clean: bool,
     progress: &dyn crate::progress::Progress,
 ) -> Result<(manifest::Manifest, RestoreReport)> {
-    let mut prepared = prepare(config, store.as_ref(), db, backup_id, clean).await?;
+    let mut prepared = prepare(config, store.clone(), db, backup_id, clean).await?;
     let report = apply(config, store, &mut prepared, progress).await?;
     Ok((prepared.manifest, report))
 }
@@ -163,7 +163,7 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
     let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
     let mut prepared = prepare(
         config,
-        store.as_ref(),
+        store.clone(),
         &db,
         args.backup_id.as_deref(),
         args.clean,

@@ -17,9 +17,10 @@ struct VerifyDoc<'a> {
 }
 
 pub async fn run(config: &Config, args: &VerifyArgs) -> Result<()> {
-    let store = open_store(config.store("verify")?, config).await?;
+    let store: std::sync::Arc<dyn crate::store::BackupStore> =
+        std::sync::Arc::from(open_store(config.store("verify")?, config).await?);
     let manifest = manifest::resolve(store.as_ref(), args.backup_id.as_deref()).await?;
-    let checks = verify_backup(store.as_ref(), &manifest).await?;
+    let checks = verify_backup(store.clone(), &manifest).await?;
     let doc = VerifyDoc {
         backup_id: &manifest.backup_id,
         ok: true,

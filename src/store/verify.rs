@@ -64,15 +64,40 @@ pub struct ObjectCheck {
 }
 
 /// Checks every object of the backup; the first mismatch is an error naming the object.
+/// Objects are checked in parallel, one per core, biggest first (decompressing and hashing
+/// is CPU work); the result is in manifest order.
 pub async fn verify_backup(
-    store: &dyn BackupStore,
+    store: Arc<dyn BackupStore>,
     manifest: &Manifest,
 ) -> Result<Vec<ObjectCheck>> {
-    let mut checks = Vec::new();
-    for entry in &manifest.tables {
-        checks.push(verify_object(store, manifest, entry).await?);
-    }
-    Ok(checks)
+    use futures::StreamExt;
+    let shared = Arc::new(manifest.clone());
+    let mut order: Vec<usize> = (0..manifest.tables.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(manifest.tables[i].stored_bytes));
+    let parallel = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut results: Vec<(usize, ObjectCheck)> = futures::stream::iter(order)
+        .map(|i| {
+            let store = store.clone();
+            let manifest = shared.clone();
+            async move {
+                let task = tokio::spawn(async move {
+                    verify_object(store.as_ref(), &manifest, &manifest.tables[i]).await
+                });
+                match task.await {
+                    Ok(result) => result.map(|check| (i, check)),
+                    Err(e) => Err(Error::failed("verify", "a backup object", e)),
+                }
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, check)| check).collect())
 }
 
 async fn verify_object(

@@ -1084,3 +1084,29 @@ async fn a_users_table_catalog_replaces_the_builtin_one() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("DR_TABLE_CATALOG"), "{}", bad.stderr);
 }
+
+/// The restore rebuilds the indexes it drops for the load: the target ends with exactly the
+/// indexes it had.
+#[tokio::test]
+async fn restore_keeps_every_index_of_the_target() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("idx_src", "2.10.3", true);
+    let dst = bench.airflow_db("idx_dst", "2.10.3", false);
+    let indexes = |url: String| async move {
+        let mut conn = connect(&url).await;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexdef",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("indexes");
+        rows
+    };
+    let before = indexes(dst.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let out = restore(dir.path(), &store, &dst, &["--clean"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(indexes(dst).await, before);
+}

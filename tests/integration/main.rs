@@ -1,6 +1,7 @@
 //! Integration tests, one binary: the `mwaa-dr` command as a user runs it, against the real
 //! PostgreSQL and moto servers that `scripts/testbench.sh` starts.
 
+mod airflow_cli;
 mod airflow_e2e;
 mod aws;
 mod backup;
@@ -13,3 +14,4 @@ mod legacy;
 mod pg;
 mod rekey;
 mod store;
+mod upgrade;

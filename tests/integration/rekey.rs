@@ -1,12 +1,12 @@
 //! Secrets across Fernet keys: backups keep ciphertext, restores re-encrypt it from the source
 //! environment's keys to the target's, and Airflow's own CLI reads it under the target key.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use mwaa_dr::airflow::fernet::FernetKeys;
 use serde_json::Value;
 
+use crate::airflow_cli::{airflow, airflow_venv};
 use crate::common::{Run, mwaa_dr, run};
 use crate::pg::{Bench, connect, whole_db_digest};
 
@@ -451,57 +451,6 @@ async fn rekey_undecryptable_value_fails_naming_the_row() {
         );
         bench.sql(&src, &repair);
     }
-}
-
-/// The cached venv of a real Airflow release: skipped loudly when it cannot be created, a
-/// failure under CI.
-fn airflow_venv(version: &str) -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/airflow-venv.sh");
-    let problem = match Command::new(&script).arg(version).output() {
-        Ok(out) if out.status.success() => {
-            let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if path.join("bin/airflow").is_file() {
-                return Some(path);
-            }
-            format!("{} has no bin/airflow", path.display())
-        }
-        Ok(out) => format!(
-            "{} {version} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        ),
-        Err(e) => format!("{} cannot run: {e}", script.display()),
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!("the Airflow {version} venv is needed under CI: {problem}");
-    }
-    eprintln!("SKIPPED: no Airflow {version} venv ({problem})");
-    None
-}
-
-/// Airflow's CLI on the database `url` with the Fernet key list `fernet_key`.
-fn airflow(venv: &Path, home: &Path, url: &str, fernet_key: &str, args: &[&str]) -> String {
-    let db = url.replacen("postgres://", "postgresql+psycopg2://", 1);
-    let mut cmd = Command::new(venv.join("bin/airflow"));
-    cmd.env_clear()
-        .args(args)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("AIRFLOW_HOME", home)
-        .env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", db)
-        .env("AIRFLOW__CORE__FERNET_KEY", fernet_key)
-        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False");
-    let out = cmd.output().expect("airflow runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "airflow {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// Airflow 2.10.3 itself writes the secrets under key A into the source, and after a restore
