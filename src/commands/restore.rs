@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::airflow::catalog::major_version;
-use crate::airflow::fernet::{FernetKeys, FernetMode, FernetPlan};
+use crate::airflow::fernet::{FernetMode, FernetPlan, side_keys};
 use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
 use crate::config::{Config, DbUrl, Side};
@@ -34,21 +34,7 @@ struct RestoreDoc<'a> {
 
 /// Re-encrypt when the source (primary) and target (secondary) keys are both known and differ.
 fn fernet_plan(config: &Config) -> Result<FernetPlan> {
-    let keys = |side: &Side, variable: &str| -> Result<Option<FernetKeys>> {
-        config
-            .fernet_key(side)?
-            .map(|key| {
-                FernetKeys::parse(key.expose()).map_err(|e| Error::InvalidValue {
-                    variable: variable.into(),
-                    value: "***".into(),
-                    problem: e.to_string(),
-                    accepted:
-                        "a Fernet key (32 bytes, url-safe base64) or a comma-separated list of them"
-                            .into(),
-                })
-            })
-            .transpose()
-    };
+    let keys = |side: &Side, variable: &str| side_keys(config, side, variable);
     Ok(FernetPlan::new(
         keys(&config.primary, "PRIMARY_FERNET_KEY")?,
         keys(&config.secondary, "SECONDARY_FERNET_KEY")?,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::warn;
 
-use crate::airflow::fernet::FernetKeys;
+use crate::airflow::fernet::{FernetKeys, side_keys};
 use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
 use crate::config::{Config, RestoreStrategy};
@@ -72,19 +72,7 @@ struct LegacyRestoreDoc<'a> {
 
 /// The target's Fernet key list, when one is set.
 fn target_keys(config: &Config) -> Result<Option<FernetKeys>> {
-    config
-        .fernet_key(&config.secondary)?
-        .map(|key| {
-            FernetKeys::parse(key.expose()).map_err(|e| Error::InvalidValue {
-                variable: "SECONDARY_FERNET_KEY".into(),
-                value: "***".into(),
-                problem: e.to_string(),
-                accepted:
-                    "a Fernet key (32 bytes, url-safe base64) or a comma-separated list of them"
-                        .into(),
-            })
-        })
-        .transpose()
+    side_keys(config, &config.secondary, "SECONDARY_FERNET_KEY")
 }
 
 /// `location` is the value of `--from-legacy`: empty for the configured store.

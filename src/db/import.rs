@@ -174,21 +174,26 @@ pub async fn restore(
         let loaded: Vec<&str> = report.loaded.iter().map(|t| t.table.as_str()).collect();
         rewrite_job_references(&mut tx, &report.renumbered_jobs, &loaded).await?;
     }
-    for table in report
-        .loaded
-        .iter()
-        .map(|t| t.table.clone())
-        .collect::<Vec<_>>()
-    {
-        advance_sequences(&mut tx, &table).await?;
+    let loaded: Vec<String> = report.loaded.iter().map(|t| t.table.clone()).collect();
+    (report.unpaused, report.missing_dags) = finish(tx, &loaded, &manifest.active_dags).await?;
+    Ok(report)
+}
+
+/// The end of every restore: sequences moved past the restored ids of the `loaded` tables,
+/// the `active` DAGs unpaused, commit. Returns (unpaused, not in the target).
+pub(crate) async fn finish(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    loaded: &[String],
+    active: &[String],
+) -> Result<(Vec<String>, Vec<String>)> {
+    for table in loaded {
+        advance_sequences(&mut tx, table).await?;
     }
-    let (unpaused, missing) = unpause(&mut tx, &manifest.active_dags).await?;
-    report.unpaused = unpaused;
-    report.missing_dags = missing;
+    let outcome = unpause(&mut tx, active).await?;
     tx.commit()
         .await
         .map_err(|e| db_error("commit", "restore", e))?;
-    Ok(report)
+    Ok(outcome)
 }
 
 /// The variable or connection strategy when `spec` is one of those tables.

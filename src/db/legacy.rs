@@ -12,7 +12,7 @@ use tokio::io::BufReader;
 use tracing::{info, instrument, warn};
 
 use super::cleanup::{TableCount, cleanup};
-use super::import::{PROTECTED_VARIABLES, advance_sequences, unpause};
+use super::import::{PROTECTED_VARIABLES, finish};
 use super::{column_list, db_error};
 use crate::airflow::catalog::{Catalog, quote_ident, quote_literal};
 use crate::config::RestoreStrategy;
@@ -225,20 +225,8 @@ pub async fn restore_legacy(
             });
         }
     }
-    for table in report
-        .loaded
-        .iter()
-        .map(|t| t.table.clone())
-        .collect::<Vec<_>>()
-    {
-        advance_sequences(&mut tx, &table).await?;
-    }
-    let (unpaused, missing) = unpause(&mut tx, &source.active_dags).await?;
-    report.unpaused = unpaused;
-    report.missing_dags = missing;
-    tx.commit()
-        .await
-        .map_err(|e| db_error("commit", "restore", e))?;
+    let loaded: Vec<String> = report.loaded.iter().map(|t| t.table.clone()).collect();
+    (report.unpaused, report.missing_dags) = finish(tx, &loaded, &source.active_dags).await?;
     Ok(report)
 }
 
