@@ -8,6 +8,8 @@ use crate::aws::{Aws, PRIMARY_REGION, SECONDARY_REGION};
 use crate::common::{Run, mwaa_dr, run};
 use crate::pg::{Bench, connect, whole_db_digest};
 
+const SECONDARY_ROLE: &str = "arn:aws:iam::123456789012:role/secondary-role";
+
 fn health_check(aws: &Aws, env: &str, extra: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = mwaa_dr(dir.path());
@@ -200,6 +202,21 @@ impl Scenario {
             .args(extra))
     }
 
+    /// A Backup-Restore failover with the secondary's role, DAGs bucket and network, plus
+    /// `extra` variables.
+    fn backup_restore_failover(&self, extra: &[(&str, &str)]) -> Run {
+        let mut cmd = self.cmd();
+        cmd.env("DR_TYPE", "BACKUP_RESTORE")
+            .env("SECONDARY_MWAA_ROLE_ARN", SECONDARY_ROLE)
+            .env("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags")
+            .env("SECONDARY_SUBNET_IDS", r#"["subnet-s1", "subnet-s2"]"#)
+            .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#);
+        for (name, value) in extra {
+            cmd.env(name, value);
+        }
+        run(cmd.args(["--yes", "--output", "json", "failover"]))
+    }
+
     async fn dag_paused(&self, dag: &str) -> bool {
         let mut conn = connect(&self.standby_db).await;
         sqlx::query_scalar("SELECT is_paused FROM dag WHERE dag_id = $1")
@@ -324,26 +341,13 @@ async fn backup_restore_failover_creates_the_environment_with_mapped_fields() {
         "next-create",
         Some(json!({"Name": s.secondary, "Delay": 2})),
     );
-    let out = run(s
-        .cmd()
-        .env("DR_TYPE", "BACKUP_RESTORE")
-        .env(
-            "SECONDARY_MWAA_ROLE_ARN",
-            "arn:aws:iam::123456789012:role/secondary-role",
-        )
-        .env("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags")
-        .env("SECONDARY_SUBNET_IDS", r#"["subnet-s1", "subnet-s2"]"#)
-        .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#)
-        .args(["--yes", "--output", "json", "failover"]));
+    let out = s.backup_restore_failover(&[]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let creates = s.aws.requests("CreateEnvironment", &s.secondary);
     assert_eq!(creates.len(), 1, "{creates:?}");
     let body = &creates[0]["body"];
     assert_eq!(creates[0]["region"], SECONDARY_REGION);
-    assert_eq!(
-        body["ExecutionRoleArn"],
-        "arn:aws:iam::123456789012:role/secondary-role"
-    );
+    assert_eq!(body["ExecutionRoleArn"], SECONDARY_ROLE);
     assert_eq!(body["SourceBucketArn"], "arn:aws:s3:::secondary-dags");
     assert_eq!(
         body["NetworkConfiguration"],
@@ -542,19 +546,7 @@ async fn create_environment_faults_are_resumable() {
         &format!("environments/{}?region={PRIMARY_REGION}", s.primary),
         Some(json!({"Status": "UNAVAILABLE"})),
     );
-    let br = |s: &Scenario| {
-        run(s
-            .cmd()
-            .env("DR_TYPE", "BACKUP_RESTORE")
-            .env(
-                "SECONDARY_MWAA_ROLE_ARN",
-                "arn:aws:iam::123456789012:role/s",
-            )
-            .env("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags")
-            .env("SECONDARY_SUBNET_IDS", r#"["subnet-s1", "subnet-s2"]"#)
-            .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#)
-            .args(["--yes", "--output", "json", "failover"]))
-    };
+    let br = |s: &Scenario| s.backup_restore_failover(&[]);
     s.aws.standin("POST", "faults", Some(json!({"Operation": "CreateEnvironment", "Error": "ValidationException", "Message": "Unable to access version v1 of requirements.txt", "Name": s.secondary, "Count": 1})));
     let refused = br(&s);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
@@ -630,19 +622,10 @@ async fn polling_timeout_then_resume_without_a_second_create() {
         Some(json!({"Name": s.secondary, "Delay": 3600})),
     );
     let br = |s: &Scenario| {
-        run(s
-            .cmd()
-            .env("DR_TYPE", "BACKUP_RESTORE")
-            .env("STATE_MACHINE_TIMEOUT_MINS", "1")
-            .env("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS", "10")
-            .env(
-                "SECONDARY_MWAA_ROLE_ARN",
-                "arn:aws:iam::123456789012:role/s",
-            )
-            .env("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags")
-            .env("SECONDARY_SUBNET_IDS", r#"["subnet-s1", "subnet-s2"]"#)
-            .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#)
-            .args(["--yes", "--output", "json", "failover"]))
+        s.backup_restore_failover(&[
+            ("STATE_MACHINE_TIMEOUT_MINS", "1"),
+            ("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS", "10"),
+        ])
     };
     let started = Instant::now();
     let timed_out = br(&s);
