@@ -210,12 +210,20 @@ stop_process() {
     wait "$pid" 2>/dev/null || true
 }
 
-finish() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in ${bg_pids[@]+"${bg_pids[@]}"}; do
-        stop_process "$pid" "airflow process"
+# Stops the background Airflow processes newest first: the scheduler before the API server it
+# sends task runs to (stopped the other way round, a task it starts meanwhile cannot reach the
+# API server and logs an error).
+stop_background() {
+    local i
+    for ((i = ${#bg_pids[@]} - 1; i >= 0; i--)); do
+        stop_process "${bg_pids[i]}" "airflow process"
     done
+    bg_pids=()
+}
+
+finish() {
+    trap - EXIT INT TERM
+    stop_background
     if ((keep)); then
         log "kept: work directory $work, databases $src_db and $dst_db"
         return
@@ -379,11 +387,7 @@ PY
 }
 
 stop_scheduler() {
-    local pid
-    for pid in ${bg_pids[@]+"${bg_pids[@]}"}; do
-        stop_process "$pid" "airflow process"
-    done
-    bg_pids=()
+    stop_background
 }
 
 # Errors in the logs of one side's scheduler (and API server, DAG processor): a Traceback, a
