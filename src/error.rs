@@ -12,6 +12,7 @@ pub mod exit {
     pub const UNHEALTHY: i32 = 3;
     pub const BACKUP_NOT_FOUND: i32 = 4;
     pub const LOCKED: i32 = 5;
+    pub const REFUSED: i32 = 6;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -19,6 +20,42 @@ pub mod exit {
 pub const ENV_FILE_NOT_FOUND: &str = "file not found";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The cause of a failure, kept so that its details (a PostgreSQL SQLSTATE, an SDK error
+/// code) stay reachable through `std::error::Error::source`.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What class of problem an error is, for callers that decide what to do next: a scheduler
+/// retries `transient` and `locked`, a person fixes `usage` and `config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The command line is wrong.
+    Usage,
+    /// A configuration value is missing or invalid, or the `.env` file is unreadable.
+    Config,
+    /// The named backup (or object) does not exist.
+    NotFound,
+    /// Another run holds the lock.
+    Locked,
+    /// The operation declined to act on purpose (a healthy primary, an older target).
+    Refused,
+    /// The primary failed its health check.
+    Unhealthy,
+    /// A failure that may pass: a dropped connection, a timeout, throttling, a deadlock.
+    Transient,
+    /// A failure that a retry will not fix.
+    Permanent,
+    /// SIGINT or SIGTERM stopped the run.
+    Interrupted,
+}
+
+impl ErrorKind {
+    /// Whether running the same operation again later may succeed without any change.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::Locked)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,12 +108,26 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
-    /// Any other failure of an operation on a named resource.
+    /// The operation declined to act, on purpose and with its reason (e.g. failing over
+    /// from a primary that is healthy).
+    #[error("{operation} refused on {resource}: {reason}")]
+    Refused {
+        operation: String,
+        resource: String,
+        reason: String,
+        guidance: Option<String>,
+    },
+
+    /// Any other failure of an operation on a named resource. `transient` says whether the
+    /// same call may succeed later (connection lost, timeout, throttling, deadlock).
     #[error("{operation} failed on {resource}: {message}")]
     Failed {
         operation: String,
         resource: String,
         message: String,
+        transient: bool,
+        #[source]
+        source: Option<Cause>,
     },
 }
 
@@ -92,12 +143,38 @@ impl Error {
             Error::BackupNotFound { .. } => exit::BACKUP_NOT_FOUND,
             Error::Locked { .. } => exit::LOCKED,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Refused { .. } => exit::REFUSED,
             Error::Failed { .. } => exit::FAILURE,
         }
     }
 
-    /// A short machine-readable name for the error class, used in JSON output.
-    pub fn kind(&self) -> &'static str {
+    /// The class of the error; see [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Usage { .. } => ErrorKind::Usage,
+            Error::InvalidValue { .. }
+            | Error::MissingValue { .. }
+            | Error::EnvFile { .. }
+            | Error::NotAvailable { .. } => ErrorKind::Config,
+            Error::Unhealthy { .. } => ErrorKind::Unhealthy,
+            Error::BackupNotFound { .. } => ErrorKind::NotFound,
+            Error::Locked { .. } => ErrorKind::Locked,
+            Error::Interrupted => ErrorKind::Interrupted,
+            Error::Refused { .. } => ErrorKind::Refused,
+            Error::Failed {
+                transient: true, ..
+            } => ErrorKind::Transient,
+            Error::Failed { .. } => ErrorKind::Permanent,
+        }
+    }
+
+    /// Whether the same operation may succeed when run again later, unchanged.
+    pub fn retryable(&self) -> bool {
+        self.kind().retryable()
+    }
+
+    /// A short machine-readable name for the error, used as `kind` in JSON output.
+    pub fn code(&self) -> &'static str {
         match self {
             Error::Usage { .. } => "usage",
             Error::InvalidValue { .. } => "invalid_value",
@@ -108,6 +185,7 @@ impl Error {
             Error::BackupNotFound { .. } => "backup_not_found",
             Error::Locked { .. } => "locked",
             Error::Interrupted => "interrupted",
+            Error::Refused { .. } => "refused",
             Error::Failed { .. } => "failed",
         }
     }
@@ -133,11 +211,18 @@ impl Error {
             Error::Locked { .. } => Some(
                 "wait for the other run to finish; a lock older than its stale timeout is taken over automatically".into(),
             ),
-            Error::Interrupted => None,
+            Error::Interrupted => Some(
+                "nothing was committed halfway: run the same command again to finish the work".into(),
+            ),
+            Error::Refused { guidance, .. } => guidance.clone(),
+            Error::Failed {
+                transient: true, ..
+            } => Some("this may pass: run the same command again (it is safe to repeat)".into()),
             Error::Failed { .. } => None,
         }
     }
 
+    /// A permanent failure of `operation` on `resource`.
     pub fn failed(
         operation: impl Into<String>,
         resource: impl Into<String>,
@@ -147,6 +232,55 @@ impl Error {
             operation: operation.into(),
             resource: resource.into(),
             message: message.to_string(),
+            transient: false,
+            source: None,
+        }
+    }
+
+    /// A failure that may pass when the same call is made again (timeouts, lost connections).
+    pub fn transient(
+        operation: impl Into<String>,
+        resource: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        Error::Failed {
+            operation: operation.into(),
+            resource: resource.into(),
+            message: message.to_string(),
+            transient: true,
+            source: None,
+        }
+    }
+
+    /// A failure with its cause kept; `transient` as classified by the caller.
+    pub fn caused(
+        operation: impl Into<String>,
+        resource: impl Into<String>,
+        message: impl std::fmt::Display,
+        transient: bool,
+        cause: impl Into<Cause>,
+    ) -> Self {
+        Error::Failed {
+            operation: operation.into(),
+            resource: resource.into(),
+            message: message.to_string(),
+            transient,
+            source: Some(cause.into()),
+        }
+    }
+
+    /// A deliberate refusal, with the reason and what the user can do instead.
+    pub fn refused(
+        operation: impl Into<String>,
+        resource: impl Into<String>,
+        reason: impl Into<String>,
+        guidance: impl Into<String>,
+    ) -> Self {
+        Error::Refused {
+            operation: operation.into(),
+            resource: resource.into(),
+            reason: reason.into(),
+            guidance: Some(guidance.into()),
         }
     }
 
@@ -159,6 +293,8 @@ impl Error {
         #[derive(Serialize)]
         struct Body<'a> {
             kind: &'a str,
+            class: ErrorKind,
+            retryable: bool,
             exit_code: i32,
             message: String,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,7 +310,9 @@ impl Error {
         };
         serde_json::to_value(Doc {
             error: Body {
-                kind: self.kind(),
+                kind: self.code(),
+                class: self.kind(),
+                retryable: self.retryable(),
                 exit_code: self.exit_code(),
                 message: self.to_string(),
                 variable,
@@ -208,10 +346,30 @@ mod tests {
                 holder: "h".into(),
             },
             Error::Interrupted,
+            Error::refused("failover", "env", "healthy", "pass --force"),
             Error::failed("op", "res", "boom"),
         ];
         let codes: Vec<i32> = errors.iter().map(Error::exit_code).collect();
-        assert_eq!(codes, vec![2, 3, 4, 5, 130, 1]);
+        assert_eq!(codes, vec![2, 3, 4, 5, 130, 6, 1]);
+    }
+
+    #[test]
+    fn only_transient_and_locked_errors_are_retryable() {
+        assert!(Error::transient("connect", "db", "timed out").retryable());
+        assert!(
+            Error::Locked {
+                store: "s".into(),
+                holder: "h".into()
+            }
+            .retryable()
+        );
+        assert!(!Error::failed("restore", "db", "bad row").retryable());
+        assert!(!Error::refused("failover", "env", "healthy", "x").retryable());
+        assert!(!Error::Interrupted.retryable());
+        let doc = Error::transient("connect", "db", "timed out").to_json();
+        assert_eq!(doc["error"]["class"], "transient");
+        assert_eq!(doc["error"]["retryable"], true);
+        assert_eq!(doc["error"]["exit_code"], 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod failover;
 pub mod health;
 pub mod legacy;
+pub mod model;
 pub mod output;
 pub mod progress;
 pub mod store;
@@ -21,6 +22,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::config::{Config, Layers};
@@ -95,11 +97,35 @@ fn run_blocking(cli: Cli, config: Config) -> Result<()> {
     runtime.block_on(run_until_interrupted(cli, config))
 }
 
-/// Runs the command, racing it against Ctrl-C / SIGTERM. Dropping the command's future
-/// drops its open transactions, which PostgreSQL rolls back.
+/// How long a run may take, after SIGINT or SIGTERM, to roll back, remove what it wrote
+/// halfway and release its locks. A second signal ends it at once.
+pub const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs the command until it ends. SIGINT or SIGTERM cancels its token: the operation stops
+/// at its next safe point, rolls back, removes partial objects and releases its locks, then
+/// returns "interrupted". Only if it has not done so within [`INTERRUPT_GRACE`] (or a second
+/// signal comes) is it dropped where it stands; its transaction is then rolled back by
+/// PostgreSQL and its lock goes stale.
 pub async fn run_until_interrupted(cli: Cli, config: Config) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let work = run(cli, config, cancel.clone());
+    tokio::pin!(work);
     tokio::select! {
-        result = run(cli, config) => result,
+        result = &mut work => return result,
+        () = interrupted() => {}
+    }
+    tracing::warn!(
+        "interrupted: stopping at the next safe point (up to {} s; signal again to stop now)",
+        INTERRUPT_GRACE.as_secs()
+    );
+    cancel.cancel();
+    tokio::select! {
+        result = tokio::time::timeout(INTERRUPT_GRACE, &mut work) => match result {
+            // Finished (or failed) before it saw the signal: its own result stands.
+            Ok(Err(e)) if e.kind() != error::ErrorKind::Interrupted => Err(e),
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::Interrupted),
+        },
         () = interrupted() => Err(Error::Interrupted),
     }
 }
@@ -126,18 +152,18 @@ async fn interrupted() {
     }
 }
 
-/// Dispatches to the subcommand.
-pub async fn run(cli: Cli, config: Config) -> Result<()> {
+/// Dispatches to the subcommand. `cancel` is cancelled when the run is asked to stop.
+pub async fn run(cli: Cli, config: Config, cancel: CancellationToken) -> Result<()> {
     match &cli.command {
         Command::Config => commands::config::run(&config),
-        Command::Backup(args) => commands::backup::run(&config, args).await,
-        Command::Restore(args) => commands::restore::run(&config, args).await,
-        Command::Cleanup(_) => commands::cleanup::run(&config).await,
+        Command::Backup(args) => commands::backup::run(&config, args, &cancel).await,
+        Command::Restore(args) => commands::restore::run(&config, args, &cancel).await,
+        Command::Cleanup(_) => commands::cleanup::run(&config, &cancel).await,
         Command::List => commands::list::run(&config).await,
         Command::Verify(args) => commands::verify::run(&config, args).await,
         Command::Prune(args) => commands::prune::run(&config, args).await,
         Command::HealthCheck(_) => commands::health_check::run(&config).await,
-        Command::Failover(args) => commands::failover::run(&config, args).await,
+        Command::Failover(args) => commands::failover::run(&config, args, &cancel).await,
     }
 }
 

@@ -6,8 +6,9 @@ use aws_sdk_cloudwatch::primitives::DateTime as AwsTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use chrono::{DateTime, Utc};
 
-use super::{endpoint_override, sdk_config, sdk_message};
-use crate::error::{Error, Result};
+use super::{endpoint_override, sdk_config, sdk_error};
+use crate::error::Result;
+use crate::model::AwsTimeouts;
 
 pub const NAMESPACE: &str = "AmazonMWAA";
 pub const METRIC: &str = "SchedulerHeartbeat";
@@ -31,8 +32,8 @@ pub struct CloudWatchHeartbeat {
 }
 
 impl CloudWatchHeartbeat {
-    pub async fn new(region: Option<&str>) -> Self {
-        let shared = sdk_config(region).await;
+    pub async fn new(region: Option<&str>, timeouts: &AwsTimeouts) -> Self {
+        let shared = sdk_config(region, timeouts).await;
         let mut builder = aws_sdk_cloudwatch::config::Builder::from(&shared);
         if let Some(endpoint) = endpoint_override(&shared, "CLOUDWATCH") {
             builder = builder.endpoint_url(endpoint);
@@ -80,10 +81,10 @@ impl Heartbeat for CloudWatchHeartbeat {
             .send()
             .await
             .map_err(|e| {
-                Error::failed(
+                sdk_error(
                     "GetMetricData",
                     format!("{NAMESPACE}/{METRIC} of {environment}"),
-                    sdk_message(&e),
+                    e,
                 )
             })?;
         let newest = out

@@ -7,20 +7,99 @@ pub mod mwaa;
 pub mod schedule;
 pub mod sns;
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-/// The shared SDK configuration for `region` (None: the chain's region).
-pub async fn sdk_config(region: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+use crate::error::Error;
+use crate::model::AwsTimeouts;
+
+/// The SDK configuration for `region` (None: the chain's region), with bounded calls: a
+/// connect timeout, a timeout per attempt, and the SDK's standard retry of throttling,
+/// timeouts and server errors up to `timeouts.max_attempts`. Loaded once per region.
+pub async fn sdk_config(region: Option<&str>, timeouts: &AwsTimeouts) -> SdkConfig {
+    static LOADED: OnceLock<Mutex<HashMap<(Option<String>, AwsTimeouts), SdkConfig>>> =
+        OnceLock::new();
+    let cache = LOADED.get_or_init(Default::default);
+    let key = (region.map(str::to_string), *timeouts);
+    if let Some(config) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return config;
+    }
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.attempt)
+                .operation_attempt_timeout(timeouts.attempt)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts.max(1)));
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_string()));
     }
-    loader.load().await
+    let config = loader.load().await;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, config.clone());
+    }
+    config
+}
+
+/// Error codes of AWS services that mean "later": throttling and passing server trouble.
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+];
+
+/// An SDK error as the project's error: the full context in the message, and transient when
+/// the call timed out, never reached the service, or the service said "later".
+pub fn sdk_error<E, R>(operation: &str, resource: impl Into<String>, err: SdkError<E, R>) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => service
+            .err()
+            .code()
+            .is_some_and(|code| TRANSIENT_CODES.contains(&code)),
+        _ => false,
+    };
+    let message = sdk_message(&err);
+    let message = if matches!(err, SdkError::TimeoutError(_)) {
+        format!("{message} (no answer within MWAA_DR_AWS_TIMEOUT_SECS)")
+    } else {
+        message
+    };
+    if transient {
+        Error::transient(operation, resource, message)
+    } else {
+        Error::failed(operation, resource, message)
+    }
 }
 
 /// The endpoint override for a service, however it was given: `AWS_ENDPOINT_URL_<SERVICE>`,

@@ -10,8 +10,9 @@ use aws_sdk_mwaa::error::SdkError;
 use aws_sdk_mwaa::types as t;
 use serde::{Deserialize, Serialize};
 
-use super::{StripHostPrefix, endpoint_override, sdk_config, sdk_message};
+use super::{StripHostPrefix, endpoint_override, sdk_config, sdk_error};
 use crate::error::{Error, Result};
+use crate::model::AwsTimeouts;
 
 /// An environment as MWAA describes it; also what CreateEnvironment takes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -139,8 +140,8 @@ pub struct SdkMwaa {
 }
 
 impl SdkMwaa {
-    pub async fn new(region: Option<&str>) -> Self {
-        let shared = sdk_config(region).await;
+    pub async fn new(region: Option<&str>, timeouts: &AwsTimeouts) -> Self {
+        let shared = sdk_config(region, timeouts).await;
         let mut builder = aws_sdk_mwaa::config::Builder::from(&shared);
         if let Some(endpoint) = endpoint_override(&shared, "MWAA") {
             builder = builder.endpoint_url(&endpoint);
@@ -168,11 +169,7 @@ impl Mwaa for SdkMwaa {
         match self.client.get_environment().name(name).send().await {
             Ok(out) => Ok(out.environment().map(definition_of)),
             Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(None),
-            Err(e) => Err(Error::failed(
-                "GetEnvironment",
-                self.resource(name),
-                sdk_message(&e),
-            )),
+            Err(e) => Err(sdk_error("GetEnvironment", self.resource(name), e)),
         }
     }
 
@@ -235,9 +232,7 @@ impl Mwaa for SdkMwaa {
             .set_tags(to_map(&d.tags))
             .send()
             .await
-            .map_err(|e| {
-                Error::failed("CreateEnvironment", self.resource(&d.name), sdk_message(&e))
-            })?;
+            .map_err(|e| sdk_error("CreateEnvironment", self.resource(&d.name), e))?;
         Ok(out.arn().unwrap_or_default().to_string())
     }
 }

@@ -5,8 +5,9 @@ use aws_sdk_scheduler::error::SdkError;
 use aws_sdk_scheduler::types::ScheduleState;
 use serde::Serialize;
 
-use super::{endpoint_override, sdk_config, sdk_message};
+use super::{endpoint_override, sdk_config, sdk_error};
 use crate::error::{Error, Result};
+use crate::model::AwsTimeouts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,8 +30,8 @@ pub struct AwsSchedules {
 }
 
 impl AwsSchedules {
-    pub async fn new(region: Option<&str>) -> Self {
-        let shared = sdk_config(region).await;
+    pub async fn new(region: Option<&str>, timeouts: &AwsTimeouts) -> Self {
+        let shared = sdk_config(region, timeouts).await;
         let mut scheduler = aws_sdk_scheduler::config::Builder::from(&shared);
         if let Some(endpoint) = endpoint_override(&shared, "SCHEDULER") {
             scheduler = scheduler.endpoint_url(endpoint);
@@ -54,10 +55,10 @@ impl AwsSchedules {
                 return Ok(None);
             }
             Err(e) => {
-                return Err(Error::failed(
+                return Err(sdk_error(
                     "DescribeRule",
                     format!("EventBridge rule {name}"),
-                    sdk_message(&e),
+                    e,
                 ));
             }
         };
@@ -69,13 +70,7 @@ impl AwsSchedules {
             .name(name)
             .send()
             .await
-            .map_err(|e| {
-                Error::failed(
-                    "DisableRule",
-                    format!("EventBridge rule {name}"),
-                    sdk_message(&e),
-                )
-            })?;
+            .map_err(|e| sdk_error("DisableRule", format!("EventBridge rule {name}"), e))?;
         Ok(Some(Disabled::Now))
     }
 }
@@ -95,7 +90,7 @@ impl Schedules for AwsSchedules {
                     )
                 });
             }
-            Err(e) => return Err(Error::failed("GetSchedule", resource(), sdk_message(&e))),
+            Err(e) => return Err(sdk_error("GetSchedule", resource(), e)),
         };
         if schedule.state() == Some(&ScheduleState::Disabled) {
             return Ok(Disabled::Already);
@@ -120,7 +115,7 @@ impl Schedules for AwsSchedules {
             .state(ScheduleState::Disabled)
             .send()
             .await
-            .map_err(|e| Error::failed("UpdateSchedule", resource(), sdk_message(&e)))?;
+            .map_err(|e| sdk_error("UpdateSchedule", resource(), e))?;
         Ok(Disabled::Now)
     }
 }

@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 
-use super::{endpoint_override, sdk_config, sdk_message};
-use crate::error::{Error, Result};
+use super::{endpoint_override, sdk_config, sdk_error};
+use crate::error::Result;
+use crate::model::AwsTimeouts;
 
 #[async_trait]
 pub trait Notifier: Send + Sync {
@@ -16,8 +17,8 @@ pub struct SnsNotifier {
 }
 
 impl SnsNotifier {
-    pub async fn new(region: Option<&str>) -> Self {
-        let shared = sdk_config(region).await;
+    pub async fn new(region: Option<&str>, timeouts: &AwsTimeouts) -> Self {
+        let shared = sdk_config(region, timeouts).await;
         let mut builder = aws_sdk_sns::config::Builder::from(&shared);
         if let Some(endpoint) = endpoint_override(&shared, "SNS") {
             builder = builder.endpoint_url(endpoint);
@@ -40,7 +41,7 @@ impl Notifier for SnsNotifier {
             .message(message)
             .send()
             .await
-            .map_err(|e| Error::failed("Publish", topic_arn, sdk_message(&e)))?;
+            .map_err(|e| sdk_error("Publish", topic_arn, e))?;
         Ok(())
     }
 }

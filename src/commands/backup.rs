@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use chrono::Utc;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::aws::mwaa::{Mwaa, SdkMwaa};
 use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate};
-use crate::db::{airflow_version, connect, db_error, table_columns};
+use crate::db::{airflow_version, db_error, table_columns};
 use crate::error::{Error, Result};
 use crate::output;
 use crate::store::manifest::{self, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
@@ -29,7 +30,7 @@ struct EnvironmentDoc {
 
 /// Saves the primary's GetEnvironment answer under `environments/` for Backup-Restore.
 async fn save_environment(config: &Config, store: &dyn BackupStore, name: &str) -> Result<String> {
-    let mwaa = SdkMwaa::new(config.primary.region.as_deref()).await;
+    let mwaa = SdkMwaa::new(config.primary.region.as_deref(), &config.aws_timeouts).await;
     let definition = mwaa.get_environment(name).await?.ok_or_else(|| {
         Error::failed(
             "GetEnvironment",
@@ -86,7 +87,7 @@ struct BackupDoc<'a> {
     environment: Option<EnvironmentDoc>,
 }
 
-pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
+pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken) -> Result<()> {
     if args.environment_only {
         return environment_only(config).await;
     }
@@ -106,7 +107,8 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
     let started_at = Utc::now();
     let export_dag = &config.deployment.export_dag_name;
 
-    let mut conn = connect(&db).await?;
+    let connector = super::connector(config, db.clone());
+    let mut conn = connector.connect().await?;
     let snapshot = begin_snapshot(&mut conn, db.redacted()).await?;
     let (version, revision) = airflow_version(
         &mut conn,
@@ -184,13 +186,14 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
         Arc::from(crate::progress::for_terminal("backup", config.quiet));
     let manifest = super::with_store_lock(store.as_ref(), false, "backup", async {
         let result = export_tables(
-            &db,
+            &connector,
             &snapshot,
             jobs,
             tables,
             store.clone(),
             &backup_id,
             progress.clone(),
+            cancel,
         )
         .await;
         progress.clear();
@@ -220,6 +223,11 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
             tables: entries,
             active_dags,
         };
+        // Past this point the backup exists: a signal now no longer undoes it.
+        if cancel.is_cancelled() {
+            discard_partial(store.as_ref(), &backup_id).await;
+            return Err(Error::Interrupted);
+        }
         if let Err(e) = manifest::commit(store.as_ref(), &manifest).await {
             discard_partial(store.as_ref(), &backup_id).await;
             return Err(e);

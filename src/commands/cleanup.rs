@@ -5,8 +5,10 @@ use sqlx::Connection;
 
 use crate::config::Config;
 use crate::db::cleanup::{TableCount, cleanup};
-use crate::db::{airflow_version, connect, db_error};
-use crate::error::Result;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{airflow_version, backend_pid, db_error, terminate_backend};
+use crate::error::{Error, Result};
 use crate::output;
 
 #[derive(Serialize)]
@@ -16,9 +18,11 @@ struct CleanupDoc<'a> {
     tables: &'a [TableCount],
 }
 
-pub async fn run(config: &Config) -> Result<()> {
+pub async fn run(config: &Config, cancel: &CancellationToken) -> Result<()> {
     let db = config.target_db("cleanup")?;
-    let mut conn = connect(&db).await?;
+    let connector = super::connector(config, db.clone());
+    let mut conn = connector.connect().await?;
+    let pid = backend_pid(&mut conn, db.redacted()).await?;
     // The catalog of the database's Airflow version; for a revision mwaa-dr does not know,
     // that of MWAA_VERSION, or the user's DR_TABLE_CATALOG (which serves every version).
     let detected = airflow_version(&mut conn, db.redacted(), &config.versions, None, None).await;
@@ -35,20 +39,32 @@ pub async fn run(config: &Config) -> Result<()> {
             &format!("Delete the restorable rows of {}?", db.redacted()),
         )?;
     }
-    let mut tx = conn
-        .begin()
-        .await
-        .map_err(|e| db_error("begin", db.redacted(), e))?;
-    let counts = cleanup(&mut tx, &catalog, config.dry_run).await?;
-    if config.dry_run {
-        tx.rollback()
+    let work = async {
+        let mut tx = conn
+            .begin()
             .await
-            .map_err(|e| db_error("rollback", db.redacted(), e))?;
-    } else {
-        tx.commit()
-            .await
-            .map_err(|e| db_error("commit", db.redacted(), e))?;
-    }
+            .map_err(|e| db_error("begin", db.redacted(), e))?;
+        let counts = cleanup(&mut tx, &catalog, config.dry_run).await?;
+        if config.dry_run {
+            tx.rollback()
+                .await
+                .map_err(|e| db_error("rollback", db.redacted(), e))?;
+        } else {
+            tx.commit()
+                .await
+                .map_err(|e| db_error("commit", db.redacted(), e))?;
+        }
+        Ok(counts)
+    };
+    // Interrupted, the transaction is abandoned and its server session ended, so the
+    // server rolls it back and frees its locks at once.
+    let counts = tokio::select! {
+        counts = work => counts?,
+        () = cancel.cancelled() => {
+            terminate_backend(&connector, pid).await;
+            return Err(Error::Interrupted);
+        }
+    };
     let doc = CleanupDoc {
         target: db.redacted(),
         dry_run: config.dry_run,

@@ -11,10 +11,14 @@ use crate::aws::mwaa::SdkMwaa;
 use crate::aws::schedule::AwsSchedules;
 use crate::aws::sns::SnsNotifier;
 use crate::cli::FailoverArgs;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
+use crate::db::PgConnector;
 use crate::error::Result;
 use crate::failover::{self, PlannedStep, RestoreStep, Services, Targets, Timeline, state};
 use crate::output;
+use crate::store::lock::{self, LockScope};
 use crate::store::{BackupStore, open_store};
 
 #[derive(Serialize)]
@@ -25,7 +29,7 @@ struct PlanDoc<'a> {
     steps: &'a [PlannedStep],
 }
 
-pub async fn run(config: &Config, args: &FailoverArgs) -> Result<()> {
+pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToken) -> Result<()> {
     let targets = Targets::from_config(config, args.force)?;
     let db = config.target_db("failover")?;
     let store: Arc<dyn BackupStore> =
@@ -65,23 +69,36 @@ pub async fn run(config: &Config, args: &FailoverArgs) -> Result<()> {
     let primary_region = config.primary.region.as_deref();
     let secondary_region = config.secondary.region.as_deref();
     let services = Services {
-        primary_mwaa: Box::new(SdkMwaa::new(primary_region).await),
-        secondary_mwaa: Box::new(SdkMwaa::new(secondary_region).await),
-        heartbeat: Box::new(CloudWatchHeartbeat::new(primary_region).await),
-        schedules: Box::new(AwsSchedules::new(secondary_region).await),
-        notifier: Box::new(SnsNotifier::new(secondary_region).await),
+        primary_mwaa: Box::new(SdkMwaa::new(primary_region, &config.aws_timeouts).await),
+        secondary_mwaa: Box::new(SdkMwaa::new(secondary_region, &config.aws_timeouts).await),
+        heartbeat: Box::new(CloudWatchHeartbeat::new(primary_region, &config.aws_timeouts).await),
+        schedules: Box::new(AwsSchedules::new(secondary_region, &config.aws_timeouts).await),
+        notifier: Box::new(SnsNotifier::new(secondary_region, &config.aws_timeouts).await),
         store: store.clone(),
-    };
-    let mut run = match existing {
-        Some(run) => run,
-        None => state::start(store.as_ref(), targets.dr_type, Utc::now()).await?,
     };
     let restore = LatestBackup {
         config,
         store: store.clone(),
-        db,
+        db: super::connector(config, db),
+        cancel,
     };
-    match failover::execute(config, &targets, &services, &restore, &mut run).await {
+    // One failover at a time: two runs resuming the same failover would both act on it.
+    let outcome = lock::with_lock(
+        store.as_ref(),
+        LockScope::Failover,
+        true,
+        "failover",
+        async {
+            // Read again under the lock: another run may have finished or started one.
+            let mut run = match state::unfinished(store.as_ref()).await? {
+                Some(run) => run,
+                None => state::start(store.as_ref(), targets.dr_type, Utc::now()).await?,
+            };
+            Ok(failover::execute(config, &targets, &services, &restore, &mut run).await)
+        },
+    )
+    .await?;
+    match outcome {
         Ok(timeline) => {
             output::emit(config.output, &timeline, || render_timeline(&timeline));
             Ok(())
@@ -97,7 +114,8 @@ pub async fn run(config: &Config, args: &FailoverArgs) -> Result<()> {
 struct LatestBackup<'a> {
     config: &'a Config,
     store: Arc<dyn BackupStore>,
-    db: crate::config::DbUrl,
+    db: PgConnector,
+    cancel: &'a CancellationToken,
 }
 
 #[async_trait]
@@ -111,6 +129,7 @@ impl RestoreStep for LatestBackup<'_> {
             None,
             true,
             &progress,
+            self.cancel,
         )
         .await?;
         let rows: u64 = report.loaded.iter().map(|t| t.rows).sum();
@@ -118,7 +137,7 @@ impl RestoreStep for LatestBackup<'_> {
             "backup {} ({} rows) restored into {}; {} DAGs unpaused",
             manifest.backup_id,
             rows,
-            self.db.redacted(),
+            self.db.describe(),
             report.unpaused.len()
         );
         if !report.missing_dags.is_empty() {

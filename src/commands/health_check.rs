@@ -15,8 +15,8 @@ pub async fn run(config: &Config) -> Result<()> {
         "the environment to check",
     )?;
     let region = config.primary.region.as_deref();
-    let mwaa = SdkMwaa::new(region).await;
-    let heartbeat = CloudWatchHeartbeat::new(region).await;
+    let mwaa = SdkMwaa::new(region, &config.aws_timeouts).await;
+    let heartbeat = CloudWatchHeartbeat::new(region, &config.aws_timeouts).await;
     let report = check(environment, &config.health_check, &mwaa, &heartbeat).await?;
     output::emit(config.output, &report, || render(&report));
     if report.healthy {

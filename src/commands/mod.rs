@@ -14,25 +14,25 @@ pub mod verify;
 use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::config::Config;
+use crate::config::{Config, DbUrl};
+use crate::db::PgConnector;
 use crate::error::{Error, Result};
 use crate::store::{BackupStore, lock};
 
-/// Runs `work` holding a store lock (shared, or exclusive for deletions); the lock goes away
-/// whatever `work` returns. A run killed with its lock held leaves a lock that the next run
-/// on this host sees as stale.
+/// Runs `work` holding a store lock (shared, or exclusive for deletions); see
+/// [`lock::with_lock`].
 pub async fn with_store_lock<T>(
     store: &dyn BackupStore,
     exclusive: bool,
     command: &str,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let held = lock::acquire(store, exclusive, command).await?;
-    let result = work.await;
-    let released = held.release(store).await;
-    let value = result?;
-    released?;
-    Ok(value)
+    lock::with_lock(store, lock::LockScope::Store, exclusive, command, work).await
+}
+
+/// How to reach `url`, with the configured timeouts.
+pub fn connector(config: &Config, url: DbUrl) -> PgConnector {
+    PgConnector::new(url, config.db_timeouts)
 }
 
 /// Asks before a destructive step, unless `--yes`. Without a terminal to ask on, refuses.

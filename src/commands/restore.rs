@@ -10,9 +10,13 @@ use crate::airflow::catalog::major_version;
 use crate::airflow::fernet::{FernetMode, FernetPlan, side_keys};
 use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
-use crate::config::{Config, DbUrl, Side};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Side};
 use crate::db::import::{RestoreOptions, RestoreReport, restore};
-use crate::db::{airflow_version, connect};
+use crate::db::{
+    PgConnector, airflow_version, backend_pid, lock_holders, sqlstate, terminate_backend,
+};
 use crate::error::{Error, Result};
 use crate::output;
 use crate::store::verify::verify_backup;
@@ -45,6 +49,8 @@ fn fernet_plan(config: &Config) -> Result<FernetPlan> {
 struct Prepared {
     manifest: manifest::Manifest,
     conn: sqlx::PgConnection,
+    /// The server process of `conn`, ended if the run is interrupted mid-transaction.
+    backend_pid: i32,
     options: RestoreOptions,
 }
 
@@ -53,14 +59,16 @@ struct Prepared {
 async fn prepare(
     config: &Config,
     store: Arc<dyn BackupStore>,
-    db: &DbUrl,
+    db: &PgConnector,
     backup_id: Option<&str>,
     clean: bool,
 ) -> Result<Prepared> {
     let fernet = fernet_plan(config)?;
     let manifest = manifest::resolve(store.as_ref(), backup_id).await?;
     verify_backup(store.clone(), &manifest).await?;
-    let mut conn = connect(db).await?;
+    let mut conn = db.connect().await?;
+    let backend_pid = backend_pid(&mut conn, db.describe()).await?;
+    let db = db.url();
     let (target_version, _) =
         airflow_version(&mut conn, db.redacted(), &config.versions, None, None).await?;
     if compare_versions(&target_version, &manifest.airflow_version) == Ordering::Less
@@ -96,115 +104,165 @@ async fn prepare(
     Ok(Prepared {
         manifest,
         conn,
+        backend_pid,
         options,
     })
 }
 
-/// The restore transaction, holding the store's shared lock.
+/// The restore transaction. Interrupted, it is abandoned and its server session ended, so
+/// that PostgreSQL rolls it back and frees its locks at once; a lock-wait timeout names the
+/// sessions that held the tables.
 async fn apply(
     config: &Config,
     store: Arc<dyn BackupStore>,
+    db: &PgConnector,
     prepared: &mut Prepared,
     progress: &dyn crate::progress::Progress,
+    cancel: &CancellationToken,
 ) -> Result<RestoreReport> {
     let catalog = config.catalog_for(&prepared.manifest.airflow_version)?;
-    super::with_store_lock(
-        store.as_ref(),
-        false,
-        "restore",
-        restore(
+    let result = tokio::select! {
+        result = restore(
             &mut prepared.conn,
             &catalog,
             &prepared.manifest,
             store.clone(),
             &prepared.options,
             progress,
-        ),
-    )
-    .await
+        ) => result,
+        () = cancel.cancelled() => Err(Error::Interrupted),
+    };
+    match result {
+        Err(Error::Interrupted) => {
+            terminate_backend(db, prepared.backend_pid).await;
+            Err(Error::Interrupted)
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some("55P03") => {
+            let tables: Vec<String> = catalog.tables.iter().map(|t| t.name.clone()).collect();
+            Err(match lock_holders(db, &tables).await {
+                Some(holders) => Error::transient(
+                    "restore",
+                    db.describe(),
+                    format!(
+                        "{e}; waited MWAA_DR_DB_LOCK_TIMEOUT_SECS={} s for a table lock: {holders}",
+                        db.timeouts().lock.as_secs()
+                    ),
+                ),
+                None => e,
+            })
+        }
+        other => other,
+    }
 }
 
 /// Restores `backup_id` (default: the latest) into `db`: what `restore` does without its
-/// prompt and output, for `failover`.
+/// prompt and output, for `failover`. The store's shared lock is held from before the
+/// backup is verified until the transaction ends, so `prune` cannot remove it meanwhile.
 pub async fn restore_into(
     config: &Config,
     store: Arc<dyn BackupStore>,
-    db: &DbUrl,
+    db: &PgConnector,
     backup_id: Option<&str>,
     clean: bool,
     progress: &dyn crate::progress::Progress,
+    cancel: &CancellationToken,
 ) -> Result<(manifest::Manifest, RestoreReport)> {
-    let mut prepared = prepare(config, store.clone(), db, backup_id, clean).await?;
-    let report = apply(config, store, &mut prepared, progress).await?;
-    Ok((prepared.manifest, report))
+    super::with_store_lock(store.as_ref(), false, "restore", async {
+        let mut prepared = prepare(config, store.clone(), db, backup_id, clean).await?;
+        let report = apply(config, store.clone(), db, &mut prepared, progress, cancel).await?;
+        Ok((prepared.manifest, report))
+    })
+    .await
 }
 
-pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
+/// What the locked part of `restore` produced.
+enum Restored {
+    DryRun(manifest::Manifest, RestoreOptions),
+    Done(manifest::Manifest, RestoreReport),
+}
+
+pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken) -> Result<()> {
     if let Some(location) = &args.from_legacy {
-        return super::restore_legacy::run(config, args, location).await;
+        return super::restore_legacy::run(config, args, location, cancel).await;
     }
     let location = config.store("restore")?;
     let db = config.target_db("restore")?;
     let started = Instant::now();
     let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
-    let mut prepared = prepare(
-        config,
-        store.clone(),
-        &db,
-        args.backup_id.as_deref(),
-        args.clean,
-    )
-    .await?;
-    let manifest = prepared.manifest.clone();
-    let options = prepared.options.clone();
-    if config.dry_run {
-        let doc = RestoreDoc {
-            backup_id: &manifest.backup_id,
-            target: db.redacted(),
-            airflow_version: &manifest.airflow_version,
-            dry_run: true,
-            seconds: 0.0,
-            fernet: Some(options.fernet.mode()),
-            report: None,
-        };
-        output::emit(config.output, &doc, || {
-            let tables = manifest
-                .tables
-                .iter()
-                .map(|t| format!("  {:<32} {:>10} rows", t.name, t.rows))
-                .collect::<Vec<_>>()
-                .join("\n");
-            format!(
-                "dry run: would restore backup {} (Airflow {}) into {}{}; variables {:?}, connections {:?}; {}:\n{tables}",
-                manifest.backup_id,
-                manifest.airflow_version,
-                db.redacted(),
-                if args.clean { " after cleaning it" } else { "" },
-                options.variable_strategy,
-                options.connection_strategy,
-                options.fernet.mode().planned()
-            )
-        });
-        return Ok(());
-    }
-    if args.clean {
-        super::confirm(
+    let db = super::connector(config, db);
+    let restored = super::with_store_lock(store.as_ref(), false, "restore", async {
+        let mut prepared = prepare(
             config,
-            &format!(
-                "Delete the restorable rows of {} and restore backup {}?",
-                db.redacted(),
-                manifest.backup_id
-            ),
-        )?;
-    }
-    let progress = crate::progress::for_terminal("restore", config.quiet);
-    let result = apply(config, store.clone(), &mut prepared, progress.as_ref()).await;
-    progress.clear();
-    let report = result?;
+            store.clone(),
+            &db,
+            args.backup_id.as_deref(),
+            args.clean,
+        )
+        .await?;
+        if config.dry_run {
+            return Ok(Restored::DryRun(prepared.manifest, prepared.options));
+        }
+        if args.clean {
+            super::confirm(
+                config,
+                &format!(
+                    "Delete the restorable rows of {} and restore backup {}?",
+                    db.describe(),
+                    prepared.manifest.backup_id
+                ),
+            )?;
+        }
+        let progress = crate::progress::for_terminal("restore", config.quiet);
+        let result = apply(
+            config,
+            store.clone(),
+            &db,
+            &mut prepared,
+            progress.as_ref(),
+            cancel,
+        )
+        .await;
+        progress.clear();
+        Ok(Restored::Done(prepared.manifest, result?))
+    })
+    .await?;
+    let (manifest, report) = match restored {
+        Restored::Done(manifest, report) => (manifest, report),
+        Restored::DryRun(manifest, options) => {
+            let doc = RestoreDoc {
+                backup_id: &manifest.backup_id,
+                target: db.describe(),
+                airflow_version: &manifest.airflow_version,
+                dry_run: true,
+                seconds: 0.0,
+                fernet: Some(options.fernet.mode()),
+                report: None,
+            };
+            output::emit(config.output, &doc, || {
+                let tables = manifest
+                    .tables
+                    .iter()
+                    .map(|t| format!("  {:<32} {:>10} rows", t.name, t.rows))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                format!(
+                    "dry run: would restore backup {} (Airflow {}) into {}{}; variables {:?}, connections {:?}; {}:\n{tables}",
+                    manifest.backup_id,
+                    manifest.airflow_version,
+                    db.describe(),
+                    if args.clean { " after cleaning it" } else { "" },
+                    options.variable_strategy,
+                    options.connection_strategy,
+                    options.fernet.mode().planned()
+                )
+            });
+            return Ok(());
+        }
+    };
     let seconds = started.elapsed().as_secs_f64();
     let doc = RestoreDoc {
         backup_id: &manifest.backup_id,
-        target: db.redacted(),
+        target: db.describe(),
         airflow_version: &manifest.airflow_version,
         dry_run: false,
         seconds,
@@ -216,7 +274,7 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> Result<()> {
         let mut text = format!(
             "restored backup {} into {}: {} tables, {rows} rows in {seconds:.1} s; {} DAGs unpaused",
             manifest.backup_id,
-            db.redacted(),
+            db.describe(),
             report.loaded.len(),
             report.unpaused.len()
         );

@@ -10,16 +10,18 @@ use tracing::warn;
 use crate::airflow::fernet::{FernetKeys, side_keys};
 use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
-use crate::config::{Config, RestoreStrategy};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DbUrl, RestoreStrategy};
 use crate::db::legacy::{LegacyOptions, LegacyReport, LegacySource, restore_legacy};
-use crate::db::{airflow_version, connect};
+use crate::db::{airflow_version, backend_pid, terminate_backend};
 use crate::error::{Error, Result};
 use crate::legacy::secrets::{read_connections, read_variables};
 use crate::legacy::{
     ACTIVE_DAGS, CONNECTIONS, LegacyFormat, VARIABLES, file_key, parse_active_dags,
 };
 use crate::output;
-use crate::store::{ACCEPTED_LOCATIONS, StoreLocation, open_store};
+use crate::store::{ACCEPTED_LOCATIONS, BackupStore, StoreLocation, open_store};
 
 const COMMAND: &str = "restore --from-legacy";
 
@@ -76,7 +78,12 @@ fn target_keys(config: &Config) -> Result<Option<FernetKeys>> {
 }
 
 /// `location` is the value of `--from-legacy`: empty for the configured store.
-pub async fn run(config: &Config, args: &RestoreArgs, location: &str) -> Result<()> {
+pub async fn run(
+    config: &Config,
+    args: &RestoreArgs,
+    location: &str,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let started = Instant::now();
     let version = args
         .airflow_version
@@ -106,6 +113,49 @@ pub async fn run(config: &Config, args: &RestoreArgs, location: &str) -> Result<
         .to_string();
     let db = config.target_db("restore")?;
     let store = open_store(&location, config).await?;
+    // The legacy files are read under a shared lock of their store, like a backup's.
+    super::with_store_lock(
+        store.as_ref(),
+        false,
+        "restore --from-legacy",
+        restore_locked(
+            config,
+            args,
+            Legacy {
+                version,
+                format,
+                prefix,
+            },
+            &db,
+            store.as_ref(),
+            started,
+            cancel,
+        ),
+    )
+    .await
+}
+
+/// What identifies a legacy backup: the Airflow version that wrote it, its format, its prefix.
+struct Legacy {
+    version: String,
+    format: LegacyFormat,
+    prefix: String,
+}
+
+async fn restore_locked(
+    config: &Config,
+    args: &RestoreArgs,
+    legacy: Legacy,
+    db: &DbUrl,
+    store: &dyn BackupStore,
+    started: Instant,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let Legacy {
+        version,
+        format,
+        prefix,
+    } = legacy;
 
     // Every file the restore reads exists, before the database is touched.
     let mut needed: Vec<&str> = format.tables.iter().map(|t| t.name.as_str()).collect();
@@ -206,7 +256,9 @@ pub async fn run(config: &Config, args: &RestoreArgs, location: &str) -> Result<
         }
     };
 
-    let mut conn = connect(&db).await?;
+    let connector = super::connector(config, db.clone());
+    let mut conn = connector.connect().await?;
+    let pid = backend_pid(&mut conn, db.redacted()).await?;
     let (target_version, _) =
         airflow_version(&mut conn, db.redacted(), &config.versions, None, None).await?;
     if !target_version.starts_with("2.") {
@@ -274,7 +326,7 @@ pub async fn run(config: &Config, args: &RestoreArgs, location: &str) -> Result<
     }
     let catalog = config.catalog()?;
     let source = LegacySource {
-        store: store.as_ref(),
+        store,
         prefix,
         format,
         variables,
@@ -288,7 +340,13 @@ pub async fn run(config: &Config, args: &RestoreArgs, location: &str) -> Result<
         export_dag: config.deployment.export_dag_name.clone(),
     };
     let progress = crate::progress::for_terminal("restore", config.quiet);
-    let result = restore_legacy(&mut conn, &catalog, &source, &options, progress.as_ref()).await;
+    let result = tokio::select! {
+        result = restore_legacy(&mut conn, &catalog, &source, &options, progress.as_ref()) => result,
+        () = cancel.cancelled() => {
+            terminate_backend(&connector, pid).await;
+            Err(Error::Interrupted)
+        }
+    };
     progress.clear();
     let report = result?;
     let seconds = started.elapsed().as_secs_f64();

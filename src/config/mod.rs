@@ -18,6 +18,7 @@ use self::vars::{Kind, VARS, Value, VarSpec};
 use crate::airflow::versions::VersionTable;
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::error::{Error, Result};
+use crate::model::{AwsTimeouts, DbTimeouts};
 use crate::store::StoreLocation;
 
 /// The disaster recovery strategy (`DR_TYPE`).
@@ -151,6 +152,8 @@ pub struct Config {
     pub failover: FailoverSettings,
     pub deployment: DeploymentSettings,
     pub log_filter: Option<String>,
+    pub db_timeouts: DbTimeouts,
+    pub aws_timeouts: AwsTimeouts,
     /// A user's table catalog replacing the built-in one.
     pub table_catalog: Option<PathBuf>,
     pub versions: VersionTable,
@@ -368,6 +371,18 @@ impl Config {
                 replication_polling_interval: secs("PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"),
             },
             log_filter: text("MWAA_DR_LOG"),
+            db_timeouts: DbTimeouts {
+                connect: secs("MWAA_DR_DB_CONNECT_TIMEOUT_SECS"),
+                statement: secs("MWAA_DR_DB_STATEMENT_TIMEOUT_SECS"),
+                lock: secs("MWAA_DR_DB_LOCK_TIMEOUT_SECS"),
+                idle_in_transaction: secs("MWAA_DR_DB_IDLE_TIMEOUT_SECS"),
+                read: secs("MWAA_DR_DB_IDLE_TIMEOUT_SECS"),
+            },
+            aws_timeouts: AwsTimeouts {
+                connect: AwsTimeouts::default().connect,
+                attempt: secs("MWAA_DR_AWS_TIMEOUT_SECS"),
+                max_attempts: u32::try_from(count("MWAA_DR_AWS_MAX_ATTEMPTS")).unwrap_or(3),
+            },
             table_catalog: text("DR_TABLE_CATALOG").map(PathBuf::from),
             versions,
             fallback_db: [

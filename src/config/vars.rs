@@ -327,6 +327,48 @@ pub const VARS: &[VarSpec] = &[
         )
     },
     var(
+        "MWAA_DR_DB_CONNECT_TIMEOUT_SECS",
+        K::Count { min: 1 },
+        Some("30"),
+        G::Database,
+        "Seconds to connect and authenticate to a metadata database before the run fails (transient).",
+    ),
+    var(
+        "MWAA_DR_DB_STATEMENT_TIMEOUT_SECS",
+        K::Count { min: 0 },
+        Some("21600"),
+        G::Database,
+        "Seconds one statement may run on the server (statement_timeout; 0: no limit).",
+    ),
+    var(
+        "MWAA_DR_DB_LOCK_TIMEOUT_SECS",
+        K::Count { min: 1 },
+        Some("60"),
+        G::Database,
+        "Seconds a restore or cleanup waits for a table another session holds; the error names that session.",
+    ),
+    var(
+        "MWAA_DR_DB_IDLE_TIMEOUT_SECS",
+        K::Count { min: 1 },
+        Some("600"),
+        G::Database,
+        "Seconds the server lets a transaction of ours sit idle (e.g. the store not answering) before it ends it and frees its locks; also the longest wait for the next byte of a COPY.",
+    ),
+    var(
+        "MWAA_DR_AWS_TIMEOUT_SECS",
+        K::Count { min: 1 },
+        Some("120"),
+        G::Store,
+        "Seconds one attempt of one AWS call (S3, MWAA, CloudWatch, Scheduler, SNS) may take; throttling and timeouts are retried up to MWAA_DR_AWS_MAX_ATTEMPTS.",
+    ),
+    var(
+        "MWAA_DR_AWS_MAX_ATTEMPTS",
+        K::Count { min: 1 },
+        Some("3"),
+        G::Store,
+        "Attempts per AWS call, the first included.",
+    ),
+    var(
         "PRIMARY_FERNET_KEY",
         K::FernetKey,
         None,

@@ -4,16 +4,17 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument};
 
 use super::stream::CsvRecordCounter;
-use super::{connect, db_error};
+use super::{PgConnector, db_error};
 use crate::airflow::catalog::quote_ident;
-use crate::config::DbUrl;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::manifest::{TableEntry, object_key};
@@ -62,6 +63,12 @@ pub async fn begin_snapshot(conn: &mut PgConnection, db: &str) -> Result<String>
         .execute(&mut *conn)
         .await
         .map_err(|e| db_error("begin snapshot", db, e))?;
+    // This session only keeps the snapshot alive while the workers export; it sits idle in
+    // its transaction by design, which the session's idle timeout must not end.
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("begin snapshot", db, e))?;
     sqlx::query_scalar("SELECT pg_export_snapshot()")
         .fetch_one(&mut *conn)
         .await
@@ -81,15 +88,21 @@ pub async fn row_estimate(conn: &mut PgConnection, table: &str) -> Result<f64> {
 
 /// Streams `tables` into `backups/<backup_id>/` over `jobs` connections that all share
 /// `snapshot`. Returns one manifest entry per table, in the order of `tables`.
+///
+/// Cancelling `cancel` stops every worker at its next chunk with "interrupted"; a worker
+/// that fails stops the others the same way, and its error is the one returned.
+#[allow(clippy::too_many_arguments)]
 pub async fn export_tables(
-    url: &DbUrl,
+    db: &PgConnector,
     snapshot: &str,
     jobs: usize,
     tables: Vec<TableExport>,
     store: Arc<dyn BackupStore>,
     backup_id: &str,
     progress: Arc<dyn Progress>,
+    cancel: &CancellationToken,
 ) -> Result<Vec<TableEntry>> {
+    let stop = cancel.child_token();
     let total = tables.len();
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let order: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
@@ -101,14 +114,18 @@ pub async fn export_tables(
     for worker in 0..jobs {
         let queue = queue.clone();
         let store = store.clone();
-        let url = url.clone();
+        let db = db.clone();
+        let stop = stop.clone();
         let snapshot = snapshot.to_string();
         let backup_id = backup_id.to_string();
         let progress = progress.clone();
         let started = started.clone();
         workers.push(tokio::spawn(async move {
-            let mut conn = connect(&url).await?;
-            let db = url.redacted().to_string();
+            let read_timeout = db.timeouts().read;
+            let connector = db;
+            let mut conn = connector.connect().await?;
+            let db = connector.describe().to_string();
+            let pid = super::backend_pid(&mut conn, &db).await?;
             sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut conn)
                 .await
@@ -127,14 +144,27 @@ pub async fn export_tables(
                 let Some(table) = next else { break };
                 let index = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 progress.start(&table.name, index, total);
-                let entry = export_table(
+                let entry = match export_table(
                     &mut conn,
                     &table,
                     store.as_ref(),
                     &backup_id,
                     progress.as_ref(),
+                    Limits {
+                        stop: &stop,
+                        read_timeout,
+                    },
                 )
-                .await?;
+                .await
+                {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        stop.cancel();
+                        drop(conn);
+                        super::terminate_backend(&connector, pid).await;
+                        return Err(e);
+                    }
+                };
                 progress.finish(&table.name, entry.rows);
                 done.push(entry);
             }
@@ -147,6 +177,9 @@ pub async fn export_tables(
     for worker in workers {
         match worker.await {
             Ok(Ok(done)) => entries.extend(done),
+            // The error of the worker that failed first, not the "interrupted" of the
+            // workers it stopped (unless the run itself was interrupted).
+            Ok(Err(e)) if matches!(e, Error::Interrupted) && !cancel.is_cancelled() => {}
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
                 // Stop the other workers from starting new tables.
@@ -162,6 +195,9 @@ pub async fn export_tables(
     if let Some(e) = first_error {
         return Err(e);
     }
+    if stop.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
     entries.sort_by_key(|e| order.iter().position(|n| *n == e.name));
     Ok(entries)
 }
@@ -173,11 +209,18 @@ async fn export_table(
     store: &dyn BackupStore,
     backup_id: &str,
     progress: &dyn Progress,
+    limits: Limits<'_>,
 ) -> Result<TableEntry> {
     let object = table.object_name();
     let key = object_key(backup_id, &object);
     let mut writer = store.create(&key).await?;
-    match stream_table(conn, table, writer.as_mut(), progress).await {
+    // Stopped, the COPY is abandoned wherever it waits (a table lock included); the caller
+    // ends the session's server side.
+    let streamed = tokio::select! {
+        streamed = stream_table(conn, table, writer.as_mut(), progress, limits) => streamed,
+        () = limits.stop.cancelled() => Err(Error::Interrupted),
+    };
+    match streamed {
         Ok((rows, csv_bytes, sha256)) => {
             let stored_bytes = writer.finish().await?;
             info!(rows, csv_bytes, stored_bytes, "exported");
@@ -199,12 +242,21 @@ async fn export_table(
     }
 }
 
+/// When a worker stops: the run's (or a failed sibling's) cancellation, or a server that
+/// sends nothing for `read_timeout`.
+#[derive(Clone, Copy)]
+struct Limits<'a> {
+    stop: &'a CancellationToken,
+    read_timeout: Duration,
+}
+
 /// COPY → count → zstd → hash → writer. Returns (rows, csv bytes, sha256 of stored bytes).
 async fn stream_table(
     conn: &mut PgConnection,
     table: &TableExport,
     writer: &mut dyn ObjectWriter,
     progress: &dyn Progress,
+    limits: Limits<'_>,
 ) -> Result<(u64, u64, String)> {
     let compress_err = |e: std::io::Error| Error::failed("compress", &table.name, e);
     let mut counter = CsvRecordCounter::default();
@@ -216,8 +268,21 @@ async fn stream_table(
         .copy_out_raw(&table.copy_sql())
         .await
         .map_err(|e| db_error("export", &table.name, e))?;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| db_error("export", &table.name, e))?;
+    loop {
+        let chunk = match tokio::time::timeout(limits.read_timeout, stream.next()).await {
+            Ok(Some(chunk)) => chunk.map_err(|e| db_error("export", &table.name, e))?,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(Error::transient(
+                    "export",
+                    &table.name,
+                    format!(
+                        "the server sent nothing for {} s (MWAA_DR_DB_IDLE_TIMEOUT_SECS)",
+                        limits.read_timeout.as_secs()
+                    ),
+                ));
+            }
+        };
         counter.feed(&chunk);
         csv_bytes += chunk.len() as u64;
         progress.advance(&table.name, chunk.len() as u64);

@@ -343,13 +343,15 @@ async fn run_step(
                     "healthy ({}), failing over anyway: --force",
                     report.evidence()
                 )),
-                (true, false) => Err(Error::Usage {
-                    message: format!(
-                        "the primary {} is healthy ({}); refusing to fail over. Pass --force to fail over anyway, or --simulate-dr for a drill",
-                        targets.primary,
+                (true, false) => Err(Error::refused(
+                    "fail over",
+                    &targets.primary,
+                    format!(
+                        "the primary is healthy ({}); nothing was changed",
                         report.evidence()
                     ),
-                }),
+                    "pass --force to fail over anyway, or --simulate-dr (MWAA_SIMULATE_DR=YES) for a drill",
+                )),
             }
         }
         StepKind::DisableHealthCheck => match &targets.schedule {

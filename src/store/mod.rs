@@ -1,6 +1,7 @@
 //! The backup store: where backups live and how they are laid out.
 
 pub mod environments;
+pub mod failing;
 pub mod local;
 pub mod lock;
 pub mod manifest;
@@ -92,7 +93,13 @@ pub async fn open_store(
     match location {
         StoreLocation::Local { path } => Ok(Box::new(local::LocalStore::new(path.clone()))),
         StoreLocation::S3 { bucket, prefix } => Ok(Box::new(
-            s3::S3Store::from_env(bucket, prefix, config.s3_encryption.clone()).await,
+            s3::S3Store::from_env(
+                bucket,
+                prefix,
+                config.s3_encryption.clone(),
+                &config.aws_timeouts,
+            )
+            .await,
         )),
     }
 }

@@ -8,7 +8,6 @@
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::BehaviorVersion;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -19,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use super::{BackupStore, ObjectInfo, ObjectReader, ObjectWriter};
 use crate::config::S3Encryption;
 use crate::error::{Error, Result};
+use crate::model::AwsTimeouts;
 
 const MIB: usize = 1024 * 1024;
 
@@ -72,9 +72,14 @@ impl S3Store {
 
     /// A store whose client comes from the standard AWS configuration chain (environment,
     /// profile, instance or task role), with the default part size.
-    pub async fn from_env(bucket: &str, prefix: &str, encryption: Option<S3Encryption>) -> Self {
+    pub async fn from_env(
+        bucket: &str,
+        prefix: &str,
+        encryption: Option<S3Encryption>,
+        timeouts: &AwsTimeouts,
+    ) -> Self {
         S3Store::new(
-            client_from_env().await,
+            client_from_sdk_config(&crate::aws::sdk_config(None, timeouts).await),
             bucket,
             prefix,
             encryption,
@@ -138,15 +143,9 @@ impl S3Store {
     }
 }
 
-/// An S3 client from the standard AWS configuration chain. Path-style addressing is forced
-/// when an endpoint override is configured (an S3-compatible server, a local emulator, a
-/// VPC endpoint by URL), where `bucket.host` names usually do not resolve.
-pub async fn client_from_env() -> Client {
-    let sdk_config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    client_from_sdk_config(&sdk_config)
-}
-
-/// An S3 client from a loaded AWS configuration; see [`client_from_env`].
+/// An S3 client from a loaded AWS configuration. Path-style addressing is forced when an
+/// endpoint override is configured (an S3-compatible server, a local emulator, a VPC
+/// endpoint by URL), where `bucket.host` names usually do not resolve.
 pub fn client_from_sdk_config(sdk_config: &aws_config::SdkConfig) -> Client {
     let s3_endpoint = std::env::var(S3_ENDPOINT_VAR).ok();
     let mut builder = aws_sdk_s3::config::Builder::from(sdk_config);
@@ -167,10 +166,10 @@ fn has_endpoint_override(shared: Option<&str>, s3_variable: Option<&str>) -> boo
 /// An SDK error as `Error::Failed`, with the full chain of causes.
 fn sdk_failed<E, R>(operation: &str, resource: String, err: SdkError<E, R>) -> Error
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
-    Error::failed(operation, resource, DisplayErrorContext(err))
+    crate::aws::sdk_error(operation, resource, err)
 }
 
 /// Whether the service refused a conditional write because the object exists.

@@ -422,7 +422,7 @@ async fn refuses_a_healthy_primary_and_dry_run_changes_nothing() {
         dry.stdout
     );
     let refused = s.failover("WARM_STANDBY", &[]);
-    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert_eq!(refused.code, 6, "{}", refused.stderr);
     assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
 
     assert_eq!(s.aws.schedule_state(&s.schedule).await, "ENABLED");
