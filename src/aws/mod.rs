@@ -28,8 +28,8 @@ use crate::model::AwsTimeouts;
 /// connect timeout, a timeout per attempt, and the SDK's standard retry of throttling,
 /// timeouts and server errors up to `timeouts.max_attempts`. Loaded once per region.
 pub async fn sdk_config(region: Option<&str>, timeouts: &AwsTimeouts) -> SdkConfig {
-    static LOADED: OnceLock<Mutex<HashMap<(Option<String>, AwsTimeouts), SdkConfig>>> =
-        OnceLock::new();
+    type Loaded = Mutex<HashMap<(Option<String>, AwsTimeouts), SdkConfig>>;
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
     let cache = LOADED.get_or_init(Default::default);
     let key = (region.map(str::to_string), *timeouts);
     if let Some(config) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {

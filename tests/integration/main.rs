@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod config;
 mod failover;
+mod faults;
 mod legacy;
 mod pg;
 mod rekey;
