@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod failpoint;
 pub mod failover;
 pub mod health;
 pub mod legacy;
