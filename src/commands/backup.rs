@@ -179,7 +179,7 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
     }
 
     let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
-    let jobs = usize::from(config_jobs(args));
+    let jobs = usize::from(config.backup_jobs);
     let progress: Arc<dyn crate::progress::Progress> =
         Arc::from(crate::progress::for_terminal("backup", config.quiet));
     let manifest = super::with_store_lock(store.as_ref(), false, "backup", async {
@@ -208,7 +208,7 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
             started_at,
             finished_at: Utc::now(),
             source: SourceInfo {
-                database: db.redacted().to_string(),
+                database: db.location(),
                 environment: config.primary.environment_name.clone(),
             },
             airflow_version: version.clone(),
@@ -291,10 +291,6 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
         text
     });
     Ok(())
-}
-
-fn config_jobs(args: &BackupArgs) -> u16 {
-    args.jobs.max(1)
 }
 
 /// DAGs not paused (and still present in their DAG files) in the source.
