@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::common::{Run, mwaa_dr, run};
+use crate::pg::Bench;
 
 /// The Backup-Restore tutorial `.env` of the original README, verbatim.
 const TUTORIAL_BACKUP_RESTORE: &str = r#"STACK_NAME_PREFIX=mwaa-2-5-1
@@ -717,4 +718,175 @@ fn logs_are_not_coloured_through_a_pipe() {
         "colour codes: {:?}",
         out.stderr
     );
+}
+
+/// Every file under `dir`, as bytes, with its path.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            let bytes = std::fs::read(&path).expect("read file");
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+fn assert_absent(what: &str, text: &str, secret: &str) {
+    assert!(!text.contains(secret), "{what} shows the password:\n{text}");
+}
+
+/// A password given as a URL query parameter (percent-encoded, among other parameters)
+/// connects, and reaches neither the store, nor `list`, nor `config`, nor a connection error;
+/// `latest` names the backup it made.
+#[tokio::test]
+async fn query_passwords_reach_no_store_and_no_output() {
+    let Some(bench) = Bench::get() else {
+        return;
+    };
+    let src = bench.airflow_db("qpw_src", "2.10.3", true);
+    let dst = bench.airflow_db("qpw_dst", "2.10.3", false);
+    let role = format!("qpw_{}", std::process::id());
+    // The marker is unique to this test; '/' goes percent-encoded into the URL.
+    let secret = format!("Q-uniq/pw-{}", std::process::id());
+    let marker = "Q-uniq";
+    bench.sql(
+        &src,
+        &format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{secret}'"
+        ),
+    );
+    let with_query_password = |admin_url: &str| {
+        let mut url = url::Url::parse(admin_url).expect("bench URL");
+        url.set_username("").expect("no user");
+        url.set_password(None).expect("no password");
+        url.set_query(Some(&format!(
+            "sslmode=disable&user={role}&password={}&application_name=mwaa-dr-test",
+            secret.replace('/', "%2F")
+        )));
+        url.to_string()
+    };
+    let src_url = with_query_password(&src);
+    let dst_url = with_query_password(&dst);
+    assert!(src_url.contains("password=Q-uniq%2Fpw"), "{src_url}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let cmd = || {
+        let mut cmd = mwaa_dr(dir.path());
+        cmd.env("PRIMARY_DB_URL", &src_url)
+            .env("SECONDARY_DB_URL", &dst_url)
+            .arg("--store")
+            .arg(&store);
+        cmd
+    };
+    let backup = run(cmd().args(["-v", "--output", "json", "backup"]));
+    assert_eq!(backup.code, 0, "backup: {}", backup.stderr);
+    assert_absent("backup stdout", &backup.stdout, marker);
+    assert_absent("backup logs", &backup.stderr, marker);
+    assert!(!backup.stderr.contains('\x1b'), "{:?}", backup.stderr);
+
+    let stored = files(&store);
+    assert!(stored.len() > 2, "the backup wrote its objects");
+    for (path, bytes) in &stored {
+        let text = String::from_utf8_lossy(bytes);
+        assert_absent(&path.display().to_string(), &text, marker);
+        assert_absent(&path.display().to_string(), &text, &role);
+    }
+    let port = url::Url::parse(&src)
+        .expect("bench URL")
+        .port()
+        .expect("bench port");
+    let src_db = src.rsplit('/').next().expect("database name");
+    let backup_doc: Value = serde_json::from_str(&backup.stdout).expect("backup JSON");
+    let id = backup_doc["backup_id"]
+        .as_str()
+        .expect("backup id")
+        .to_string();
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(store.join("backups").join(&id).join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    assert_eq!(
+        manifest["source"]["database"],
+        format!("127.0.0.1:{port}/{src_db}")
+    );
+
+    for args in [
+        &["list"][..],
+        &["--output", "json", "list"],
+        &["config"],
+        &["--output", "json", "config"],
+    ] {
+        let out = run(cmd().args(args));
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert_absent(&format!("{args:?}"), &out.stdout, marker);
+        assert_absent(&format!("{args:?} stderr"), &out.stderr, marker);
+    }
+    let config = run(cmd().arg("config"));
+    assert!(config.stdout.contains("password=***"), "{}", config.stdout);
+
+    // `latest` is the backup just made, for verify and restore alike.
+    let verify = run(cmd().args(["--output", "json", "verify", "latest"]));
+    assert_eq!(verify.code, 0, "verify latest: {}", verify.stderr);
+    assert!(verify.stdout.contains(&id), "{}", verify.stdout);
+    let restore = run(cmd().args([
+        "--yes",
+        "--output",
+        "json",
+        "restore",
+        "--backup-id",
+        "latest",
+    ]));
+    assert_eq!(restore.code, 0, "restore latest: {}", restore.stderr);
+    assert!(restore.stdout.contains(&id), "{}", restore.stdout);
+    assert_absent("restore", &restore.stdout, marker);
+
+    // A manifest written before sources were reduced to HOST:PORT/DATABASE: list shows no
+    // credential of it either.
+    let manifest_path = store.join("backups").join(&id).join("manifest.json");
+    let old = std::fs::read_to_string(&manifest_path)
+        .expect("manifest")
+        .replace(
+            &format!("\"127.0.0.1:{port}/{src_db}\""),
+            &format!("\"postgres://u:{marker}@127.0.0.1:{port}/{src_db}?password={marker}\""),
+        );
+    std::fs::write(&manifest_path, old).expect("rewrite manifest");
+    for args in [&["list"][..], &["--output", "json", "list"]] {
+        let out = run(cmd().args(args));
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert_absent(&format!("old manifest {args:?}"), &out.stdout, marker);
+    }
+
+    // A connection that fails (nothing listens on port 1) names the database, not the
+    // password; so does a refused key=value string, from the environment or the flag.
+    let wrong_port = src_url.replace(&format!(":{port}/"), ":1/");
+    let failed = run(mwaa_dr(dir.path())
+        .env("PRIMARY_DB_URL", &wrong_port)
+        .arg("--store")
+        .arg(&store)
+        .arg("backup"));
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains("connect"), "{}", failed.stderr);
+    assert_absent("connection error", &failed.stderr, marker);
+    let key_value =
+        format!("host=127.0.0.1 port={port} user={role} password='{secret}' dbname={src_db}");
+    let refused_env = run(mwaa_dr(dir.path())
+        .env("PRIMARY_DB_URL", &key_value)
+        .arg("--store")
+        .arg(&store)
+        .arg("backup"));
+    let refused_flag = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["backup", "--db", &key_value]));
+    for refused in [refused_env, refused_flag] {
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(refused.stderr.contains("key=value"), "{}", refused.stderr);
+        assert_absent("key=value error", &refused.stderr, marker);
+    }
+    bench.sql(&src, &format!("DROP ROLE IF EXISTS {role}"));
 }
