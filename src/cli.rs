@@ -141,7 +141,7 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub db: DbArg,
 
-    /// Backup to restore [default: the latest complete backup]
+    /// Backup to restore: an id (see `list`) or `latest` [default: the latest complete backup]
     #[arg(long, value_name = "ID")]
     pub backup_id: Option<String>,
 
@@ -195,7 +195,7 @@ pub struct FailoverArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Backup to verify [default: the latest complete backup]
+    /// Backup to verify: an id (see `list`) or `latest` [default: the latest complete backup]
     #[arg(value_name = "ID")]
     pub backup_id: Option<String>,
 }
