@@ -120,16 +120,12 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub db: DbArg,
 
-    /// Parallel database connections used to stream tables
-    #[arg(
-        long,
-        short = 'j',
-        value_name = "N",
-        env = "DR_BACKUP_JOBS",
-        hide_env_values = true,
-        default_value_t = 2
-    )]
-    pub jobs: u16,
+    /// Parallel database connections used to stream tables, 1 to 64 [default: DR_BACKUP_JOBS,
+    /// else 2]
+    // No `env` here: DR_BACKUP_JOBS is validated with the other variables, for every command,
+    // and its errors name the variable rather than this flag.
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<String>,
 
     /// Airflow version to assume when the database's alembic revision is unknown
     #[arg(long, value_name = "VERSION")]
@@ -145,7 +141,7 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub db: DbArg,
 
-    /// Backup to restore [default: the latest complete backup]
+    /// Backup to restore: an id (see `list`) or `latest` [default: the latest complete backup]
     #[arg(long, value_name = "ID")]
     pub backup_id: Option<String>,
 
@@ -199,7 +195,7 @@ pub struct FailoverArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Backup to verify [default: the latest complete backup]
+    /// Backup to verify: an id (see `list`) or `latest` [default: the latest complete backup]
     #[arg(value_name = "ID")]
     pub backup_id: Option<String>,
 }

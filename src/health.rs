@@ -42,7 +42,7 @@ impl HealthReport {
 }
 
 /// Looks at the primary up to `1 + max_retry` times, waiting `retry_interval * rate^n`
-/// between looks, and stops at the first healthy answer.
+/// (at most `max_retry_wait`) between looks, and stops at the first healthy answer.
 pub async fn check(
     environment: &str,
     settings: &HealthCheckSettings,
@@ -66,11 +66,12 @@ pub async fn check(
         });
         return Ok(report);
     }
-    let mut wait = settings.retry_interval.as_secs_f64();
+    let cap = settings.max_retry_wait;
+    let mut wait = settings.retry_interval.min(cap);
     for attempt in 1..=settings.max_retry.saturating_add(1) {
         if attempt > 1 {
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-            wait *= settings.backoff_rate;
+            tokio::time::sleep(wait).await;
+            wait = next_wait(wait, settings.backoff_rate, cap);
         }
         let now = Utc::now();
         // An API that does not answer is evidence too: in a regional outage it is the
@@ -116,4 +117,27 @@ pub async fn check(
         }
     }
     Ok(report)
+}
+
+/// The wait after `wait`: `rate` times longer, saturating at `cap`. A large rate reaches
+/// infinity within a few retries, which no Duration holds.
+fn next_wait(wait: Duration, rate: f64, cap: Duration) -> Duration {
+    Duration::try_from_secs_f64(wait.as_secs_f64() * rate).map_or(cap, |next| next.min(cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_saturates_instead_of_overflowing() {
+        let cap = Duration::from_secs(3600);
+        let five = Duration::from_secs(5);
+        assert_eq!(next_wait(five, 2.0, cap), Duration::from_secs(10));
+        assert_eq!(next_wait(five, 1e308, cap), cap);
+        assert_eq!(next_wait(next_wait(five, 1e308, cap), 1e308, cap), cap);
+        assert_eq!(next_wait(five, f64::INFINITY, cap), cap);
+        assert_eq!(next_wait(five, f64::NAN, cap), cap);
+        assert_eq!(next_wait(Duration::MAX, 2.0, cap), cap);
+    }
 }

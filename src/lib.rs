@@ -168,13 +168,17 @@ pub async fn run(cli: Cli, config: Config, cancel: CancellationToken) -> Result<
     }
 }
 
-/// The log filter: MWAA_DR_LOG when set, else from -v / -q.
+/// The log filter: MWAA_DR_LOG when set, else from -v / -q. Colours only on a terminal:
+/// cron mail, CI logs and pipes get plain text.
 fn init_logging(cli: &Cli, config: &Config) {
+    use std::io::IsTerminal;
+    // sqlx warns about every statement slower than a second, and a backup's COPY of a large
+    // table always is; its own errors still show. -vvv or MWAA_DR_LOG show everything.
     let default = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
+        (false, 0) => "warn,sqlx=error",
+        (false, 1) => "info,sqlx=error",
+        (false, 2) => "debug,sqlx=error",
         (false, _) => "trace",
     };
     let filter = config
@@ -185,6 +189,7 @@ fn init_logging(cli: &Cli, config: &Config) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -181,7 +181,7 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
     }
 
     let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
-    let jobs = usize::from(config_jobs(args));
+    let jobs = usize::from(config.backup_jobs);
     let progress: Arc<dyn crate::progress::Progress> =
         Arc::from(crate::progress::for_terminal("backup", config.quiet));
     let manifest = super::with_store_lock(store.as_ref(), false, "backup", async {
@@ -211,7 +211,7 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
             started_at,
             finished_at: Utc::now(),
             source: SourceInfo {
-                database: db.redacted().to_string(),
+                database: db.location(),
                 environment: config.primary.environment_name.clone(),
             },
             airflow_version: version.clone(),
@@ -299,10 +299,6 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
         text
     });
     Ok(())
-}
-
-fn config_jobs(args: &BackupArgs) -> u16 {
-    args.jobs.max(1)
 }
 
 /// DAGs not paused (and still present in their DAG files) in the source.

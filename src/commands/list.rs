@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, stored_location};
 use crate::error::Result;
 use crate::output;
 use crate::store::{manifest, open_store};
@@ -28,7 +28,7 @@ pub async fn run(config: &Config) -> Result<()> {
         .map(|m| Row {
             backup_id: m.backup_id.clone(),
             finished_at: m.finished_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-            source: m.source.database.clone(),
+            source: stored_location(&m.source.database),
             environment: m.source.environment.clone(),
             airflow_version: m.airflow_version.clone(),
             tables: m.tables.len(),

@@ -4,9 +4,10 @@ use std::fmt;
 
 use url::Url;
 
-use super::secret::{Secret, redact_url};
+use super::secret::{Secret, is_secret_parameter, redact_url};
 
-/// A validated PostgreSQL URL. The password stays inside; printing shows `***` in its place.
+/// A validated PostgreSQL URL. The passwords (userinfo, `password=` / `sslpassword=` query
+/// parameters) stay inside; printing shows `***` in their place.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DbUrl {
     url: Secret,
@@ -21,6 +22,9 @@ impl DbUrl {
     pub fn parse(raw: &str) -> Result<DbUrl, String> {
         let trimmed = raw.trim();
         let Some((scheme, rest)) = trimmed.split_once("://") else {
+            if trimmed.contains('=') {
+                return Err("it is a key=value connection string; give the same settings as a URL: postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=…".into());
+            }
             return Err("it has no scheme (expected postgres://…)".into());
         };
         let base = scheme.split('+').next().unwrap_or(scheme);
@@ -50,8 +54,51 @@ impl DbUrl {
         self.url.expose()
     }
 
+    /// The URL with every password masked, for messages and `config`.
     pub fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// `HOST:PORT/DATABASE`: what a backup records of its source. No user, password or
+    /// parameters, so a manifest never holds credentials.
+    pub fn location(&self) -> String {
+        Url::parse(self.url.expose())
+            .ok()
+            .and_then(|u| location(&u))
+            .unwrap_or_else(|| self.database())
+    }
+
+    /// `message` with every password of this URL, as given and percent-decoded, masked:
+    /// driver messages may echo connection details.
+    pub fn scrub(&self, message: &str) -> String {
+        let Ok(url) = Url::parse(self.url.expose()) else {
+            return message.to_string();
+        };
+        let mut secrets: Vec<String> = Vec::new();
+        if let Some(password) = url.password() {
+            secrets.push(password.to_string());
+            secrets.push(percent_decode(password));
+        }
+        for pair in url.query().unwrap_or_default().split('&') {
+            if let Some((key, value)) = pair.split_once('=')
+                && is_secret_parameter(key)
+            {
+                secrets.push(value.to_string());
+                secrets.push(percent_decode(value));
+            }
+        }
+        for (key, value) in url.query_pairs() {
+            if is_secret_parameter(&key) {
+                secrets.push(value.into_owned());
+            }
+        }
+        // Longest first, so a password containing another is masked whole.
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        secrets.iter().fold(message.to_string(), |text, secret| {
+            text.replace(secret.as_str(), "***")
+        })
     }
 
     /// Database name, for messages.
@@ -60,6 +107,61 @@ impl DbUrl {
             .map(|u| u.path().trim_start_matches('/').to_string())
             .unwrap_or_default()
     }
+}
+
+/// `HOST:PORT/DATABASE` of a URL; a Unix socket directory given as `?host=` stands for the
+/// host. `None` when the URL names no host.
+fn location(url: &Url) -> Option<String> {
+    let host = match url.host_str().filter(|h| !h.is_empty()) {
+        Some(host) => host.to_string(),
+        None => url
+            .query_pairs()
+            .find(|(k, _)| k == "host")
+            .map(|(_, v)| v.into_owned())?,
+    };
+    let port = url.port().unwrap_or(5432);
+    let database = url.path().trim_start_matches('/');
+    Some(format!("{host}:{port}/{database}"))
+}
+
+/// What a manifest's `source.database` may show. Backups record `HOST:PORT/DATABASE`; older
+/// ones recorded a URL, reduced here the same way, so no stored credential is ever shown.
+pub fn stored_location(stored: &str) -> String {
+    if stored.contains("://") {
+        let normalized = match stored.split_once("://") {
+            Some((_, rest)) => format!("postgres://{rest}"),
+            None => stored.to_string(),
+        };
+        if let Some(location) = Url::parse(&normalized).ok().and_then(|u| location(&u)) {
+            return location;
+        }
+    }
+    redact_url(stored)
+}
+
+/// `%XX` escapes decoded (and nothing else: a '+' in a userinfo is a '+').
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl fmt::Debug for DbUrl {
@@ -105,5 +207,61 @@ mod tests {
             let err = DbUrl::parse(bad).expect_err(bad);
             assert!(!err.contains(":p@"), "{err}");
         }
+    }
+
+    #[test]
+    fn query_passwords_never_show() {
+        let url = DbUrl::parse(
+            "postgresql+psycopg2://h:6543/airflow?user=u&password=p%40QSECRET&sslmode=disable&sslpassword=QKEY",
+        )
+        .expect("valid");
+        for shown in [
+            url.redacted().to_string(),
+            url.to_string(),
+            format!("{url:?}"),
+            url.location(),
+        ] {
+            assert!(
+                !shown.contains("QSECRET") && !shown.contains("QKEY"),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            url.redacted(),
+            "postgres://h:6543/airflow?user=u&password=***&sslmode=disable&sslpassword=***"
+        );
+        assert_eq!(url.location(), "h:6543/airflow");
+        assert_eq!(
+            url.scrub("auth failed for p@QSECRET / p%40QSECRET / QKEY"),
+            "auth failed for *** / *** / ***"
+        );
+    }
+
+    #[test]
+    fn location_has_no_credentials() {
+        let url = DbUrl::parse("postgres://airflow:s3cret@db.example/airflow").expect("valid");
+        assert_eq!(url.location(), "db.example:5432/airflow");
+        let socket =
+            DbUrl::parse("postgres:///airflow?host=/run/postgresql&password=x").expect("valid");
+        assert_eq!(socket.location(), "/run/postgresql:5432/airflow");
+        assert_eq!(
+            stored_location("postgres://u:***@h:5433/db?password=QSECRET"),
+            "h:5433/db"
+        );
+        assert_eq!(stored_location("h:5433/db"), "h:5433/db");
+        assert_eq!(
+            stored_location("not://a url:QSECRET@x?password=QSECRET"),
+            "x:5432/"
+        );
+    }
+
+    #[test]
+    fn key_value_strings_are_refused_without_their_password() {
+        let err = DbUrl::parse("host=h port=5432 password=QSECRET dbname=d").expect_err("kv");
+        assert!(
+            err.contains("key=value") && err.contains("postgres://"),
+            "{err}"
+        );
+        assert!(!err.contains("QSECRET"), "{err}");
     }
 }

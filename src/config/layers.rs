@@ -36,6 +36,8 @@ impl Source {
 pub struct Layers {
     /// Variable name -> value given by a command-line flag.
     pub flags: BTreeMap<String, String>,
+    /// Variable name -> the flag that gave it (`--jobs`), for errors about flag values.
+    pub flag_names: BTreeMap<String, &'static str>,
     pub env: BTreeMap<String, String>,
     pub env_file: BTreeMap<String, String>,
     /// The `.env` file that was read, if any.
@@ -80,6 +82,17 @@ impl Layers {
         self.env_file = values;
         self.env_file_path = Some(path.to_path_buf());
         Ok(())
+    }
+
+    /// Records that `flag` gave `value` to the variable `name`.
+    pub fn set_flag(&mut self, name: &str, flag: &'static str, value: impl Into<String>) {
+        self.flags.insert(name.to_string(), value.into());
+        self.flag_names.insert(name.to_string(), flag);
+    }
+
+    /// The flag that set `name`, when one did.
+    pub fn flag_name(&self, name: &str) -> Option<&'static str> {
+        self.flag_names.get(name).copied()
     }
 
     /// The highest-precedence value of `name`, with its layer.

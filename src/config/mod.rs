@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use self::db_url::DbUrl;
+pub use self::db_url::{DbUrl, stored_location};
 pub use self::layers::{Layers, Source};
 pub use self::secret::{Secret, redact_url};
 use self::vars::{Kind, VARS, Value, VarSpec};
@@ -92,6 +92,8 @@ pub struct HealthCheckSettings {
     pub max_retry: u32,
     pub retry_interval: Duration,
     pub backoff_rate: f64,
+    /// The longest wait between two looks: the backoff stops growing there.
+    pub max_retry_wait: Duration,
     pub schedule_name: Option<String>,
     pub simulate_dr: bool,
 }
@@ -154,6 +156,8 @@ pub struct Config {
     pub log_filter: Option<String>,
     pub db_timeouts: DbTimeouts,
     pub aws_timeouts: AwsTimeouts,
+    /// Parallel connections of `backup` (DR_BACKUP_JOBS or --jobs).
+    pub backup_jobs: u16,
     /// A user's table catalog replacing the built-in one.
     pub table_catalog: Option<PathBuf>,
     pub versions: VersionTable,
@@ -213,12 +217,9 @@ impl Config {
                     values.push((spec, None, source));
                 }
                 Err(problem) => {
-                    return Err(Error::InvalidValue {
-                        variable: spec.name.to_string(),
-                        value: shown_value(spec, &raw),
-                        problem: origin_problem(problem, &source, &layers),
-                        accepted: spec.kind.accepted(&versions),
-                    });
+                    return Err(invalid_value(
+                        spec, &raw, problem, &source, &layers, &versions,
+                    ));
                 }
             }
         }
@@ -347,6 +348,8 @@ impl Config {
                 max_retry: u32::try_from(count("HEALTH_CHECK_MAX_RETRY")).unwrap_or(u32::MAX),
                 retry_interval: secs("HEALTH_CHECK_RETRY_INTERVAL_SECS"),
                 backoff_rate,
+                // A wait longer than the whole recovery may take is never useful.
+                max_retry_wait: Duration::from_secs(count("STATE_MACHINE_TIMEOUT_MINS") * 60),
                 schedule_name: text("HEALTH_CHECK_SCHEDULE_NAME"),
                 simulate_dr: flag("MWAA_SIMULATE_DR"),
             },
@@ -383,6 +386,9 @@ impl Config {
                 attempt: secs("MWAA_DR_AWS_TIMEOUT_SECS"),
                 max_attempts: u32::try_from(count("MWAA_DR_AWS_MAX_ATTEMPTS")).unwrap_or(3),
             },
+            backup_jobs: u16::try_from(count("DR_BACKUP_JOBS"))
+                .unwrap_or(u16::MAX)
+                .max(1),
             table_catalog: text("DR_TABLE_CATALOG").map(PathBuf::from),
             versions,
             fallback_db: [
@@ -544,11 +550,37 @@ fn shown_value(spec: &VarSpec, raw: &str) -> String {
     }
 }
 
-fn origin_problem(problem: String, source: &Source, layers: &Layers) -> String {
-    match (source, &layers.env_file_path) {
-        (Source::EnvFile, Some(path)) => format!("{problem} (from {})", path.display()),
-        (Source::Flag, _) => format!("{problem} (from the command line)"),
-        _ => problem,
+/// The error for a bad value, naming what the user wrote: the flag when the value came from
+/// the command line, else the variable (and the `.env` file it was read from).
+fn invalid_value(
+    spec: &VarSpec,
+    raw: &str,
+    problem: String,
+    source: &Source,
+    layers: &Layers,
+    versions: &VersionTable,
+) -> Error {
+    let value = shown_value(spec, raw);
+    let accepted = spec.kind.accepted(versions);
+    match (source, layers.flag_name(spec.name), &layers.env_file_path) {
+        (Source::Flag, Some(flag), _) => Error::Usage {
+            message: format!(
+                "{flag} {value:?} is not valid: {problem}; accepted: {accepted} (the flag stands for {})",
+                spec.name
+            ),
+        },
+        (Source::EnvFile, _, Some(path)) => Error::InvalidValue {
+            variable: spec.name.to_string(),
+            value,
+            problem: format!("{problem} (from {})", path.display()),
+            accepted,
+        },
+        _ => Error::InvalidValue {
+            variable: spec.name.to_string(),
+            value,
+            problem,
+            accepted,
+        },
     }
 }
 
@@ -559,7 +591,7 @@ fn add_flags(cli: &Cli, layers: &mut Layers) {
     if let Some(store) = &cli.global.store
         && layers.env.get("DR_BACKUP_STORE") != Some(store)
     {
-        layers.flags.insert("DR_BACKUP_STORE".into(), store.clone());
+        layers.set_flag("DR_BACKUP_STORE", "--store", store.clone());
     }
     let (db_var, db) = match &cli.command {
         Command::Backup(args) => ("PRIMARY_DB_URL", args.db.db.as_ref()),
@@ -568,7 +600,12 @@ fn add_flags(cli: &Cli, layers: &mut Layers) {
         _ => ("", None),
     };
     if let Some(db) = db {
-        layers.flags.insert(db_var.into(), db.clone());
+        layers.set_flag(db_var, "--db", db.clone());
+    }
+    if let Command::Backup(args) = &cli.command
+        && let Some(jobs) = &args.jobs
+    {
+        layers.set_flag("DR_BACKUP_JOBS", "--jobs", jobs.clone());
     }
     let simulate = match &cli.command {
         Command::HealthCheck(args) => args.simulate_dr,
@@ -576,6 +613,6 @@ fn add_flags(cli: &Cli, layers: &mut Layers) {
         _ => false,
     };
     if simulate {
-        layers.flags.insert("MWAA_SIMULATE_DR".into(), "YES".into());
+        layers.set_flag("MWAA_SIMULATE_DR", "--simulate-dr", "YES");
     }
 }

@@ -18,13 +18,16 @@ pub enum Kind {
     Text,
     /// `YES` or `NO` (case-insensitive), as in the original.
     YesNo,
-    /// A whole number at least `min`.
+    /// A whole number from `min` to `max`. The bound keeps durations computed from it
+    /// (minutes * 60, ...) far from overflowing.
     Count {
         min: i64,
+        max: i64,
     },
-    /// A decimal number at least `min`.
+    /// A finite decimal number from `min` to `max`.
     Number {
         min: f64,
+        max: f64,
     },
     /// A JSON list of strings; the brackets are required even for one element.
     List,
@@ -286,6 +289,13 @@ pub const VARS: &[VarSpec] = &[
         "KMS key id or ARN for DR_S3_SSE=aws:kms (unset: the account's aws/s3 key).",
     ),
     var(
+        "DR_BACKUP_JOBS",
+        K::Count { min: 1, max: 64 },
+        Some("2"),
+        G::Store,
+        "Parallel database connections that `backup` streams tables over (flag: backup --jobs).",
+    ),
+    var(
         "DR_TABLE_CATALOG",
         K::Text,
         None,
@@ -328,42 +338,42 @@ pub const VARS: &[VarSpec] = &[
     },
     var(
         "MWAA_DR_DB_CONNECT_TIMEOUT_SECS",
-        K::Count { min: 1 },
+        K::Count { min: 1, max: 3600 },
         Some("30"),
         G::Database,
         "Seconds to connect and authenticate to a metadata database before the run fails (transient).",
     ),
     var(
         "MWAA_DR_DB_STATEMENT_TIMEOUT_SECS",
-        K::Count { min: 0 },
+        K::Count { min: 0, max: 604800 },
         Some("21600"),
         G::Database,
         "Seconds one statement may run on the server (statement_timeout; 0: no limit).",
     ),
     var(
         "MWAA_DR_DB_LOCK_TIMEOUT_SECS",
-        K::Count { min: 1 },
+        K::Count { min: 1, max: 86400 },
         Some("60"),
         G::Database,
         "Seconds a restore or cleanup waits for a table another session holds; the error names that session.",
     ),
     var(
         "MWAA_DR_DB_IDLE_TIMEOUT_SECS",
-        K::Count { min: 1 },
+        K::Count { min: 1, max: 86400 },
         Some("600"),
         G::Database,
         "Seconds the server lets a transaction of ours sit idle (e.g. the store not answering) before it ends it and frees its locks; also the longest wait for the next byte of a COPY.",
     ),
     var(
         "MWAA_DR_AWS_TIMEOUT_SECS",
-        K::Count { min: 1 },
+        K::Count { min: 1, max: 3600 },
         Some("120"),
         G::Store,
         "Seconds one attempt of one AWS call (S3, MWAA, CloudWatch, Scheduler, SNS) may take; throttling and timeouts are retried up to MWAA_DR_AWS_MAX_ATTEMPTS.",
     ),
     var(
         "MWAA_DR_AWS_MAX_ATTEMPTS",
-        K::Count { min: 1 },
+        K::Count { min: 1, max: 10 },
         Some("3"),
         G::Store,
         "Attempts per AWS call, the first included.",
@@ -408,7 +418,10 @@ pub const VARS: &[VarSpec] = &[
     ),
     var(
         "SECONDARY_CLEANUP_COOL_OFF_SECS",
-        K::Count { min: 0 },
+        K::Count {
+            min: 0,
+            max: 86_400,
+        },
         Some("30"),
         G::Restore,
         "The original's wait between cleanup and restore. Accepted and shown; mwaa-dr cleans and restores in one transaction, so it does not wait.",
@@ -422,28 +435,34 @@ pub const VARS: &[VarSpec] = &[
     ),
     var(
         "HEALTH_CHECK_INTERVAL_MINS",
-        K::Count { min: 1 },
+        K::Count { min: 1, max: 1_440 },
         Some("5"),
         G::HealthCheck,
         "Minutes between scheduled health checks.",
     ),
     var(
         "HEALTH_CHECK_MAX_RETRY",
-        K::Count { min: 0 },
+        K::Count { min: 0, max: 100 },
         Some("2"),
         G::HealthCheck,
         "Retries after a failed health check before the primary is declared unhealthy.",
     ),
     var(
         "HEALTH_CHECK_RETRY_INTERVAL_SECS",
-        K::Count { min: 1 },
+        K::Count {
+            min: 1,
+            max: 86_400,
+        },
         Some("5"),
         G::HealthCheck,
         "Seconds before the first retry (the exponential backoff coefficient).",
     ),
     var(
         "HEALTH_CHECK_RETRY_BACKOFF_RATE",
-        K::Number { min: 1.0 },
+        K::Number {
+            min: 1.0,
+            max: 100.0,
+        },
         Some("2"),
         G::HealthCheck,
         "Factor by which the retry interval grows (the exponential backoff ratio).",
@@ -464,14 +483,17 @@ pub const VARS: &[VarSpec] = &[
     ),
     var(
         "MWAA_CREATE_ENV_POLLING_INTERVAL_SECS",
-        K::Count { min: 1 },
+        K::Count { min: 1, max: 3_600 },
         Some("60"),
         G::Failover,
         "Seconds between status checks while the secondary environment is being created.",
     ),
     var(
         "STATE_MACHINE_TIMEOUT_MINS",
-        K::Count { min: 1 },
+        K::Count {
+            min: 1,
+            max: 10_080,
+        },
         Some("60"),
         G::Failover,
         "Minutes the recovery may take before it is failed.",
@@ -541,7 +563,7 @@ pub const VARS: &[VarSpec] = &[
     ),
     var(
         "PRIMARY_REPLICATION_POLLING_INTERVAL_SECS",
-        K::Count { min: 1 },
+        K::Count { min: 1, max: 3_600 },
         Some("30"),
         G::Deployment,
         "Seconds between checks of the one-time DAGs bucket replication job.",
@@ -594,12 +616,12 @@ impl Kind {
         match self {
             K::Text => "any text".into(),
             K::YesNo => "YES or NO".into(),
-            K::Count { min } => format!("a whole number, {min} or more"),
-            K::Number { min } => format!("a number, {min} or more"),
+            K::Count { min, max } => format!("a whole number, {min} or more, at most {max}"),
+            K::Number { min, max } => format!("a number, {min} or more, at most {max}"),
             K::List => "a JSON list of strings with brackets, e.g. '[\"a\", \"b\"]' or '[\"a\"]'".into(),
             K::OneOf(values) => values.join(", "),
             K::AirflowVersion => versions.known_versions().join(", "),
-            K::Schedule => "a 5-field cron expression such as '0 * * * *', or @once, @hourly, @daily, @weekly, @monthly, @quarterly, @yearly".into(),
+            K::Schedule => "a 5-field cron expression such as '0 * * * *' (minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-7 or SUN-SAT; each a value, *, a range a-b, a list a,b, with /step), or @once, @hourly, @daily, @midnight, @weekly, @monthly, @quarterly, @yearly, @annually".into(),
             K::Region => "an AWS region name such as us-east-1".into(),
             K::AccountId => "12 digits".into(),
             K::BucketName => "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens), not an ARN".into(),
@@ -632,20 +654,35 @@ impl Kind {
                 "NO" => Ok(Value::Bool(false)),
                 _ => Err("not YES or NO".into()),
             },
-            K::Count { min } => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|_| "not a whole number".to_string())?;
+            K::Count { min, max } => {
+                let n: i64 = value.parse().map_err(|_| {
+                    // Digits beyond i64 are a number too, just far out of range.
+                    let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
+                    match (
+                        value.starts_with('-'),
+                        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
+                    ) {
+                        (true, true) => format!("it is below the minimum {min}"),
+                        (false, true) => format!("it is above the maximum {max}"),
+                        _ => "not a whole number".to_string(),
+                    }
+                })?;
                 if n < *min {
                     Err(format!("{n} is below the minimum {min}"))
+                } else if n > *max {
+                    Err(format!("{n} is above the maximum {max}"))
                 } else {
                     Ok(Value::Int(n))
                 }
             }
-            K::Number { min } => {
+            K::Number { min, max } => {
                 let n: f64 = value.parse().map_err(|_| "not a number".to_string())?;
-                if !n.is_finite() || n < *min {
+                if !n.is_finite() {
+                    Err("not a finite number".into())
+                } else if n < *min {
                     Err(format!("{n} is below the minimum {min}"))
+                } else if n > *max {
+                    Err(format!("{n} is above the maximum {max}"))
                 } else {
                     Ok(Value::Number(n))
                 }
@@ -746,10 +783,152 @@ fn parse_schedule(value: &str) -> Result<(), String> {
     if fields.len() != 5 {
         return Err(format!("{} fields, a cron expression has 5", fields.len()));
     }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "*,/-?#".contains(c);
-    match fields.iter().find(|f| !f.chars().all(allowed)) {
-        Some(field) => Err(format!("field {field:?} has characters cron does not use")),
-        None => Ok(()),
+    for (field, spec) in fields.iter().zip(&CRON_FIELDS) {
+        for item in field.split(',') {
+            cron_item(item, spec)
+                .map_err(|problem| format!("{} field {field:?}: {problem}", spec.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// One field of a cron expression: its name, range and the names it accepts for numbers.
+struct CronField {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    names: &'static [&'static str],
+    /// The first name stands for this number (JAN is 1, SUN is 0).
+    first_named: u32,
+}
+
+const MONTHS: &[&str] = &[
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const WEEKDAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+const CRON_FIELDS: [CronField; 5] = [
+    CronField {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+        first_named: 0,
+    },
+    CronField {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+        first_named: 0,
+    },
+    CronField {
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        names: &[],
+        first_named: 0,
+    },
+    CronField {
+        name: "month",
+        min: 1,
+        max: 12,
+        names: MONTHS,
+        first_named: 1,
+    },
+    // 0 and 7 are both Sunday.
+    CronField {
+        name: "day-of-week",
+        min: 0,
+        max: 7,
+        names: WEEKDAYS,
+        first_named: 0,
+    },
+];
+
+/// The accepted forms, as cron (croniter, which Airflow uses) reads them: `*`, a value, a
+/// range `a-b`, any of them with a step `/n`; `?` and `L` (last day) in day-of-month, `?`,
+/// `DAY#n` (the n-th DAY) and `DAYL` (the last DAY) in day-of-week.
+fn cron_item(item: &str, field: &CronField) -> Result<(), String> {
+    let range = || format!("accepted: {}", cron_range(field));
+    let is_dom = field.name == "day-of-month";
+    let is_dow = field.name == "day-of-week";
+    if item.is_empty() {
+        return Err("an empty list element".into());
+    }
+    if (is_dom || is_dow) && item == "?" || is_dom && item.eq_ignore_ascii_case("L") {
+        return Ok(());
+    }
+    if is_dow {
+        if let Some((day, nth)) = item.split_once('#') {
+            cron_value(day, field).map_err(|e| format!("{e}; {}", range()))?;
+            return match nth.parse::<u32>() {
+                Ok(1..=5) => Ok(()),
+                _ => Err(format!("{item:?}: the week after # must be 1 to 5")),
+            };
+        }
+        if let Some(day) = item.strip_suffix(['L', 'l'])
+            && !day.is_empty()
+        {
+            return cron_value(day, field)
+                .map(|_| ())
+                .map_err(|e| format!("{e}; {}", range()));
+        }
+    }
+    let (base, step) = match item.split_once('/') {
+        Some((base, step)) => (base, Some(step)),
+        None => (item, None),
+    };
+    if let Some(step) = step {
+        match step.parse::<u32>() {
+            Ok(n) if n >= 1 && n <= field.max.max(1) => {}
+            _ => {
+                return Err(format!(
+                    "step {step:?} is not a whole number from 1 to {}",
+                    field.max.max(1)
+                ));
+            }
+        }
+    }
+    if base == "*" {
+        return Ok(());
+    }
+    let (low, high) = match base.split_once('-') {
+        Some((low, high)) => (low, Some(high)),
+        None => (base, None),
+    };
+    cron_value(low, field).map_err(|e| format!("{e}; {}", range()))?;
+    if let Some(high) = high {
+        cron_value(high, field).map_err(|e| format!("{e}; {}", range()))?;
+    }
+    Ok(())
+}
+
+fn cron_value(text: &str, field: &CronField) -> Result<u32, String> {
+    if let Some(i) = field
+        .names
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(text))
+    {
+        return Ok(field.first_named + u32::try_from(i).unwrap_or(0));
+    }
+    match text.parse::<u32>() {
+        Ok(n) if (field.min..=field.max).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n} is outside {}-{}", field.min, field.max)),
+        Err(_) => Err(format!("{text:?} is not a value")),
+    }
+}
+
+fn cron_range(field: &CronField) -> String {
+    match field.names {
+        [] => format!("{}-{}", field.min, field.max),
+        names => format!(
+            "{}-{} or {}-{}",
+            field.min,
+            field.max,
+            names.first().copied().unwrap_or_default(),
+            names.last().copied().unwrap_or_default()
+        ),
     }
 }
 
@@ -834,18 +1013,68 @@ mod tests {
 
     #[test]
     fn counts_reject_negatives_and_junk() {
-        assert!(parse(K::Count { min: 0 }, "-1").is_err());
-        assert!(parse(K::Count { min: 0 }, "two").is_err());
-        assert!(matches!(parse(K::Count { min: 0 }, "0"), Ok(Value::Int(0))));
+        let count = K::Count { min: 0, max: 10 };
+        assert!(parse(count, "-1").is_err());
+        assert!(parse(count, "two").is_err());
+        assert!(matches!(parse(count, "0"), Ok(Value::Int(0))));
+        assert!(matches!(parse(count, "10"), Ok(Value::Int(10))));
+        let err = parse(count, "11").expect_err("above max");
+        assert!(err.contains("above the maximum 10"), "{err}");
+        let err = parse(count, "99999999999999999999").expect_err("beyond i64");
+        assert!(err.contains("above the maximum 10"), "{err}");
+    }
+
+    #[test]
+    fn numbers_are_finite_and_bounded() {
+        let rate = K::Number {
+            min: 1.0,
+            max: 100.0,
+        };
+        for bad in ["NaN", "nan", "inf", "-inf", "infinity"] {
+            let err = parse(rate, bad).expect_err(bad);
+            assert_eq!(err, "not a finite number", "{bad}");
+        }
+        let err = parse(rate, "1e308").expect_err("huge");
+        assert!(err.contains("above the maximum 100"), "{err}");
+        let err = parse(rate, "0.5").expect_err("small");
+        assert!(err.contains("below the minimum 1"), "{err}");
+        assert!(matches!(parse(rate, "2.5"), Ok(Value::Number(n)) if n == 2.5));
     }
 
     #[test]
     fn schedules() {
-        for ok in ["0 * * * *", "@hourly", "*/15 1-5 * * MON-FRI"] {
+        for ok in [
+            "0 * * * *",
+            "@hourly",
+            "@daily",
+            "*/15 1-5 * * MON-FRI",
+            "59 23 31 12 7",
+            "0 0 1 1 0",
+            "0,30 */2 1-15/3 jan-jun sun",
+            "0 12 ? * MON#2",
+            "0 12 L * 5L",
+            "5/10 * * DEC *",
+        ] {
             parse(K::Schedule, ok).expect(ok);
         }
         for bad in ["hourly", "0 * * *", "@sometimes", "0 * * * * * *"] {
             assert!(parse(K::Schedule, bad).is_err(), "{bad}");
+        }
+        for (bad, named) in [
+            ("61 * * * *", "minute field \"61\": 61 is outside 0-59"),
+            ("0 24 * * *", "hour field \"24\": 24 is outside 0-23"),
+            ("0 0 0 * *", "day-of-month field \"0\": 0 is outside 1-31"),
+            ("0 0 32 * *", "day-of-month"),
+            ("0 0 * 13 *", "month field \"13\": 13 is outside 1-12"),
+            ("0 0 * FOO *", "month field \"FOO\""),
+            ("0 0 * * 8", "day-of-week field \"8\": 8 is outside 0-7"),
+            ("*/0 * * * *", "minute field \"*/0\": step"),
+            ("1,,2 * * * *", "an empty list element"),
+            ("0 0 * * MON#6", "the week after # must be 1 to 5"),
+            ("0-60 * * * *", "60 is outside 0-59"),
+        ] {
+            let err = parse(K::Schedule, bad).expect_err(bad);
+            assert!(err.contains(named), "{bad}: {err}");
         }
     }
 

@@ -91,13 +91,7 @@ pub async fn connect(url: &DbUrl) -> Result<PgConnection> {
 
 /// Driver messages sometimes echo connection details; never let a password through.
 fn redact_error(message: &str, url: &DbUrl) -> String {
-    match url::Url::parse(url.expose())
-        .ok()
-        .and_then(|u| u.password().map(str::to_string))
-    {
-        Some(pw) if !pw.is_empty() => message.replace(&pw, "***"),
-        _ => message.to_string(),
-    }
+    url.scrub(message)
 }
 
 /// A database error on `resource` (a table, a statement's purpose), classified as transient

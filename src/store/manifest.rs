@@ -65,7 +65,7 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceInfo {
-    /// Host and database name (never the password).
+    /// `HOST:PORT/DATABASE` of the source (never a user, password or parameter).
     pub database: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub environment: Option<String>,
@@ -176,14 +176,18 @@ pub async fn list(store: &dyn BackupStore) -> Result<Vec<Manifest>> {
     Ok(out)
 }
 
-/// The manifest of `backup_id`, or of the newest complete backup.
+/// Names the newest complete backup wherever a backup id is accepted.
+pub const LATEST: &str = "latest";
+
+/// The manifest of `backup_id`, or of the newest complete backup when it is `None` or
+/// `latest`.
 pub async fn resolve(store: &dyn BackupStore, backup_id: Option<&str>) -> Result<Manifest> {
-    match backup_id {
+    match backup_id.filter(|id| *id != LATEST) {
         Some(id) => load(store, id).await,
         None => match backup_ids(store).await?.pop() {
             Some(id) => load(store, &id).await,
             None => Err(Error::BackupNotFound {
-                backup: "latest".into(),
+                backup: LATEST.into(),
                 store: store.describe(),
             }),
         },
