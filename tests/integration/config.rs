@@ -700,16 +700,17 @@ fn logs_are_not_coloured_through_a_pipe() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     std::fs::create_dir_all(store.join("locks")).expect("locks dir");
-    // An unreadable lock file makes `prune` log a warning.
+    // A lock file that is not a mwaa-dr lock makes `prune` log a warning (and, failing
+    // closed, count it as held).
     std::fs::write(store.join("locks").join("junk.json"), "not json").expect("junk lock");
     let out =
         run(mwaa_dr(dir.path())
             .arg("--store")
             .arg(&store)
             .args(["prune", "--keep-last", "3"]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(
-        out.stderr.contains("ignoring an unreadable lock file"),
+        out.stderr.contains("a lock file that is not a mwaa-dr lock"),
         "the warning is logged: {}",
         out.stderr
     );
