@@ -214,3 +214,51 @@ async fn backups_of_every_2_x_version_restore_into_the_newest_2_x() {
         }
     }
 }
+
+/// The migration values are data: a user's catalog (DR_TABLE_CATALOG) that says otherwise is
+/// what the restore writes.
+#[tokio::test]
+async fn added_column_values_come_from_the_table_catalog() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("upg_cat_src", "2.6.3", true);
+    let dst = bench.airflow_db("upg_cat_dst", NEWEST_2, false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let builtin = include_str!("../../config/tables.json");
+    let edited = builtin.replace(
+        r#""include_deferred": { "value": "false""#,
+        r#""include_deferred": { "value": "true""#,
+    );
+    assert_ne!(
+        edited, builtin,
+        "the built-in catalog lists include_deferred"
+    );
+    let catalog = dir.path().join("tables.json");
+    std::fs::write(&catalog, edited).expect("catalog");
+    let out = run(mwaa_dr(dir.path())
+        .env("DR_TABLE_CATALOG", &catalog)
+        .arg("--store")
+        .arg(&store)
+        .args(["--yes", "--output", "json", "restore", "--db", &dst]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON result");
+    assert_eq!(
+        doc["added_columns"],
+        serde_json::json!({"slot_pool.include_deferred": "true", "dag_run.clear_number": "0"}),
+        "{doc}"
+    );
+    let mut conn = connect(&dst).await;
+    let pools: Vec<(String, bool)> =
+        sqlx::query_as("SELECT pool, include_deferred FROM slot_pool ORDER BY pool")
+            .fetch_all(&mut conn)
+            .await
+            .expect("pools");
+    assert_eq!(
+        pools,
+        [
+            ("default_pool".to_string(), true),
+            ("etl_pool".to_string(), true)
+        ]
+    );
+}
