@@ -55,6 +55,43 @@ pub struct TableSpec {
     /// column -> table: where that table's rows got the target's ids, these follow.
     #[serde(default)]
     pub references: BTreeMap<String, String>,
+    /// Columns a later Airflow added, with the value its migration gave the rows already
+    /// there: a backup of an older Airflow lacks them, and its rows get that value.
+    #[serde(default)]
+    pub added_columns: BTreeMap<String, AddedColumn>,
+}
+
+/// A column an Airflow migration added to a restored table, and what it gave existing rows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddedColumn {
+    /// The value in PostgreSQL's input form for the column's type (`false`, `0`).
+    pub value: String,
+    /// The first Airflow version with the column.
+    pub since: String,
+    /// The migration the value comes from (alembic revision and name).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+impl TableSpec {
+    /// (column, migration value) of the `added_columns` the target has and the backup lacks,
+    /// in the target's column order.
+    pub fn added_values<'a>(
+        &'a self,
+        target: &[String],
+        backup: &[String],
+    ) -> Vec<(&'a str, &'a str)> {
+        target
+            .iter()
+            .filter(|c| !backup.contains(c))
+            .filter_map(|c| {
+                self.added_columns
+                    .get_key_value(c)
+                    .map(|(name, added)| (name.as_str(), added.value.as_str()))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +135,25 @@ impl Catalog {
                         t.name
                     ),
                 ));
+            }
+            for (column, added) in &t.added_columns {
+                let problem = if !is_identifier(column) {
+                    Some("is not a plain SQL identifier".to_string())
+                } else if !is_version(&added.since) {
+                    Some(format!(
+                        "has since {:?}, not an Airflow version such as 2.7.0",
+                        added.since
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(Error::failed(
+                        "read table catalog",
+                        origin,
+                        format!("table {}: added column {column} {problem}", t.name),
+                    ));
+                }
             }
             if matches!(
                 t.restore,
@@ -207,6 +263,12 @@ pub fn major_version(version: &str) -> u64 {
         .next()
         .and_then(|m| m.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// A dotted version of numbers (`2.7.0`).
+fn is_version(text: &str) -> bool {
+    text.split('.')
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -329,6 +391,64 @@ mod tests {
             )
             .expect("filter");
         assert!(filter.contains("ti.map_index = t.map_index"), "{filter}");
+    }
+
+    #[test]
+    fn added_columns_carry_the_migrations_values() {
+        let catalog = Catalog::builtin().expect("catalog parses");
+        let pool = catalog.table("slot_pool").expect("slot_pool");
+        let target = columns(&["id", "pool", "slots", "description", "include_deferred"]);
+        assert_eq!(
+            pool.added_values(&target, &columns(&["id", "pool", "slots", "description"])),
+            vec![("include_deferred", "false")]
+        );
+        // A backup that has the column keeps its own values; a target without it gets none.
+        assert!(pool.added_values(&target, &target).is_empty());
+        assert!(
+            pool.added_values(&target[..4], &columns(&["id", "pool"]))
+                .is_empty()
+        );
+        let run = catalog.table("dag_run").expect("dag_run");
+        assert_eq!(
+            run.added_values(&columns(&["id", "clear_number"]), &columns(&["id"])),
+            vec![("clear_number", "0")]
+        );
+        assert_eq!(run.added_columns["clear_number"].since, "2.8.0");
+    }
+
+    #[test]
+    fn added_columns_are_checked() {
+        let ok = r#"{"inflight_states": [], "tables": [{"name": "slot_pool",
+            "added_columns": {"include_deferred": {"value": "false", "since": "2.7.0"}}}]}"#;
+        assert!(Catalog::parse(ok, "test").is_ok());
+        for (bad, says) in [
+            (
+                r#"{"Include": {"value": "false", "since": "2.7.0"}}"#,
+                "not a plain SQL identifier",
+            ),
+            (
+                r#"{"include_deferred": {"value": "false", "since": "2.7"}}"#,
+                "",
+            ),
+            (
+                r#"{"include_deferred": {"value": "false", "since": "latest"}}"#,
+                "not an Airflow version",
+            ),
+            (r#"{"include_deferred": {"value": "false"}}"#, "since"),
+            (
+                r#"{"include_deferred": {"value": "false", "since": "2.7.0", "default": "x"}}"#,
+                "unknown field",
+            ),
+        ] {
+            let text = format!(
+                r#"{{"inflight_states": [], "tables": [{{"name": "slot_pool", "added_columns": {bad}}}]}}"#
+            );
+            match Catalog::parse(&text, "test") {
+                Ok(_) if says.is_empty() => {}
+                Ok(_) => panic!("accepted {bad}"),
+                Err(e) => assert!(e.to_string().contains(says), "{bad}: {e}"),
+            }
+        }
     }
 
     #[test]

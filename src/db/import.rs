@@ -54,6 +54,10 @@ pub struct RestoreReport {
     pub fernet: FernetMode,
     /// Values re-encrypted for the target's key, per `table.column`; empty when copied.
     pub rekeyed: BTreeMap<String, u64>,
+    /// Columns the target has and the backup lacks (`table.column`) given the value of
+    /// Airflow's migration (the catalog's `added_columns`) on every restored row.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub added_columns: BTreeMap<String, String>,
 }
 
 /// Runs the whole restore in one transaction on `conn`. Objects must have been verified.
@@ -87,12 +91,13 @@ pub async fn restore(
             FernetPlan::Reencrypt(_) => ENCRYPTED_COLUMNS.iter().map(|c| (c.name(), 0)).collect(),
             FernetPlan::Copy(_) => BTreeMap::new(),
         },
+        added_columns: BTreeMap::new(),
     };
     if options.clean {
         report.cleaned = cleanup(&mut tx, catalog, false).await?;
     }
     // Plan: the manifest's tables in catalog order; check they fit the target first.
-    let mut plan: Vec<(&TableSpec, &TableEntry)> = Vec::new();
+    let mut plan: Vec<(&TableSpec, &TableEntry, Vec<String>)> = Vec::new();
     for spec in &catalog.tables {
         let Some(entry) = manifest.table(&spec.name) else {
             continue;
@@ -134,7 +139,7 @@ pub async fn restore(
                 ));
             }
         }
-        plan.push((spec, entry));
+        plan.push((spec, entry, target_cols));
     }
     if let Some(extra) = manifest
         .tables
@@ -146,7 +151,7 @@ pub async fn restore(
 
     let referenced = catalog.referenced_tables();
     let total = plan.len();
-    for (index, (spec, entry)) in plan.into_iter().enumerate() {
+    for (index, (spec, entry, target_cols)) in plan.into_iter().enumerate() {
         progress.start(&spec.name, index, total);
         progress.advance(&spec.name, entry.csv_bytes);
         if strategy_of(spec, options) == Some(RestoreStrategy::DoNothing) {
@@ -154,10 +159,12 @@ pub async fn restore(
             report.skipped.push(spec.name.clone());
             continue;
         }
+        let added = spec.added_values(&target_cols, &entry.columns);
         let rows = load_table(
             &mut tx,
             spec,
             entry,
+            &added,
             manifest,
             store.as_ref(),
             options,
@@ -216,6 +223,7 @@ async fn load_table(
     conn: &mut PgConnection,
     spec: &TableSpec,
     entry: &TableEntry,
+    added: &[(&str, &str)],
     manifest: &Manifest,
     store: &dyn BackupStore,
     options: &RestoreOptions,
@@ -224,7 +232,15 @@ async fn load_table(
 ) -> Result<u64> {
     let strategy = strategy_of(spec, options);
     let table = quote_ident(&spec.name);
-    let cols = column_list(&entry.columns);
+    // The backup's columns, then the added ones the COPY leaves to their load defaults.
+    let written: Vec<String> = entry
+        .columns
+        .iter()
+        .cloned()
+        .chain(added.iter().map(|(c, _)| c.to_string()))
+        .collect();
+    let cols = column_list(&written);
+    let copied = column_list(&entry.columns);
     // Secrets are re-encrypted in a staging table, before they reach the real one.
     let rekey = options
         .fernet
@@ -255,7 +271,41 @@ async fn load_table(
     } else {
         Vec::new()
     };
-    let rows = copy_in(conn, &dest, &cols, entry, manifest, store).await?;
+    // The COPY fills the added columns from their defaults: for the load they are the
+    // migration's values (a NOT NULL column without a default would refuse every row). DDL
+    // inside the transaction, so a failure puts the target's defaults back with the rest.
+    let reset = if added.is_empty() {
+        Vec::new()
+    } else {
+        let mut previous = Vec::new();
+        if direct {
+            for (column, _) in added {
+                previous.push(column_default(conn, &spec.name, column).await?);
+            }
+        }
+        let (set, reset) = load_defaults(&dest, added, &previous);
+        for sql in set {
+            sqlx::query(&sql)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_error("set load default", &spec.name, e))?;
+        }
+        for (column, value) in added {
+            report
+                .added_columns
+                .insert(format!("{}.{column}", spec.name), value.to_string());
+        }
+        info!(columns = ?added, "added columns get the migration's values");
+        // A staging table is dropped at commit with its defaults.
+        if direct { reset } else { Vec::new() }
+    };
+    let rows = copy_in(conn, &dest, &copied, entry, manifest, store).await?;
+    for sql in reset {
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("restore column default", &spec.name, e))?;
+    }
     if direct {
         for (name, definition) in &dropped {
             sqlx::query(definition)
@@ -285,8 +335,7 @@ async fn load_table(
         .collect::<Vec<_>>()
         .join(" AND ");
     // Columns whose values the target owns (ids not kept outside Copy mode).
-    let without_id: Vec<String> = entry
-        .columns
+    let without_id: Vec<String> = written
         .iter()
         .filter(|c| *c != "id" || spec.key.iter().any(|k| k == "id"))
         .cloned()
@@ -540,6 +589,47 @@ async fn rekey_staged(
     Ok(keys.len() as u64)
 }
 
+/// The default expression of `column` of `table`, if it has one.
+async fn column_default(
+    conn: &mut PgConnection,
+    table: &str,
+    column: &str,
+) -> Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a \
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+    )
+    .bind(quote_ident(table))
+    .bind(column)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| db_error("inspect defaults", table, e))
+    .map(Option::flatten)
+}
+
+/// The statements that make each (column, migration value) of `added` the default of
+/// `dest` (quoted) for the load, and those that put back the `previous` defaults (by
+/// position; a missing or `None` one is dropped).
+fn load_defaults(
+    dest: &str,
+    added: &[(&str, &str)],
+    previous: &[Option<String>],
+) -> (Vec<String>, Vec<String>) {
+    let mut set = Vec::new();
+    let mut reset = Vec::new();
+    for (i, (column, value)) in added.iter().enumerate() {
+        let alter = format!("ALTER TABLE {dest} ALTER COLUMN {}", quote_ident(column));
+        // A quoted literal takes the column's type, so the catalog holds values, never SQL.
+        set.push(format!("{alter} SET DEFAULT {}", quote_literal(value)));
+        reset.push(match previous.get(i).cloned().flatten() {
+            Some(expression) => format!("{alter} SET DEFAULT {expression}"),
+            None => format!("{alter} DROP DEFAULT"),
+        });
+    }
+    (set, reset)
+}
+
 /// `COPY dest (cols) FROM STDIN` from the stored object, checking its checksum and row count.
 async fn copy_in(
     conn: &mut PgConnection,
@@ -683,4 +773,38 @@ async fn drop_secondary_indexes(
             .map_err(|e| db_error("drop index for the load", name, e))?;
     }
     Ok(indexes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_columns_default_to_the_migrations_value_for_the_load_only() {
+        let (set, reset) = load_defaults(
+            "\"slot_pool\"",
+            &[("include_deferred", "false"), ("clear_number", "0")],
+            &[None, Some("0".into())],
+        );
+        assert_eq!(
+            set,
+            vec![
+                "ALTER TABLE \"slot_pool\" ALTER COLUMN \"include_deferred\" SET DEFAULT 'false'",
+                "ALTER TABLE \"slot_pool\" ALTER COLUMN \"clear_number\" SET DEFAULT '0'",
+            ]
+        );
+        assert_eq!(
+            reset,
+            vec![
+                "ALTER TABLE \"slot_pool\" ALTER COLUMN \"include_deferred\" DROP DEFAULT",
+                "ALTER TABLE \"slot_pool\" ALTER COLUMN \"clear_number\" SET DEFAULT 0",
+            ]
+        );
+        // A value is a literal, whatever the catalog holds.
+        let (set, _) = load_defaults("\"t\"", &[("c", "x'); DROP TABLE t; --")], &[]);
+        assert_eq!(
+            set,
+            vec!["ALTER TABLE \"t\" ALTER COLUMN \"c\" SET DEFAULT 'x''); DROP TABLE t; --'"]
+        );
+    }
 }

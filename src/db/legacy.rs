@@ -14,7 +14,7 @@ use tracing::{info, instrument, warn};
 use super::cleanup::{TableCount, cleanup};
 use super::import::{PROTECTED_VARIABLES, finish};
 use super::{column_list, db_error};
-use crate::airflow::catalog::{Catalog, quote_ident, quote_literal};
+use crate::airflow::catalog::{Catalog, TableSpec, quote_ident, quote_literal};
 use crate::config::RestoreStrategy;
 use crate::error::{Error, Result};
 use crate::legacy::csv::RecordReader;
@@ -268,6 +268,7 @@ async fn plan_table<'a>(
         ));
     };
     let find = |c: &str| target.iter().find(|t| t.name == c);
+    let spec = catalog.table(name);
     let mut columns = Vec::new();
     for column in &table.columns {
         let Some(t) = find(column) else {
@@ -284,8 +285,8 @@ async fn plan_table<'a>(
             EmptyField::Null
         } else if t.is_text() {
             EmptyField::EmptyText
-        } else if let Some(value) = table.fill.get(column) {
-            EmptyField::Value(value.clone())
+        } else if let Some(value) = fill_value(spec, &table.fill, column) {
+            EmptyField::Value(value.to_string())
         } else {
             EmptyField::Refuse
         };
@@ -295,28 +296,16 @@ async fn plan_table<'a>(
             empty,
         });
     }
-    let mut fills = Vec::new();
-    for t in target
-        .iter()
-        .filter(|t| t.not_null && !t.has_default && !table.columns.contains(&t.name))
-    {
-        if name == "xcom" && t.name == "dag_run_id" {
-            continue;
-        }
-        match table.fill.get(&t.name) {
-            Some(value) => fills.push((t.name.clone(), value.clone())),
-            None => {
-                return Err(Error::failed(
-                    "restore",
-                    name,
-                    format!(
-                        "the target requires column {} (NOT NULL, no default), which the Airflow {} legacy format does not carry",
-                        t.name, format.airflow_version
-                    ),
-                ));
-            }
-        }
-    }
+    let fills = missing_values(&target, table, spec).map_err(|column| {
+        Error::failed(
+            "restore",
+            name,
+            format!(
+                "the target requires column {column} (NOT NULL, no default), which the Airflow {} legacy format does not carry",
+                format.airflow_version
+            ),
+        )
+    })?;
     if name != "slot_pool" {
         let keep = catalog
             .table(name)
@@ -343,6 +332,43 @@ async fn plan_table<'a>(
         columns,
         fills,
     })
+}
+
+/// The value of a column the target requires, for a file that lacks it or leaves it empty: the
+/// migration's value from the catalog (`added_columns`, as a manifest restore gives it), else
+/// the format's `fill`.
+fn fill_value<'a>(
+    spec: Option<&'a TableSpec>,
+    fill: &'a BTreeMap<String, String>,
+    column: &str,
+) -> Option<&'a str> {
+    spec.and_then(|s| s.added_columns.get(column))
+        .map(|added| added.value.as_str())
+        .or_else(|| fill.get(column).map(String::as_str))
+}
+
+/// (column, value) for the target columns the files lack: every added column of the catalog
+/// gets its migration's value; another the target requires (NOT NULL, no default) gets
+/// `fill_value`, or is the `Err`. The rest take the target's default, or NULL.
+fn missing_values(
+    target: &[TargetColumn],
+    table: &LegacyTable,
+    spec: Option<&TableSpec>,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut values = Vec::new();
+    for t in target.iter().filter(|t| !table.columns.contains(&t.name)) {
+        let added = spec.is_some_and(|s| s.added_columns.contains_key(&t.name));
+        // Rebuilt from the restored dag_run after the load.
+        let rebuilt = table.name == "xcom" && t.name == "dag_run_id";
+        if !added && (rebuilt || !t.not_null || t.has_default) {
+            continue;
+        }
+        match fill_value(spec, &table.fill, &t.name) {
+            Some(value) => values.push((t.name.clone(), value.to_string())),
+            None => return Err(t.name.clone()),
+        }
+    }
+    Ok(values)
 }
 
 /// Streams a file into the staging table, applies the rules for its table and inserts what
@@ -963,6 +989,84 @@ mod tests {
         text_field(&mut buf, "say \"hi\"\r\n\\.\tx");
         assert_eq!(buf, b"say \"hi\"\\r\\n\\\\.\\tx");
         assert_eq!(NULL, b"\\N");
+    }
+
+    fn column(name: &str, not_null: bool, has_default: bool) -> TargetColumn {
+        TargetColumn {
+            name: name.into(),
+            kind: "integer".into(),
+            not_null,
+            has_default,
+        }
+    }
+
+    fn legacy_table(name: &str, columns: &[&str], fill: &[(&str, &str)]) -> LegacyTable {
+        LegacyTable {
+            name: name.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            fill: fill
+                .iter()
+                .map(|(c, v)| (c.to_string(), v.to_string()))
+                .collect(),
+            unique: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn missing_columns_get_the_catalogs_migration_values() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let pool = catalog.table("slot_pool");
+        let target = [
+            column("id", true, true),
+            column("pool", false, false),
+            column("slots", false, false),
+            column("description", false, false),
+            column("include_deferred", true, false),
+        ];
+        let files = ["description", "pool", "slots"];
+        // The catalog's value, as a manifest restore gives it, over the format's fill.
+        for fill in [&[][..], &[("include_deferred", "true")][..]] {
+            assert_eq!(
+                missing_values(&target, &legacy_table("slot_pool", &files, fill), pool),
+                Ok(vec![("include_deferred".to_string(), "false".to_string())])
+            );
+        }
+        assert_eq!(
+            fill_value(pool, &BTreeMap::new(), "include_deferred"),
+            Some("false")
+        );
+        // An added column with a default in the target still gets the migration's value.
+        let run = catalog.table("dag_run");
+        assert_eq!(
+            missing_values(
+                &[
+                    column("run_id", true, false),
+                    column("clear_number", true, true)
+                ],
+                &legacy_table("dag_run", &["run_id"], &[]),
+                run,
+            ),
+            Ok(vec![("clear_number".to_string(), "0".to_string())])
+        );
+        // Without a catalog entry: the format's fill, else refused; nullable or defaulted
+        // columns and xcom.dag_run_id (rebuilt) are left alone.
+        let required = [column("a", true, false), column("b", false, false)];
+        assert_eq!(
+            missing_values(&required, &legacy_table("t", &[], &[("a", "7")]), None),
+            Ok(vec![("a".to_string(), "7".to_string())])
+        );
+        assert_eq!(
+            missing_values(&required, &legacy_table("t", &[], &[]), None),
+            Err("a".to_string())
+        );
+        assert_eq!(
+            missing_values(
+                &[column("dag_run_id", true, false)],
+                &legacy_table("xcom", &[], &[]),
+                catalog.table("xcom"),
+            ),
+            Ok(Vec::new())
+        );
     }
 
     #[test]

@@ -660,6 +660,31 @@ async fn legacy_restore_into_a_newer_airflow() {
     );
 }
 
+/// 2.5.1 files into the newest Airflow 2 (2.11.0): the columns 2.5's files lack get the
+/// values of Airflow's migrations (the catalog's added_columns), as a manifest restore gives them.
+#[tokio::test]
+async fn legacy_restore_into_the_newest_airflow_2() {
+    legacy_round_trip("2.5.1", "2.11.0").await;
+    let Some(bench) = Bench::get() else { return };
+    let dst = bench.url(&format!("lg_dst_251_2110_{}", std::process::id()));
+    assert_eq!(
+        count(
+            &dst,
+            "SELECT count(*) FROM slot_pool WHERE include_deferred IS FALSE"
+        )
+        .await,
+        count(&dst, "SELECT count(*) FROM slot_pool").await
+    );
+    assert_eq!(
+        count(
+            &dst,
+            "SELECT count(*) FROM dag_run WHERE clear_number IS DISTINCT FROM 0"
+        )
+        .await,
+        0
+    );
+}
+
 /// 2.10.3 files into a 2.8.1 target are refused before anything is touched.
 #[tokio::test]
 async fn legacy_restore_refuses_an_older_target() {

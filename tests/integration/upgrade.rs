@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::airflow_cli::{airflow, airflow_venv};
 use crate::common::{mwaa_dr, run};
-use crate::pg::{Bench, connect, whole_db_digest};
+use crate::pg::{Bench, connect, digest, whole_db_digest};
 
 const FERNET: &str = "bXdhYS1kciBzY2hlbWEgZml4dHVyZSBmZXJuZXQgMDE=";
 
@@ -91,4 +91,174 @@ async fn backup_of_2_8_1_restores_into_2_10_3_and_not_back() {
         refused.stderr
     );
     assert_eq!(whole_db_digest(&older).await, before);
+}
+
+/// The newest Airflow 2 schema, and the older ones whose backups must restore into it.
+const NEWEST_2: &str = "2.11.0";
+const OLDER_2: &[&str] = &[
+    "2.4.3", "2.5.1", "2.6.3", "2.7.2", "2.8.1", "2.9.2", "2.10.1", "2.10.3",
+];
+
+/// The value of `sql` (one row, one text column) in `url`.
+async fn text_of(url: &str, sql: &str) -> Option<String> {
+    let mut conn = connect(url).await;
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A backup of `from` restored into a fresh `to` database: every backed-up table equals the
+/// source byte for byte under the backup's columns (tables restored by key compared by key),
+/// and the columns `to` added get the value of Airflow's own migration on every row.
+async fn upgrade(bench: &Bench, dir: &Path, from: &str, to: &str) -> String {
+    let tag = format!("{}_{}", from.replace('.', ""), to.replace('.', ""));
+    let src = bench.airflow_db(&format!("upg_src_{tag}"), from, true);
+    let dst = bench.airflow_db(&format!("upg_dst_{tag}"), to, false);
+    let store = dir.join(format!("store_{tag}"));
+    backup(dir, &store, &src);
+    let out = run(mwaa_dr(dir)
+        .arg("--store")
+        .arg(&store)
+        .args(["--yes", "restore", "--db", &dst]));
+    assert_eq!(out.code, 0, "{from} -> {to}: {}", out.stderr);
+
+    let ids = std::fs::read_dir(store.join("backups"))
+        .expect("backups")
+        .map(|e| e.expect("entry").path())
+        .collect::<Vec<_>>();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ids[0].join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    for table in manifest["tables"].as_array().expect("tables") {
+        let name = table["name"].as_str().expect("name");
+        let columns: Vec<String> =
+            serde_json::from_value(table["columns"].clone()).expect("columns");
+        let filter = table["filter"].as_str();
+        let (src_filter, dst_filter, columns) = match name {
+            // The target's own templates stay; the backup's are added by id.
+            "log_template" => continue,
+            // Merged by name: the target's ids, the backup's content.
+            "slot_pool" => (
+                filter,
+                None,
+                columns.into_iter().filter(|c| c != "id").collect(),
+            ),
+            "variable" => (
+                Some("t.key <> 'DR_VARIABLE_RESTORE_STRATEGY'"),
+                Some("t.key <> 'DR_VARIABLE_RESTORE_STRATEGY'"),
+                columns.into_iter().filter(|c| c != "id").collect(),
+            ),
+            "connection" => (
+                filter,
+                None,
+                columns.into_iter().filter(|c| c != "id").collect(),
+            ),
+            _ => (filter, None, columns),
+        };
+        let source = digest(&src, name, &columns, src_filter).await;
+        assert!(source.0 > 0 || name != "dag_run", "{from}: no sample runs");
+        assert_eq!(
+            digest(&dst, name, &columns, dst_filter).await,
+            source,
+            "{name} differs after restoring {from} into {to}"
+        );
+    }
+    dst
+}
+
+/// Backups of every supported Airflow 2 version restore into the newest Airflow 2 schema
+/// (and a backup lacking dag_run.clear_number into 2.8.1, whose schema has it NOT NULL
+/// without a default): columns the target has and the backup lacks get the value Airflow's
+/// own migration gives existing rows (slot_pool.include_deferred false since 2.7.0,
+/// dag_run.clear_number 0 since 2.8.0), and the target's column defaults are left as they were.
+#[tokio::test]
+async fn backups_of_every_2_x_version_restore_into_the_newest_2_x() {
+    let Some(bench) = Bench::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pairs = OLDER_2
+        .iter()
+        .map(|from| (*from, NEWEST_2))
+        .chain([("2.6.3", "2.8.1")]);
+    for (from, to) in pairs {
+        let dst = upgrade(&bench, dir.path(), from, to).await;
+        let mut conn = connect(&dst).await;
+        let (pools, deferred_false, runs, cleared_zero): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM slot_pool), (SELECT count(*) FROM slot_pool WHERE include_deferred IS FALSE), \
+             (SELECT count(*) FROM dag_run), (SELECT count(*) FROM dag_run WHERE clear_number = 0)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("added columns");
+        assert_eq!((pools, runs), (2, 10), "{from} -> {to}");
+        assert_eq!(
+            (deferred_false, cleared_zero),
+            (pools, runs),
+            "{from} -> {to}: the migration's values"
+        );
+        // The defaults the restore gave the columns for its load are gone with it.
+        let fresh = bench.airflow_db(&format!("upg_fresh_{}", to.replace('.', "")), to, false);
+        for (table, column) in [
+            ("slot_pool", "include_deferred"),
+            ("dag_run", "clear_number"),
+        ] {
+            let sql = format!(
+                "SELECT column_default::text FROM information_schema.columns WHERE table_name = '{table}' AND column_name = '{column}'"
+            );
+            assert_eq!(
+                text_of(&dst, &sql).await,
+                text_of(&fresh, &sql).await,
+                "{from} -> {to}: the default of {table}.{column}"
+            );
+        }
+    }
+}
+
+/// The migration values are data: a user's catalog (DR_TABLE_CATALOG) that says otherwise is
+/// what the restore writes.
+#[tokio::test]
+async fn added_column_values_come_from_the_table_catalog() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("upg_cat_src", "2.6.3", true);
+    let dst = bench.airflow_db("upg_cat_dst", NEWEST_2, false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let builtin = include_str!("../../config/tables.json");
+    let edited = builtin.replace(
+        r#""include_deferred": { "value": "false""#,
+        r#""include_deferred": { "value": "true""#,
+    );
+    assert_ne!(
+        edited, builtin,
+        "the built-in catalog lists include_deferred"
+    );
+    let catalog = dir.path().join("tables.json");
+    std::fs::write(&catalog, edited).expect("catalog");
+    let out = run(mwaa_dr(dir.path())
+        .env("DR_TABLE_CATALOG", &catalog)
+        .arg("--store")
+        .arg(&store)
+        .args(["--yes", "--output", "json", "restore", "--db", &dst]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON result");
+    assert_eq!(
+        doc["added_columns"],
+        serde_json::json!({"slot_pool.include_deferred": "true", "dag_run.clear_number": "0"}),
+        "{doc}"
+    );
+    let mut conn = connect(&dst).await;
+    let pools: Vec<(String, bool)> =
+        sqlx::query_as("SELECT pool, include_deferred FROM slot_pool ORDER BY pool")
+            .fetch_all(&mut conn)
+            .await
+            .expect("pools");
+    assert_eq!(
+        pools,
+        [
+            ("default_pool".to_string(), true),
+            ("etl_pool".to_string(), true)
+        ]
+    );
 }
