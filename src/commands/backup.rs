@@ -14,7 +14,7 @@ use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate
 use crate::db::{airflow_version, connect, db_error, table_columns};
 use crate::error::{Error, Result};
 use crate::output;
-use crate::store::manifest::{self, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
+use crate::store::manifest::{self, AbsentTable, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
 use crate::store::{BackupStore, environments, open_store};
 
 #[derive(Serialize)]
@@ -123,8 +123,15 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
     }
     let catalog = config.catalog_for(&version)?;
     let mut tables = Vec::new();
+    let mut absent_tables = Vec::new();
     for spec in &catalog.tables {
         let Some(all_columns) = table_columns(&mut conn, &spec.name).await? else {
+            // Recorded, so a restore can tell a table this Airflow version lacks from an
+            // entry lost from the manifest.
+            absent_tables.push(AbsentTable {
+                name: spec.name.clone(),
+                reason: format!("the source database (Airflow {version}) has no such table"),
+            });
             continue;
         };
         let filter = catalog.render_filter(spec, export_dag, &all_columns);
@@ -219,6 +226,8 @@ pub async fn run(config: &Config, args: &BackupArgs) -> Result<()> {
             },
             tables: entries,
             active_dags,
+            absent_tables,
+            manifest_sha256: None,
         };
         if let Err(e) = manifest::commit(store.as_ref(), &manifest).await {
             discard_partial(store.as_ref(), &backup_id).await;

@@ -59,6 +59,7 @@ async fn prepare(
 ) -> Result<Prepared> {
     let fernet = fernet_plan(config)?;
     let manifest = manifest::resolve(store.as_ref(), backup_id).await?;
+    manifest.validate(&config.catalog_for(&manifest.airflow_version)?)?;
     verify_backup(store.clone(), &manifest).await?;
     let mut conn = connect(db).await?;
     let (target_version, _) =
