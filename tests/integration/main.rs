@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod config;
 mod failover;
+mod integrity;
 mod legacy;
 mod pg;
 mod rekey;
