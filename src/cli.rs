@@ -209,6 +209,17 @@ pub struct PruneArgs {
     /// Also keep every backup younger than this (e.g. 36h, 7d, 2w)
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
+
+    /// Also delete backup folders without a manifest (interrupted backups) whose id and
+    /// objects are all older than this; at least 1h, since a running backup may take hours
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "DR_PRUNE_INCOMPLETE_AFTER",
+        hide_env_values = true,
+        default_value = "24h"
+    )]
+    pub incomplete_after: String,
 }
 
 impl Command {

@@ -1,5 +1,6 @@
 //! Results on stdout, as text for people or JSON documents for scripts; errors on stderr.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use serde::Serialize;
@@ -12,7 +13,9 @@ pub fn emit<T: Serialize>(format: OutputFormat, doc: &T, text: impl FnOnce() -> 
     let rendered = match format {
         OutputFormat::Json => serde_json::to_string_pretty(doc)
             .unwrap_or_else(|e| format!("{{\"error\":\"cannot render result: {e}\"}}")),
-        OutputFormat::Text => text(),
+        // The renderers escape what they print from the store; this catches any string
+        // they missed, keeping the renderer's own line breaks.
+        OutputFormat::Text => escape_lines(&text()).into_owned(),
     };
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) is not worth a panic.
@@ -27,16 +30,69 @@ pub fn emit_error(format: OutputFormat, err: &Error) {
             let _ = writeln!(stderr, "{}", err.to_json());
         }
         OutputFormat::Text => {
-            let _ = writeln!(stderr, "error: {err}");
+            let _ = writeln!(stderr, "error: {}", escape_lines(&err.to_string()));
             if let Some(hint) = err.hint() {
-                let _ = writeln!(stderr, "hint: {hint}");
+                let _ = writeln!(stderr, "hint: {}", escape_lines(&hint.to_string()));
             }
         }
     }
 }
 
-/// Renders rows as left-aligned columns separated by two spaces.
+/// Text from the store (DAG ids, environment names, any manifest string) made safe for a
+/// terminal: every control character — C0 (newline and tab included), DEL, C1 — and the
+/// Unicode bidirectional overrides become a visible escape (`\x1b`, `\u{9b}`), so an escape
+/// sequence in a manifest is shown, not executed, and cannot forge a line or reorder text.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !needs_escape(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// [`escape_control`] line by line: a whole rendered text, whose line breaks (and tabs) are
+/// the renderer's own.
+pub fn escape_lines(text: &str) -> Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c != '\n' && c != '\t' && needs_escape(c))
+    {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.split('\n')
+            .map(|line| {
+                line.split('\t')
+                    .map(escape_control)
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// Renders rows as left-aligned columns separated by two spaces; cells are escaped with
+/// [`escape_control`] (a control character would break the alignment, or worse).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| escape_control(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -95,5 +151,29 @@ mod tests {
             ],
         );
         assert_eq!(t, "A     BB\nlong  x\ns     y");
+    }
+
+    #[test]
+    fn control_characters_become_visible_escapes() {
+        assert_eq!(escape_control("plain dag_id-1 é ✓"), "plain dag_id-1 é ✓");
+        assert_eq!(
+            escape_control("a\u{1b}[2Jb\u{7}c\u{0}d"),
+            "a\\x1b[2Jb\\x07c\\x00d"
+        );
+        assert_eq!(escape_control("x\ny\tz\rw"), "x\\x0ay\\x09z\\x0dw");
+        assert_eq!(escape_control("del\u{7f}"), "del\\x7f");
+        assert_eq!(escape_control("csi\u{9b}31m"), "csi\\u{9b}31m");
+        assert_eq!(escape_control("\u{202e}txt"), "\\u{202e}txt");
+        // Line by line: the renderer's breaks and tabs stay, everything else is escaped.
+        assert_eq!(
+            escape_lines("one\u{1b}]0;x\u{7}\ntwo\tthree"),
+            "one\\x1b]0;x\\x07\ntwo\tthree"
+        );
+    }
+
+    #[test]
+    fn table_cells_are_escaped() {
+        let t = table(&["ID"], &[vec!["evil\u{1b}[31m".into()]]);
+        assert_eq!(t, "ID\nevil\\x1b[31m");
     }
 }

@@ -15,7 +15,7 @@ use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate
 use crate::db::{airflow_version, db_error, table_columns};
 use crate::error::{Error, Result};
 use crate::output;
-use crate::store::manifest::{self, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
+use crate::store::manifest::{self, AbsentTable, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
 use crate::store::{BackupStore, environments, open_store};
 
 #[derive(Serialize)]
@@ -125,8 +125,15 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
     }
     let catalog = config.catalog_for(&version)?;
     let mut tables = Vec::new();
+    let mut absent_tables = Vec::new();
     for spec in &catalog.tables {
         let Some(all_columns) = table_columns(&mut conn, &spec.name).await? else {
+            // Recorded, so a restore can tell a table this Airflow version lacks from an
+            // entry lost from the manifest.
+            absent_tables.push(AbsentTable {
+                name: spec.name.clone(),
+                reason: format!("the source database (Airflow {version}) has no such table"),
+            });
             continue;
         };
         let filter = catalog.render_filter(spec, export_dag, &all_columns);
@@ -222,6 +229,8 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
             },
             tables: entries,
             active_dags,
+            absent_tables,
+            manifest_sha256: None,
         };
         // Past this point the backup exists: a signal now no longer undoes it.
         if cancel.is_cancelled() {

@@ -65,6 +65,7 @@ async fn prepare(
 ) -> Result<Prepared> {
     let fernet = fernet_plan(config)?;
     let manifest = manifest::resolve(store.as_ref(), backup_id).await?;
+    manifest.validate(&config.catalog_for(&manifest.airflow_version)?)?;
     verify_backup(store.clone(), &manifest).await?;
     let mut conn = db.connect().await?;
     let backend_pid = backend_pid(&mut conn, db.describe()).await?;

@@ -129,6 +129,14 @@ impl BackupStore for LocalStore {
         Ok(out)
     }
 
+    async fn modified(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let path = self.path(key)?;
+        let meta = fs::metadata(&path)
+            .await
+            .map_err(|e| Error::failed("stat", self.resource(key), e))?;
+        Ok(meta.modified().ok().map(chrono::DateTime::from))
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         match fs::remove_file(&path).await {

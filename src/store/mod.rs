@@ -52,6 +52,12 @@ pub trait BackupStore: Send + Sync {
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// When the object was last written, where the backend can tell (`None` otherwise);
+    /// prune's age rule for incomplete backups uses it.
+    async fn modified(&self, _key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        Ok(None)
+    }
+
     /// Writes a small object in one go.
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<u64> {
         let mut writer = self.create(key).await?;

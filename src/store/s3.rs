@@ -272,6 +272,21 @@ impl BackupStore for S3Store {
         Ok(out)
     }
 
+    async fn modified(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let full_key = self.checked_key(key)?;
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full_key)
+            .send()
+            .await
+            .map_err(|err| sdk_failed("stat", self.resource(&full_key), err))?;
+        Ok(head
+            .last_modified()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())))
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let full_key = self.checked_key(key)?;
         self.client

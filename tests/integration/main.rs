@@ -11,6 +11,7 @@ mod common;
 mod config;
 mod failover;
 mod faults;
+mod integrity;
 mod legacy;
 mod pg;
 mod rekey;
