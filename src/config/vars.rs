@@ -345,7 +345,10 @@ pub const VARS: &[VarSpec] = &[
     ),
     var(
         "MWAA_DR_DB_STATEMENT_TIMEOUT_SECS",
-        K::Count { min: 0, max: 604800 },
+        K::Count {
+            min: 0,
+            max: 604800,
+        },
         Some("21600"),
         G::Database,
         "Seconds one statement may run on the server (statement_timeout; 0: no limit).",

@@ -710,7 +710,8 @@ fn logs_are_not_coloured_through_a_pipe() {
             .args(["prune", "--keep-last", "3"]));
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(
-        out.stderr.contains("a lock file that is not a mwaa-dr lock"),
+        out.stderr
+            .contains("a lock file that is not a mwaa-dr lock"),
         "the warning is logged: {}",
         out.stderr
     );
