@@ -13,25 +13,51 @@ use crate::error::{Error, Result};
 /// The variable that arms one failpoint.
 pub const VARIABLE: &str = "MWAA_DR_TEST_FAILPOINT";
 
-/// Passes `name`, unless the fault-injection variable arms it.
+/// Passes `name`, unless the fault-injection variable arms it; a paused point ends when
+/// `cancel` is cancelled.
 pub async fn reach(name: &str, cancel: &CancellationToken) -> Result<()> {
-    let Ok(armed) = std::env::var(VARIABLE) else {
-        return Ok(());
-    };
-    let (point, action) = armed.split_once('=').unwrap_or((armed.as_str(), "pause"));
-    if point != name {
-        return Ok(());
-    }
-    eprintln!("failpoint {name} reached");
-    match action {
-        "error" => Err(Error::transient(
-            "failpoint",
-            name,
-            "injected failure (MWAA_DR_TEST_FAILPOINT)",
-        )),
-        _ => {
+    match armed(name) {
+        None => Ok(()),
+        Some(Action::Error) => Err(injected(name)),
+        Some(Action::Pause) => {
             cancel.cancelled().await;
             Err(Error::Interrupted)
         }
     }
+}
+
+/// [`reach`] for code that its caller races against the run's cancellation (a database
+/// transaction): a paused point waits until the caller drops it.
+pub async fn reach_raced(name: &str) -> Result<()> {
+    match armed(name) {
+        None => Ok(()),
+        Some(Action::Error) => Err(injected(name)),
+        Some(Action::Pause) => std::future::pending().await,
+    }
+}
+
+enum Action {
+    Pause,
+    Error,
+}
+
+fn armed(name: &str) -> Option<Action> {
+    let armed = std::env::var(VARIABLE).ok()?;
+    let (point, action) = armed.split_once('=').unwrap_or((armed.as_str(), "pause"));
+    if point != name {
+        return None;
+    }
+    eprintln!("failpoint {name} reached");
+    Some(match action {
+        "error" => Action::Error,
+        _ => Action::Pause,
+    })
+}
+
+fn injected(name: &str) -> Error {
+    Error::transient(
+        "failpoint",
+        name,
+        "injected failure (MWAA_DR_TEST_FAILPOINT)",
+    )
 }

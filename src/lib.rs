@@ -162,7 +162,7 @@ pub async fn run(cli: Cli, config: Config, cancel: CancellationToken) -> Result<
         Command::Cleanup(_) => commands::cleanup::run(&config, &cancel).await,
         Command::List => commands::list::run(&config).await,
         Command::Verify(args) => commands::verify::run(&config, args).await,
-        Command::Prune(args) => commands::prune::run(&config, args).await,
+        Command::Prune(args) => commands::prune::run(&config, args, &cancel).await,
         Command::HealthCheck(_) => commands::health_check::run(&config).await,
         Command::Failover(args) => commands::failover::run(&config, args, &cancel).await,
     }

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate};
 use crate::db::{airflow_version, db_error, table_columns};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::output;
 use crate::store::manifest::{self, AbsentTable, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
 use crate::store::{BackupStore, environments, open_store};
@@ -110,6 +111,7 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
     let connector = super::connector(config, db.clone());
     let mut conn = connector.connect().await?;
     let snapshot = begin_snapshot(&mut conn, db.redacted()).await?;
+    failpoint::reach("backup.snapshot", cancel).await?;
     let (version, revision) = airflow_version(
         &mut conn,
         db.redacted(),
@@ -192,6 +194,7 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
     let progress: Arc<dyn crate::progress::Progress> =
         Arc::from(crate::progress::for_terminal("backup", config.quiet));
     let manifest = super::with_store_lock(store.as_ref(), false, "backup", async {
+        failpoint::reach("backup.locked", cancel).await?;
         let result = export_tables(
             &connector,
             &snapshot,
@@ -232,6 +235,10 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
             absent_tables,
             manifest_sha256: None,
         };
+        if let Err(e) = failpoint::reach("backup.exported", cancel).await {
+            discard_partial(store.as_ref(), &backup_id).await;
+            return Err(e);
+        }
         // Past this point the backup exists: a signal now no longer undoes it.
         if cancel.is_cancelled() {
             discard_partial(store.as_ref(), &backup_id).await;
@@ -241,6 +248,7 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
             discard_partial(store.as_ref(), &backup_id).await;
             return Err(e);
         }
+        failpoint::reach("backup.committed", cancel).await?;
         Ok(manifest)
     })
     .await;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{airflow_version, backend_pid, db_error, terminate_backend};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::output;
 
 #[derive(Serialize)]
@@ -23,6 +24,7 @@ pub async fn run(config: &Config, cancel: &CancellationToken) -> Result<()> {
     let connector = super::connector(config, db.clone());
     let mut conn = connector.connect().await?;
     let pid = backend_pid(&mut conn, db.redacted()).await?;
+    failpoint::reach("cleanup.connected", cancel).await?;
     // The catalog of the database's Airflow version; for a revision mwaa-dr does not know,
     // that of MWAA_VERSION, or the user's DR_TABLE_CATALOG (which serves every version).
     let detected = airflow_version(&mut conn, db.redacted(), &config.versions, None, None).await;
@@ -44,12 +46,14 @@ pub async fn run(config: &Config, cancel: &CancellationToken) -> Result<()> {
             .begin()
             .await
             .map_err(|e| db_error("begin", db.redacted(), e))?;
+        failpoint::reach_raced("cleanup.begun").await?;
         let counts = cleanup(&mut tx, &catalog, config.dry_run).await?;
         if config.dry_run {
             tx.rollback()
                 .await
                 .map_err(|e| db_error("rollback", db.redacted(), e))?;
         } else {
+            failpoint::reach_raced("cleanup.before_commit").await?;
             tx.commit()
                 .await
                 .map_err(|e| db_error("commit", db.redacted(), e))?;
@@ -65,6 +69,7 @@ pub async fn run(config: &Config, cancel: &CancellationToken) -> Result<()> {
             return Err(Error::Interrupted);
         }
     };
+    failpoint::reach("cleanup.committed", cancel).await?;
     let doc = CleanupDoc {
         target: db.redacted(),
         dry_run: config.dry_run,

@@ -6,9 +6,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::cli::PruneArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::output::{self, escape_control};
 use crate::store::manifest::{self, Incomplete, Unreadable};
 use crate::store::{BackupStore, open_store};
@@ -38,7 +41,7 @@ struct IncompleteDoc {
     kept_because: Option<String>,
 }
 
-pub async fn run(config: &Config, args: &PruneArgs) -> Result<()> {
+pub async fn run(config: &Config, args: &PruneArgs, cancel: &CancellationToken) -> Result<()> {
     let keep_within = args
         .keep_within
         .as_deref()
@@ -48,6 +51,7 @@ pub async fn run(config: &Config, args: &PruneArgs) -> Result<()> {
     let store = open_store(config.store("prune")?, config).await?;
     let store = store.as_ref();
     let work = async {
+        failpoint::reach("prune.locked", cancel).await?;
         // Read under the lock: a backup that commits meanwhile is not taken for incomplete.
         let scan = manifest::scan(store).await?;
         let mut manifests = scan.backups;
@@ -84,11 +88,21 @@ pub async fn run(config: &Config, args: &PruneArgs) -> Result<()> {
             }
         }
         if !config.dry_run {
-            for id in &removed {
+            for (n, id) in removed.iter().enumerate() {
+                // Interrupted, stop between backups, never inside one.
+                if cancel.is_cancelled() {
+                    return Err(Error::Interrupted);
+                }
                 // The manifest first: from then on the backup does not exist, whatever happens next.
                 store.delete(&manifest::manifest_key(id)).await?;
+                if n == 0 {
+                    failpoint::reach_raced("prune.manifest_deleted").await?;
+                }
                 for object in store.list(&manifest::object_key(id, "")).await? {
                     store.delete(&object.key).await?;
+                }
+                if n == 0 {
+                    failpoint::reach("prune.backup_deleted", cancel).await?;
                 }
             }
             for (_, folder) in &incomplete_removed {
@@ -97,6 +111,7 @@ pub async fn run(config: &Config, args: &PruneArgs) -> Result<()> {
                 }
             }
         }
+        failpoint::reach("prune.done", cancel).await?;
         Ok(PruneDoc {
             dry_run: config.dry_run,
             kept,

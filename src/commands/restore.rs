@@ -18,6 +18,7 @@ use crate::db::{
     PgConnector, airflow_version, backend_pid, lock_holders, sqlstate, terminate_backend,
 };
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::output;
 use crate::store::verify::verify_backup;
 use crate::store::{BackupStore, manifest, open_store};
@@ -169,8 +170,11 @@ pub async fn restore_into(
     cancel: &CancellationToken,
 ) -> Result<(manifest::Manifest, RestoreReport)> {
     super::with_store_lock(store.as_ref(), false, "restore", async {
+        failpoint::reach("restore.locked", cancel).await?;
         let mut prepared = prepare(config, store.clone(), db, backup_id, clean).await?;
+        failpoint::reach("restore.verified", cancel).await?;
         let report = apply(config, store.clone(), db, &mut prepared, progress, cancel).await?;
+        failpoint::reach("restore.committed", cancel).await?;
         Ok((prepared.manifest, report))
     })
     .await
@@ -192,6 +196,7 @@ pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken
     let store: Arc<dyn BackupStore> = Arc::from(open_store(location, config).await?);
     let db = super::connector(config, db);
     let restored = super::with_store_lock(store.as_ref(), false, "restore", async {
+        failpoint::reach("restore.locked", cancel).await?;
         let mut prepared = prepare(
             config,
             store.clone(),
@@ -203,6 +208,7 @@ pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken
         if config.dry_run {
             return Ok(Restored::DryRun(prepared.manifest, prepared.options));
         }
+        failpoint::reach("restore.verified", cancel).await?;
         if args.clean {
             super::confirm(
                 config,
@@ -224,7 +230,9 @@ pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken
         )
         .await;
         progress.clear();
-        Ok(Restored::Done(prepared.manifest, result?))
+        let report = result?;
+        failpoint::reach("restore.committed", cancel).await?;
+        Ok(Restored::Done(prepared.manifest, report))
     })
     .await?;
     let (manifest, report) = match restored {

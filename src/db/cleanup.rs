@@ -53,6 +53,9 @@ pub async fn cleanup(
             table: spec.name.clone(),
             rows,
         });
+        if counts.len() == 1 && !dry_run {
+            crate::failpoint::reach_raced("cleanup.table_deleted").await?;
+        }
     }
     Ok(counts)
 }

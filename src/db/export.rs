@@ -167,6 +167,13 @@ pub async fn export_tables(
                 };
                 progress.finish(&table.name, entry.rows);
                 done.push(entry);
+                if index == 0
+                    && let Err(e) = crate::failpoint::reach("backup.table_written", &stop).await
+                {
+                    drop(conn);
+                    super::terminate_backend(&connector, pid).await;
+                    return Err(e);
+                }
             }
             let _ = sqlx::query("COMMIT").execute(&mut conn).await;
             Ok::<_, Error>(done)

@@ -95,6 +95,7 @@ pub async fn restore(
     };
     if options.clean {
         report.cleaned = cleanup(&mut tx, catalog, false).await?;
+        crate::failpoint::reach_raced("restore.cleaned").await?;
     }
     // Plan: the manifest's tables in catalog order; check they fit the target first.
     let mut plan: Vec<(&TableSpec, &TableEntry, Vec<String>)> = Vec::new();
@@ -176,6 +177,9 @@ pub async fn restore(
             table: spec.name.clone(),
             rows,
         });
+        if report.loaded.len() == 1 {
+            crate::failpoint::reach_raced("restore.table_loaded").await?;
+        }
     }
     if !report.renumbered_jobs.is_empty() {
         let loaded: Vec<&str> = report.loaded.iter().map(|t| t.table.as_str()).collect();
@@ -197,6 +201,7 @@ pub(crate) async fn finish(
         advance_sequences(&mut tx, table).await?;
     }
     let outcome = unpause(&mut tx, active).await?;
+    crate::failpoint::reach_raced("restore.before_commit").await?;
     tx.commit()
         .await
         .map_err(|e| db_error("commit", "restore", e))?;
