@@ -10,6 +10,7 @@ use crate::aws::cloudwatch::Heartbeat;
 use crate::aws::mwaa::Mwaa;
 use crate::config::HealthCheckSettings;
 use crate::error::Result;
+use crate::model::EnvironmentStatus;
 
 /// One look at the primary.
 #[derive(Debug, Clone, Serialize)]
@@ -17,7 +18,7 @@ pub struct Attempt {
     pub attempt: u32,
     pub at: chrono::DateTime<Utc>,
     /// The environment's status (AVAILABLE, UNAVAILABLE, ...), `None` when it does not exist.
-    pub status: Option<String>,
+    pub status: Option<EnvironmentStatus>,
     /// Newest 5-minute Average of SchedulerHeartbeat, `None` when there is no datapoint.
     pub heartbeat: Option<f64>,
     pub healthy: bool,
@@ -92,9 +93,9 @@ pub async fn check(
                 continue;
             }
         };
-        let (healthy, reason) = match (status.as_deref(), beat) {
+        let (healthy, reason) = match (&status, beat) {
             (None, _) => (false, "the environment does not exist".to_string()),
-            (Some(s), _) if s != "AVAILABLE" && s != "UPDATING" => (false, format!("status {s}")),
+            (Some(s), _) if !s.is_healthy() => (false, format!("status {s}")),
             (_, None) => (
                 false,
                 "no SchedulerHeartbeat datapoint in the last 10 minutes".to_string(),

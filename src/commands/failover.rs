@@ -191,7 +191,7 @@ fn render_timeline(t: &Timeline) -> String {
                     "{:.1}",
                     (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0
                 ),
-                r.outcome.clone(),
+                r.outcome.to_string(),
                 r.details.clone(),
             ]
         })
