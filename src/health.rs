@@ -73,48 +73,92 @@ pub async fn check(
             tokio::time::sleep(Duration::from_secs_f64(wait)).await;
             wait *= settings.backoff_rate;
         }
-        let now = Utc::now();
-        // An API that does not answer is evidence too: in a regional outage it is the
-        // primary's region that fails.
-        let (status, beat) = match (
-            mwaa.get_environment(environment).await,
-            heartbeat.scheduler_heartbeat(environment, now).await,
-        ) {
-            (Ok(env), Ok(beat)) => (env.and_then(|e| e.status), beat),
-            (Err(e), _) | (_, Err(e)) => {
-                report.attempts.push(Attempt {
-                    attempt,
-                    at: now,
-                    status: None,
-                    heartbeat: None,
-                    healthy: false,
-                    reason: format!("the AWS APIs did not answer: {e}"),
-                });
-                continue;
-            }
-        };
-        let (healthy, reason) = match (&status, beat) {
-            (None, _) => (false, "the environment does not exist".to_string()),
-            (Some(s), _) if !s.is_healthy() => (false, format!("status {s}")),
-            (_, None) => (
-                false,
-                "no SchedulerHeartbeat datapoint in the last 10 minutes".to_string(),
-            ),
-            (_, Some(v)) if v <= 0.0 => (false, format!("SchedulerHeartbeat average {v}")),
-            (Some(s), Some(v)) => (true, format!("status {s}, SchedulerHeartbeat average {v}")),
-        };
-        report.attempts.push(Attempt {
-            attempt,
-            at: now,
-            status,
-            heartbeat: beat,
-            healthy,
-            reason,
-        });
+        let look = look(environment, attempt, mwaa, heartbeat).await;
+        let healthy = look.healthy;
+        report.attempts.push(look);
         if healthy {
             report.healthy = true;
             break;
         }
     }
     Ok(report)
+}
+
+/// One look at the primary: its status and its newest heartbeat.
+async fn look(
+    environment: &str,
+    attempt: u32,
+    mwaa: &dyn Mwaa,
+    heartbeat: &dyn Heartbeat,
+) -> Attempt {
+    let now = Utc::now();
+    // An API that does not answer is evidence too: in a regional outage it is the
+    // primary's region that fails.
+    let (status, beat) = match (
+        mwaa.get_environment(environment).await,
+        heartbeat.scheduler_heartbeat(environment, now).await,
+    ) {
+        (Ok(env), Ok(beat)) => (env.and_then(|e| e.status), beat),
+        (Err(e), _) | (_, Err(e)) => {
+            return Attempt {
+                attempt,
+                at: now,
+                status: None,
+                heartbeat: None,
+                healthy: false,
+                reason: format!("the AWS APIs did not answer: {e}"),
+            };
+        }
+    };
+    let (healthy, reason) = judge(status.as_ref(), beat);
+    Attempt {
+        attempt,
+        at: now,
+        status,
+        heartbeat: beat,
+        healthy,
+        reason,
+    }
+}
+
+/// Healthy when the environment serves DAGs and its scheduler beats.
+fn judge(status: Option<&EnvironmentStatus>, beat: Option<f64>) -> (bool, String) {
+    match (status, beat) {
+        (None, _) => (false, "the environment does not exist".to_string()),
+        (Some(s), _) if !s.is_healthy() => (false, format!("status {s}")),
+        (_, None) => (
+            false,
+            "no SchedulerHeartbeat datapoint in the last 10 minutes".to_string(),
+        ),
+        (_, Some(v)) if v <= 0.0 => (false, format!("SchedulerHeartbeat average {v}")),
+        (Some(s), Some(v)) => (true, format!("status {s}, SchedulerHeartbeat average {v}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judge_reads_the_status_and_the_heartbeat() {
+        let updating = EnvironmentStatus::Updating;
+        assert_eq!(
+            judge(Some(&updating), Some(1.0)),
+            (
+                true,
+                "status UPDATING, SchedulerHeartbeat average 1".to_string()
+            )
+        );
+        // A status this build does not know is not taken for healthy, and is named as MWAA
+        // spelled it.
+        let newer = EnvironmentStatus::parse("HIBERNATING");
+        assert_eq!(
+            judge(Some(&newer), Some(1.0)),
+            (false, "status HIBERNATING".to_string())
+        );
+        let available = EnvironmentStatus::Available;
+        assert!(!judge(Some(&available), Some(0.0)).0);
+        assert!(!judge(Some(&available), None).0);
+        assert!(!judge(None, Some(1.0)).0);
+    }
 }
