@@ -10,6 +10,7 @@ use crate::aws::cloudwatch::Heartbeat;
 use crate::aws::mwaa::Mwaa;
 use crate::config::HealthCheckSettings;
 use crate::error::Result;
+use crate::model::EnvironmentStatus;
 
 /// One look at the primary.
 #[derive(Debug, Clone, Serialize)]
@@ -17,7 +18,7 @@ pub struct Attempt {
     pub attempt: u32,
     pub at: chrono::DateTime<Utc>,
     /// The environment's status (AVAILABLE, UNAVAILABLE, ...), `None` when it does not exist.
-    pub status: Option<String>,
+    pub status: Option<EnvironmentStatus>,
     /// Newest 5-minute Average of SchedulerHeartbeat, `None` when there is no datapoint.
     pub heartbeat: Option<f64>,
     pub healthy: bool,
@@ -73,44 +74,9 @@ pub async fn check(
             tokio::time::sleep(wait).await;
             wait = next_wait(wait, settings.backoff_rate, cap);
         }
-        let now = Utc::now();
-        // An API that does not answer is evidence too: in a regional outage it is the
-        // primary's region that fails.
-        let (status, beat) = match (
-            mwaa.get_environment(environment).await,
-            heartbeat.scheduler_heartbeat(environment, now).await,
-        ) {
-            (Ok(env), Ok(beat)) => (env.and_then(|e| e.status), beat),
-            (Err(e), _) | (_, Err(e)) => {
-                report.attempts.push(Attempt {
-                    attempt,
-                    at: now,
-                    status: None,
-                    heartbeat: None,
-                    healthy: false,
-                    reason: format!("the AWS APIs did not answer: {e}"),
-                });
-                continue;
-            }
-        };
-        let (healthy, reason) = match (status.as_deref(), beat) {
-            (None, _) => (false, "the environment does not exist".to_string()),
-            (Some(s), _) if s != "AVAILABLE" && s != "UPDATING" => (false, format!("status {s}")),
-            (_, None) => (
-                false,
-                "no SchedulerHeartbeat datapoint in the last 10 minutes".to_string(),
-            ),
-            (_, Some(v)) if v <= 0.0 => (false, format!("SchedulerHeartbeat average {v}")),
-            (Some(s), Some(v)) => (true, format!("status {s}, SchedulerHeartbeat average {v}")),
-        };
-        report.attempts.push(Attempt {
-            attempt,
-            at: now,
-            status,
-            heartbeat: beat,
-            healthy,
-            reason,
-        });
+        let look = look(environment, attempt, mwaa, heartbeat).await;
+        let healthy = look.healthy;
+        report.attempts.push(look);
         if healthy {
             report.healthy = true;
             break;
@@ -123,6 +89,57 @@ pub async fn check(
 /// infinity within a few retries, which no Duration holds.
 fn next_wait(wait: Duration, rate: f64, cap: Duration) -> Duration {
     Duration::try_from_secs_f64(wait.as_secs_f64() * rate).map_or(cap, |next| next.min(cap))
+}
+
+/// One look at the primary: its status and its newest heartbeat.
+async fn look(
+    environment: &str,
+    attempt: u32,
+    mwaa: &dyn Mwaa,
+    heartbeat: &dyn Heartbeat,
+) -> Attempt {
+    let now = Utc::now();
+    // An API that does not answer is evidence too: in a regional outage it is the
+    // primary's region that fails.
+    let (status, beat) = match (
+        mwaa.get_environment(environment).await,
+        heartbeat.scheduler_heartbeat(environment, now).await,
+    ) {
+        (Ok(env), Ok(beat)) => (env.and_then(|e| e.status), beat),
+        (Err(e), _) | (_, Err(e)) => {
+            return Attempt {
+                attempt,
+                at: now,
+                status: None,
+                heartbeat: None,
+                healthy: false,
+                reason: format!("the AWS APIs did not answer: {e}"),
+            };
+        }
+    };
+    let (healthy, reason) = judge(status.as_ref(), beat);
+    Attempt {
+        attempt,
+        at: now,
+        status,
+        heartbeat: beat,
+        healthy,
+        reason,
+    }
+}
+
+/// Healthy when the environment serves DAGs and its scheduler beats.
+fn judge(status: Option<&EnvironmentStatus>, beat: Option<f64>) -> (bool, String) {
+    match (status, beat) {
+        (None, _) => (false, "the environment does not exist".to_string()),
+        (Some(s), _) if !s.is_healthy() => (false, format!("status {s}")),
+        (_, None) => (
+            false,
+            "no SchedulerHeartbeat datapoint in the last 10 minutes".to_string(),
+        ),
+        (_, Some(v)) if v <= 0.0 => (false, format!("SchedulerHeartbeat average {v}")),
+        (Some(s), Some(v)) => (true, format!("status {s}, SchedulerHeartbeat average {v}")),
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +156,28 @@ mod tests {
         assert_eq!(next_wait(five, f64::INFINITY, cap), cap);
         assert_eq!(next_wait(five, f64::NAN, cap), cap);
         assert_eq!(next_wait(Duration::MAX, 2.0, cap), cap);
+    }
+
+    #[test]
+    fn judge_reads_the_status_and_the_heartbeat() {
+        let updating = EnvironmentStatus::Updating;
+        assert_eq!(
+            judge(Some(&updating), Some(1.0)),
+            (
+                true,
+                "status UPDATING, SchedulerHeartbeat average 1".to_string()
+            )
+        );
+        // A status this build does not know is not taken for healthy, and is named as MWAA
+        // spelled it.
+        let newer = EnvironmentStatus::parse("HIBERNATING");
+        assert_eq!(
+            judge(Some(&newer), Some(1.0)),
+            (false, "status HIBERNATING".to_string())
+        );
+        let available = EnvironmentStatus::Available;
+        assert!(!judge(Some(&available), Some(0.0)).0);
+        assert!(!judge(Some(&available), None).0);
+        assert!(!judge(None, Some(1.0)).0);
     }
 }

@@ -188,7 +188,7 @@ fn init_logging(cli: &Cli, config: &Config) {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter::stderr())
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{StripHostPrefix, endpoint_override, sdk_config, sdk_error};
 use crate::error::{Error, Result};
-use crate::model::AwsTimeouts;
+use crate::model::{AwsTimeouts, EnvironmentStatus};
 
 /// An environment as MWAA describes it; also what CreateEnvironment takes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub struct EnvironmentDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<EnvironmentStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub airflow_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,7 +291,7 @@ fn definition_of(e: &t::Environment) -> EnvironmentDefinition {
     EnvironmentDefinition {
         name: e.name().unwrap_or_default().to_string(),
         arn: s(e.arn()),
-        status: e.status().map(|x| x.as_str().to_string()),
+        status: e.status().map(|x| EnvironmentStatus::parse(x.as_str())),
         airflow_version: s(e.airflow_version()),
         execution_role_arn: s(e.execution_role_arn()),
         source_bucket_arn: s(e.source_bucket_arn()),

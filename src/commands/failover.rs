@@ -35,15 +35,7 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
     let store: Arc<dyn BackupStore> =
         Arc::from(open_store(config.store("failover")?, config).await?);
     let existing = state::unfinished(store.as_ref()).await?;
-    let plan: Vec<PlannedStep> = targets
-        .steps()
-        .into_iter()
-        .map(|(step, action)| PlannedStep {
-            step,
-            action,
-            done: existing.as_ref().is_some_and(|run| run.is_done(step)),
-        })
-        .collect();
+    let plan = plan_of(&targets, existing.as_ref());
     if config.dry_run {
         let doc = PlanDoc {
             dry_run: true,
@@ -66,16 +58,7 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
             db.redacted()
         ),
     )?;
-    let primary_region = config.primary.region.as_deref();
-    let secondary_region = config.secondary.region.as_deref();
-    let services = Services {
-        primary_mwaa: Box::new(SdkMwaa::new(primary_region, &config.aws_timeouts).await),
-        secondary_mwaa: Box::new(SdkMwaa::new(secondary_region, &config.aws_timeouts).await),
-        heartbeat: Box::new(CloudWatchHeartbeat::new(primary_region, &config.aws_timeouts).await),
-        schedules: Box::new(AwsSchedules::new(secondary_region, &config.aws_timeouts).await),
-        notifier: Box::new(SnsNotifier::new(secondary_region, &config.aws_timeouts).await),
-        store: store.clone(),
-    };
+    let services = aws_services(config, store.clone()).await;
     let restore = LatestBackup {
         config,
         store: store.clone(),
@@ -107,6 +90,35 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
             output::emit(config.output, &timeline, || render_timeline(&timeline));
             Err(error)
         }
+    }
+}
+
+/// The steps for `targets`, each marked done when the unfinished run `existing` finished it.
+fn plan_of(targets: &Targets, existing: Option<&state::FailoverRun>) -> Vec<PlannedStep> {
+    targets
+        .steps()
+        .into_iter()
+        .map(|(step, action)| PlannedStep {
+            step,
+            action,
+            done: existing.is_some_and(|run| run.is_done(step)),
+        })
+        .collect()
+}
+
+/// The AWS side of the failover: the primary's MWAA and heartbeat in its region, everything
+/// else in the secondary's (the primary's region may be the one that is down).
+async fn aws_services(config: &Config, store: Arc<dyn BackupStore>) -> Services {
+    let primary_region = config.primary.region.as_deref();
+    let secondary_region = config.secondary.region.as_deref();
+    let timeouts = &config.aws_timeouts;
+    Services {
+        primary_mwaa: Box::new(SdkMwaa::new(primary_region, timeouts).await),
+        secondary_mwaa: Box::new(SdkMwaa::new(secondary_region, timeouts).await),
+        heartbeat: Box::new(CloudWatchHeartbeat::new(primary_region, timeouts).await),
+        schedules: Box::new(AwsSchedules::new(secondary_region, timeouts).await),
+        notifier: Box::new(SnsNotifier::new(secondary_region, timeouts).await),
+        store,
     }
 }
 
@@ -191,7 +203,7 @@ fn render_timeline(t: &Timeline) -> String {
                     "{:.1}",
                     (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0
                 ),
-                r.outcome.clone(),
+                r.outcome.to_string(),
                 r.details.clone(),
             ]
         })

@@ -37,7 +37,9 @@ pub fn render(report: &HealthReport) -> String {
             vec![
                 a.attempt.to_string(),
                 a.at.format("%H:%M:%S").to_string(),
-                a.status.clone().unwrap_or_else(|| "-".into()),
+                a.status
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
                 a.heartbeat
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "-".into()),

@@ -2,24 +2,26 @@
 //! each recorded in the store so a rerun resumes at the failed step and never repeats a
 //! finished one.
 
+pub mod result;
 pub mod state;
+mod steps;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+pub use self::result::{StepError, StepResult};
 use self::state::{FailoverRun, StepRecord};
 use crate::aws::cloudwatch::Heartbeat;
 use crate::aws::mwaa::{EnvironmentDefinition, Mwaa, Network};
-use crate::aws::schedule::{Disabled, Schedules};
+use crate::aws::schedule::Schedules;
 use crate::aws::sns::Notifier;
 use crate::config::{Config, DrType};
 use crate::error::{Error, Result};
-use crate::health;
-use crate::store::{BackupStore, environments};
+use crate::model::StepOutcome;
+use crate::store::BackupStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -224,7 +226,7 @@ impl Timeline {
             .records
             .iter()
             .rev()
-            .find(|r| r.step == StepKind::RestoreLatestBackup && r.outcome == "ok")
+            .find(|r| r.step == StepKind::RestoreLatestBackup && r.outcome == StepOutcome::Ok)
             .map(|r| r.finished_at);
         Timeline {
             run_id: run.started.run_id.clone(),
@@ -252,66 +254,13 @@ pub async fn execute(
     run: &mut FailoverRun,
 ) -> std::result::Result<Timeline, (Error, Timeline)> {
     for (step, action) in targets.steps() {
-        // The create step counts as done only once the environment became AVAILABLE: after a
-        // CREATE_FAILED (and its deletion) it must run again. It asks GetEnvironment first,
-        // so it never sends a second CreateEnvironment for an environment that exists.
-        let done = run.is_done(step)
-            && (step != StepKind::CreateSecondaryEnvironment
-                || run.is_done(StepKind::WaitSecondaryAvailable));
-        if done {
-            info!(step = step.as_str(), "finished in an earlier run; skipped");
-            continue;
-        }
-        let started_at = Utc::now();
-        info!(step = step.as_str(), "{action}");
-        let outcome = run_step(step, config, targets, services, restore).await;
-        let finished_at = Utc::now();
-        match outcome {
-            Ok(details) => {
-                let record = StepRecord {
-                    step,
-                    started_at,
-                    finished_at,
-                    outcome: "ok".into(),
-                    details,
-                };
-                if let Err(e) = run.record(services.store.as_ref(), record).await {
-                    return Err((e, Timeline::of(run, None)));
-                }
+        if let Err(failure) = run_one(step, &action, config, targets, services, restore, run).await
+        {
+            if failure.result.outcome == StepOutcome::Failed {
+                steps::notify_failure(targets, services, &run.started.run_id, step, &failure.error)
+                    .await;
             }
-            Err(error) => {
-                let record = StepRecord {
-                    step,
-                    started_at,
-                    finished_at,
-                    outcome: "failed".into(),
-                    details: error.to_string(),
-                };
-                if let Err(e) = run.record(services.store.as_ref(), record).await {
-                    warn!(error = %e, "could not record the failed step");
-                }
-                if let Some(topic) = &targets.sns_topic {
-                    let message = format!(
-                        "mwaa-dr failover {} of {} to {} FAILED at step {}: {error}\nRun `mwaa-dr failover` again to resume at this step.",
-                        run.started.run_id,
-                        targets.primary,
-                        targets.secondary,
-                        step.as_str()
-                    );
-                    if let Err(e) = services
-                        .notifier
-                        .publish(
-                            topic,
-                            &format!("mwaa-dr failover to {} FAILED", targets.secondary),
-                            &message,
-                        )
-                        .await
-                    {
-                        warn!(error = %e, "could not publish the failure");
-                    }
-                }
-                return Err((error, Timeline::of(run, None)));
-            }
+            return Err((failure.error, Timeline::of(run, None)));
         }
     }
     let finished_at = Utc::now();
@@ -321,92 +270,53 @@ pub async fn execute(
     Ok(Timeline::of(run, Some(finished_at)))
 }
 
-async fn run_step(
+/// A step that failed, or whose success could not be recorded (then `result` says `ok` and
+/// `error` is the store's).
+#[derive(Debug)]
+pub struct StepFailure {
+    pub error: Error,
+    pub result: StepResult,
+}
+
+/// Runs `step` of `run` unless an earlier run finished it, and records how it ended in the
+/// store. A Step Functions task running one step returns the [`StepResult`].
+pub async fn run_one(
     step: StepKind,
+    action: &str,
     config: &Config,
     targets: &Targets,
     services: &Services,
     restore: &dyn RestoreStep,
-) -> Result<String> {
-    match step {
-        StepKind::ConfirmPrimaryUnhealthy => {
-            let report = health::check(
-                &targets.primary,
-                &config.health_check,
-                services.primary_mwaa.as_ref(),
-                services.heartbeat.as_ref(),
-            )
-            .await?;
-            match (report.healthy, targets.force) {
-                (false, _) => Ok(format!("unhealthy: {}", report.evidence())),
-                (true, true) => Ok(format!(
-                    "healthy ({}), failing over anyway: --force",
-                    report.evidence()
-                )),
-                (true, false) => Err(Error::refused(
-                    "fail over",
-                    &targets.primary,
-                    format!(
-                        "the primary is healthy ({}); nothing was changed",
-                        report.evidence()
-                    ),
-                    "pass --force to fail over anyway, or --simulate-dr (MWAA_SIMULATE_DR=YES) for a drill",
-                )),
-            }
-        }
-        StepKind::DisableHealthCheck => match &targets.schedule {
-            None => Ok("no schedule configured".into()),
-            Some(name) => match services.schedules.disable(name).await? {
-                Disabled::Now => Ok(format!("{name} disabled")),
-                Disabled::Already => Ok(format!("{name} was already disabled")),
-            },
-        },
-        StepKind::CreateSecondaryEnvironment => create_secondary(config, targets, services).await,
-        StepKind::WaitSecondaryAvailable => wait_available(config, targets, services).await,
-        StepKind::ConfirmSecondaryAvailable => {
-            match services
-                .secondary_mwaa
-                .get_environment(&targets.secondary)
-                .await?
-            {
-                Some(env) if env.status.as_deref() == Some("AVAILABLE") => {
-                    Ok(format!("{} is AVAILABLE", targets.secondary))
-                }
-                Some(env) => Err(Error::failed(
-                    "confirm the secondary",
-                    &targets.secondary,
-                    format!(
-                        "its status is {}, not AVAILABLE",
-                        env.status.unwrap_or_default()
-                    ),
-                )),
-                None => Err(Error::failed(
-                    "confirm the secondary",
-                    &targets.secondary,
-                    "no such environment in the secondary region",
-                )),
-            }
-        }
-        StepKind::RestoreLatestBackup => restore.restore_latest().await,
-        StepKind::Notify => match &targets.sns_topic {
-            None => Ok("no topic configured".into()),
-            Some(topic) => {
-                let message = format!(
-                    "mwaa-dr failover of {} to {} ({:?}) succeeded: the secondary holds the latest backup and the DAGs active in the primary are unpaused.",
-                    targets.primary, targets.secondary, targets.dr_type
-                );
-                services
-                    .notifier
-                    .publish(
-                        topic,
-                        &format!("mwaa-dr failover to {} succeeded", targets.secondary),
-                        &message,
-                    )
-                    .await?;
-                Ok(format!("published to {topic}"))
-            }
-        },
+    run: &mut FailoverRun,
+) -> std::result::Result<StepResult, StepFailure> {
+    if counts_as_done(run, step) {
+        info!(step = step.as_str(), "finished in an earlier run; skipped");
+        return Ok(StepResult::skipped(step, Utc::now()));
     }
+    let started_at = Utc::now();
+    info!(step = step.as_str(), "{action}");
+    let outcome = steps::run(step, config, targets, services, restore).await;
+    let result = StepResult::of(step, started_at, Utc::now(), &outcome);
+    let recorded = run.record(services.store.as_ref(), result.record()).await;
+    match (outcome, recorded) {
+        (Ok(_), Ok(())) => Ok(result),
+        (Ok(_), Err(error)) => Err(StepFailure { error, result }),
+        (Err(error), recorded) => {
+            if let Err(e) = recorded {
+                warn!(error = %e, "could not record the failed step");
+            }
+            Err(StepFailure { error, result })
+        }
+    }
+}
+
+/// The create step counts as done only once the environment became AVAILABLE: after a
+/// CREATE_FAILED (and its deletion) it must run again. It asks GetEnvironment first, so it
+/// never sends a second CreateEnvironment for an environment that exists.
+fn counts_as_done(run: &FailoverRun, step: StepKind) -> bool {
+    run.is_done(step)
+        && (step != StepKind::CreateSecondaryEnvironment
+            || run.is_done(StepKind::WaitSecondaryAvailable))
 }
 
 /// The CreateEnvironment request: the primary's saved definition with the secondary's name,
@@ -438,98 +348,4 @@ pub fn secondary_definition(
         }
     }
     d
-}
-
-async fn create_secondary(
-    config: &Config,
-    targets: &Targets,
-    services: &Services,
-) -> Result<String> {
-    // Idempotent: an environment that exists already (a previous attempt's) is not created again.
-    if let Some(existing) = services
-        .secondary_mwaa
-        .get_environment(&targets.secondary)
-        .await?
-    {
-        let status = existing.status.unwrap_or_default();
-        return match status.as_str() {
-            "CREATE_FAILED" => Err(Error::failed(
-                "create the secondary",
-                &targets.secondary,
-                "an environment of this name exists in CREATE_FAILED; delete it, then run failover again",
-            )),
-            _ => Ok(format!(
-                "{} exists already ({status}); not created again",
-                targets.secondary
-            )),
-        };
-    }
-    let (key, saved) = environments::latest(services.store.as_ref(), &targets.primary).await?;
-    let definition = secondary_definition(&saved, config, &targets.secondary);
-    let mut notes = String::new();
-    if let (Some(kms), Some(region)) = (&definition.kms_key, &targets.secondary_region)
-        && kms.starts_with("arn:")
-        && !kms.contains(&format!(":{region}:"))
-    {
-        warn!(kms_key = %kms, region = %region, "the saved KmsKey belongs to another region; CreateEnvironment may refuse it (use a multi-Region key or a key of the secondary region)");
-        notes = format!("; warning: KmsKey {kms} is not in {region}");
-    }
-    let arn = services
-        .secondary_mwaa
-        .create_environment(&definition)
-        .await?;
-    Ok(format!(
-        "CreateEnvironment accepted from {key}: {arn}{notes}"
-    ))
-}
-
-async fn wait_available(config: &Config, targets: &Targets, services: &Services) -> Result<String> {
-    let started = Instant::now();
-    let timeout = config.failover.timeout;
-    let interval = config
-        .failover
-        .create_env_polling_interval
-        .max(Duration::from_millis(100));
-    loop {
-        let env = services
-            .secondary_mwaa
-            .get_environment(&targets.secondary)
-            .await?;
-        let status = env
-            .as_ref()
-            .and_then(|e| e.status.clone())
-            .unwrap_or_else(|| "missing".into());
-        match status.as_str() {
-            "AVAILABLE" => {
-                return Ok(format!(
-                    "{} AVAILABLE after {:.0} s",
-                    targets.secondary,
-                    started.elapsed().as_secs_f64()
-                ));
-            }
-            "CREATE_FAILED" | "UPDATE_FAILED" | "DELETED" | "DELETING" | "missing" => {
-                let detail = env
-                    .and_then(|e| e.last_error)
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default();
-                return Err(Error::failed(
-                    "wait for the secondary",
-                    &targets.secondary,
-                    format!("status {status}{detail}"),
-                ));
-            }
-            _ => {}
-        }
-        if started.elapsed() + interval > timeout {
-            return Err(Error::failed(
-                "wait for the secondary",
-                &targets.secondary,
-                format!(
-                    "still {status} after {:.0} s (STATE_MACHINE_TIMEOUT_MINS); run failover again to keep waiting",
-                    started.elapsed().as_secs_f64()
-                ),
-            ));
-        }
-        tokio::time::sleep(interval).await;
-    }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::StepKind;
 use crate::config::DrType;
 use crate::error::{Error, Result};
+use crate::model::StepOutcome;
 use crate::store::BackupStore;
 
 const PREFIX: &str = "failover/";
@@ -25,8 +26,8 @@ pub struct StepRecord {
     pub step: StepKind,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    /// `ok`, `failed`, or `skipped`.
-    pub outcome: String,
+    /// `ok` or `failed`: a skipped step is not recorded again.
+    pub outcome: StepOutcome,
     pub details: String,
 }
 
@@ -41,7 +42,7 @@ impl FailoverRun {
     pub fn is_done(&self, step: StepKind) -> bool {
         self.records
             .iter()
-            .any(|r| r.step == step && r.outcome != "failed")
+            .any(|r| r.step == step && r.outcome != StepOutcome::Failed)
     }
 
     fn key(&self, name: &str) -> String {
@@ -141,4 +142,53 @@ pub async fn start(
         records: Vec::new(),
         resumed: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Step records as the store holds them from earlier versions must keep reading back,
+    /// and be written the same way, or a resumed failover would repeat finished steps.
+    #[test]
+    fn step_records_written_before_the_outcome_enum_read_back_unchanged() {
+        let written = [
+            r#"{
+  "step": "create_secondary_environment",
+  "started_at": "2024-05-01T10:00:00.123456789Z",
+  "finished_at": "2024-05-01T10:00:02.500Z",
+  "outcome": "ok",
+  "details": "CreateEnvironment accepted from environments/prim/x.json: arn:aws:airflow:sec"
+}"#,
+            r#"{
+  "step": "wait_secondary_available",
+  "started_at": "2024-05-01T10:00:03Z",
+  "finished_at": "2024-05-01T10:30:03Z",
+  "outcome": "failed",
+  "details": "status CREATE_FAILED"
+}"#,
+        ];
+        let records: Vec<StepRecord> = written
+            .iter()
+            .map(|json| serde_json::from_str(json).expect("an older step record"))
+            .collect();
+        assert_eq!(records[0].outcome, StepOutcome::Ok);
+        assert_eq!(records[1].outcome, StepOutcome::Failed);
+        for (record, json) in records.iter().zip(written) {
+            let again: serde_json::Value = serde_json::to_value(record).expect("serialise");
+            let before: serde_json::Value = serde_json::from_str(json).expect("json");
+            assert_eq!(again, before);
+        }
+        let run = FailoverRun {
+            started: Started {
+                run_id: "20240501T100000Z".into(),
+                dr_type: DrType::BackupRestore,
+                started_at: records[0].started_at,
+            },
+            records,
+            resumed: true,
+        };
+        assert!(run.is_done(StepKind::CreateSecondaryEnvironment));
+        assert!(!run.is_done(StepKind::WaitSecondaryAvailable));
+    }
 }
