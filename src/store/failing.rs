@@ -28,6 +28,28 @@ pub enum Fault {
     Under { op: Op, prefix: String },
 }
 
+/// The variable that makes the binary's store fail its k-th call of one operation, for the
+/// fault matrix: `MWAA_DR_TEST_STORE_FAULT=<create|open|exists|list|delete>#<k>`.
+pub const VARIABLE: &str = "MWAA_DR_TEST_STORE_FAULT";
+
+/// The fault the variable arms, if it is set and well-formed.
+pub fn armed_fault() -> Option<Fault> {
+    let raw = std::env::var(VARIABLE).ok()?;
+    let (op, k) = raw.split_once('#')?;
+    let op = match op {
+        "create" => Op::Create,
+        "open" => Op::Open,
+        "exists" => Op::Exists,
+        "list" => Op::List,
+        "delete" => Op::Delete,
+        _ => return None,
+    };
+    Some(Fault::Nth {
+        op,
+        k: k.parse().ok()?,
+    })
+}
+
 pub struct FailingStore<S> {
     inner: S,
     faults: Mutex<Vec<Fault>>,
@@ -90,5 +112,41 @@ impl<S: BackupStore> BackupStore for FailingStore<S> {
     async fn delete(&self, key: &str) -> Result<()> {
         self.check(Op::Delete, key)?;
         self.inner.delete(key).await
+    }
+
+    async fn modified(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        self.inner.modified(key).await
+    }
+}
+
+/// A boxed store is a store, so the decorator can wrap whatever `open_store` opened.
+#[async_trait]
+impl BackupStore for Box<dyn BackupStore> {
+    fn describe(&self) -> String {
+        self.as_ref().describe()
+    }
+
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        self.as_ref().create(key).await
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader> {
+        self.as_ref().open(key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.as_ref().exists(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.as_ref().list(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.as_ref().delete(key).await
+    }
+
+    async fn modified(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        self.as_ref().modified(key).await
     }
 }

@@ -96,9 +96,9 @@ pub async fn open_store(
     location: &StoreLocation,
     config: &crate::config::Config,
 ) -> Result<Box<dyn BackupStore>> {
-    match location {
-        StoreLocation::Local { path } => Ok(Box::new(local::LocalStore::new(path.clone()))),
-        StoreLocation::S3 { bucket, prefix } => Ok(Box::new(
+    let store: Box<dyn BackupStore> = match location {
+        StoreLocation::Local { path } => Box::new(local::LocalStore::new(path.clone())),
+        StoreLocation::S3 { bucket, prefix } => Box::new(
             s3::S3Store::from_env(
                 bucket,
                 prefix,
@@ -106,8 +106,12 @@ pub async fn open_store(
                 &config.aws_timeouts,
             )
             .await,
-        )),
-    }
+        ),
+    };
+    Ok(match failing::armed_fault() {
+        Some(fault) => Box::new(failing::FailingStore::new(store, vec![fault])),
+        None => store,
+    })
 }
 
 pub const ACCEPTED_LOCATIONS: &str =
