@@ -26,6 +26,19 @@ pub async fn reach(name: &str, cancel: &CancellationToken) -> Result<()> {
     }
 }
 
+/// [`reach`] for a step that must finish once started: a paused point waits for the
+/// cancellation and then lets the step go on (the caller stops after it).
+pub async fn reach_then_finish(name: &str, cancel: &CancellationToken) -> Result<()> {
+    match armed(name) {
+        None => Ok(()),
+        Some(Action::Error) => Err(injected(name)),
+        Some(Action::Pause) => {
+            cancel.cancelled().await;
+            Ok(())
+        }
+    }
+}
+
 /// [`reach`] for code that its caller races against the run's cancellation (a database
 /// transaction): a paused point waits until the caller drops it.
 pub async fn reach_raced(name: &str) -> Result<()> {

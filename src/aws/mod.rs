@@ -90,7 +90,12 @@ where
         _ => false,
     };
     let message = sdk_message(&err);
-    let message = if matches!(err, SdkError::TimeoutError(_)) {
+    let timed_out = match &err {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_timeout(),
+        _ => false,
+    };
+    let message = if timed_out {
         format!("{message} (no answer within MWAA_DR_AWS_TIMEOUT_SECS)")
     } else {
         message

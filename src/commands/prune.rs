@@ -96,7 +96,7 @@ pub async fn run(config: &Config, args: &PruneArgs, cancel: &CancellationToken) 
                 // The manifest first: from then on the backup does not exist, whatever happens next.
                 store.delete(&manifest::manifest_key(id)).await?;
                 if n == 0 {
-                    failpoint::reach_raced("prune.manifest_deleted").await?;
+                    failpoint::reach_then_finish("prune.manifest_deleted", cancel).await?;
                 }
                 for object in store.list(&manifest::object_key(id, "")).await? {
                     store.delete(&object.key).await?;

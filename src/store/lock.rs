@@ -258,7 +258,13 @@ async fn live_locks(
         };
         match serde_json::from_slice::<LockFile>(&bytes) {
             Ok(lock) if lock.is_live(now, host) => out.push((object.key, Holder::Known(lock))),
-            Ok(_) => {}
+            // Its holder died (kill -9, a lost host): nothing will remove it but us.
+            Ok(lock) => {
+                debug!(key = %object.key, holder = %lock.describe(), "removing a stale lock");
+                if let Err(e) = store.delete(&object.key).await {
+                    warn!(key = %object.key, error = %e, "could not remove a stale lock");
+                }
+            }
             Err(e) => {
                 warn!(key = %object.key, error = %e, "a lock file that is not a mwaa-dr lock");
                 out.push((object.key.clone(), Holder::Unreadable(object.key)));
@@ -364,6 +370,10 @@ mod tests {
             .await
             .expect("stale locks ignored");
         lock.release(&store).await.expect("release");
+        assert!(
+            store.list("locks/").await.expect("list").is_empty(),
+            "stale locks are removed by the next run"
+        );
     }
 
     #[tokio::test]

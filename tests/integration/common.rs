@@ -43,3 +43,34 @@ pub fn bench_server(var: &str) -> Option<String> {
         ),
     }
 }
+
+/// A TCP server on loopback that accepts every connection and never sends a byte: a
+/// database or an endpoint that hangs. It runs until the listener is dropped.
+pub fn silent_server() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = listener.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in accepted.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    (listener, format!("127.0.0.1:{port}"))
+}
+
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

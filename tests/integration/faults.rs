@@ -3,44 +3,14 @@
 //! backup or a restore. Each ends with a clear error and its documented exit code, within a
 //! bounded time, leaving no lock, no partial object and no server session behind.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
-use crate::common::{mwaa_dr, run};
+use crate::common::{files_under, mwaa_dr, run, silent_server};
 use crate::pg::{Bench, connect, whole_db_digest};
-
-/// A TCP server on loopback that accepts every connection and never sends a byte.
-fn silent_server() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let accepted = listener.try_clone().expect("clone");
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in accepted.incoming().flatten() {
-            held.push(stream);
-        }
-    });
-    (listener, format!("127.0.0.1:{port}"))
-}
-
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(files_under(&path));
-            } else {
-                out.push(path.display().to_string());
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn a_database_that_never_answers_fails_the_backup_within_the_connect_timeout() {

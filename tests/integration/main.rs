@@ -13,6 +13,7 @@ mod failover;
 mod faults;
 mod integrity;
 mod legacy;
+mod matrix;
 mod pg;
 mod rekey;
 mod store;
