@@ -77,7 +77,7 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
                 Some(run) => run,
                 None => state::start(store.as_ref(), targets.dr_type, Utc::now()).await?,
             };
-            Ok(failover::execute(config, &targets, &services, &restore, &mut run).await)
+            Ok(failover::execute(config, &targets, &services, &restore, &mut run, cancel).await)
         },
     )
     .await?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use self::result::{StepError, StepResult};
@@ -20,6 +21,7 @@ use crate::aws::schedule::Schedules;
 use crate::aws::sns::Notifier;
 use crate::config::{Config, DrType};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::model::StepOutcome;
 use crate::store::BackupStore;
 
@@ -252,9 +254,13 @@ pub async fn execute(
     services: &Services,
     restore: &dyn RestoreStep,
     run: &mut FailoverRun,
+    cancel: &CancellationToken,
 ) -> std::result::Result<Timeline, (Error, Timeline)> {
     for (step, action) in targets.steps() {
-        if let Err(failure) = run_one(step, &action, config, targets, services, restore, run).await
+        if let Err(failure) = run_one(
+            step, &action, config, targets, services, restore, run, cancel,
+        )
+        .await
         {
             if failure.result.outcome == StepOutcome::Failed {
                 steps::notify_failure(targets, services, &run.started.run_id, step, &failure.error)
@@ -279,7 +285,10 @@ pub struct StepFailure {
 }
 
 /// Runs `step` of `run` unless an earlier run finished it, and records how it ended in the
-/// store. A Step Functions task running one step returns the [`StepResult`].
+/// store. A Step Functions task running one step returns the [`StepResult`]. Cancelled, the
+/// step is abandoned and recorded as failed ("interrupted"): every step is idempotent, so
+/// the next run repeats it.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_one(
     step: StepKind,
     action: &str,
@@ -288,6 +297,7 @@ pub async fn run_one(
     services: &Services,
     restore: &dyn RestoreStep,
     run: &mut FailoverRun,
+    cancel: &CancellationToken,
 ) -> std::result::Result<StepResult, StepFailure> {
     if counts_as_done(run, step) {
         info!(step = step.as_str(), "finished in an earlier run; skipped");
@@ -295,7 +305,13 @@ pub async fn run_one(
     }
     let started_at = Utc::now();
     info!(step = step.as_str(), "{action}");
-    let outcome = steps::run(step, config, targets, services, restore).await;
+    let outcome = tokio::select! {
+        outcome = async {
+            failpoint::reach(&format!("failover.{}", step.as_str()), cancel).await?;
+            steps::run(step, config, targets, services, restore).await
+        } => outcome,
+        () = cancel.cancelled() => Err(Error::Interrupted),
+    };
     let result = StepResult::of(step, started_at, Utc::now(), &outcome);
     let recorded = run.record(services.store.as_ref(), result.record()).await;
     match (outcome, recorded) {

@@ -36,13 +36,22 @@ impl Aws {
     /// Sets the standard AWS variables the binary reads: moto for everything, the stand-in
     /// for MWAA.
     pub fn env(&self, cmd: &mut assert_cmd::Command) {
-        cmd.env("AWS_ENDPOINT_URL", &self.moto)
-            .env("AWS_ENDPOINT_URL_MWAA", &self.mwaa)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", PRIMARY_REGION)
-            .env("PRIMARY_REGION", PRIMARY_REGION)
-            .env("SECONDARY_REGION", SECONDARY_REGION);
+        for (name, value) in self.vars() {
+            cmd.env(name, value);
+        }
+    }
+
+    /// The variables of [`Aws::env`], as pairs.
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.moto.clone()),
+            ("AWS_ENDPOINT_URL_MWAA", self.mwaa.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", PRIMARY_REGION.into()),
+            ("PRIMARY_REGION", PRIMARY_REGION.into()),
+            ("SECONDARY_REGION", SECONDARY_REGION.into()),
+        ]
     }
 
     /// A call to the stand-in's control API.

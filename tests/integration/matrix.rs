@@ -133,11 +133,23 @@ fn spawn(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Running {
 /// Runs `args` armed at `point`, stops it there with `stop`; returns (exit code, stderr,
 /// whether the point was reached).
 fn stop_at(dir: &Path, point: &str, stop: Stop, args: &[&str]) -> (i32, String, bool) {
+    stop_at_env(dir, &[], point, stop, args)
+}
+
+fn stop_at_env(
+    dir: &Path,
+    env: &[(&str, &str)],
+    point: &str,
+    stop: Stop,
+    args: &[&str],
+) -> (i32, String, bool) {
     let armed = match stop {
         Stop::Error => format!("{point}=error"),
         _ => point.to_string(),
     };
-    let mut running = spawn(dir, &[("MWAA_DR_TEST_FAILPOINT", &armed)], args);
+    let mut env = env.to_vec();
+    env.push(("MWAA_DR_TEST_FAILPOINT", &armed));
+    let mut running = spawn(dir, &env, args);
     let marker = format!("failpoint {point} reached");
     let mut stderr = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -973,6 +985,110 @@ async fn connection_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     }
 }
 
+/// A Warm-Standby failover stopped before each of its steps: the rerun resumes it and
+/// finishes it, the standby holds nothing or the whole backup, the failover lock goes away.
+async fn failover_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
+    let steps = [
+        "confirm_primary_unhealthy",
+        "disable_health_check",
+        "confirm_secondary_available",
+        "restore_latest_backup",
+        "notify",
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference = fresh_db(bench, false);
+    let reference_store = store_with_backup(dir.path(), src);
+    let out = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&reference_store)
+        .args(["--yes", "restore", "--db", &reference]));
+    assert_eq!(out.code, 0, "reference restore: {}", out.stderr);
+    let full_runs = dag_runs(&reference).await;
+    for step in steps {
+        for stop in Stop::ALL {
+            let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+            let Some(aws) = crate::aws::Aws::get(&format!("mxfo{n}")) else {
+                return;
+            };
+            let (primary, secondary, schedule) = (
+                format!("primary-{}", aws.tag),
+                format!("secondary-{}", aws.tag),
+                format!("health-{}", aws.tag),
+            );
+            aws.create_schedule(&schedule).await;
+            aws.seed_environment(
+                crate::aws::PRIMARY_REGION,
+                serde_json::json!({"Name": primary, "Status": "UNAVAILABLE"}),
+            );
+            aws.seed_environment(
+                crate::aws::SECONDARY_REGION,
+                serde_json::json!({"Name": secondary, "Status": "AVAILABLE"}),
+            );
+            let trial_dir = tempfile::tempdir().expect("tempdir");
+            let store = store_with_backup(trial_dir.path(), src);
+            let standby = fresh_db(bench, false);
+            let mut env: Vec<(&str, String)> = aws.vars();
+            env.extend([
+                ("DR_TYPE", "WARM_STANDBY".to_string()),
+                ("PRIMARY_MWAA_ENVIRONMENT_NAME", primary.clone()),
+                ("SECONDARY_MWAA_ENVIRONMENT_NAME", secondary.clone()),
+                ("SECONDARY_DB_URL", standby.clone()),
+                ("HEALTH_CHECK_SCHEDULE_NAME", schedule.clone()),
+                ("HEALTH_CHECK_MAX_RETRY", "0".to_string()),
+            ]);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let point = format!("failover.{step}");
+            let mut trial = Trial::new("failover", format!("{} at {step}", stop.label()));
+            let args = store_args(&store, &["--yes", "failover"]);
+            let (code, stderr, reached) = stop_at_env(trial_dir.path(), &env, &point, stop, &args);
+            check_exit(&mut trial, stop, code, &stderr, reached);
+            let runs = dag_runs(&standby).await;
+            trial.state = match runs {
+                0 => "standby not restored".to_string(),
+                r if r == full_runs => "standby restored".to_string(),
+                r => format!("PARTIAL ({r} runs)"),
+            };
+            trial.check(runs == 0 || runs == full_runs, "partial restore visible");
+            trial.check(sessions_left(&standby).await == 0, "server session left");
+            let again = run_env(trial_dir.path(), &env, &args);
+            let finished = again.code == 0
+                && dag_runs(&standby).await == full_runs
+                && aws.schedule_state(&schedule).await == "DISABLED";
+            trial.check(
+                finished,
+                format!("rerun exit {}: {}", again.code, again.stderr),
+            );
+            trial.rerun = if finished {
+                "resumed and finished"
+            } else {
+                "FAILED"
+            }
+            .into();
+            let locks: Vec<PathBuf> = files_under(&store)
+                .into_iter()
+                .filter(|p| p.to_string_lossy().contains("locks/"))
+                .collect();
+            trial.leftovers = match locks.len() {
+                0 => "none".into(),
+                l => format!("{l} locks"),
+            };
+            trial.check(
+                locks.is_empty(),
+                format!("locks left after the rerun: {locks:?}"),
+            );
+            trials.push(trial);
+        }
+    }
+}
+
+async fn dag_runs(url: &str) -> i64 {
+    let mut conn = connect(url).await;
+    sqlx::query_scalar("SELECT count(*) FROM dag_run")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count")
+}
+
 /// A database and an S3 endpoint that accept connections and never answer.
 fn silent_trials(src: &str, trials: &mut Vec<Trial>) {
     let (_server, addr) = silent_server();
@@ -1108,6 +1224,7 @@ async fn the_fault_matrix_has_no_failing_trial() {
     corruption_trials(&bench, &src, &mut trials).await;
     connection_trials(&bench, &src, &mut trials).await;
     silent_trials(&src, &mut trials);
+    failover_trials(&bench, &src, &mut trials).await;
     concurrency_trials(&bench, &src, &mut trials).await;
     configuration_trials(&mut trials);
     let doc = render(&trials);
