@@ -117,6 +117,17 @@ impl<S: BackupStore> BackupStore for FailingStore<S> {
     async fn modified(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         self.inner.modified(key).await
     }
+
+    async fn collect_abandoned_writes(
+        &self,
+        prefix: &str,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<String>> {
+        self.check(Op::Delete, prefix)?;
+        self.inner
+            .collect_abandoned_writes(prefix, older_than)
+            .await
+    }
 }
 
 /// A boxed store is a store, so the decorator can wrap whatever `open_store` opened.
@@ -148,5 +159,15 @@ impl BackupStore for Box<dyn BackupStore> {
 
     async fn modified(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         self.as_ref().modified(key).await
+    }
+
+    async fn collect_abandoned_writes(
+        &self,
+        prefix: &str,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<String>> {
+        self.as_ref()
+            .collect_abandoned_writes(prefix, older_than)
+            .await
     }
 }

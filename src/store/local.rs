@@ -88,6 +88,54 @@ impl BackupStore for LocalStore {
             .map_err(|e| Error::failed("stat", self.resource(key), e))
     }
 
+    async fn collect_abandoned_writes(
+        &self,
+        prefix: &str,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        let now = std::time::SystemTime::now();
+        while let Some(dir) = pending.pop() {
+            let mut entries = match fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::failed("list", dir.display().to_string(), e)),
+            };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|e| Error::failed("list", dir.display().to_string(), e))?
+            {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata().await else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let under = relative_key(&self.root, &path).is_some_and(|k| k.starts_with(prefix));
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age > older_than);
+                if name.starts_with(TMP_MARK) && under && old {
+                    match fs::remove_file(&path).await {
+                        Ok(()) => removed.push(path.display().to_string()),
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(Error::failed("delete", path.display().to_string(), e));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
         let mut pending = vec![self.root.clone()];

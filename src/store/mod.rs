@@ -58,6 +58,17 @@ pub trait BackupStore: Send + Sync {
         Ok(None)
     }
 
+    /// Removes what killed writers left behind under `prefix` and that is older than
+    /// `older_than`: temporary files of a directory store, incomplete multipart uploads of
+    /// S3. None of it is visible as an object. Returns what it removed.
+    async fn collect_abandoned_writes(
+        &self,
+        _prefix: &str,
+        _older_than: std::time::Duration,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Writes a small object in one go.
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<u64> {
         let mut writer = self.create(key).await?;

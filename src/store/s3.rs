@@ -287,6 +287,61 @@ impl BackupStore for S3Store {
             .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())))
     }
 
+    async fn collect_abandoned_writes(
+        &self,
+        prefix: &str,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<String>> {
+        let full_prefix = self.full_key(prefix);
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let mut removed = Vec::new();
+        let (mut key_marker, mut upload_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(upload_marker.clone())
+                .send()
+                .await
+                .map_err(|err| {
+                    sdk_failed("list multipart uploads", self.resource(&full_prefix), err)
+                })?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                let initiated = upload
+                    .initiated()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                if initiated.is_none_or(|t| t > cutoff) {
+                    continue;
+                }
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .map_err(|err| sdk_failed("abort multipart upload", self.resource(key), err))?;
+                removed.push(format!("{} (multipart upload {id})", self.resource(key)));
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            upload_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && upload_marker.is_none() {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let full_key = self.checked_key(key)?;
         self.client

@@ -755,3 +755,95 @@ async fn s3_client_from_shared_config_uses_path_style_with_an_endpoint() {
         .expect("put through the shared configuration");
     assert_eq!(store.get_bytes("k").await.expect("get"), b"v");
 }
+
+/// Writes a killed backup leaves behind: an incomplete multipart upload on S3 and a
+/// temporary file in a directory store. Neither is an object; both are collected once older
+/// than the given age, and a younger one is kept (a backup may still be writing it).
+#[tokio::test]
+async fn abandoned_writes_are_collected_once_old() {
+    let Some((client, bucket)) = moto_bucket("abandoned").await else {
+        return;
+    };
+    let store = S3Store::new(client.clone(), &bucket, "dr", None, 0);
+    let upload = client
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("dr/backups/20260101T000000.000Z-0001/log.csv.zst")
+        .send()
+        .await
+        .expect("create multipart upload");
+    let id = upload.upload_id().expect("upload id").to_string();
+    client
+        .upload_part()
+        .bucket(&bucket)
+        .key("dr/backups/20260101T000000.000Z-0001/log.csv.zst")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(vec![7u8; 1024]))
+        .send()
+        .await
+        .expect("upload part");
+    let pending = || async {
+        client
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("list uploads")
+            .uploads()
+            .len()
+    };
+    // moto answers every ListMultipartUploads with Initiated 2010-11-10T20:48:33Z (it does
+    // not keep the time), so the ages are chosen around that date.
+    let year = std::time::Duration::from_secs(365 * 86400);
+    let young = store
+        .collect_abandoned_writes("backups/", 30 * year)
+        .await
+        .expect("collect");
+    assert!(young.is_empty(), "{young:?}");
+    assert_eq!(pending().await, 1, "an upload younger than the age is kept");
+    let old = store
+        .collect_abandoned_writes("backups/", year)
+        .await
+        .expect("collect");
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!(pending().await, 0, "the old upload is aborted");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalStore::new(dir.path());
+    local
+        .put_bytes("backups/b/kept.csv.zst", b"x")
+        .await
+        .expect("put");
+    let mut writer = local
+        .create("backups/b/killed.csv.zst")
+        .await
+        .expect("create");
+    writer.write(b"half").await.expect("write");
+    std::mem::forget(writer); // a process killed mid-object never finishes or aborts it
+    let temps = |dir: &std::path::Path| {
+        crate::common::files_under(dir)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".tmp-"))
+            .count()
+    };
+    assert_eq!(temps(dir.path()), 1);
+    let young = local
+        .collect_abandoned_writes("backups/", std::time::Duration::from_secs(3600))
+        .await
+        .expect("collect");
+    assert!(young.is_empty() && temps(dir.path()) == 1, "{young:?}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let old = local
+        .collect_abandoned_writes("backups/", std::time::Duration::from_millis(10))
+        .await
+        .expect("collect");
+    assert_eq!((old.len(), temps(dir.path())), (1, 0), "{old:?}");
+    assert!(
+        local
+            .exists("backups/b/kept.csv.zst")
+            .await
+            .expect("exists"),
+        "finished objects stay"
+    );
+}
