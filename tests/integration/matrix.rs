@@ -1079,6 +1079,121 @@ async fn failover_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
             trials.push(trial);
         }
     }
+    backup_restore_trials(bench, src, full_runs, trials).await;
+}
+
+/// A Backup-Restore failover stopped before it creates the secondary, while it waits for
+/// it, and before it restores: the rerun resumes, and MWAA receives exactly one
+/// CreateEnvironment in all.
+async fn backup_restore_trials(bench: &Bench, src: &str, full_runs: i64, trials: &mut Vec<Trial>) {
+    let steps = [
+        "create_secondary_environment",
+        "wait_secondary_available",
+        "restore_latest_backup",
+    ];
+    for step in steps {
+        for stop in Stop::ALL {
+            let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+            let Some(aws) = crate::aws::Aws::get(&format!("mxbr{n}")) else {
+                return;
+            };
+            let (primary, secondary) = (
+                format!("primary-{}", aws.tag),
+                format!("secondary-{}", aws.tag),
+            );
+            aws.seed_environment(
+                crate::aws::PRIMARY_REGION,
+                serde_json::json!({
+                    "Name": primary, "Status": "AVAILABLE", "AirflowVersion": "2.10.3",
+                    "ExecutionRoleArn": "arn:aws:iam::123456789012:role/primary-role",
+                    "SourceBucketArn": "arn:aws:s3:::primary-dags", "DagS3Path": "dags",
+                    "NetworkConfiguration": {"SubnetIds": ["subnet-p1", "subnet-p2"], "SecurityGroupIds": ["sg-p"]},
+                    "EnvironmentClass": "mw1.small"
+                }),
+            );
+            let trial_dir = tempfile::tempdir().expect("tempdir");
+            let store = store_with_backup(trial_dir.path(), src);
+            let standby = fresh_db(bench, false);
+            let mut env: Vec<(&str, String)> = aws.vars();
+            env.extend([
+                ("DR_TYPE", "BACKUP_RESTORE".to_string()),
+                ("PRIMARY_MWAA_ENVIRONMENT_NAME", primary.clone()),
+                ("SECONDARY_MWAA_ENVIRONMENT_NAME", secondary.clone()),
+                ("SECONDARY_DB_URL", standby.clone()),
+                ("HEALTH_CHECK_MAX_RETRY", "0".to_string()),
+                ("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS", "1".to_string()),
+                (
+                    "SECONDARY_MWAA_ROLE_ARN",
+                    "arn:aws:iam::123456789012:role/secondary-role".to_string(),
+                ),
+                ("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags".to_string()),
+                (
+                    "SECONDARY_SUBNET_IDS",
+                    r#"["subnet-s1", "subnet-s2"]"#.to_string(),
+                ),
+                ("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#.to_string()),
+            ]);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let saved = run_env(
+                trial_dir.path(),
+                &env,
+                &store_args(&store, &["backup", "--environment-only"]),
+            );
+            assert_eq!(saved.code, 0, "{}", saved.stderr);
+            aws.standin(
+                "PATCH",
+                &format!(
+                    "environments/{primary}?region={}",
+                    crate::aws::PRIMARY_REGION
+                ),
+                Some(serde_json::json!({"Status": "UNAVAILABLE"})),
+            );
+            aws.standin(
+                "POST",
+                "next-create",
+                Some(serde_json::json!({"Name": secondary, "Delay": 1})),
+            );
+            let point = format!("failover.{step}");
+            let mut trial = Trial::new(
+                "failover",
+                format!("{} at {step} (Backup-Restore)", stop.label()),
+            );
+            let args = store_args(&store, &["--yes", "failover"]);
+            let (code, stderr, reached) = stop_at_env(trial_dir.path(), &env, &point, stop, &args);
+            check_exit(&mut trial, stop, code, &stderr, reached);
+            let runs = dag_runs(&standby).await;
+            trial.check(runs == 0 || runs == full_runs, "partial restore visible");
+            let again = run_env(trial_dir.path(), &env, &args);
+            let creates = aws.requests("CreateEnvironment", &secondary).len();
+            trial.state = format!("{creates} CreateEnvironment in all");
+            let finished = again.code == 0 && dag_runs(&standby).await == full_runs;
+            trial.check(
+                finished,
+                format!("rerun exit {}: {}", again.code, again.stderr),
+            );
+            trial.check(
+                creates == 1,
+                format!("{creates} CreateEnvironment requests"),
+            );
+            trial.rerun = if finished {
+                "resumed and finished"
+            } else {
+                "FAILED"
+            }
+            .into();
+            let locks = files_under(&store)
+                .into_iter()
+                .filter(|p| p.to_string_lossy().contains("locks/"))
+                .count();
+            trial.leftovers = if locks == 0 {
+                "none".into()
+            } else {
+                format!("{locks} locks")
+            };
+            trial.check(locks == 0, "locks left after the rerun");
+            trials.push(trial);
+        }
+    }
 }
 
 async fn dag_runs(url: &str) -> i64 {
