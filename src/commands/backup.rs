@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::open_store;
 use crate::aws::mwaa::{Mwaa, SdkMwaa};
 use crate::cli::BackupArgs;
 use crate::config::Config;
@@ -17,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::output;
 use crate::store::manifest::{self, AbsentTable, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
-use crate::store::{BackupStore, environments, open_store};
+use crate::store::{BackupStore, environments};
 
 #[derive(Serialize)]
 struct EnvironmentDoc {

@@ -13,13 +13,14 @@ use crate::aws::sns::SnsNotifier;
 use crate::cli::FailoverArgs;
 use tokio_util::sync::CancellationToken;
 
+use super::open_store;
 use crate::config::Config;
 use crate::db::PgConnector;
 use crate::error::Result;
 use crate::failover::{self, PlannedStep, RestoreStep, Services, Targets, Timeline, state};
 use crate::output;
+use crate::store::BackupStore;
 use crate::store::lock::{self, LockScope};
-use crate::store::{BackupStore, open_store};
 
 #[derive(Serialize)]
 struct PlanDoc<'a> {

@@ -4,11 +4,11 @@
 use serde::Serialize;
 use tracing::warn;
 
+use super::open_store;
 use crate::config::{Config, stored_location};
 use crate::error::Result;
 use crate::output::{self, escape_control};
 use crate::store::manifest::{self, Unreadable};
-use crate::store::open_store;
 
 #[derive(Serialize)]
 struct Row {

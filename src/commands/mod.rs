@@ -17,7 +17,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use crate::config::{Config, DbUrl};
 use crate::db::PgConnector;
 use crate::error::{Error, Result};
-use crate::store::{BackupStore, lock};
+use crate::store::{BackupStore, StoreLocation, lock};
 
 /// Runs `work` holding a store lock (shared, or exclusive for deletions); see
 /// [`lock::with_lock`].
@@ -28,6 +28,17 @@ pub async fn with_store_lock<T>(
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     lock::with_lock(store, lock::LockScope::Store, exclusive, command, work).await
+}
+
+/// Opens the configured kind of store at `location` (S3 encryption and timeouts from
+/// `config`).
+pub async fn open_store(location: &StoreLocation, config: &Config) -> Result<Box<dyn BackupStore>> {
+    crate::store::open_store(
+        location,
+        config.s3_encryption.as_ref(),
+        &config.aws_timeouts,
+    )
+    .await
 }
 
 /// How to reach `url`, with the configured timeouts.

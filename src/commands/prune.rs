@@ -8,13 +8,14 @@ use serde::Serialize;
 
 use tokio_util::sync::CancellationToken;
 
+use super::open_store;
 use crate::cli::PruneArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::output::{self, escape_control};
+use crate::store::BackupStore;
 use crate::store::manifest::{self, Incomplete, Unreadable};
-use crate::store::{BackupStore, open_store};
 
 /// Below this, `--incomplete-after` could collect a backup still being written.
 const MIN_INCOMPLETE_AFTER: Duration = Duration::from_secs(3600);

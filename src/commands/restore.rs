@@ -12,6 +12,7 @@ use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
 use tokio_util::sync::CancellationToken;
 
+use super::open_store;
 use crate::config::{Config, Side};
 use crate::db::import::{RestoreOptions, RestoreReport, restore};
 use crate::db::{
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::output;
 use crate::store::verify::verify_backup;
-use crate::store::{BackupStore, manifest, open_store};
+use crate::store::{BackupStore, manifest};
 
 #[derive(Serialize)]
 struct RestoreDoc<'a> {
@@ -39,7 +40,7 @@ struct RestoreDoc<'a> {
 
 /// Re-encrypt when the source (primary) and target (secondary) keys are both known and differ.
 fn fernet_plan(config: &Config) -> Result<FernetPlan> {
-    let keys = |side: &Side, variable: &str| side_keys(config, side, variable);
+    let keys = |side: &Side, variable: &str| side_keys(config.fernet_key(side)?.as_ref(), variable);
     Ok(FernetPlan::new(
         keys(&config.primary, "PRIMARY_FERNET_KEY")?,
         keys(&config.secondary, "SECONDARY_FERNET_KEY")?,

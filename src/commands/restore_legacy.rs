@@ -12,6 +12,7 @@ use crate::airflow::versions::compare_versions;
 use crate::cli::RestoreArgs;
 use tokio_util::sync::CancellationToken;
 
+use super::open_store;
 use crate::config::{Config, DbUrl, RestoreStrategy};
 use crate::db::legacy::{LegacyOptions, LegacyReport, LegacySource, restore_legacy};
 use crate::db::{airflow_version, backend_pid, terminate_backend};
@@ -21,7 +22,7 @@ use crate::legacy::{
     ACTIVE_DAGS, CONNECTIONS, LegacyFormat, VARIABLES, file_key, parse_active_dags,
 };
 use crate::output;
-use crate::store::{ACCEPTED_LOCATIONS, BackupStore, StoreLocation, open_store};
+use crate::store::{ACCEPTED_LOCATIONS, BackupStore, StoreLocation};
 
 const COMMAND: &str = "restore --from-legacy";
 
@@ -74,7 +75,10 @@ struct LegacyRestoreDoc<'a> {
 
 /// The target's Fernet key list, when one is set.
 fn target_keys(config: &Config) -> Result<Option<FernetKeys>> {
-    side_keys(config, &config.secondary, "SECONDARY_FERNET_KEY")
+    side_keys(
+        config.fernet_key(&config.secondary)?.as_ref(),
+        "SECONDARY_FERNET_KEY",
+    )
 }
 
 /// `location` is the value of `--from-legacy`: empty for the configured store.

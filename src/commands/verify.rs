@@ -2,12 +2,13 @@
 
 use serde::Serialize;
 
+use super::open_store;
 use crate::cli::VerifyArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::output;
+use crate::store::manifest;
 use crate::store::verify::{ObjectCheck, verify_backup};
-use crate::store::{manifest, open_store};
 
 #[derive(Serialize)]
 struct VerifyDoc<'a> {

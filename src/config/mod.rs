@@ -1,75 +1,24 @@
 //! Command line + environment + `.env` + defaults -> one validated `Config`.
 
-mod db_url;
 mod layers;
-mod secret;
 pub mod vars;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-pub use self::db_url::{DbUrl, stored_location};
 pub use self::layers::{Layers, Source};
-pub use self::secret::{Secret, redact_url};
 use self::vars::{Kind, VARS, Value, VarSpec};
 use crate::airflow::versions::VersionTable;
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::error::{Error, Result};
-use crate::model::{AwsTimeouts, DbTimeouts};
-use crate::store::StoreLocation;
-
-/// The disaster recovery strategy (`DR_TYPE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DrType {
-    BackupRestore,
-    WarmStandby,
-}
-
-impl FromStr for DrType {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "BACKUP_RESTORE" => Ok(DrType::BackupRestore),
-            "WARM_STANDBY" => Ok(DrType::WarmStandby),
-            other => Err(format!("unknown DR_TYPE {other}")),
-        }
-    }
-}
-
-/// How `restore` treats the variable and connection tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RestoreStrategy {
-    /// Leave the target's rows as they are; restore none.
-    DoNothing,
-    /// Add the backup's rows whose key the target does not have.
-    Append,
-    /// The backup's rows win over the target's rows with the same key.
-    Replace,
-}
-
-impl FromStr for RestoreStrategy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "DO_NOTHING" => Ok(RestoreStrategy::DoNothing),
-            "APPEND" => Ok(RestoreStrategy::Append),
-            "REPLACE" => Ok(RestoreStrategy::Replace),
-            other => Err(format!("unknown restore strategy {other}")),
-        }
-    }
-}
-
-/// S3 server-side encryption of backup objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum S3Encryption {
-    SseS3,
-    SseKms { key_id: Option<String> },
-}
+use crate::model::{AwsTimeouts, DbTimeouts, StoreLocation};
+// The value types kept their old paths here, so callers of `config::X` keep compiling.
+pub use crate::model::{
+    DbUrl, DrType, HealthCheckSettings, RestoreStrategy, S3Encryption, Secret, redact_url,
+    stored_location,
+};
 
 /// The settings of one region's environment.
 #[derive(Debug, Clone, Default)]
@@ -83,19 +32,6 @@ pub struct Side {
     pub security_group_ids: Vec<String>,
     pub db_url: Option<DbUrl>,
     pub fernet_key: Option<Secret>,
-}
-
-#[derive(Debug, Clone)]
-pub struct HealthCheckSettings {
-    pub enabled: bool,
-    pub interval: Duration,
-    pub max_retry: u32,
-    pub retry_interval: Duration,
-    pub backoff_rate: f64,
-    /// The longest wait between two looks: the backoff stops growing there.
-    pub max_retry_wait: Duration,
-    pub schedule_name: Option<String>,
-    pub simulate_dr: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@
 use base64::Engine;
 use serde_json::Value as Json;
 
-use super::db_url::{self, DbUrl};
-use super::secret::Secret;
 use crate::airflow::versions::VersionTable;
+use crate::model::DbUrl;
+use crate::model::Secret;
 use crate::store::StoreLocation;
 
 /// What values a variable accepts.
@@ -629,9 +629,9 @@ impl Kind {
             K::AccountId => "12 digits".into(),
             K::BucketName => "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens), not an ARN".into(),
             K::Arn(service) => format!("an ARN of the form arn:aws:{service}:…"),
-            K::DatabaseUrl => db_url::ACCEPTED.into(),
+            K::DatabaseUrl => crate::model::ACCEPTED_DB_URLS.into(),
             K::FernetKey => "a Fernet key (32 bytes, url-safe base64, 44 characters) or a comma-separated list of them".into(),
-            K::Store => crate::store::ACCEPTED_LOCATIONS.into(),
+            K::Store => crate::model::ACCEPTED_LOCATIONS.into(),
             K::LogFilter => "a log filter such as error, warn, info, debug or mwaa_dr=debug,sqlx=warn".into(),
         }
     }
