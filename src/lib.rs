@@ -15,6 +15,7 @@ pub mod failpoint;
 pub mod health;
 pub mod legacy;
 pub mod model;
+pub mod ops;
 pub mod output;
 pub mod progress;
 pub mod store;
@@ -312,7 +313,7 @@ mod layering {
     #[test]
     fn modules_import_only_lower_layers() {
         let graph = imports();
-        assert!(graph.contains_key("db") && graph.contains_key("store"));
+        assert!(graph.contains_key("ops") && graph.contains_key("store"));
         let upward = upward(&graph);
         assert!(upward.is_empty(), "imports against the layers: {upward:?}");
         for (module, dep) in PENDING {

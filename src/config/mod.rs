@@ -389,23 +389,18 @@ impl Config {
         self.catalog_for("2")
     }
 
+    /// Where the table catalogs come from, for the operations.
+    pub fn catalogs(&self) -> crate::ops::Catalogs {
+        crate::ops::Catalogs {
+            table_catalog: self.table_catalog.clone(),
+            versions: self.versions.clone(),
+        }
+    }
+
     /// The table catalog for a database of Airflow `version`: DR_TABLE_CATALOG's file (for
     /// every version), or the built-in catalog of that major version.
     pub fn catalog_for(&self, version: &str) -> Result<crate::airflow::catalog::Catalog> {
-        use crate::airflow::catalog::Catalog;
-        match &self.table_catalog {
-            None => Catalog::builtin_for(version),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidValue {
-                    variable: "DR_TABLE_CATALOG".into(),
-                    value: path.display().to_string(),
-                    problem: format!("cannot read the file ({e})"),
-                    accepted: "the path of a JSON table catalog shaped like config/tables.json"
-                        .into(),
-                })?;
-                Catalog::parse(&text, &path.display().to_string())
-            }
-        }
+        self.catalogs().for_version(version)
     }
 
     /// The backup store, or an error naming the variables that set it.
