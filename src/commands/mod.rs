@@ -21,7 +21,7 @@ use crate::config::{Config, DbUrl, Side};
 use crate::db::PgConnector;
 use crate::error::{Error, Result};
 use crate::ops::Services;
-pub use crate::ops::with_store_lock;
+use crate::progress::Progress;
 use crate::store::{BackupStore, StoreLocation};
 
 /// A service an operation uses, for [`services`].
@@ -113,5 +113,49 @@ pub fn confirm(config: &Config, question: &str) -> Result<()> {
         Err(Error::Usage {
             message: "not confirmed; nothing was changed".into(),
         })
+    }
+}
+
+/// A progress bar that appears when the first table starts, so that no spinner runs over a
+/// confirmation prompt or a dry run's plan.
+pub struct BarOnFirstUse {
+    verb: &'static str,
+    quiet: bool,
+    bar: std::sync::OnceLock<Box<dyn Progress>>,
+}
+
+impl BarOnFirstUse {
+    pub fn new(verb: &'static str, quiet: bool) -> Self {
+        BarOnFirstUse {
+            verb,
+            quiet,
+            bar: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn bar(&self) -> &dyn Progress {
+        self.bar
+            .get_or_init(|| crate::progress::for_terminal(self.verb, self.quiet))
+            .as_ref()
+    }
+}
+
+impl Progress for BarOnFirstUse {
+    fn start(&self, table: &str, index: usize, total: usize) {
+        self.bar().start(table, index, total);
+    }
+
+    fn advance(&self, table: &str, bytes: u64) {
+        self.bar().advance(table, bytes);
+    }
+
+    fn finish(&self, table: &str, rows: u64) {
+        self.bar().finish(table, rows);
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = self.bar.get() {
+            bar.clear();
+        }
     }
 }

@@ -26,12 +26,8 @@ pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken
         catalogs: config.catalogs(),
         confirm: Some(&confirm),
     };
-    let progress = if config.dry_run {
-        Box::new(crate::progress::Silent)
-    } else {
-        crate::progress::for_terminal("restore", config.quiet)
-    };
-    let summary = restore(&options, &services, progress.as_ref(), cancel).await?;
+    let progress = super::BarOnFirstUse::new("restore", config.quiet);
+    let summary = restore(&options, &services, &progress, cancel).await?;
     if summary.dry_run {
         output::emit(config.output, &summary, || render_plan(&summary, &options));
     } else {

@@ -8,6 +8,7 @@ pub mod health;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod restore_legacy;
 pub mod verify;
 
 use std::future::Future;
