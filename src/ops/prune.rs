@@ -57,84 +57,109 @@ pub async fn prune(
 ) -> Result<PruneReport> {
     let store = services.store()?;
     let store = store.as_ref();
-    let work = async {
-        failpoint::reach("prune.locked", cancel).await?;
-        // Read under the lock: a backup that commits meanwhile is not taken for incomplete.
-        let scan = manifest::scan(store).await?;
-        let mut manifests = scan.backups;
-        manifests.reverse(); // newest first
-        let now = Utc::now();
-        let (mut kept, mut removed) = (Vec::new(), Vec::new());
-        for (i, m) in manifests.iter().enumerate() {
-            let recent = options.keep_within.is_some_and(|d| {
-                now.signed_duration_since(m.finished_at)
-                    .to_std()
-                    .map(|age| age <= d)
-                    .unwrap_or(true)
-            });
-            if i < options.keep_last || recent {
-                kept.push(m.backup_id.clone());
-            } else {
-                removed.push(m.backup_id.clone());
-            }
-        }
-        let (mut incomplete_removed, mut incomplete_kept) = (Vec::new(), Vec::new());
-        for folder in &scan.incomplete {
-            let newest = newest_write(store, folder).await?;
-            let kept_because = too_young(&folder.backup_id, newest, now, options.incomplete_after);
-            let doc = IncompleteReport {
-                backup_id: folder.backup_id.clone(),
-                objects: folder.objects.len(),
-                stored_bytes: folder.objects.iter().map(|o| o.size).sum(),
-                kept_because,
-            };
-            if doc.kept_because.is_some() {
-                incomplete_kept.push(doc);
-            } else {
-                incomplete_removed.push((doc, folder));
-            }
-        }
-        if !options.dry_run {
-            for (n, id) in removed.iter().enumerate() {
-                // Interrupted, stop between backups, never inside one.
-                if cancel.is_cancelled() {
-                    return Err(Error::Interrupted);
-                }
-                // The manifest first: from then on the backup does not exist, whatever happens next.
-                store.delete(&manifest::manifest_key(id)).await?;
-                if n == 0 {
-                    failpoint::reach_then_finish("prune.manifest_deleted", cancel).await?;
-                }
-                for object in store.list(&manifest::object_key(id, "")).await? {
-                    store.delete(&object.key).await?;
-                }
-                if n == 0 {
-                    failpoint::reach("prune.backup_deleted", cancel).await?;
-                }
-            }
-            for (_, folder) in &incomplete_removed {
-                for object in &folder.objects {
-                    store.delete(&object.key).await?;
-                }
-            }
-        }
-        failpoint::reach("prune.done", cancel).await?;
-        Ok(PruneReport {
-            dry_run: options.dry_run,
-            kept,
-            removed,
-            incomplete_removed: incomplete_removed.into_iter().map(|(d, _)| d).collect(),
-            incomplete_kept,
-            unreadable: scan.unreadable,
-        })
-    };
     let report = if options.dry_run {
-        work.await?
+        prune_scanned(options, store, cancel).await?
     } else {
-        super::with_store_lock(store, true, "prune", work).await?
+        super::with_store_lock(store, true, "prune", prune_scanned(options, store, cancel)).await?
     };
     super::list::warn_unreadable(&report.unreadable, "kept (prune never deletes it)");
     Ok(report)
+}
+
+/// Scans, decides and (unless a dry run) deletes; run under the store's exclusive lock.
+async fn prune_scanned(
+    options: &PruneOptions,
+    store: &dyn BackupStore,
+    cancel: &CancellationToken,
+) -> Result<PruneReport> {
+    failpoint::reach("prune.locked", cancel).await?;
+    // Read under the lock: a backup that commits meanwhile is not taken for incomplete.
+    let scan = manifest::scan(store).await?;
+    let now = Utc::now();
+    let (kept, removed) = retention(options, &scan.backups, now);
+    let (mut incomplete_removed, mut incomplete_kept) = (Vec::new(), Vec::new());
+    for folder in &scan.incomplete {
+        let newest = newest_write(store, folder).await?;
+        let kept_because = too_young(&folder.backup_id, newest, now, options.incomplete_after);
+        let doc = IncompleteReport {
+            backup_id: folder.backup_id.clone(),
+            objects: folder.objects.len(),
+            stored_bytes: folder.objects.iter().map(|o| o.size).sum(),
+            kept_because,
+        };
+        if doc.kept_because.is_some() {
+            incomplete_kept.push(doc);
+        } else {
+            incomplete_removed.push((doc, folder));
+        }
+    }
+    if !options.dry_run {
+        delete_backups(store, &removed, cancel).await?;
+        for (_, folder) in &incomplete_removed {
+            for object in &folder.objects {
+                store.delete(&object.key).await?;
+            }
+        }
+    }
+    failpoint::reach("prune.done", cancel).await?;
+    Ok(PruneReport {
+        dry_run: options.dry_run,
+        kept,
+        removed,
+        incomplete_removed: incomplete_removed.into_iter().map(|(d, _)| d).collect(),
+        incomplete_kept,
+        unreadable: scan.unreadable,
+    })
+}
+
+/// The ids kept and those removed, newest first: the `keep_last` newest and those younger
+/// than `keep_within` are kept.
+fn retention(
+    options: &PruneOptions,
+    backups: &[manifest::Manifest],
+    now: DateTime<Utc>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut kept, mut removed) = (Vec::new(), Vec::new());
+    for (i, m) in backups.iter().rev().enumerate() {
+        let recent = options.keep_within.is_some_and(|d| {
+            now.signed_duration_since(m.finished_at)
+                .to_std()
+                .map(|age| age <= d)
+                .unwrap_or(true)
+        });
+        if i < options.keep_last || recent {
+            kept.push(m.backup_id.clone());
+        } else {
+            removed.push(m.backup_id.clone());
+        }
+    }
+    (kept, removed)
+}
+
+/// Deletes whole backups, each manifest first.
+async fn delete_backups(
+    store: &dyn BackupStore,
+    removed: &[String],
+    cancel: &CancellationToken,
+) -> Result<()> {
+    for (n, id) in removed.iter().enumerate() {
+        // Interrupted, stop between backups, never inside one.
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        // The manifest first: from then on the backup does not exist, whatever happens next.
+        store.delete(&manifest::manifest_key(id)).await?;
+        if n == 0 {
+            failpoint::reach_then_finish("prune.manifest_deleted", cancel).await?;
+        }
+        for object in store.list(&manifest::object_key(id, "")).await? {
+            store.delete(&object.key).await?;
+        }
+        if n == 0 {
+            failpoint::reach("prune.backup_deleted", cancel).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The last write among a folder's objects, or `None` when the store cannot tell for one.
