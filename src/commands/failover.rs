@@ -155,10 +155,11 @@ impl RestoreStep for LatestBackup<'_> {
             ..ops::Services::default()
         };
         let summary = restore(&options, &services, &progress, self.cancel).await?;
-        let (manifest, report) = match &summary.report {
-            Some(report) => (&summary.manifest, report),
-            None => return Ok(String::new()),
+        // Only a dry run comes back without a report, and this is none.
+        let Some(report) = &summary.report else {
+            return Ok(String::new());
         };
+        let manifest = &summary.manifest;
         let rows: u64 = report.loaded.iter().map(|t| t.rows).sum();
         let mut line = format!(
             "backup {} ({} rows) restored into {}; {} DAGs unpaused",
