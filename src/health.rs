@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::aws::cloudwatch::Heartbeat;
 use crate::aws::mwaa::Mwaa;
-use crate::config::HealthCheckSettings;
 use crate::error::Result;
 use crate::model::EnvironmentStatus;
+use crate::model::HealthCheckSettings;
 
 /// One look at the primary.
 #[derive(Debug, Clone, Serialize)]

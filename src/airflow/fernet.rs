@@ -256,26 +256,22 @@ pub fn encrypted_columns(table: &str) -> impl Iterator<Item = &'static Encrypted
     ENCRYPTED_COLUMNS.iter().filter(move |c| c.table == table)
 }
 
-/// The Fernet key list of one side of the configuration (its own variable, else
-/// AIRFLOW__CORE__FERNET_KEY); `None` when neither is set.
+/// The Fernet key list of one side (its own variable, else AIRFLOW__CORE__FERNET_KEY, as the
+/// caller resolved it); `None` when neither is set. `variable` names the key in the error.
 pub fn side_keys(
-    config: &crate::config::Config,
-    side: &crate::config::Side,
+    key: Option<&crate::model::Secret>,
     variable: &str,
 ) -> crate::error::Result<Option<FernetKeys>> {
-    config
-        .fernet_key(side)?
-        .map(|key| {
-            FernetKeys::parse(key.expose()).map_err(|e| crate::error::Error::InvalidValue {
-                variable: variable.into(),
-                value: "***".into(),
-                problem: e.to_string(),
-                accepted:
-                    "a Fernet key (32 bytes, url-safe base64) or a comma-separated list of them"
-                        .into(),
-            })
+    key.map(|key| {
+        FernetKeys::parse(key.expose()).map_err(|e| crate::error::Error::InvalidValue {
+            variable: variable.into(),
+            value: "***".into(),
+            problem: e.to_string(),
+            accepted: "a Fernet key (32 bytes, url-safe base64) or a comma-separated list of them"
+                .into(),
         })
-        .transpose()
+    })
+    .transpose()
 }
 
 #[cfg(test)]

@@ -13,13 +13,18 @@ use crate::aws::sns::SnsNotifier;
 use crate::cli::FailoverArgs;
 use tokio_util::sync::CancellationToken;
 
+use super::open_store;
 use crate::config::Config;
 use crate::db::PgConnector;
 use crate::error::Result;
 use crate::failover::{self, PlannedStep, RestoreStep, Services, Targets, Timeline, state};
+use crate::ops::{
+    self,
+    restore::{RestoreOptions, restore},
+};
 use crate::output;
+use crate::store::BackupStore;
 use crate::store::lock::{self, LockScope};
-use crate::store::{BackupStore, open_store};
 
 #[derive(Serialize)]
 struct PlanDoc<'a> {
@@ -134,16 +139,27 @@ struct LatestBackup<'a> {
 impl RestoreStep for LatestBackup<'_> {
     async fn restore_latest(&self) -> Result<String> {
         let progress = crate::progress::Silent;
-        let (manifest, report) = super::restore::restore_into(
-            self.config,
-            self.store.clone(),
-            &self.db,
-            None,
-            true,
-            &progress,
-            self.cancel,
-        )
-        .await?;
+        let options = RestoreOptions {
+            backup_id: None,
+            clean: true,
+            dry_run: false,
+            variable_strategy: self.config.variable_strategy,
+            connection_strategy: self.config.connection_strategy,
+            fernet: super::fernet_plan(self.config)?,
+            catalogs: self.config.catalogs(),
+            confirm: None,
+        };
+        let services = ops::Services {
+            store: Some(self.store.clone()),
+            target: Some(self.db.clone()),
+            ..ops::Services::default()
+        };
+        let summary = restore(&options, &services, &progress, self.cancel).await?;
+        // Only a dry run comes back without a report, and this is none.
+        let Some(report) = &summary.report else {
+            return Ok(String::new());
+        };
+        let manifest = &summary.manifest;
         let rows: u64 = report.loaded.iter().map(|t| t.rows).sum();
         let mut line = format!(
             "backup {} ({} rows) restored into {}; {} DAGs unpaused",

@@ -1,10 +1,12 @@
 //! `mwaa-dr health-check`: is the primary healthy? Exit 0 yes, 3 no.
 
-use crate::aws::cloudwatch::CloudWatchHeartbeat;
-use crate::aws::mwaa::SdkMwaa;
+use tokio_util::sync::CancellationToken;
+
+use super::Need;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::health::{HealthReport, check};
+use crate::health::HealthReport;
+use crate::ops::health::{HealthOptions, health};
 use crate::output;
 
 pub async fn run(config: &Config) -> Result<()> {
@@ -14,10 +16,18 @@ pub async fn run(config: &Config) -> Result<()> {
         "health-check",
         "the environment to check",
     )?;
-    let region = config.primary.region.as_deref();
-    let mwaa = SdkMwaa::new(region, &config.aws_timeouts).await;
-    let heartbeat = CloudWatchHeartbeat::new(region, &config.aws_timeouts).await;
-    let report = check(environment, &config.health_check, &mwaa, &heartbeat).await?;
+    let options = HealthOptions {
+        environment: environment.to_string(),
+        settings: config.health_check.clone(),
+    };
+    let services = super::services(
+        config,
+        "health-check",
+        &[Need::PrimaryMwaa, Need::Heartbeat],
+    )
+    .await?;
+    let progress = crate::progress::Silent;
+    let report = health(&options, &services, &progress, &CancellationToken::new()).await?;
     output::emit(config.output, &report, || render(&report));
     if report.healthy {
         Ok(())

@@ -11,23 +11,81 @@ pub mod restore;
 pub mod restore_legacy;
 pub mod verify;
 
-use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
 
-use crate::config::{Config, DbUrl};
+use crate::airflow::fernet::{FernetPlan, side_keys};
+use crate::aws::cloudwatch::CloudWatchHeartbeat;
+use crate::aws::mwaa::SdkMwaa;
+use crate::config::{Config, DbUrl, Side};
 use crate::db::PgConnector;
 use crate::error::{Error, Result};
-use crate::store::{BackupStore, lock};
+use crate::ops::Services;
+use crate::progress::Progress;
+use crate::store::{BackupStore, StoreLocation};
 
-/// Runs `work` holding a store lock (shared, or exclusive for deletions); see
-/// [`lock::with_lock`].
-pub async fn with_store_lock<T>(
-    store: &dyn BackupStore,
-    exclusive: bool,
-    command: &str,
-    work: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    lock::with_lock(store, lock::LockScope::Store, exclusive, command, work).await
+/// A service an operation uses, for [`services`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Store,
+    Source,
+    Target,
+    PrimaryMwaa,
+    Heartbeat,
+}
+
+/// The services `needs` names, from the configuration. Every setting is checked (in the
+/// order of `needs`) before anything is opened, so a missing one changes nothing.
+pub async fn services(config: &Config, command: &str, needs: &[Need]) -> Result<Services> {
+    let mut location = None;
+    let mut source = None;
+    let mut target = None;
+    for need in needs {
+        match need {
+            Need::Store => location = Some(config.store(command)?),
+            Need::Source => source = Some(connector(config, config.source_db(command)?)),
+            Need::Target => target = Some(connector(config, config.target_db(command)?)),
+            Need::PrimaryMwaa | Need::Heartbeat => {}
+        }
+    }
+    let region = config.primary.region.as_deref();
+    let mut services = Services {
+        source,
+        target,
+        ..Services::default()
+    };
+    if let Some(location) = location {
+        services.store = Some(Arc::from(open_store(location, config).await?));
+    }
+    if needs.contains(&Need::PrimaryMwaa) {
+        services.primary_mwaa = Some(Box::new(SdkMwaa::new(region, &config.aws_timeouts).await));
+    }
+    if needs.contains(&Need::Heartbeat) {
+        services.heartbeat = Some(Box::new(
+            CloudWatchHeartbeat::new(region, &config.aws_timeouts).await,
+        ));
+    }
+    Ok(services)
+}
+
+/// Opens the configured kind of store at `location` (S3 encryption and timeouts from
+/// `config`).
+pub async fn open_store(location: &StoreLocation, config: &Config) -> Result<Box<dyn BackupStore>> {
+    crate::store::open_store(
+        location,
+        config.s3_encryption.as_ref(),
+        &config.aws_timeouts,
+    )
+    .await
+}
+
+/// Re-encrypt when the source (primary) and target (secondary) keys are both known and differ.
+pub fn fernet_plan(config: &Config) -> Result<FernetPlan> {
+    let keys = |side: &Side, variable: &str| side_keys(config.fernet_key(side)?.as_ref(), variable);
+    Ok(FernetPlan::new(
+        keys(&config.primary, "PRIMARY_FERNET_KEY")?,
+        keys(&config.secondary, "SECONDARY_FERNET_KEY")?,
+    ))
 }
 
 /// How to reach `url`, with the configured timeouts.
@@ -55,5 +113,49 @@ pub fn confirm(config: &Config, question: &str) -> Result<()> {
         Err(Error::Usage {
             message: "not confirmed; nothing was changed".into(),
         })
+    }
+}
+
+/// A progress bar that appears when the first table starts, so that no spinner runs over a
+/// confirmation prompt or a dry run's plan.
+pub struct BarOnFirstUse {
+    verb: &'static str,
+    quiet: bool,
+    bar: std::sync::OnceLock<Box<dyn Progress>>,
+}
+
+impl BarOnFirstUse {
+    pub fn new(verb: &'static str, quiet: bool) -> Self {
+        BarOnFirstUse {
+            verb,
+            quiet,
+            bar: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn bar(&self) -> &dyn Progress {
+        self.bar
+            .get_or_init(|| crate::progress::for_terminal(self.verb, self.quiet))
+            .as_ref()
+    }
+}
+
+impl Progress for BarOnFirstUse {
+    fn start(&self, table: &str, index: usize, total: usize) {
+        self.bar().start(table, index, total);
+    }
+
+    fn advance(&self, table: &str, bytes: u64) {
+        self.bar().advance(table, bytes);
+    }
+
+    fn finish(&self, table: &str, rows: u64) {
+        self.bar().finish(table, rows);
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = self.bar.get() {
+            bar.clear();
+        }
     }
 }

@@ -1,137 +1,38 @@
-//! `mwaa-dr prune`: apply retention (manifests go first, then their objects), and collect
-//! the objects of backups that never got a manifest once they are old enough.
+//! `mwaa-dr prune`: apply retention and collect incomplete backups (see [`crate::ops::prune`]).
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-
 use tokio_util::sync::CancellationToken;
 
+use super::Need;
 use crate::cli::PruneArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::failpoint;
+use crate::ops::prune::{PruneOptions, PruneReport, prune};
 use crate::output::{self, escape_control};
-use crate::store::manifest::{self, Incomplete, Unreadable};
-use crate::store::{BackupStore, open_store};
 
 /// Below this, `--incomplete-after` could collect a backup still being written.
 const MIN_INCOMPLETE_AFTER: Duration = Duration::from_secs(3600);
 
-#[derive(Serialize)]
-struct PruneDoc {
-    dry_run: bool,
-    kept: Vec<String>,
-    removed: Vec<String>,
-    /// Folders without a manifest deleted (or, in a dry run, to be deleted).
-    incomplete_removed: Vec<IncompleteDoc>,
-    /// Folders without a manifest left alone, and why.
-    incomplete_kept: Vec<IncompleteDoc>,
-    /// Backups whose manifest cannot be read: never deleted.
-    unreadable: Vec<Unreadable>,
-}
-
-#[derive(Serialize)]
-struct IncompleteDoc {
-    backup_id: String,
-    objects: usize,
-    stored_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kept_because: Option<String>,
-}
-
 pub async fn run(config: &Config, args: &PruneArgs, cancel: &CancellationToken) -> Result<()> {
-    let keep_within = args
-        .keep_within
-        .as_deref()
-        .map(|raw| parse_duration(raw, "--keep-within"))
-        .transpose()?;
-    let incomplete_after = incomplete_after(&args.incomplete_after)?;
-    let store = open_store(config.store("prune")?, config).await?;
-    let store = store.as_ref();
-    let work = async {
-        failpoint::reach("prune.locked", cancel).await?;
-        // Read under the lock: a backup that commits meanwhile is not taken for incomplete.
-        let scan = manifest::scan(store).await?;
-        let mut manifests = scan.backups;
-        manifests.reverse(); // newest first
-        let now = Utc::now();
-        let (mut kept, mut removed) = (Vec::new(), Vec::new());
-        for (i, m) in manifests.iter().enumerate() {
-            let recent = keep_within.is_some_and(|d| {
-                now.signed_duration_since(m.finished_at)
-                    .to_std()
-                    .map(|age| age <= d)
-                    .unwrap_or(true)
-            });
-            if i < args.keep_last || recent {
-                kept.push(m.backup_id.clone());
-            } else {
-                removed.push(m.backup_id.clone());
-            }
-        }
-        let (mut incomplete_removed, mut incomplete_kept) = (Vec::new(), Vec::new());
-        for folder in &scan.incomplete {
-            let newest = newest_write(store, folder).await?;
-            let kept_because = too_young(&folder.backup_id, newest, now, incomplete_after);
-            let doc = IncompleteDoc {
-                backup_id: folder.backup_id.clone(),
-                objects: folder.objects.len(),
-                stored_bytes: folder.objects.iter().map(|o| o.size).sum(),
-                kept_because,
-            };
-            if doc.kept_because.is_some() {
-                incomplete_kept.push(doc);
-            } else {
-                incomplete_removed.push((doc, folder));
-            }
-        }
-        if !config.dry_run {
-            for (n, id) in removed.iter().enumerate() {
-                // Interrupted, stop between backups, never inside one.
-                if cancel.is_cancelled() {
-                    return Err(Error::Interrupted);
-                }
-                // The manifest first: from then on the backup does not exist, whatever happens next.
-                store.delete(&manifest::manifest_key(id)).await?;
-                if n == 0 {
-                    failpoint::reach_then_finish("prune.manifest_deleted", cancel).await?;
-                }
-                for object in store.list(&manifest::object_key(id, "")).await? {
-                    store.delete(&object.key).await?;
-                }
-                if n == 0 {
-                    failpoint::reach("prune.backup_deleted", cancel).await?;
-                }
-            }
-            for (_, folder) in &incomplete_removed {
-                for object in &folder.objects {
-                    store.delete(&object.key).await?;
-                }
-            }
-        }
-        failpoint::reach("prune.done", cancel).await?;
-        Ok(PruneDoc {
-            dry_run: config.dry_run,
-            kept,
-            removed,
-            incomplete_removed: incomplete_removed.into_iter().map(|(d, _)| d).collect(),
-            incomplete_kept,
-            unreadable: scan.unreadable,
-        })
+    let options = PruneOptions {
+        keep_last: args.keep_last,
+        keep_within: args
+            .keep_within
+            .as_deref()
+            .map(|raw| parse_duration(raw, "--keep-within"))
+            .transpose()?,
+        incomplete_after: incomplete_after(&args.incomplete_after)?,
+        dry_run: config.dry_run,
     };
-    let doc = if config.dry_run {
-        work.await?
-    } else {
-        super::with_store_lock(store, true, "prune", work).await?
-    };
-    super::list::warn_unreadable(&doc.unreadable, "kept (prune never deletes it)");
-    output::emit(config.output, &doc, || render(&doc, config.dry_run));
+    let services = super::services(config, "prune", &[Need::Store]).await?;
+    let progress = crate::progress::Silent;
+    let report = prune(&options, &services, &progress, cancel).await?;
+    output::emit(config.output, &report, || render(&report, config.dry_run));
     Ok(())
 }
 
-fn render(doc: &PruneDoc, dry_run: bool) -> String {
+fn render(doc: &PruneReport, dry_run: bool) -> String {
     let verb = if dry_run { "would remove" } else { "removed" };
     let mut text = format!(
         "{verb} {} backups, kept {}",
@@ -163,63 +64,6 @@ fn render(doc: &PruneDoc, dry_run: bool) -> String {
         ));
     }
     text
-}
-
-/// The last write among a folder's objects, or `None` when the store cannot tell for one.
-async fn newest_write(
-    store: &dyn BackupStore,
-    folder: &Incomplete,
-) -> Result<Option<DateTime<Utc>>> {
-    let mut newest: Option<DateTime<Utc>> = None;
-    for object in &folder.objects {
-        match store.modified(&object.key).await? {
-            Some(t) => newest = Some(newest.map_or(t, |n| n.max(t))),
-            None => return Ok(None),
-        }
-    }
-    Ok(newest)
-}
-
-/// Why an incomplete backup is not collected yet, or `None` when it may be: both its start
-/// (the id's time) and its last write must be older than `after`. The id alone is not enough
-/// (a backup started long ago may still be writing) and neither is the write time alone (a
-/// store may not know it); a folder whose name is no backup id is never touched.
-fn too_young(
-    id: &str,
-    last_write: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    after: Duration,
-) -> Option<String> {
-    let Some(started) = manifest::backup_id_time(id) else {
-        return Some("its name is not a backup id, so its age is unknown".into());
-    };
-    let older = |t: DateTime<Utc>| {
-        now.signed_duration_since(t)
-            .to_std()
-            .is_ok_and(|age| age >= after)
-    };
-    let after_text = humantime(after);
-    if !older(started) {
-        return Some(format!(
-            "started less than {after_text} ago (it may still be running)"
-        ));
-    }
-    match last_write {
-        Some(t) if !older(t) => Some(format!(
-            "last written less than {after_text} ago (it may still be running)"
-        )),
-        _ => None,
-    }
-}
-
-fn humantime(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }
 
 /// `--incomplete-after` / `DR_PRUNE_INCOMPLETE_AFTER`: a duration of at least an hour.
@@ -311,28 +155,5 @@ mod tests {
             .expect_err("not a duration")
             .to_string();
         assert!(err.contains("--incomplete-after"), "{err}");
-    }
-
-    #[test]
-    fn incomplete_backups_are_collected_only_when_start_and_last_write_are_old() {
-        let now: DateTime<Utc> = "2026-11-27T12:00:00Z".parse().expect("time");
-        let day = Duration::from_secs(86_400);
-        let hours_ago = |h: i64| now - chrono::Duration::hours(h);
-        let old_id = "20261125T120000.000Z-0001";
-        let young_id = "20261127T110000.000Z-0002";
-        // Old start, last write unknown or old: collected.
-        assert_eq!(too_young(old_id, None, now, day), None);
-        assert_eq!(too_young(old_id, Some(hours_ago(30)), now, day), None);
-        // Old start but written an hour ago: a long backup still running.
-        let why = too_young(old_id, Some(hours_ago(1)), now, day).expect("kept");
-        assert!(why.contains("last written"), "{why}");
-        // Young start, whatever the objects' times say.
-        let why = too_young(young_id, Some(hours_ago(48)), now, day).expect("kept");
-        assert!(why.contains("started"), "{why}");
-        // An id from the future (clock skew) and a name that is not an id are kept.
-        assert!(too_young("29991231T235959Z-dead", None, now, day).is_some());
-        assert!(too_young("not-a-backup", None, now, day).is_some());
-        // Ids without milliseconds (earlier builds) are dated too.
-        assert_eq!(too_young("20261120T000000Z-ab12", None, now, day), None);
     }
 }

@@ -1,39 +1,28 @@
 //! `mwaa-dr verify`: re-read a backup and check every object against its manifest.
 
-use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
+use super::Need;
 use crate::cli::VerifyArgs;
 use crate::config::Config;
 use crate::error::Result;
+use crate::ops::verify::{VerifyOptions, verify};
 use crate::output;
-use crate::store::verify::{ObjectCheck, verify_backup};
-use crate::store::{manifest, open_store};
-
-#[derive(Serialize)]
-struct VerifyDoc<'a> {
-    backup_id: &'a str,
-    ok: bool,
-    objects: &'a [ObjectCheck],
-}
 
 pub async fn run(config: &Config, args: &VerifyArgs) -> Result<()> {
-    let store: std::sync::Arc<dyn crate::store::BackupStore> =
-        std::sync::Arc::from(open_store(config.store("verify")?, config).await?);
-    let manifest = manifest::resolve(store.as_ref(), args.backup_id.as_deref()).await?;
-    // What a restore would refuse, verify reports: a table of the catalog left unaccounted.
-    manifest.validate(&config.catalog_for(&manifest.airflow_version)?)?;
-    let checks = verify_backup(store.clone(), &manifest).await?;
-    let doc = VerifyDoc {
-        backup_id: &manifest.backup_id,
-        ok: true,
-        objects: &checks,
+    let options = VerifyOptions {
+        backup_id: args.backup_id.clone(),
+        catalogs: config.catalogs(),
     };
-    output::emit(config.output, &doc, || {
+    let services = super::services(config, "verify", &[Need::Store]).await?;
+    let progress = crate::progress::Silent;
+    let report = verify(&options, &services, &progress, &CancellationToken::new()).await?;
+    output::emit(config.output, &report, || {
         format!(
             "backup {} is intact: {} objects, {} rows, sizes and SHA-256 match the manifest",
-            output::escape_control(&manifest.backup_id),
-            checks.len(),
-            checks.iter().map(|c| c.rows).sum::<u64>()
+            output::escape_control(&report.backup_id),
+            report.objects.len(),
+            report.objects.iter().map(|c| c.rows).sum::<u64>()
         )
     });
     Ok(())

@@ -1,75 +1,24 @@
 //! Command line + environment + `.env` + defaults -> one validated `Config`.
 
-mod db_url;
 mod layers;
-mod secret;
 pub mod vars;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-pub use self::db_url::{DbUrl, stored_location};
 pub use self::layers::{Layers, Source};
-pub use self::secret::{Secret, redact_url};
 use self::vars::{Kind, VARS, Value, VarSpec};
 use crate::airflow::versions::VersionTable;
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::error::{Error, Result};
-use crate::model::{AwsTimeouts, DbTimeouts};
-use crate::store::StoreLocation;
-
-/// The disaster recovery strategy (`DR_TYPE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DrType {
-    BackupRestore,
-    WarmStandby,
-}
-
-impl FromStr for DrType {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "BACKUP_RESTORE" => Ok(DrType::BackupRestore),
-            "WARM_STANDBY" => Ok(DrType::WarmStandby),
-            other => Err(format!("unknown DR_TYPE {other}")),
-        }
-    }
-}
-
-/// How `restore` treats the variable and connection tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RestoreStrategy {
-    /// Leave the target's rows as they are; restore none.
-    DoNothing,
-    /// Add the backup's rows whose key the target does not have.
-    Append,
-    /// The backup's rows win over the target's rows with the same key.
-    Replace,
-}
-
-impl FromStr for RestoreStrategy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "DO_NOTHING" => Ok(RestoreStrategy::DoNothing),
-            "APPEND" => Ok(RestoreStrategy::Append),
-            "REPLACE" => Ok(RestoreStrategy::Replace),
-            other => Err(format!("unknown restore strategy {other}")),
-        }
-    }
-}
-
-/// S3 server-side encryption of backup objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum S3Encryption {
-    SseS3,
-    SseKms { key_id: Option<String> },
-}
+use crate::model::{AwsTimeouts, DbTimeouts, StoreLocation};
+// The value types kept their old paths here, so callers of `config::X` keep compiling.
+pub use crate::model::{
+    DbUrl, DrType, HealthCheckSettings, RestoreStrategy, S3Encryption, Secret, redact_url,
+    stored_location,
+};
 
 /// The settings of one region's environment.
 #[derive(Debug, Clone, Default)]
@@ -83,19 +32,6 @@ pub struct Side {
     pub security_group_ids: Vec<String>,
     pub db_url: Option<DbUrl>,
     pub fernet_key: Option<Secret>,
-}
-
-#[derive(Debug, Clone)]
-pub struct HealthCheckSettings {
-    pub enabled: bool,
-    pub interval: Duration,
-    pub max_retry: u32,
-    pub retry_interval: Duration,
-    pub backoff_rate: f64,
-    /// The longest wait between two looks: the backoff stops growing there.
-    pub max_retry_wait: Duration,
-    pub schedule_name: Option<String>,
-    pub simulate_dr: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -174,160 +110,17 @@ impl Config {
     pub fn from_cli(cli: &Cli, mut layers: Layers) -> Result<Config> {
         add_flags(cli, &mut layers);
         let versions = VersionTable::builtin();
-        let mut values: Vec<(&'static VarSpec, Option<Value>, Source)> = Vec::new();
-        let mut lazy = Vec::new();
-        let mut entries = Vec::new();
-        for spec in VARS {
-            let found = layers
-                .lookup(spec.name)
-                .or_else(|| spec.default.map(|d| (d.to_string(), Source::Default)));
-            let Some((raw, source)) = found else {
-                values.push((spec, None, Source::Unset));
-                entries.push(Resolved {
-                    name: spec.name,
-                    value: serde_json::Value::Null,
-                    source: Source::Unset,
-                    note: None,
-                });
-                continue;
-            };
-            match spec.kind.parse(&raw, &versions) {
-                Ok(value) => {
-                    entries.push(Resolved {
-                        name: spec.name,
-                        value: value.to_display_json(),
-                        source: source.clone(),
-                        note: None,
-                    });
-                    values.push((spec, Some(value), source));
-                }
-                Err(problem) if spec.lazy => {
-                    entries.push(Resolved {
-                        name: spec.name,
-                        value: serde_json::Value::String(shown_value(spec, &raw)),
-                        source: source.clone(),
-                        note: Some(format!("not usable: {problem}")),
-                    });
-                    lazy.push(InvalidFallback {
-                        variable: spec.name,
-                        shown: shown_value(spec, &raw),
-                        problem,
-                        accepted: spec.kind.accepted(&versions),
-                    });
-                    values.push((spec, None, source));
-                }
-                Err(problem) => {
-                    return Err(invalid_value(
-                        spec, &raw, problem, &source, &layers, &versions,
-                    ));
-                }
-            }
-        }
-        let get = |name: &str| -> Option<&Value> {
-            values
-                .iter()
-                .find(|(spec, _, _)| spec.name == name)
-                .and_then(|(_, value, _)| value.as_ref())
-        };
-        let text = |name: &str| match get(name) {
-            Some(Value::Text(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let text_or_default = |name: &str| text(name).unwrap_or_default();
-        let flag = |name: &str| matches!(get(name), Some(Value::Bool(true)));
-        let count = |name: &str| match get(name) {
-            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
-            _ => 0,
-        };
-        let secs = |name: &str| Duration::from_secs(count(name));
-        let list = |name: &str| match get(name) {
-            Some(Value::List(items)) => items.clone(),
-            _ => Vec::new(),
-        };
-        let db = |name: &str| match get(name) {
-            Some(Value::DbUrl(url)) => Some(url.clone()),
-            _ => None,
-        };
-        let secret = |name: &str| match get(name) {
-            Some(Value::Secret(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let strategy = |name: &str| {
-            text(name)
-                .and_then(|s| s.parse::<RestoreStrategy>().ok())
-                .unwrap_or(RestoreStrategy::Append)
-        };
-
-        let dr_type = text("DR_TYPE").and_then(|s| s.parse::<DrType>().ok());
-
-        // The original's Backup-Restore supports only DO_NOTHING and REPLACE: an APPEND (the
-        // general default) becomes REPLACE there.
-        let mut variable_strategy = strategy("DR_VARIABLE_RESTORE_STRATEGY");
-        let mut connection_strategy = strategy("DR_CONNECTION_RESTORE_STRATEGY");
-        if dr_type == Some(DrType::BackupRestore) {
-            for (name, strategy) in [
-                ("DR_VARIABLE_RESTORE_STRATEGY", &mut variable_strategy),
-                ("DR_CONNECTION_RESTORE_STRATEGY", &mut connection_strategy),
-            ] {
-                if *strategy == RestoreStrategy::Append {
-                    *strategy = RestoreStrategy::Replace;
-                    if let Some(entry) = entries.iter_mut().find(|e| e.name == name) {
-                        entry.value = serde_json::Value::String("REPLACE".into());
-                        entry.note =
-                            Some("APPEND turned into REPLACE by DR_TYPE=BACKUP_RESTORE".into());
-                    }
-                }
-            }
-        }
-
-        let store = match (get("DR_BACKUP_STORE"), text("DR_BACKUP_BUCKET")) {
-            (Some(Value::Store(store)), _) => Some(store.clone()),
-            (_, Some(bucket)) => {
-                let derived = StoreLocation::s3(&bucket, &text_or_default("DR_BACKUP_PREFIX"));
-                if let Some(entry) = entries.iter_mut().find(|e| e.name == "DR_BACKUP_STORE") {
-                    entry.value = serde_json::Value::String(derived.to_string());
-                    entry.note = Some("from DR_BACKUP_BUCKET and DR_BACKUP_PREFIX".into());
-                }
-                Some(derived)
-            }
-            _ => None,
-        };
-
-        let s3_encryption = match (text("DR_S3_SSE").as_deref(), text("DR_S3_KMS_KEY_ID")) {
-            (Some("AES256"), None) => Some(S3Encryption::SseS3),
-            (Some("aws:kms"), key_id) => Some(S3Encryption::SseKms { key_id }),
-            (None, None) => None,
-            (sse, Some(_)) => {
-                return Err(Error::InvalidValue {
-                    variable: "DR_S3_KMS_KEY_ID".into(),
-                    value: text_or_default("DR_S3_KMS_KEY_ID"),
-                    problem: format!(
-                        "a KMS key needs DR_S3_SSE=aws:kms, but DR_S3_SSE is {}",
-                        sse.unwrap_or("unset")
-                    ),
-                    accepted: "DR_S3_KMS_KEY_ID only together with DR_S3_SSE=aws:kms".into(),
-                });
-            }
-            (Some(_), None) => None,
-        };
-
-        let side = |prefix: &str| Side {
-            region: text(&format!("{prefix}_REGION")),
-            environment_name: text(&format!("{prefix}_MWAA_ENVIRONMENT_NAME")),
-            role_arn: text(&format!("{prefix}_MWAA_ROLE_ARN")),
-            dags_bucket: text(&format!("{prefix}_DAGS_BUCKET_NAME")),
-            vpc_id: text(&format!("{prefix}_VPC_ID")),
-            subnet_ids: list(&format!("{prefix}_SUBNET_IDS")),
-            security_group_ids: list(&format!("{prefix}_SECURITY_GROUP_IDS")),
-            db_url: db(&format!("{prefix}_DB_URL")),
-            fernet_key: secret(&format!("{prefix}_FERNET_KEY")),
-        };
-
-        let backoff_rate = match get("HEALTH_CHECK_RETRY_BACKOFF_RATE") {
-            Some(Value::Number(n)) => *n,
-            _ => 2.0,
-        };
-
+        let Resolution {
+            values,
+            lazy,
+            mut entries,
+        } = resolve(&layers, &versions)?;
+        let dr_type = values
+            .text("DR_TYPE")
+            .and_then(|s| s.parse::<DrType>().ok());
+        let (variable_strategy, connection_strategy) = values.strategies(dr_type, &mut entries);
+        let store = values.store(&mut entries);
+        let s3_encryption = values.s3_encryption()?;
         let config = Config {
             output: cli.global.output,
             quiet: cli.global.quiet,
@@ -335,72 +128,34 @@ impl Config {
             assume_yes: cli.global.yes,
             env_file: layers.env_file_path.clone(),
             dr_type,
-            mwaa_version: text("MWAA_VERSION"),
-            primary: side("PRIMARY"),
-            secondary: side("SECONDARY"),
+            mwaa_version: values.text("MWAA_VERSION"),
+            primary: values.side("PRIMARY"),
+            secondary: values.side("SECONDARY"),
             store,
             s3_encryption,
             variable_strategy,
             connection_strategy,
-            health_check: HealthCheckSettings {
-                enabled: flag("HEALTH_CHECK_ENABLED"),
-                interval: Duration::from_secs(count("HEALTH_CHECK_INTERVAL_MINS") * 60),
-                max_retry: u32::try_from(count("HEALTH_CHECK_MAX_RETRY")).unwrap_or(u32::MAX),
-                retry_interval: secs("HEALTH_CHECK_RETRY_INTERVAL_SECS"),
-                backoff_rate,
-                // A wait longer than the whole recovery may take is never useful.
-                max_retry_wait: Duration::from_secs(count("STATE_MACHINE_TIMEOUT_MINS") * 60),
-                schedule_name: text("HEALTH_CHECK_SCHEDULE_NAME"),
-                simulate_dr: flag("MWAA_SIMULATE_DR"),
-            },
-            failover: FailoverSettings {
-                create_env_polling_interval: secs("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS"),
-                timeout: Duration::from_secs(count("STATE_MACHINE_TIMEOUT_MINS") * 60),
-                cleanup_cool_off: secs("SECONDARY_CLEANUP_COOL_OFF_SECS"),
-                sns_topic_arn: text("DR_SNS_TOPIC_ARN"),
-                notification_emails: list("MWAA_NOTIFICATION_EMAILS"),
-                backup_file_name: text_or_default("MWAA_BACKUP_FILE_NAME"),
-            },
-            deployment: DeploymentSettings {
-                aws_account_id: text("AWS_ACCOUNT_ID"),
-                stack_name_prefix: text("STACK_NAME_PREFIX"),
-                update_execution_role: flag("MWAA_UPDATE_EXECUTION_ROLE"),
-                create_sfn_vpce: flag("SECONDARY_CREATE_SFN_VPCE"),
-                export_dag_name: text_or_default("METADATA_EXPORT_DAG_NAME"),
-                import_dag_name: text_or_default("METADATA_IMPORT_DAG_NAME"),
-                cleanup_dag_name: text_or_default("METADATA_CLEANUP_DAG_NAME"),
-                dags_s3_path: text_or_default("MWAA_DAGS_S3_PATH"),
-                backup_schedule: text_or_default("PRIMARY_BACKUP_SCHEDULE"),
-                replication_polling_interval: secs("PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"),
-            },
-            log_filter: text("MWAA_DR_LOG"),
-            db_timeouts: DbTimeouts {
-                connect: secs("MWAA_DR_DB_CONNECT_TIMEOUT_SECS"),
-                statement: secs("MWAA_DR_DB_STATEMENT_TIMEOUT_SECS"),
-                lock: secs("MWAA_DR_DB_LOCK_TIMEOUT_SECS"),
-                idle_in_transaction: secs("MWAA_DR_DB_IDLE_TIMEOUT_SECS"),
-                read: secs("MWAA_DR_DB_IDLE_TIMEOUT_SECS"),
-            },
-            aws_timeouts: AwsTimeouts {
-                connect: AwsTimeouts::default().connect,
-                attempt: secs("MWAA_DR_AWS_TIMEOUT_SECS"),
-                max_attempts: u32::try_from(count("MWAA_DR_AWS_MAX_ATTEMPTS")).unwrap_or(3),
-            },
-            backup_jobs: u16::try_from(count("DR_BACKUP_JOBS"))
+            health_check: values.health_check(),
+            failover: values.failover(),
+            deployment: values.deployment(),
+            log_filter: values.text("MWAA_DR_LOG"),
+            db_timeouts: values.db_timeouts(),
+            aws_timeouts: values.aws_timeouts(),
+            backup_jobs: u16::try_from(values.count("DR_BACKUP_JOBS"))
                 .unwrap_or(u16::MAX)
                 .max(1),
-            table_catalog: text("DR_TABLE_CATALOG").map(PathBuf::from),
+            table_catalog: values.text("DR_TABLE_CATALOG").map(PathBuf::from),
             versions,
             fallback_db: [
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
                 "AIRFLOW__CORE__SQL_ALCHEMY_CONN",
             ]
             .into_iter()
-            .filter_map(|name| fallback(name, db(name), &lazy))
+            .filter_map(|name| fallback(name, values.db(name), &lazy))
             .collect(),
             fallback_fernet_key: fallback(
                 "AIRFLOW__CORE__FERNET_KEY",
-                secret("AIRFLOW__CORE__FERNET_KEY"),
+                values.secret("AIRFLOW__CORE__FERNET_KEY"),
                 &lazy,
             ),
             entries,
@@ -453,23 +208,18 @@ impl Config {
         self.catalog_for("2")
     }
 
+    /// Where the table catalogs come from, for the operations.
+    pub fn catalogs(&self) -> crate::ops::Catalogs {
+        crate::ops::Catalogs {
+            table_catalog: self.table_catalog.clone(),
+            versions: self.versions.clone(),
+        }
+    }
+
     /// The table catalog for a database of Airflow `version`: DR_TABLE_CATALOG's file (for
     /// every version), or the built-in catalog of that major version.
     pub fn catalog_for(&self, version: &str) -> Result<crate::airflow::catalog::Catalog> {
-        use crate::airflow::catalog::Catalog;
-        match &self.table_catalog {
-            None => Catalog::builtin_for(version),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidValue {
-                    variable: "DR_TABLE_CATALOG".into(),
-                    value: path.display().to_string(),
-                    problem: format!("cannot read the file ({e})"),
-                    accepted: "the path of a JSON table catalog shaped like config/tables.json"
-                        .into(),
-                })?;
-                Catalog::parse(&text, &path.display().to_string())
-            }
-        }
+        self.catalogs().for_version(version)
     }
 
     /// The backup store, or an error naming the variables that set it.
@@ -502,6 +252,288 @@ impl Config {
 enum Fallback<T> {
     Valid(T),
     Invalid(InvalidFallback),
+}
+
+/// Every variable parsed: its value (`None` when unset, or invalid and only checked when
+/// used), and where it came from.
+struct Values(Vec<(&'static VarSpec, Option<Value>, Source)>);
+
+/// What [`resolve`] found.
+struct Resolution {
+    values: Values,
+    /// Invalid values of variables checked only when used.
+    lazy: Vec<InvalidFallback>,
+    /// What `config` reports.
+    entries: Vec<Resolved>,
+}
+
+/// Looks every variable up in the layers (or its default) and parses it; an invalid value
+/// fails here, unless the variable is only checked when used.
+fn resolve(layers: &Layers, versions: &VersionTable) -> Result<Resolution> {
+    let mut values = Vec::new();
+    let mut lazy = Vec::new();
+    let mut entries = Vec::new();
+    for spec in VARS {
+        let found = layers
+            .lookup(spec.name)
+            .or_else(|| spec.default.map(|d| (d.to_string(), Source::Default)));
+        let Some((raw, source)) = found else {
+            values.push((spec, None, Source::Unset));
+            entries.push(Resolved {
+                name: spec.name,
+                value: serde_json::Value::Null,
+                source: Source::Unset,
+                note: None,
+            });
+            continue;
+        };
+        match spec.kind.parse(&raw, versions) {
+            Ok(value) => {
+                entries.push(Resolved {
+                    name: spec.name,
+                    value: value.to_display_json(),
+                    source: source.clone(),
+                    note: None,
+                });
+                values.push((spec, Some(value), source));
+            }
+            Err(problem) if spec.lazy => {
+                entries.push(Resolved {
+                    name: spec.name,
+                    value: serde_json::Value::String(shown_value(spec, &raw)),
+                    source: source.clone(),
+                    note: Some(format!("not usable: {problem}")),
+                });
+                lazy.push(InvalidFallback {
+                    variable: spec.name,
+                    shown: shown_value(spec, &raw),
+                    problem,
+                    accepted: spec.kind.accepted(versions),
+                });
+                values.push((spec, None, source));
+            }
+            Err(problem) => {
+                return Err(invalid_value(
+                    spec, &raw, problem, &source, layers, versions,
+                ));
+            }
+        }
+    }
+    Ok(Resolution {
+        values: Values(values),
+        lazy,
+        entries,
+    })
+}
+
+impl Values {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(spec, _, _)| spec.name == name)
+            .and_then(|(_, value, _)| value.as_ref())
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        match self.get(name) {
+            Some(Value::Text(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn text_or_default(&self, name: &str) -> String {
+        self.text(name).unwrap_or_default()
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some(Value::Bool(true)))
+    }
+
+    fn count(&self, name: &str) -> u64 {
+        match self.get(name) {
+            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    fn secs(&self, name: &str) -> Duration {
+        Duration::from_secs(self.count(name))
+    }
+
+    fn minutes(&self, name: &str) -> Duration {
+        Duration::from_secs(self.count(name) * 60)
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        match self.get(name) {
+            Some(Value::List(items)) => items.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn db(&self, name: &str) -> Option<DbUrl> {
+        match self.get(name) {
+            Some(Value::DbUrl(url)) => Some(url.clone()),
+            _ => None,
+        }
+    }
+
+    fn secret(&self, name: &str) -> Option<Secret> {
+        match self.get(name) {
+            Some(Value::Secret(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn strategy(&self, name: &str) -> RestoreStrategy {
+        self.text(name)
+            .and_then(|s| s.parse::<RestoreStrategy>().ok())
+            .unwrap_or(RestoreStrategy::Append)
+    }
+
+    /// The variable and connection strategies. The original's Backup-Restore supports only
+    /// DO_NOTHING and REPLACE: an APPEND (the general default) becomes REPLACE there.
+    fn strategies(
+        &self,
+        dr_type: Option<DrType>,
+        entries: &mut [Resolved],
+    ) -> (RestoreStrategy, RestoreStrategy) {
+        let mut variable_strategy = self.strategy("DR_VARIABLE_RESTORE_STRATEGY");
+        let mut connection_strategy = self.strategy("DR_CONNECTION_RESTORE_STRATEGY");
+        if dr_type == Some(DrType::BackupRestore) {
+            for (name, strategy) in [
+                ("DR_VARIABLE_RESTORE_STRATEGY", &mut variable_strategy),
+                ("DR_CONNECTION_RESTORE_STRATEGY", &mut connection_strategy),
+            ] {
+                if *strategy == RestoreStrategy::Append {
+                    *strategy = RestoreStrategy::Replace;
+                    if let Some(entry) = entries.iter_mut().find(|e| e.name == name) {
+                        entry.value = serde_json::Value::String("REPLACE".into());
+                        entry.note =
+                            Some("APPEND turned into REPLACE by DR_TYPE=BACKUP_RESTORE".into());
+                    }
+                }
+            }
+        }
+        (variable_strategy, connection_strategy)
+    }
+
+    /// DR_BACKUP_STORE, else the original's DR_BACKUP_BUCKET and DR_BACKUP_PREFIX.
+    fn store(&self, entries: &mut [Resolved]) -> Option<StoreLocation> {
+        match (self.get("DR_BACKUP_STORE"), self.text("DR_BACKUP_BUCKET")) {
+            (Some(Value::Store(store)), _) => Some(store.clone()),
+            (_, Some(bucket)) => {
+                let derived = StoreLocation::s3(&bucket, &self.text_or_default("DR_BACKUP_PREFIX"));
+                if let Some(entry) = entries.iter_mut().find(|e| e.name == "DR_BACKUP_STORE") {
+                    entry.value = serde_json::Value::String(derived.to_string());
+                    entry.note = Some("from DR_BACKUP_BUCKET and DR_BACKUP_PREFIX".into());
+                }
+                Some(derived)
+            }
+            _ => None,
+        }
+    }
+
+    fn s3_encryption(&self) -> Result<Option<S3Encryption>> {
+        Ok(
+            match (
+                self.text("DR_S3_SSE").as_deref(),
+                self.text("DR_S3_KMS_KEY_ID"),
+            ) {
+                (Some("AES256"), None) => Some(S3Encryption::SseS3),
+                (Some("aws:kms"), key_id) => Some(S3Encryption::SseKms { key_id }),
+                (None, None) => None,
+                (sse, Some(_)) => {
+                    return Err(Error::InvalidValue {
+                        variable: "DR_S3_KMS_KEY_ID".into(),
+                        value: self.text_or_default("DR_S3_KMS_KEY_ID"),
+                        problem: format!(
+                            "a KMS key needs DR_S3_SSE=aws:kms, but DR_S3_SSE is {}",
+                            sse.unwrap_or("unset")
+                        ),
+                        accepted: "DR_S3_KMS_KEY_ID only together with DR_S3_SSE=aws:kms".into(),
+                    });
+                }
+                (Some(_), None) => None,
+            },
+        )
+    }
+
+    /// The `PRIMARY_*` or `SECONDARY_*` settings.
+    fn side(&self, prefix: &str) -> Side {
+        Side {
+            region: self.text(&format!("{prefix}_REGION")),
+            environment_name: self.text(&format!("{prefix}_MWAA_ENVIRONMENT_NAME")),
+            role_arn: self.text(&format!("{prefix}_MWAA_ROLE_ARN")),
+            dags_bucket: self.text(&format!("{prefix}_DAGS_BUCKET_NAME")),
+            vpc_id: self.text(&format!("{prefix}_VPC_ID")),
+            subnet_ids: self.list(&format!("{prefix}_SUBNET_IDS")),
+            security_group_ids: self.list(&format!("{prefix}_SECURITY_GROUP_IDS")),
+            db_url: self.db(&format!("{prefix}_DB_URL")),
+            fernet_key: self.secret(&format!("{prefix}_FERNET_KEY")),
+        }
+    }
+
+    fn health_check(&self) -> HealthCheckSettings {
+        HealthCheckSettings {
+            enabled: self.flag("HEALTH_CHECK_ENABLED"),
+            interval: self.minutes("HEALTH_CHECK_INTERVAL_MINS"),
+            max_retry: u32::try_from(self.count("HEALTH_CHECK_MAX_RETRY")).unwrap_or(u32::MAX),
+            retry_interval: self.secs("HEALTH_CHECK_RETRY_INTERVAL_SECS"),
+            backoff_rate: match self.get("HEALTH_CHECK_RETRY_BACKOFF_RATE") {
+                Some(Value::Number(n)) => *n,
+                _ => 2.0,
+            },
+            // A wait longer than the whole recovery may take is never useful.
+            max_retry_wait: self.minutes("STATE_MACHINE_TIMEOUT_MINS"),
+            schedule_name: self.text("HEALTH_CHECK_SCHEDULE_NAME"),
+            simulate_dr: self.flag("MWAA_SIMULATE_DR"),
+        }
+    }
+
+    fn failover(&self) -> FailoverSettings {
+        FailoverSettings {
+            create_env_polling_interval: self.secs("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS"),
+            timeout: self.minutes("STATE_MACHINE_TIMEOUT_MINS"),
+            cleanup_cool_off: self.secs("SECONDARY_CLEANUP_COOL_OFF_SECS"),
+            sns_topic_arn: self.text("DR_SNS_TOPIC_ARN"),
+            notification_emails: self.list("MWAA_NOTIFICATION_EMAILS"),
+            backup_file_name: self.text_or_default("MWAA_BACKUP_FILE_NAME"),
+        }
+    }
+
+    fn deployment(&self) -> DeploymentSettings {
+        DeploymentSettings {
+            aws_account_id: self.text("AWS_ACCOUNT_ID"),
+            stack_name_prefix: self.text("STACK_NAME_PREFIX"),
+            update_execution_role: self.flag("MWAA_UPDATE_EXECUTION_ROLE"),
+            create_sfn_vpce: self.flag("SECONDARY_CREATE_SFN_VPCE"),
+            export_dag_name: self.text_or_default("METADATA_EXPORT_DAG_NAME"),
+            import_dag_name: self.text_or_default("METADATA_IMPORT_DAG_NAME"),
+            cleanup_dag_name: self.text_or_default("METADATA_CLEANUP_DAG_NAME"),
+            dags_s3_path: self.text_or_default("MWAA_DAGS_S3_PATH"),
+            backup_schedule: self.text_or_default("PRIMARY_BACKUP_SCHEDULE"),
+            replication_polling_interval: self.secs("PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"),
+        }
+    }
+
+    fn db_timeouts(&self) -> DbTimeouts {
+        DbTimeouts {
+            connect: self.secs("MWAA_DR_DB_CONNECT_TIMEOUT_SECS"),
+            statement: self.secs("MWAA_DR_DB_STATEMENT_TIMEOUT_SECS"),
+            lock: self.secs("MWAA_DR_DB_LOCK_TIMEOUT_SECS"),
+            idle_in_transaction: self.secs("MWAA_DR_DB_IDLE_TIMEOUT_SECS"),
+            read: self.secs("MWAA_DR_DB_IDLE_TIMEOUT_SECS"),
+        }
+    }
+
+    fn aws_timeouts(&self) -> AwsTimeouts {
+        AwsTimeouts {
+            connect: AwsTimeouts::default().connect,
+            attempt: self.secs("MWAA_DR_AWS_TIMEOUT_SECS"),
+            max_attempts: u32::try_from(self.count("MWAA_DR_AWS_MAX_ATTEMPTS")).unwrap_or(3),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@
 use base64::Engine;
 use serde_json::Value as Json;
 
-use super::db_url::{self, DbUrl};
-use super::secret::Secret;
 use crate::airflow::versions::VersionTable;
+use crate::model::DbUrl;
+use crate::model::Secret;
 use crate::store::StoreLocation;
 
 /// What values a variable accepts.
@@ -629,9 +629,9 @@ impl Kind {
             K::AccountId => "12 digits".into(),
             K::BucketName => "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens), not an ARN".into(),
             K::Arn(service) => format!("an ARN of the form arn:aws:{service}:…"),
-            K::DatabaseUrl => db_url::ACCEPTED.into(),
+            K::DatabaseUrl => crate::model::ACCEPTED_DB_URLS.into(),
             K::FernetKey => "a Fernet key (32 bytes, url-safe base64, 44 characters) or a comma-separated list of them".into(),
-            K::Store => crate::store::ACCEPTED_LOCATIONS.into(),
+            K::Store => crate::model::ACCEPTED_LOCATIONS.into(),
             K::LogFilter => "a log filter such as error, warn, info, debug or mwaa_dr=debug,sqlx=warn".into(),
         }
     }
@@ -657,85 +657,34 @@ impl Kind {
                 "NO" => Ok(Value::Bool(false)),
                 _ => Err("not YES or NO".into()),
             },
-            K::Count { min, max } => {
-                let n: i64 = value.parse().map_err(|_| {
-                    // Digits beyond i64 are a number too, just far out of range.
-                    let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
-                    match (
-                        value.starts_with('-'),
-                        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
-                    ) {
-                        (true, true) => format!("it is below the minimum {min}"),
-                        (false, true) => format!("it is above the maximum {max}"),
-                        _ => "not a whole number".to_string(),
-                    }
-                })?;
-                if n < *min {
-                    Err(format!("{n} is below the minimum {min}"))
-                } else if n > *max {
-                    Err(format!("{n} is above the maximum {max}"))
-                } else {
-                    Ok(Value::Int(n))
-                }
-            }
-            K::Number { min, max } => {
-                let n: f64 = value.parse().map_err(|_| "not a number".to_string())?;
-                if !n.is_finite() {
-                    Err("not a finite number".into())
-                } else if n < *min {
-                    Err(format!("{n} is below the minimum {min}"))
-                } else if n > *max {
-                    Err(format!("{n} is above the maximum {max}"))
-                } else {
-                    Ok(Value::Number(n))
-                }
-            }
+            K::Count { min, max } => parse_count(value, *min, *max).map(Value::Int),
+            K::Number { min, max } => parse_number(value, *min, *max).map(Value::Number),
             K::List => parse_list(value).map(Value::List),
             K::OneOf(values) => values
                 .iter()
                 .find(|v| **v == value)
                 .map(|v| Value::Text((*v).to_string()))
                 .ok_or_else(|| "unknown value".to_string()),
-            K::AirflowVersion => {
-                if versions.is_known(value) {
-                    Ok(Value::Text(value.into()))
-                } else {
-                    Err("not a known Airflow version".into())
-                }
-            }
+            K::AirflowVersion => text_if(
+                versions.is_known(value),
+                value,
+                "not a known Airflow version",
+            ),
             K::Schedule => parse_schedule(value).map(|()| Value::Text(value.into())),
-            K::Region => {
-                if is_region(value) {
-                    Ok(Value::Text(value.into()))
-                } else {
-                    Err("not an AWS region name".into())
-                }
-            }
-            K::AccountId => {
-                if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
-                    Ok(Value::Text(value.into()))
-                } else {
-                    Err("not 12 digits".into())
-                }
-            }
-            K::BucketName => {
-                if is_bucket_name(value) {
-                    Ok(Value::Text(value.into()))
-                } else {
-                    Err("not a valid S3 bucket name".into())
-                }
-            }
+            K::Region => text_if(is_region(value), value, "not an AWS region name"),
+            K::AccountId => text_if(
+                value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()),
+                value,
+                "not 12 digits",
+            ),
+            K::BucketName => text_if(is_bucket_name(value), value, "not a valid S3 bucket name"),
             K::Arn(service) => {
                 let parts: Vec<&str> = value.splitn(6, ':').collect();
-                if parts.len() == 6
+                let is_arn = parts.len() == 6
                     && parts[0] == "arn"
                     && parts[2] == *service
-                    && !parts[5].is_empty()
-                {
-                    Ok(Value::Text(value.into()))
-                } else {
-                    Err(format!("not an {service} ARN"))
-                }
+                    && !parts[5].is_empty();
+                text_if(is_arn, value, &format!("not an {service} ARN"))
             }
             K::DatabaseUrl => DbUrl::parse(value).map(Value::DbUrl),
             K::FernetKey => parse_fernet_keys(value).map(|()| Value::Secret(Secret::new(value))),
@@ -744,6 +693,52 @@ impl Kind {
                 .map(|_| Value::Text(value.into()))
                 .map_err(|e| format!("not a log filter ({e})")),
         }
+    }
+}
+
+/// `value` as text when `valid`, else `problem`.
+fn text_if(valid: bool, value: &str, problem: &str) -> Result<Value, String> {
+    if valid {
+        Ok(Value::Text(value.into()))
+    } else {
+        Err(problem.into())
+    }
+}
+
+/// A whole number within `min..=max`.
+fn parse_count(value: &str, min: i64, max: i64) -> Result<i64, String> {
+    let n: i64 = value.parse().map_err(|_| {
+        // Digits beyond i64 are a number too, just far out of range.
+        let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
+        match (
+            value.starts_with('-'),
+            !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
+        ) {
+            (true, true) => format!("it is below the minimum {min}"),
+            (false, true) => format!("it is above the maximum {max}"),
+            _ => "not a whole number".to_string(),
+        }
+    })?;
+    if n < min {
+        Err(format!("{n} is below the minimum {min}"))
+    } else if n > max {
+        Err(format!("{n} is above the maximum {max}"))
+    } else {
+        Ok(n)
+    }
+}
+
+/// A finite number within `min..=max`.
+fn parse_number(value: &str, min: f64, max: f64) -> Result<f64, String> {
+    let n: f64 = value.parse().map_err(|_| "not a number".to_string())?;
+    if !n.is_finite() {
+        Err("not a finite number".into())
+    } else if n < min {
+        Err(format!("{n} is below the minimum {min}"))
+    } else if n > max {
+        Err(format!("{n} is above the maximum {max}"))
+    } else {
+        Ok(n)
     }
 }
 

@@ -15,8 +15,8 @@ use crate::airflow::catalog::{Catalog, RestoreMode, TableSpec, quote_ident, quot
 use crate::airflow::fernet::{
     ENCRYPTED_COLUMNS, EncryptedColumn, FernetMode, FernetPlan, Rekey, encrypted_columns,
 };
-use crate::config::RestoreStrategy;
 use crate::error::{Error, Result};
+use crate::model::RestoreStrategy;
 use crate::store::BackupStore;
 use crate::store::manifest::{Manifest, TableEntry};
 use crate::store::verify::{check_stored, open_table_object};

@@ -15,11 +15,11 @@ use super::cleanup::{TableCount, cleanup};
 use super::import::{PROTECTED_VARIABLES, finish};
 use super::{column_list, db_error};
 use crate::airflow::catalog::{Catalog, TableSpec, quote_ident, quote_literal};
-use crate::config::RestoreStrategy;
 use crate::error::{Error, Result};
 use crate::legacy::csv::RecordReader;
 use crate::legacy::secrets::{Connection as LegacyConnection, Variable};
 use crate::legacy::{LegacyFormat, LegacyTable, file_key, pyrepr};
+use crate::model::RestoreStrategy;
 use crate::progress::Progress;
 use crate::store::BackupStore;
 

@@ -4,7 +4,7 @@ pub mod cleanup;
 pub mod export;
 pub mod import;
 pub mod legacy;
-pub mod stream;
+pub use crate::store::stream;
 
 use std::time::Duration;
 
@@ -13,9 +13,9 @@ use sqlx::{ConnectOptions, PgConnection};
 
 use crate::airflow::catalog::quote_ident;
 use crate::airflow::versions::VersionTable;
-use crate::config::DbUrl;
 use crate::error::{Error, Result};
 use crate::model::DbTimeouts;
+use crate::model::DbUrl;
 
 /// How mwaa-dr reaches one metadata database: its URL and the bounds on every wait.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::StepKind;
-use crate::config::DrType;
 use crate::error::{Error, Result};
+use crate::model::DrType;
 use crate::model::StepOutcome;
 use crate::store::BackupStore;
 

@@ -156,7 +156,7 @@ impl Manifest {
         let names = unaccounted.join(", ");
         if self.format_version == LEGACY_FORMAT_VERSION {
             tracing::warn!(
-                backup = %crate::output::escape_control(&self.backup_id),
+                backup = %crate::model::escape_control(&self.backup_id),
                 tables = %names,
                 "this format 1 backup holds no data for these tables of the catalog and does not say why (format 1 did not record absent tables): they are restored empty"
             );

@@ -6,17 +6,16 @@ pub mod local;
 pub mod lock;
 pub mod manifest;
 pub mod s3;
+pub mod stream;
 pub mod verify;
 
-use std::fmt;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
 use crate::error::Result;
+pub use crate::model::{ACCEPTED_LOCATIONS, StoreLocation};
 
 /// A stream of an object's bytes.
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
@@ -102,111 +101,20 @@ pub trait ObjectWriter: Send {
 }
 
 /// Opens the store at `location`; S3 takes its credentials, region and endpoint from the
-/// standard AWS configuration chain.
+/// standard AWS configuration chain, `encryption` and `timeouts` from the caller.
 pub async fn open_store(
     location: &StoreLocation,
-    config: &crate::config::Config,
+    encryption: Option<&crate::model::S3Encryption>,
+    timeouts: &crate::model::AwsTimeouts,
 ) -> Result<Box<dyn BackupStore>> {
     let store: Box<dyn BackupStore> = match location {
         StoreLocation::Local { path } => Box::new(local::LocalStore::new(path.clone())),
-        StoreLocation::S3 { bucket, prefix } => Box::new(
-            s3::S3Store::from_env(
-                bucket,
-                prefix,
-                config.s3_encryption.clone(),
-                &config.aws_timeouts,
-            )
-            .await,
-        ),
+        StoreLocation::S3 { bucket, prefix } => {
+            Box::new(s3::S3Store::from_env(bucket, prefix, encryption.cloned(), timeouts).await)
+        }
     };
     Ok(match failing::armed_fault() {
         Some(fault) => Box::new(failing::FailingStore::new(store, vec![fault])),
         None => store,
     })
-}
-
-pub const ACCEPTED_LOCATIONS: &str =
-    "s3://BUCKET[/PREFIX], file:///ABSOLUTE/PATH or a plain directory path";
-
-/// A parsed backup store location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreLocation {
-    S3 { bucket: String, prefix: String },
-    Local { path: PathBuf },
-}
-
-impl StoreLocation {
-    pub fn s3(bucket: &str, prefix: &str) -> Self {
-        StoreLocation::S3 {
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-        }
-    }
-}
-
-impl FromStr for StoreLocation {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, String> {
-        let value = raw.trim();
-        if value.is_empty() {
-            return Err("it is empty".into());
-        }
-        if let Some(rest) = value.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err("the s3:// URL names no bucket".into());
-            }
-            return Ok(StoreLocation::s3(bucket, prefix));
-        }
-        if let Some(rest) = value.strip_prefix("file://") {
-            if !rest.starts_with('/') {
-                return Err("a file:// URL needs an absolute path (file:///…)".into());
-            }
-            return Ok(StoreLocation::Local { path: rest.into() });
-        }
-        if let Some((scheme, _)) = value.split_once("://") {
-            return Err(format!("scheme {scheme}:// is not supported"));
-        }
-        Ok(StoreLocation::Local { path: value.into() })
-    }
-}
-
-impl fmt::Display for StoreLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
-            StoreLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-            StoreLocation::Local { path } => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_every_accepted_form() {
-        assert_eq!(
-            "s3://bucket/some/prefix/".parse(),
-            Ok(StoreLocation::s3("bucket", "some/prefix"))
-        );
-        assert_eq!("s3://bucket".parse(), Ok(StoreLocation::s3("bucket", "")));
-        assert_eq!(
-            "file:///var/backups".parse(),
-            Ok(StoreLocation::Local {
-                path: "/var/backups".into()
-            })
-        );
-        assert_eq!(
-            "./backups".parse(),
-            Ok(StoreLocation::Local {
-                path: "./backups".into()
-            })
-        );
-        assert!("gs://bucket".parse::<StoreLocation>().is_err());
-        assert!("file://relative".parse::<StoreLocation>().is_err());
-        assert!("s3:///prefix".parse::<StoreLocation>().is_err());
-    }
 }

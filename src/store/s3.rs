@@ -16,9 +16,9 @@ use aws_sdk_s3::types::{
 use bytes::{Bytes, BytesMut};
 
 use super::{BackupStore, ObjectInfo, ObjectReader, ObjectWriter};
-use crate::config::S3Encryption;
 use crate::error::{Error, Result};
 use crate::model::AwsTimeouts;
+use crate::model::S3Encryption;
 
 const MIB: usize = 1024 * 1024;
 

@@ -7,8 +7,8 @@ use serde::Serialize;
 use tokio::io::BufReader;
 
 use super::manifest::{Manifest, TableEntry, object_key};
+use super::stream::{CsvTally, Digested, TapReader};
 use super::{BackupStore, ObjectReader};
-use crate::db::stream::{CsvTally, Digested, TapReader};
 use crate::error::{Error, Result};
 
 /// The CSV of a table's object, decompressed as it streams, with the tap that sees the stored

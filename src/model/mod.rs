@@ -1,7 +1,20 @@
 //! Value types shared by every layer, with no behaviour beyond validation. This module
 //! depends on nothing else in the crate.
 
+mod db_url;
+mod location;
+mod secret;
+mod text;
+
+use std::str::FromStr;
 use std::time::Duration;
+
+use serde::Serialize;
+
+pub use self::db_url::{ACCEPTED as ACCEPTED_DB_URLS, DbUrl, stored_location};
+pub use self::location::{ACCEPTED_LOCATIONS, StoreLocation};
+pub use self::secret::{Secret, redact_url};
+pub use self::text::{escape_control, needs_escape};
 
 /// Bounds on every wait for PostgreSQL, so that a server that stops answering, or a table
 /// another session holds, ends a run with a clear error instead of a hang.
@@ -189,6 +202,69 @@ impl std::fmt::Display for StepOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The disaster recovery strategy (`DR_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DrType {
+    BackupRestore,
+    WarmStandby,
+}
+
+impl FromStr for DrType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "BACKUP_RESTORE" => Ok(DrType::BackupRestore),
+            "WARM_STANDBY" => Ok(DrType::WarmStandby),
+            other => Err(format!("unknown DR_TYPE {other}")),
+        }
+    }
+}
+
+/// How `restore` treats the variable and connection tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RestoreStrategy {
+    /// Leave the target's rows as they are; restore none.
+    DoNothing,
+    /// Add the backup's rows whose key the target does not have.
+    Append,
+    /// The backup's rows win over the target's rows with the same key.
+    Replace,
+}
+
+impl FromStr for RestoreStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "DO_NOTHING" => Ok(RestoreStrategy::DoNothing),
+            "APPEND" => Ok(RestoreStrategy::Append),
+            "REPLACE" => Ok(RestoreStrategy::Replace),
+            other => Err(format!("unknown restore strategy {other}")),
+        }
+    }
+}
+
+/// S3 server-side encryption of backup objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Encryption {
+    SseS3,
+    SseKms { key_id: Option<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub max_retry: u32,
+    pub retry_interval: Duration,
+    pub backoff_rate: f64,
+    /// The longest wait between two looks: the backoff stops growing there.
+    pub max_retry_wait: Duration,
+    pub schedule_name: Option<String>,
+    pub simulate_dr: bool,
 }
 
 #[cfg(test)]

@@ -1,0 +1,248 @@
+//! Prune: apply retention (manifests go first, then their objects), and collect the objects
+//! of backups that never got a manifest once they are old enough.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::Services;
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::progress::Progress;
+use crate::store::BackupStore;
+use crate::store::manifest::{self, Incomplete, Unreadable};
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// The newest backups kept whatever their age.
+    pub keep_last: usize,
+    /// Backups younger than this are kept.
+    pub keep_within: Option<Duration>,
+    /// Backups without a manifest are collected once both their start and their last write
+    /// are older than this.
+    pub incomplete_after: Duration,
+    /// Report, delete nothing (and take no lock).
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+    /// Folders without a manifest deleted (or, in a dry run, to be deleted).
+    pub incomplete_removed: Vec<IncompleteReport>,
+    /// Folders without a manifest left alone, and why.
+    pub incomplete_kept: Vec<IncompleteReport>,
+    /// Backups whose manifest cannot be read: never deleted.
+    pub unreadable: Vec<Unreadable>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncompleteReport {
+    pub backup_id: String,
+    pub objects: usize,
+    pub stored_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_because: Option<String>,
+}
+
+pub async fn prune(
+    options: &PruneOptions,
+    services: &Services,
+    _progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<PruneReport> {
+    let store = services.store()?;
+    let store = store.as_ref();
+    let report = if options.dry_run {
+        prune_scanned(options, store, cancel).await?
+    } else {
+        super::with_store_lock(store, true, "prune", prune_scanned(options, store, cancel)).await?
+    };
+    super::list::warn_unreadable(&report.unreadable, "kept (prune never deletes it)");
+    Ok(report)
+}
+
+/// Scans, decides and (unless a dry run) deletes; run under the store's exclusive lock.
+async fn prune_scanned(
+    options: &PruneOptions,
+    store: &dyn BackupStore,
+    cancel: &CancellationToken,
+) -> Result<PruneReport> {
+    failpoint::reach("prune.locked", cancel).await?;
+    // Read under the lock: a backup that commits meanwhile is not taken for incomplete.
+    let scan = manifest::scan(store).await?;
+    let now = Utc::now();
+    let (kept, removed) = retention(options, &scan.backups, now);
+    let (mut incomplete_removed, mut incomplete_kept) = (Vec::new(), Vec::new());
+    for folder in &scan.incomplete {
+        let newest = newest_write(store, folder).await?;
+        let kept_because = too_young(&folder.backup_id, newest, now, options.incomplete_after);
+        let doc = IncompleteReport {
+            backup_id: folder.backup_id.clone(),
+            objects: folder.objects.len(),
+            stored_bytes: folder.objects.iter().map(|o| o.size).sum(),
+            kept_because,
+        };
+        if doc.kept_because.is_some() {
+            incomplete_kept.push(doc);
+        } else {
+            incomplete_removed.push((doc, folder));
+        }
+    }
+    if !options.dry_run {
+        delete_backups(store, &removed, cancel).await?;
+        for (_, folder) in &incomplete_removed {
+            for object in &folder.objects {
+                store.delete(&object.key).await?;
+            }
+        }
+    }
+    failpoint::reach("prune.done", cancel).await?;
+    Ok(PruneReport {
+        dry_run: options.dry_run,
+        kept,
+        removed,
+        incomplete_removed: incomplete_removed.into_iter().map(|(d, _)| d).collect(),
+        incomplete_kept,
+        unreadable: scan.unreadable,
+    })
+}
+
+/// The ids kept and those removed, newest first: the `keep_last` newest and those younger
+/// than `keep_within` are kept.
+fn retention(
+    options: &PruneOptions,
+    backups: &[manifest::Manifest],
+    now: DateTime<Utc>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut kept, mut removed) = (Vec::new(), Vec::new());
+    for (i, m) in backups.iter().rev().enumerate() {
+        let recent = options.keep_within.is_some_and(|d| {
+            now.signed_duration_since(m.finished_at)
+                .to_std()
+                .map(|age| age <= d)
+                .unwrap_or(true)
+        });
+        if i < options.keep_last || recent {
+            kept.push(m.backup_id.clone());
+        } else {
+            removed.push(m.backup_id.clone());
+        }
+    }
+    (kept, removed)
+}
+
+/// Deletes whole backups, each manifest first.
+async fn delete_backups(
+    store: &dyn BackupStore,
+    removed: &[String],
+    cancel: &CancellationToken,
+) -> Result<()> {
+    for (n, id) in removed.iter().enumerate() {
+        // Interrupted, stop between backups, never inside one.
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        // The manifest first: from then on the backup does not exist, whatever happens next.
+        store.delete(&manifest::manifest_key(id)).await?;
+        if n == 0 {
+            failpoint::reach_then_finish("prune.manifest_deleted", cancel).await?;
+        }
+        for object in store.list(&manifest::object_key(id, "")).await? {
+            store.delete(&object.key).await?;
+        }
+        if n == 0 {
+            failpoint::reach("prune.backup_deleted", cancel).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The last write among a folder's objects, or `None` when the store cannot tell for one.
+async fn newest_write(
+    store: &dyn BackupStore,
+    folder: &Incomplete,
+) -> Result<Option<DateTime<Utc>>> {
+    let mut newest: Option<DateTime<Utc>> = None;
+    for object in &folder.objects {
+        match store.modified(&object.key).await? {
+            Some(t) => newest = Some(newest.map_or(t, |n| n.max(t))),
+            None => return Ok(None),
+        }
+    }
+    Ok(newest)
+}
+
+/// Why an incomplete backup is not collected yet, or `None` when it may be: both its start
+/// (the id's time) and its last write must be older than `after`. The id alone is not enough
+/// (a backup started long ago may still be writing) and neither is the write time alone (a
+/// store may not know it); a folder whose name is no backup id is never touched.
+fn too_young(
+    id: &str,
+    last_write: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    after: Duration,
+) -> Option<String> {
+    let Some(started) = manifest::backup_id_time(id) else {
+        return Some("its name is not a backup id, so its age is unknown".into());
+    };
+    let older = |t: DateTime<Utc>| {
+        now.signed_duration_since(t)
+            .to_std()
+            .is_ok_and(|age| age >= after)
+    };
+    let after_text = humantime(after);
+    if !older(started) {
+        return Some(format!(
+            "started less than {after_text} ago (it may still be running)"
+        ));
+    }
+    match last_write {
+        Some(t) if !older(t) => Some(format!(
+            "last written less than {after_text} ago (it may still be running)"
+        )),
+        _ => None,
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_backups_are_collected_only_when_start_and_last_write_are_old() {
+        let now: DateTime<Utc> = "2026-11-27T12:00:00Z".parse().expect("time");
+        let day = Duration::from_secs(86_400);
+        let hours_ago = |h: i64| now - chrono::Duration::hours(h);
+        let old_id = "20261125T120000.000Z-0001";
+        let young_id = "20261127T110000.000Z-0002";
+        // Old start, last write unknown or old: collected.
+        assert_eq!(too_young(old_id, None, now, day), None);
+        assert_eq!(too_young(old_id, Some(hours_ago(30)), now, day), None);
+        // Old start but written an hour ago: a long backup still running.
+        let why = too_young(old_id, Some(hours_ago(1)), now, day).expect("kept");
+        assert!(why.contains("last written"), "{why}");
+        // Young start, whatever the objects' times say.
+        let why = too_young(young_id, Some(hours_ago(48)), now, day).expect("kept");
+        assert!(why.contains("started"), "{why}");
+        // An id from the future (clock skew) and a name that is not an id are kept.
+        assert!(too_young("29991231T235959Z-dead", None, now, day).is_some());
+        assert!(too_young("not-a-backup", None, now, day).is_some());
+        // Ids without milliseconds (earlier builds) are dated too.
+        assert_eq!(too_young("20261120T000000Z-ab12", None, now, day), None);
+    }
+}
