@@ -57,6 +57,12 @@ fn render(doc: &PruneReport, dry_run: bool) -> String {
             d.kept_because.as_deref().unwrap_or_default()
         ));
     }
+    for w in &doc.abandoned_writes {
+        text.push_str(&format!(
+            "\n  removed an abandoned partial write: {}",
+            escape_control(w)
+        ));
+    }
     for u in &doc.unreadable {
         text.push_str(&format!(
             "\n  kept unreadable backup: {}",

@@ -38,6 +38,10 @@ pub struct PruneReport {
     pub incomplete_kept: Vec<IncompleteReport>,
     /// Backups whose manifest cannot be read: never deleted.
     pub unreadable: Vec<Unreadable>,
+    /// What killed writers left and `incomplete_after` has passed over: temporary files of
+    /// a directory store, incomplete S3 multipart uploads (not looked for in a dry run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub abandoned_writes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +97,7 @@ async fn prune_scanned(
             incomplete_removed.push((doc, folder));
         }
     }
+    let mut abandoned_writes = Vec::new();
     if !options.dry_run {
         delete_backups(store, &removed, cancel).await?;
         for (_, folder) in &incomplete_removed {
@@ -100,6 +105,9 @@ async fn prune_scanned(
                 store.delete(&object.key).await?;
             }
         }
+        abandoned_writes = store
+            .collect_abandoned_writes(manifest::BACKUPS_PREFIX, options.incomplete_after)
+            .await?;
     }
     failpoint::reach("prune.done", cancel).await?;
     Ok(PruneReport {
@@ -109,6 +117,7 @@ async fn prune_scanned(
         incomplete_removed: incomplete_removed.into_iter().map(|(d, _)| d).collect(),
         incomplete_kept,
         unreadable: scan.unreadable,
+        abandoned_writes,
     })
 }
 

@@ -244,6 +244,14 @@ fn prune_collects_old_incomplete_backups() {
         .format("%Y%m%dT%H%M%S%.3fZ-0001")
         .to_string();
     let young = incomplete(&store, &young_id, 2 * day);
+    // What a killed writer leaves in a directory store: hidden temporary files, which no
+    // listing shows; collected on the same age rule, per file.
+    let abandoned = still_writing.join(".tmp-4242-1-log.csv.zst");
+    let being_written = still_writing.join(".tmp-4243-1-xcom.csv.zst");
+    for (temp, written_ago) in [(&abandoned, 2 * day), (&being_written, Duration::ZERO)] {
+        std::fs::write(temp, b"half").expect("temp");
+        age(temp, written_ago);
+    }
 
     let dry = store_cmd(
         dir.path(),
@@ -277,6 +285,17 @@ fn prune_collects_old_incomplete_backups() {
         out.stdout
     );
     assert!(!old.exists(), "the old incomplete backup stayed");
+    assert!(
+        out.stdout.contains("removed an abandoned partial write")
+            && out.stdout.contains(".tmp-4242-1-log.csv.zst"),
+        "{}",
+        out.stdout
+    );
+    assert!(!abandoned.exists(), "the abandoned temporary file stayed");
+    assert!(
+        being_written.exists(),
+        "a temporary file being written was removed"
+    );
     assert!(still_writing.join("job.csv.zst").exists());
     assert!(young.join("job.csv.zst").exists());
 
