@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 use super::open_store;
 use crate::config::Config;
 use crate::db::PgConnector;
-use crate::error::Result;
-use crate::failover::{self, PlannedStep, RestoreStep, Services, Targets, Timeline, state};
+use crate::error::{Error, Result};
+use crate::failover::{
+    self, NewEnvironment, PlannedStep, RestoreStep, Services, Targets, Timeline, state,
+};
+use crate::model::DrType;
 use crate::ops::{
     self,
     restore::{RestoreOptions, restore},
@@ -35,7 +38,7 @@ struct PlanDoc<'a> {
 }
 
 pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToken) -> Result<()> {
-    let targets = Targets::from_config(config, args.force)?;
+    let targets = targets(config, args.force)?;
     let db = config.target_db("failover")?;
     let store: Arc<dyn BackupStore> =
         Arc::from(open_store(config.store("failover")?, config).await?);
@@ -82,7 +85,7 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
                 Some(run) => run,
                 None => state::start(store.as_ref(), targets.dr_type, Utc::now()).await?,
             };
-            Ok(failover::execute(config, &targets, &services, &restore, &mut run, cancel).await)
+            Ok(failover::execute(&targets, &services, &restore, &mut run, cancel).await)
         },
     )
     .await?;
@@ -240,4 +243,84 @@ fn render_timeline(t: &Timeline) -> String {
         _ => {}
     }
     out
+}
+
+/// The failover's options from the configuration: what each DR type needs is required here,
+/// before anything is touched.
+fn targets(config: &Config, force: bool) -> Result<Targets> {
+    let command = "failover";
+    let dr_type = config.dr_type.ok_or_else(|| Error::MissingValue {
+        variable: "DR_TYPE".into(),
+        command: command.into(),
+        purpose: "the recovery strategy, BACKUP_RESTORE or WARM_STANDBY".into(),
+    })?;
+    let secondary = config
+        .require(
+            &config.secondary.environment_name,
+            "SECONDARY_MWAA_ENVIRONMENT_NAME",
+            command,
+            "the environment that takes over",
+        )?
+        .to_string();
+    let primary = config
+        .require(
+            &config.primary.environment_name,
+            "PRIMARY_MWAA_ENVIRONMENT_NAME",
+            command,
+            "the environment that failed",
+        )?
+        .to_string();
+    if dr_type == DrType::BackupRestore {
+        require_new_environment(config, command)?;
+    }
+    Ok(Targets {
+        dr_type,
+        primary,
+        secondary,
+        secondary_region: config.secondary.region.clone(),
+        schedule: config.health_check.schedule_name.clone(),
+        sns_topic: config.failover.sns_topic_arn.clone(),
+        force,
+        health: config.health_check.clone(),
+        new_environment: NewEnvironment {
+            role_arn: config.secondary.role_arn.clone(),
+            dags_bucket: config.secondary.dags_bucket.clone(),
+            subnet_ids: config.secondary.subnet_ids.clone(),
+            security_group_ids: config.secondary.security_group_ids.clone(),
+        },
+        create_env_polling_interval: config.failover.create_env_polling_interval,
+        timeout: config.failover.timeout,
+    })
+}
+
+/// Backup-Restore creates the secondary: its role, DAGs bucket and network must be set.
+fn require_new_environment(config: &Config, command: &str) -> Result<()> {
+    config.require(
+        &config.secondary.role_arn,
+        "SECONDARY_MWAA_ROLE_ARN",
+        command,
+        "the execution role of the new environment",
+    )?;
+    config.require(
+        &config.secondary.dags_bucket,
+        "SECONDARY_DAGS_BUCKET_NAME",
+        command,
+        "the DAGs bucket of the new environment",
+    )?;
+    for (variable, list) in [
+        ("SECONDARY_SUBNET_IDS", &config.secondary.subnet_ids),
+        (
+            "SECONDARY_SECURITY_GROUP_IDS",
+            &config.secondary.security_group_ids,
+        ),
+    ] {
+        if list.is_empty() {
+            return Err(Error::MissingValue {
+                variable: variable.into(),
+                command: command.into(),
+                purpose: "the network of the new environment".into(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ pub mod state;
 mod steps;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,10 +20,10 @@ use crate::aws::cloudwatch::Heartbeat;
 use crate::aws::mwaa::{EnvironmentDefinition, Mwaa, Network};
 use crate::aws::schedule::Schedules;
 use crate::aws::sns::Notifier;
-use crate::config::{Config, DrType};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::model::StepOutcome;
+use crate::model::{DrType, HealthCheckSettings};
 use crate::store::BackupStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +61,8 @@ pub struct PlannedStep {
     pub done: bool,
 }
 
-/// What the steps act on.
+/// What the steps act on and how: the failover's options, resolved by the caller.
+#[derive(Debug, Clone)]
 pub struct Targets {
     pub dr_type: DrType,
     pub primary: String,
@@ -69,72 +71,25 @@ pub struct Targets {
     pub schedule: Option<String>,
     pub sns_topic: Option<String>,
     pub force: bool,
+    /// How the primary's health is confirmed.
+    pub health: HealthCheckSettings,
+    /// Backup-Restore: what the new environment gets instead of the primary's.
+    pub new_environment: NewEnvironment,
+    /// Backup-Restore: how often, and how long, to wait for the new environment.
+    pub create_env_polling_interval: Duration,
+    pub timeout: Duration,
+}
+
+/// The secondary's own role, network and DAGs bucket, for a Backup-Restore failover.
+#[derive(Debug, Clone, Default)]
+pub struct NewEnvironment {
+    pub role_arn: Option<String>,
+    pub dags_bucket: Option<String>,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
 }
 
 impl Targets {
-    pub fn from_config(config: &Config, force: bool) -> Result<Targets> {
-        let command = "failover";
-        let dr_type = config.dr_type.ok_or_else(|| Error::MissingValue {
-            variable: "DR_TYPE".into(),
-            command: command.into(),
-            purpose: "the recovery strategy, BACKUP_RESTORE or WARM_STANDBY".into(),
-        })?;
-        let secondary = config
-            .require(
-                &config.secondary.environment_name,
-                "SECONDARY_MWAA_ENVIRONMENT_NAME",
-                command,
-                "the environment that takes over",
-            )?
-            .to_string();
-        let primary = config
-            .require(
-                &config.primary.environment_name,
-                "PRIMARY_MWAA_ENVIRONMENT_NAME",
-                command,
-                "the environment that failed",
-            )?
-            .to_string();
-        if dr_type == DrType::BackupRestore {
-            config.require(
-                &config.secondary.role_arn,
-                "SECONDARY_MWAA_ROLE_ARN",
-                command,
-                "the execution role of the new environment",
-            )?;
-            config.require(
-                &config.secondary.dags_bucket,
-                "SECONDARY_DAGS_BUCKET_NAME",
-                command,
-                "the DAGs bucket of the new environment",
-            )?;
-            for (variable, list) in [
-                ("SECONDARY_SUBNET_IDS", &config.secondary.subnet_ids),
-                (
-                    "SECONDARY_SECURITY_GROUP_IDS",
-                    &config.secondary.security_group_ids,
-                ),
-            ] {
-                if list.is_empty() {
-                    return Err(Error::MissingValue {
-                        variable: variable.into(),
-                        command: command.into(),
-                        purpose: "the network of the new environment".into(),
-                    });
-                }
-            }
-        }
-        Ok(Targets {
-            dr_type,
-            primary,
-            secondary,
-            secondary_region: config.secondary.region.clone(),
-            schedule: config.health_check.schedule_name.clone(),
-            sns_topic: config.failover.sns_topic_arn.clone(),
-            force,
-        })
-    }
-
     pub fn steps(&self) -> Vec<(StepKind, String)> {
         let mut steps = vec![(
             StepKind::ConfirmPrimaryUnhealthy,
@@ -249,7 +204,6 @@ fn seconds_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 /// Runs (or resumes) the failover. On failure the SNS topic hears of it, the failed step is
 /// recorded, and the error comes back together with the timeline so far.
 pub async fn execute(
-    config: &Config,
     targets: &Targets,
     services: &Services,
     restore: &dyn RestoreStep,
@@ -257,10 +211,7 @@ pub async fn execute(
     cancel: &CancellationToken,
 ) -> std::result::Result<Timeline, (Error, Timeline)> {
     for (step, action) in targets.steps() {
-        if let Err(failure) = run_one(
-            step, &action, config, targets, services, restore, run, cancel,
-        )
-        .await
+        if let Err(failure) = run_one(step, &action, targets, services, restore, run, cancel).await
         {
             if failure.result.outcome == StepOutcome::Failed {
                 steps::notify_failure(targets, services, &run.started.run_id, step, &failure.error)
@@ -292,7 +243,6 @@ pub struct StepFailure {
 pub async fn run_one(
     step: StepKind,
     action: &str,
-    config: &Config,
     targets: &Targets,
     services: &Services,
     restore: &dyn RestoreStep,
@@ -308,7 +258,7 @@ pub async fn run_one(
     let outcome = tokio::select! {
         outcome = async {
             failpoint::reach(&format!("failover.{}", step.as_str()), cancel).await?;
-            steps::run(step, config, targets, services, restore).await
+            steps::run(step, targets, services, restore).await
         } => outcome,
         () = cancel.cancelled() => Err(Error::Interrupted),
     };
@@ -339,7 +289,7 @@ fn counts_as_done(run: &FailoverRun, step: StepKind) -> bool {
 /// role, network and DAGs bucket.
 pub fn secondary_definition(
     saved: &EnvironmentDefinition,
-    config: &Config,
+    new: &NewEnvironment,
     name: &str,
 ) -> EnvironmentDefinition {
     let mut d = saved.clone();
@@ -348,13 +298,12 @@ pub fn secondary_definition(
     d.status = None;
     d.webserver_url = None;
     d.last_error = None;
-    d.execution_role_arn = config.secondary.role_arn.clone();
+    d.execution_role_arn = new.role_arn.clone();
     d.network_configuration = Some(Network {
-        subnet_ids: config.secondary.subnet_ids.clone(),
-        security_group_ids: config.secondary.security_group_ids.clone(),
+        subnet_ids: new.subnet_ids.clone(),
+        security_group_ids: new.security_group_ids.clone(),
     });
-    d.source_bucket_arn = config
-        .secondary
+    d.source_bucket_arn = new
         .dags_bucket
         .as_ref()
         .map(|b| format!("arn:aws:s3:::{b}"));

@@ -8,7 +8,6 @@ use tracing::warn;
 use super::{RestoreStep, Services, StepKind, Targets, secondary_definition};
 use crate::aws::mwaa::EnvironmentDefinition;
 use crate::aws::schedule::Disabled;
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::health;
 use crate::model::EnvironmentStatus;
@@ -17,32 +16,25 @@ use crate::store::environments;
 /// Runs `step` once.
 pub async fn run(
     step: StepKind,
-    config: &Config,
     targets: &Targets,
     services: &Services,
     restore: &dyn RestoreStep,
 ) -> Result<String> {
     match step {
-        StepKind::ConfirmPrimaryUnhealthy => {
-            confirm_primary_unhealthy(config, targets, services).await
-        }
+        StepKind::ConfirmPrimaryUnhealthy => confirm_primary_unhealthy(targets, services).await,
         StepKind::DisableHealthCheck => disable_health_check(targets, services).await,
-        StepKind::CreateSecondaryEnvironment => create_secondary(config, targets, services).await,
-        StepKind::WaitSecondaryAvailable => wait_available(config, targets, services).await,
+        StepKind::CreateSecondaryEnvironment => create_secondary(targets, services).await,
+        StepKind::WaitSecondaryAvailable => wait_available(targets, services).await,
         StepKind::ConfirmSecondaryAvailable => confirm_secondary_available(targets, services).await,
         StepKind::RestoreLatestBackup => restore.restore_latest().await,
         StepKind::Notify => notify_success(targets, services).await,
     }
 }
 
-async fn confirm_primary_unhealthy(
-    config: &Config,
-    targets: &Targets,
-    services: &Services,
-) -> Result<String> {
+async fn confirm_primary_unhealthy(targets: &Targets, services: &Services) -> Result<String> {
     let report = health::check(
         &targets.primary,
-        &config.health_check,
+        &targets.health,
         services.primary_mwaa.as_ref(),
         services.heartbeat.as_ref(),
     )
@@ -75,11 +67,7 @@ async fn disable_health_check(targets: &Targets, services: &Services) -> Result<
     }
 }
 
-async fn create_secondary(
-    config: &Config,
-    targets: &Targets,
-    services: &Services,
-) -> Result<String> {
+async fn create_secondary(targets: &Targets, services: &Services) -> Result<String> {
     // Idempotent: an environment that exists already (a previous attempt's) is not created again.
     if let Some(existing) = services
         .secondary_mwaa
@@ -100,7 +88,7 @@ async fn create_secondary(
         };
     }
     let (key, saved) = environments::latest(services.store.as_ref(), &targets.primary).await?;
-    let definition = secondary_definition(&saved, config, &targets.secondary);
+    let definition = secondary_definition(&saved, &targets.new_environment, &targets.secondary);
     let notes = kms_region_note(&definition, targets.secondary_region.as_deref());
     let arn = services
         .secondary_mwaa
@@ -124,11 +112,10 @@ fn kms_region_note(definition: &EnvironmentDefinition, region: Option<&str>) -> 
     String::new()
 }
 
-async fn wait_available(config: &Config, targets: &Targets, services: &Services) -> Result<String> {
+async fn wait_available(targets: &Targets, services: &Services) -> Result<String> {
     let started = Instant::now();
-    let timeout = config.failover.timeout;
-    let interval = config
-        .failover
+    let timeout = targets.timeout;
+    let interval = targets
         .create_env_polling_interval
         .max(Duration::from_millis(100));
     loop {
