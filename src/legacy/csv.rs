@@ -1,5 +1,13 @@
 //! Reading the CSV that Python's `csv` module writes (minimal quoting, quotes doubled, CRLF or
 //! LF records, quoted fields spanning lines), strictly, with the line each record starts on.
+//!
+//! Hand-written rather than the `csv` crate's reader because that reader cannot be made this
+//! strict: csv-core accepts a quote inside an unquoted field (`x"y` reads as `x"y`) and text
+//! after a closing quote (`"q"z` reads as `qz`), and with `Terminator::CRLF` it ends a record
+//! at a lone carriage return; each is a damaged file that docs/LEGACY.md promises to refuse
+//! naming its line. Its `ByteRecord` does not say whether a field was quoted, so the checks
+//! cannot be made afterwards either; and it reads `std::io::Read` where the files stream from
+//! the (async) store.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
