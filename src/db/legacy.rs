@@ -1068,6 +1068,78 @@ mod tests {
     }
 
     #[test]
+    fn job_and_trigger_references_are_cleared_and_run_ids_rebuilt() {
+        let ti = legacy_table(
+            "task_instance",
+            &[
+                "dag_id",
+                "job_id",
+                "queued_by_job_id",
+                "trigger_id",
+                "state",
+            ],
+            &[],
+        );
+        assert_eq!(
+            reference_rewrites(&ti, "st"),
+            vec![
+                "UPDATE st SET \"job_id\" = NULL",
+                "UPDATE st SET \"queued_by_job_id\" = NULL",
+                "UPDATE st SET \"trigger_id\" = NULL",
+            ]
+        );
+        let run = legacy_table(
+            "dag_run",
+            &["run_id", "creating_job_id", "log_template_id"],
+            &[],
+        );
+        let rewrites = reference_rewrites(&run, "st");
+        assert_eq!(rewrites[0], "UPDATE st SET \"creating_job_id\" = NULL");
+        assert!(rewrites[1].contains("log_template"), "{rewrites:?}");
+        assert_eq!(rewrites.len(), 2);
+        let xcom = reference_rewrites(&legacy_table("xcom", &["dag_id", "run_id"], &[]), "st");
+        assert_eq!(xcom.len(), 1);
+        assert!(xcom[0].contains("SET dag_run_id = d.id"), "{xcom:?}");
+        assert!(reference_rewrites(&legacy_table("log", &["dttm"], &[]), "st").is_empty());
+    }
+
+    #[test]
+    fn rows_left_are_inserted_in_file_order_with_the_missing_values() {
+        let pools = legacy_table("slot_pool", &["pool", "slots"], &[]);
+        let plan = TablePlan {
+            table: &pools,
+            columns: Vec::new(),
+            fills: vec![("include_deferred".into(), "false".into())],
+        };
+        assert_eq!(
+            insert_statement(&plan, "st"),
+            "INSERT INTO \"slot_pool\" (\"pool\", \"slots\", \"include_deferred\") SELECT s.\"pool\", s.\"slots\", 'false' FROM st s ORDER BY s.mwaa_dr_line ON CONFLICT (pool) DO UPDATE SET \"slots\" = EXCLUDED.\"slots\""
+        );
+        let logs = legacy_table("log", &["dttm"], &[]);
+        let plan = TablePlan {
+            table: &logs,
+            columns: Vec::new(),
+            fills: Vec::new(),
+        };
+        assert_eq!(
+            insert_statement(&plan, "st"),
+            "INSERT INTO \"log\" (\"dttm\") SELECT s.\"dttm\" FROM st s ORDER BY s.mwaa_dr_line"
+        );
+    }
+
+    #[test]
+    fn the_report_keeps_the_shared_fields_at_the_top_level() {
+        let mut report = LegacyReport::default();
+        report.loaded("dag_run", 3);
+        let doc = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(doc["loaded"][0]["rows"], 3);
+        for key in ["cleaned", "skipped", "unpaused", "missing_dags", "dropped"] {
+            assert!(doc.get(key).is_some(), "{key} missing: {doc}");
+        }
+        assert!(doc.get("load").is_none(), "{doc}");
+    }
+
+    #[test]
     fn strategies_protect_the_steering_variables() {
         let append = legacy_strategy(
             "variable",
