@@ -409,7 +409,9 @@ async fn load_table<'a>(
 }
 
 /// (condition on the staged row `s`, reason) of the rows of `table` the target cannot hold
-/// consistently.
+/// consistently. Which tables lose the backup DAG's rows and the in-flight ones follows the
+/// catalog's backup filters (`{export_dag}`, `{settled_ti}`, `{inflight_states}`), so both
+/// kinds of backup leave out the same rows.
 fn drop_conditions(
     table: &LegacyTable,
     options: &LegacyOptions,
@@ -417,13 +419,12 @@ fn drop_conditions(
 ) -> Vec<(String, String)> {
     let name = table.name.as_str();
     let has = |c: &str| table.columns.iter().any(|x| x == c);
+    let filter = catalog
+        .table(name)
+        .and_then(|spec| spec.filter.as_deref())
+        .unwrap_or_default();
     let mut drops: Vec<(String, String)> = Vec::new();
-    if has("dag_id")
-        && matches!(
-            name,
-            "job" | "dag_run" | "task_instance" | "task_fail" | "xcom"
-        )
-    {
+    if has("dag_id") && (filter.contains("{export_dag}") || filter.contains("{settled_ti}")) {
         drops.push((
             format!("s.dag_id = {}", quote_literal(&options.export_dag)),
             format!(
@@ -432,22 +433,22 @@ fn drop_conditions(
             ),
         ));
     }
+    if has("state") && filter.contains("{inflight_states}") {
+        let states = catalog
+            .inflight_states
+            .iter()
+            .map(|s| quote_literal(s))
+            .collect::<Vec<_>>()
+            .join(", ");
+        drops.push((
+            format!("s.state IN ({states})"),
+            format!(
+                "in flight at backup time ({}): the scheduler runs them again",
+                catalog.inflight_states.join(", ")
+            ),
+        ));
+    }
     if name == "task_instance" {
-        if has("state") {
-            let states = catalog
-                .inflight_states
-                .iter()
-                .map(|s| quote_literal(s))
-                .collect::<Vec<_>>()
-                .join(", ");
-            drops.push((
-                format!("s.state IN ({states})"),
-                format!(
-                    "in flight at backup time ({}): the scheduler runs them again",
-                    catalog.inflight_states.join(", ")
-                ),
-            ));
-        }
         drops.push((
             "NOT EXISTS (SELECT 1 FROM dag_run d WHERE d.dag_id = s.dag_id AND d.run_id = s.run_id)".into(),
             "their dag_run is not in the backup".into(),
@@ -1137,6 +1138,46 @@ mod tests {
             assert!(doc.get(key).is_some(), "{key} missing: {doc}");
         }
         assert!(doc.get("load").is_none(), "{doc}");
+    }
+
+    #[test]
+    fn the_catalogs_filters_choose_the_rows_left_out() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let options = LegacyOptions {
+            clean: true,
+            variable_strategy: RestoreStrategy::Append,
+            connection_strategy: RestoreStrategy::Append,
+            export_dag: "backup_metadata".into(),
+        };
+        let reasons = |name: &str, columns: &[&str]| -> Vec<String> {
+            drop_conditions(&legacy_table(name, columns, &[]), &options, &catalog)
+                .into_iter()
+                .map(|(condition, _)| condition)
+                .collect()
+        };
+        let export = "s.dag_id = 'backup_metadata'".to_string();
+        for name in ["job", "dag_run"] {
+            assert_eq!(
+                reasons(name, &["dag_id", "state"]),
+                vec![export.clone()],
+                "{name}"
+            );
+        }
+        let ti = reasons("task_instance", &["dag_id", "state"]);
+        assert_eq!(ti.len(), 3, "{ti:?}");
+        assert_eq!(ti[0], export);
+        assert!(ti[1].starts_with("s.state IN ('running'"), "{ti:?}");
+        assert!(ti[2].contains("FROM dag_run d"), "{ti:?}");
+        for name in ["task_fail", "xcom"] {
+            let rows = reasons(name, &["dag_id", "task_id"]);
+            assert_eq!(rows[0], export, "{name}");
+            assert!(
+                rows[1].contains("FROM task_instance ti"),
+                "{name}: {rows:?}"
+            );
+        }
+        assert!(reasons("log", &["dag_id", "dttm"]).is_empty());
+        assert!(reasons("slot_pool", &["pool"]).is_empty());
     }
 
     #[test]
