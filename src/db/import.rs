@@ -12,7 +12,9 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgCopyIn;
 use tracing::{info, instrument};
 
-use super::load::statements::{StrategyLoad, key_match, strategy_statements, written_rows};
+use super::load::statements::{
+    MergeLoad, StrategyLoad, key_match, merge_statement, strategy_statements, written_rows,
+};
 use super::load::{
     LoadReport, RowSource, begin, copy_rows, ensure_empty, extends_load_report, job_references,
 };
@@ -493,27 +495,24 @@ fn mode_statements(load: &TableLoad<'_>) -> Vec<String> {
         (RestoreMode::MissingRows, _) => by_key(RestoreStrategy::Append),
         (RestoreMode::Strategy, strategy) => by_key(strategy.unwrap_or(RestoreStrategy::Replace)),
         (RestoreMode::Merge, _) => {
-            let insert_cols = column_list(&without_id);
-            let select_cols = without_id
+            let select: Vec<String> = without_id
                 .iter()
                 .map(|c| format!("s.{}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let keys = column_list(&spec.key);
-            let updates = without_id
+                .collect();
+            let updated: Vec<String> = without_id
                 .iter()
                 .filter(|c| !spec.key.contains(c))
-                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let action = if updates.is_empty() {
-                "NOTHING".to_string()
-            } else {
-                format!("UPDATE SET {updates}")
-            };
-            vec![format!(
-                "INSERT INTO {table} ({insert_cols}) SELECT {select_cols} FROM {stage} s ON CONFLICT ({keys}) DO {action}"
-            )]
+                .cloned()
+                .collect();
+            vec![merge_statement(&MergeLoad {
+                table: &spec.name,
+                stage: &stage,
+                key: &spec.key,
+                columns: &without_id,
+                select: &select,
+                updated: &updated,
+                order: "",
+            })]
         }
     }
 }

@@ -12,7 +12,9 @@ use sqlx::postgres::{PgCopyIn, PgDatabaseError};
 use tokio::io::BufReader;
 use tracing::{info, instrument, warn};
 
-use super::load::statements::{JOB_REFERENCES, StrategyLoad, strategy_statements};
+use super::load::statements::{
+    JOB_REFERENCES, MergeLoad, StrategyLoad, merge_statement, strategy_statements,
+};
 use super::load::{LoadReport, RowSource, begin, copy_rows, ensure_empty, extends_load_report};
 use super::{column_list, db_error};
 use crate::airflow::catalog::{Catalog, TableSpec, quote_ident, quote_literal};
@@ -501,25 +503,32 @@ fn insert_statement(plan: &TablePlan<'_>, stage: &str) -> String {
         insert_cols.push(column.clone());
         select.push(quote_literal(value));
     }
-    let conflict = if plan.table.name == "slot_pool" {
-        let updates = plan
-            .table
-            .columns
-            .iter()
-            .filter(|c| *c != "pool")
-            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(" ON CONFLICT (pool) DO UPDATE SET {updates}")
-    } else {
-        String::new()
-    };
-    format!(
-        "INSERT INTO {} ({}) SELECT {} FROM {stage} s ORDER BY s.mwaa_dr_line{conflict}",
-        quote_ident(&plan.table.name),
-        column_list(&insert_cols),
-        select.join(", ")
-    )
+    let table = quote_ident(&plan.table.name);
+    if plan.table.name != "slot_pool" {
+        return format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM {stage} s ORDER BY s.mwaa_dr_line",
+            column_list(&insert_cols),
+            select.join(", ")
+        );
+    }
+    // The target's other pools stay; a pool of the files takes the files' values.
+    let key = ["pool".to_string()];
+    let updated: Vec<String> = plan
+        .table
+        .columns
+        .iter()
+        .filter(|c| *c != "pool")
+        .cloned()
+        .collect();
+    merge_statement(&MergeLoad {
+        table: &plan.table.name,
+        stage,
+        key: &key,
+        columns: &insert_cols,
+        select: &select,
+        updated: &updated,
+        order: " ORDER BY s.mwaa_dr_line",
+    })
 }
 
 /// Fails naming two lines of the file that hold the same `key`.
@@ -1114,7 +1123,7 @@ mod tests {
         };
         assert_eq!(
             insert_statement(&plan, "st"),
-            "INSERT INTO \"slot_pool\" (\"pool\", \"slots\", \"include_deferred\") SELECT s.\"pool\", s.\"slots\", 'false' FROM st s ORDER BY s.mwaa_dr_line ON CONFLICT (pool) DO UPDATE SET \"slots\" = EXCLUDED.\"slots\""
+            "INSERT INTO \"slot_pool\" (\"pool\", \"slots\", \"include_deferred\") SELECT s.\"pool\", s.\"slots\", 'false' FROM st s ORDER BY s.mwaa_dr_line ON CONFLICT (\"pool\") DO UPDATE SET \"slots\" = EXCLUDED.\"slots\""
         );
         let logs = legacy_table("log", &["dttm"], &[]);
         let plan = TablePlan {

@@ -124,6 +124,53 @@ pub fn strategy_statements(load: &StrategyLoad<'_>, strategy: RestoreStrategy) -
     }
 }
 
+/// One upsert: staged rows (`s`) into `table` by its unique `key`.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeLoad<'a> {
+    pub table: &'a str,
+    /// The staging table, quoted.
+    pub stage: &'a str,
+    pub key: &'a [String],
+    /// The target's columns written, each from the expression at the same place of `select`.
+    pub columns: &'a [String],
+    pub select: &'a [String],
+    /// The columns a row the target already has takes from the staged row.
+    pub updated: &'a [String],
+    /// Between the SELECT and the ON CONFLICT (an ORDER BY).
+    pub order: &'a str,
+}
+
+/// `INSERT ... ON CONFLICT (key) DO UPDATE SET` the updated columns (`DO NOTHING` without).
+pub fn merge_statement(load: &MergeLoad<'_>) -> String {
+    let updates = load
+        .updated
+        .iter()
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let action = if updates.is_empty() {
+        "NOTHING".to_string()
+    } else {
+        format!("UPDATE SET {updates}")
+    };
+    let list = |columns: &[String]| {
+        columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {} s{} ON CONFLICT ({}) DO {action}",
+        quote_ident(load.table),
+        list(load.columns),
+        load.select.join(", "),
+        load.stage,
+        load.order,
+        list(load.key)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +198,34 @@ mod tests {
             " AND s.\"key\" NOT IN ('DR_VARIABLE_RESTORE_STRATEGY', 'DR_CONNECTION_RESTORE_STRATEGY')"
         );
         assert_eq!(protected_clause("connection"), "");
+    }
+
+    #[test]
+    fn merges_update_what_the_target_takes_from_the_backup() {
+        let key = strings(&["pool"]);
+        let columns = strings(&["pool", "slots"]);
+        let select = strings(&["s.\"pool\"", "s.\"slots\""]);
+        let updated = strings(&["slots"]);
+        let mut load = MergeLoad {
+            table: "slot_pool",
+            stage: "st",
+            key: &key,
+            columns: &columns,
+            select: &select,
+            updated: &updated,
+            order: " ORDER BY s.line",
+        };
+        assert_eq!(
+            merge_statement(&load),
+            "INSERT INTO \"slot_pool\" (\"pool\", \"slots\") SELECT s.\"pool\", s.\"slots\" FROM st s ORDER BY s.line ON CONFLICT (\"pool\") DO UPDATE SET \"slots\" = EXCLUDED.\"slots\""
+        );
+        load.updated = &[];
+        load.order = "";
+        assert!(
+            merge_statement(&load).ends_with("FROM st s ON CONFLICT (\"pool\") DO NOTHING"),
+            "{}",
+            merge_statement(&load)
+        );
     }
 
     #[test]
