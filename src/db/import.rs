@@ -1,16 +1,24 @@
-//! Restore side: checked objects loaded into the target in ONE transaction, by column name,
-//! ids kept, sequences moved, variable/connection strategies applied, Fernet secrets
-//! re-encrypted for the target's key, active DAGs unpaused.
+//! Restore of a manifest backup: the row source of its verified objects, and the table
+//! modes of the catalog (copy, missing rows, strategy, merge) on top of the shared engine
+//! (`super::load`): ids kept, Fernet secrets re-encrypted for the target's key, references
+//! following the target's ids.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
+use sqlx::postgres::PgCopyIn;
 use tracing::{info, instrument};
 
-use super::cleanup::{TableCount, cleanup};
-use super::{column_list, db_error, serial_columns, table_columns};
+use super::load::statements::{
+    MergeLoad, StrategyLoad, key_match, merge_statement, strategy_statements, written_rows,
+};
+use super::load::{
+    LoadReport, RowSource, begin, copy_rows, ensure_empty, extends_load_report, job_references,
+};
+use super::{column_list, db_error, table_columns};
 use crate::airflow::catalog::{Catalog, RestoreMode, TableSpec, quote_ident, quote_literal};
 use crate::airflow::fernet::{
     ENCRYPTED_COLUMNS, EncryptedColumn, FernetMode, FernetPlan, Rekey, encrypted_columns,
@@ -19,13 +27,9 @@ use crate::error::{Error, Result};
 use crate::model::RestoreStrategy;
 use crate::store::BackupStore;
 use crate::store::manifest::{Manifest, TableEntry};
-use crate::store::verify::{check_stored, open_table_object};
+use crate::store::verify::{TableObject, check_stored, open_table_object};
 
-/// Variables that steer restores; a restore never overwrites them.
-pub const PROTECTED_VARIABLES: &[&str] = &[
-    "DR_VARIABLE_RESTORE_STRATEGY",
-    "DR_CONNECTION_RESTORE_STRATEGY",
-];
+pub use super::load::PROTECTED_VARIABLES;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -38,18 +42,14 @@ pub struct RestoreOptions {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
-    pub cleaned: Vec<TableCount>,
-    pub loaded: Vec<TableCount>,
-    pub skipped: Vec<String>,
+    #[serde(flatten)]
+    pub load: LoadReport,
     /// Restored job ids that collided with the target's kept jobs, and their new ids.
     pub renumbered_jobs: BTreeMap<i64, i64>,
     /// Rows of tables restored by key (`references` of the catalog) whose id in the target
     /// differs from the backup's, per table; the references to them follow.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub remapped_ids: BTreeMap<String, u64>,
-    pub unpaused: Vec<String>,
-    /// Active in the source but without a `dag` row in the target (not parsed yet).
-    pub missing_dags: Vec<String>,
     /// How Fernet ciphertext was treated.
     pub fernet: FernetMode,
     /// Values re-encrypted for the target's key, per `table.column`; empty when copied.
@@ -58,6 +58,99 @@ pub struct RestoreReport {
     /// Airflow's migration (the catalog's `added_columns`) on every restored row.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub added_columns: BTreeMap<String, String>,
+}
+
+extends_load_report!(RestoreReport, load);
+
+/// The rows of a manifest backup: each table's zstd CSV object from the store, checked
+/// against the manifest (checksum, size, rows) as it streams.
+struct ManifestRows<'a> {
+    manifest: &'a Manifest,
+    store: &'a dyn BackupStore,
+}
+
+#[async_trait]
+impl RowSource for ManifestRows<'_> {
+    type Table = TableEntry;
+    type Sent = TableObject;
+
+    fn name<'t>(&self, entry: &'t TableEntry) -> &'t str {
+        &entry.name
+    }
+
+    fn columns(&self, entry: &TableEntry) -> Vec<String> {
+        entry.columns.clone()
+    }
+
+    fn options(&self) -> &'static str {
+        "FORMAT csv, HEADER MATCH"
+    }
+
+    async fn send(
+        &mut self,
+        entry: &TableEntry,
+        copy: &mut PgCopyIn<&mut PgConnection>,
+    ) -> Result<TableObject> {
+        let mut object = open_table_object(self.store, self.manifest, entry).await?;
+        copy.read_from(&mut object.csv)
+            .await
+            .map_err(|e| Error::failed("load", &object.resource, e))?;
+        Ok(object)
+    }
+
+    fn check(&self, entry: &TableEntry, object: TableObject, rows: u64) -> Result<()> {
+        // Verified before the transaction began; a change since then fails the whole restore.
+        check_stored(&object, entry, "load")?;
+        if rows != entry.rows {
+            return Err(Error::failed(
+                "load",
+                &object.resource,
+                format!("loaded {rows} rows, the manifest says {}", entry.rows),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn refused(&self, entry: &TableEntry, err: sqlx::Error) -> Error {
+        db_error("load", &entry.name, err)
+    }
+}
+
+/// One table of the plan and what the target and the options decided for it.
+struct TableLoad<'a> {
+    spec: &'a TableSpec,
+    entry: &'a TableEntry,
+    /// (column, migration value): columns the target has and the backup lacks.
+    added: Vec<(&'a str, &'a str)>,
+    /// The variable or connection strategy when the table is one of those.
+    strategy: Option<RestoreStrategy>,
+    /// Secrets re-encrypted in the staging table, before they reach the real one.
+    rekey: Option<&'a Rekey>,
+    /// Straight into the (checked empty) table: no staging, no statements after the COPY.
+    direct: bool,
+    /// Later tables refer to its rows by id.
+    referenced: bool,
+}
+
+impl TableLoad<'_> {
+    /// The backup's columns, then the added ones the COPY leaves to their load defaults.
+    fn written(&self) -> Vec<String> {
+        self.entry
+            .columns
+            .iter()
+            .cloned()
+            .chain(self.added.iter().map(|(c, _)| c.to_string()))
+            .collect()
+    }
+
+    fn stage(&self) -> String {
+        quote_ident(&format!("mwaa_dr_stage_{}", self.spec.name))
+    }
+
+    /// The statements' key: the catalog's, a strategy table's natural key otherwise.
+    fn key(&self) -> &[String] {
+        &self.spec.key
+    }
 }
 
 /// Runs the whole restore in one transaction on `conn`. Objects must have been verified.
@@ -69,23 +162,14 @@ pub async fn restore(
     options: &RestoreOptions,
     progress: &dyn crate::progress::Progress,
 ) -> Result<RestoreReport> {
-    let mut tx = conn
-        .begin()
-        .await
-        .map_err(|e| db_error("begin", "restore", e))?;
-    // Index builds after the loads sort in memory when they can (this transaction only).
-    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error("configure", "restore", e))?;
+    let (mut tx, cleaned) = begin(conn, catalog, options.clean).await?;
     let mut report = RestoreReport {
-        cleaned: Vec::new(),
-        loaded: Vec::new(),
-        skipped: Vec::new(),
+        load: LoadReport {
+            cleaned,
+            ..LoadReport::default()
+        },
         renumbered_jobs: BTreeMap::new(),
         remapped_ids: BTreeMap::new(),
-        unpaused: Vec::new(),
-        missing_dags: Vec::new(),
         fernet: options.fernet.mode(),
         rekeyed: match options.fernet {
             FernetPlan::Reencrypt(_) => ENCRYPTED_COLUMNS.iter().map(|c| (c.name(), 0)).collect(),
@@ -93,17 +177,57 @@ pub async fn restore(
         },
         added_columns: BTreeMap::new(),
     };
-    if options.clean {
-        report.cleaned = cleanup(&mut tx, catalog, false).await?;
-        crate::failpoint::reach_raced("restore.cleaned").await?;
+    let plan = plan_tables(&mut tx, catalog, manifest, options).await?;
+    if let Some(extra) = manifest
+        .tables
+        .iter()
+        .find(|t| catalog.table(&t.name).is_none())
+    {
+        report.skipped.push(extra.name.clone());
     }
-    // Plan: the manifest's tables in catalog order; check they fit the target first.
-    let mut plan: Vec<(&TableSpec, &TableEntry, Vec<String>)> = Vec::new();
+    let mut rows_source = ManifestRows {
+        manifest,
+        store: store.as_ref(),
+    };
+    let total = plan.len();
+    for (index, load) in plan.iter().enumerate() {
+        let name = &load.spec.name;
+        progress.start(name, index, total);
+        progress.advance(name, load.entry.csv_bytes);
+        if load.strategy == Some(RestoreStrategy::DoNothing) {
+            progress.finish(name, 0);
+            report.skipped.push(name.clone());
+            continue;
+        }
+        let rows = load_table(&mut tx, load, &mut rows_source, &mut report).await?;
+        report.loaded(name, rows);
+        if report.loaded.len() == 1 {
+            crate::failpoint::reach_raced("restore.table_loaded").await?;
+        }
+    }
+    if !report.renumbered_jobs.is_empty() {
+        let loaded: Vec<&str> = report.loaded.iter().map(|t| t.table.as_str()).collect();
+        rewrite_job_references(&mut tx, &report.renumbered_jobs, &loaded).await?;
+    }
+    super::load::finish(tx, &mut report.load, &manifest.active_dags).await?;
+    Ok(report)
+}
+
+/// The manifest's tables in catalog order, each checked to fit the target first: the table
+/// and every column of the backup exist, a table restored as a copy is empty.
+async fn plan_tables<'a>(
+    conn: &mut PgConnection,
+    catalog: &'a Catalog,
+    manifest: &'a Manifest,
+    options: &'a RestoreOptions,
+) -> Result<Vec<TableLoad<'a>>> {
+    let referenced = catalog.referenced_tables();
+    let mut plan = Vec::new();
     for spec in &catalog.tables {
         let Some(entry) = manifest.table(&spec.name) else {
             continue;
         };
-        let Some(target_cols) = table_columns(&mut tx, &spec.name).await? else {
+        let Some(target_cols) = table_columns(conn, &spec.name).await? else {
             return Err(Error::failed(
                 "restore",
                 &spec.name,
@@ -120,92 +244,26 @@ pub async fn restore(
             ));
         }
         if spec.restore == RestoreMode::Copy {
-            let keep = spec
-                .keep
-                .as_deref()
-                .map(|k| format!(" WHERE ({k}) IS NOT TRUE"))
-                .unwrap_or_default();
-            let busy: bool = sqlx::query_scalar(&format!(
-                "SELECT EXISTS (SELECT 1 FROM {}{keep})",
-                quote_ident(&spec.name)
-            ))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| db_error("inspect", &spec.name, e))?;
-            if busy {
-                return Err(Error::failed(
-                    "restore",
-                    &spec.name,
-                    "the target table is not empty; restore with --clean (or run `mwaa-dr cleanup` first)",
-                ));
-            }
+            ensure_empty(conn, &spec.name, spec.keep.as_deref()).await?;
         }
-        plan.push((spec, entry, target_cols));
-    }
-    if let Some(extra) = manifest
-        .tables
-        .iter()
-        .find(|t| catalog.table(&t.name).is_none())
-    {
-        report.skipped.push(extra.name.clone());
-    }
-
-    let referenced = catalog.referenced_tables();
-    let total = plan.len();
-    for (index, (spec, entry, target_cols)) in plan.into_iter().enumerate() {
-        progress.start(&spec.name, index, total);
-        progress.advance(&spec.name, entry.csv_bytes);
-        if strategy_of(spec, options) == Some(RestoreStrategy::DoNothing) {
-            progress.finish(&spec.name, 0);
-            report.skipped.push(spec.name.clone());
-            continue;
-        }
-        let added = spec.added_values(&target_cols, &entry.columns);
-        let rows = load_table(
-            &mut tx,
+        let rekey = options
+            .fernet
+            .rekey()
+            .filter(|_| encrypted_columns(&spec.name).next().is_some());
+        plan.push(TableLoad {
             spec,
             entry,
-            &added,
-            manifest,
-            store.as_ref(),
-            options,
-            referenced.contains(spec.name.as_str()),
-            &mut report,
-        )
-        .await?;
-        report.loaded.push(TableCount {
-            table: spec.name.clone(),
-            rows,
+            added: spec.added_values(&target_cols, &entry.columns),
+            strategy: strategy_of(spec, options),
+            rekey,
+            direct: spec.restore == RestoreMode::Copy
+                && spec.name != "job"
+                && rekey.is_none()
+                && spec.references.is_empty(),
+            referenced: referenced.contains(spec.name.as_str()),
         });
-        if report.loaded.len() == 1 {
-            crate::failpoint::reach_raced("restore.table_loaded").await?;
-        }
     }
-    if !report.renumbered_jobs.is_empty() {
-        let loaded: Vec<&str> = report.loaded.iter().map(|t| t.table.as_str()).collect();
-        rewrite_job_references(&mut tx, &report.renumbered_jobs, &loaded).await?;
-    }
-    let loaded: Vec<String> = report.loaded.iter().map(|t| t.table.clone()).collect();
-    (report.unpaused, report.missing_dags) = finish(tx, &loaded, &manifest.active_dags).await?;
-    Ok(report)
-}
-
-/// The end of every restore: sequences moved past the restored ids of the `loaded` tables,
-/// the `active` DAGs unpaused, commit. Returns (unpaused, not in the target).
-pub(crate) async fn finish(
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    loaded: &[String],
-    active: &[String],
-) -> Result<(Vec<String>, Vec<String>)> {
-    for table in loaded {
-        advance_sequences(&mut tx, table).await?;
-    }
-    let outcome = unpause(&mut tx, active).await?;
-    crate::failpoint::reach_raced("restore.before_commit").await?;
-    tx.commit()
-        .await
-        .map_err(|e| db_error("commit", "restore", e))?;
-    Ok(outcome)
+    Ok(plan)
 }
 
 /// The variable or connection strategy when `spec` is one of those tables.
@@ -222,96 +280,45 @@ fn id_map(table: &str) -> String {
     quote_ident(&format!("mwaa_dr_ids_{table}"))
 }
 
-#[allow(clippy::too_many_arguments)]
-#[instrument(skip_all, fields(table = %spec.name))]
+/// Loads one table: straight into it when it is a plain copy, else through a staging table
+/// and the statements of its mode. Returns the rows written.
+#[instrument(skip_all, fields(table = %load.spec.name))]
 async fn load_table(
     conn: &mut PgConnection,
-    spec: &TableSpec,
-    entry: &TableEntry,
-    added: &[(&str, &str)],
-    manifest: &Manifest,
-    store: &dyn BackupStore,
-    options: &RestoreOptions,
-    referenced: bool,
+    load: &TableLoad<'_>,
+    rows_source: &mut ManifestRows<'_>,
     report: &mut RestoreReport,
 ) -> Result<u64> {
-    let strategy = strategy_of(spec, options);
-    let table = quote_ident(&spec.name);
-    // The backup's columns, then the added ones the COPY leaves to their load defaults.
-    let written: Vec<String> = entry
-        .columns
-        .iter()
-        .cloned()
-        .chain(added.iter().map(|(c, _)| c.to_string()))
-        .collect();
-    let cols = column_list(&written);
-    let copied = column_list(&entry.columns);
-    // Secrets are re-encrypted in a staging table, before they reach the real one.
-    let rekey = options
-        .fernet
-        .rekey()
-        .filter(|_| encrypted_columns(&spec.name).next().is_some());
-    let direct = spec.restore == RestoreMode::Copy
-        && spec.name != "job"
-        && rekey.is_none()
-        && spec.references.is_empty();
-    let stage = format!("mwaa_dr_stage_{}", spec.name);
-    let dest = if direct {
+    let table = quote_ident(&load.spec.name);
+    let dest = if load.direct {
         table.clone()
     } else {
         sqlx::query(&format!(
             "CREATE TEMP TABLE {} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP",
-            quote_ident(&stage)
+            load.stage()
         ))
         .execute(&mut *conn)
         .await
-        .map_err(|e| db_error("stage", &spec.name, e))?;
-        quote_ident(&stage)
+        .map_err(|e| db_error("stage", &load.spec.name, e))?;
+        load.stage()
     };
     // A plain load goes into a table that is empty (checked above): dropping its secondary
     // indexes and building them once after the COPY is much faster than updating them row by
     // row. Inside the transaction, so a failure brings them back untouched.
-    let dropped = if direct {
-        drop_secondary_indexes(conn, &spec.name).await?
+    let dropped = if load.direct {
+        drop_secondary_indexes(conn, &load.spec.name).await?
     } else {
         Vec::new()
     };
-    // The COPY fills the added columns from their defaults: for the load they are the
-    // migration's values (a NOT NULL column without a default would refuse every row). DDL
-    // inside the transaction, so a failure puts the target's defaults back with the rest.
-    let reset = if added.is_empty() {
-        Vec::new()
-    } else {
-        let mut previous = Vec::new();
-        if direct {
-            for (column, _) in added {
-                previous.push(column_default(conn, &spec.name, column).await?);
-            }
-        }
-        let (set, reset) = load_defaults(&dest, added, &previous);
-        for sql in set {
-            sqlx::query(&sql)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| db_error("set load default", &spec.name, e))?;
-        }
-        for (column, value) in added {
-            report
-                .added_columns
-                .insert(format!("{}.{column}", spec.name), value.to_string());
-        }
-        info!(columns = ?added, "added columns get the migration's values");
-        // A staging table is dropped at commit with its defaults.
-        if direct { reset } else { Vec::new() }
-    };
-    let rows = copy_in(conn, &dest, &copied, entry, manifest, store).await?;
+    let reset = set_added_defaults(conn, load, &dest, report).await?;
+    let rows = copy_rows(conn, &dest, rows_source, load.entry).await?;
     for sql in reset {
         sqlx::query(&sql)
             .execute(&mut *conn)
             .await
-            .map_err(|e| db_error("restore column default", &spec.name, e))?;
+            .map_err(|e| db_error("restore column default", &load.spec.name, e))?;
     }
-    if direct {
+    if load.direct {
         for (name, definition) in &dropped {
             sqlx::query(definition)
                 .execute(&mut *conn)
@@ -321,7 +328,58 @@ async fn load_table(
         info!(rows, indexes = dropped.len(), "loaded");
         return Ok(rows);
     }
-    let stage = quote_ident(&stage);
+    let affected = merge_staged(conn, load, report).await?;
+    info!(rows, affected, "loaded");
+    Ok(affected)
+}
+
+/// The COPY fills the added columns from their defaults: for the load they are the
+/// migration's values (a NOT NULL column without a default would refuse every row). DDL
+/// inside the transaction, so a failure puts the target's defaults back with the rest.
+/// Returns the statements that put the target's defaults back after the COPY.
+async fn set_added_defaults(
+    conn: &mut PgConnection,
+    load: &TableLoad<'_>,
+    dest: &str,
+    report: &mut RestoreReport,
+) -> Result<Vec<String>> {
+    if load.added.is_empty() {
+        return Ok(Vec::new());
+    }
+    let name = &load.spec.name;
+    let mut previous = Vec::new();
+    if load.direct {
+        for (column, _) in &load.added {
+            previous.push(column_default(conn, name, column).await?);
+        }
+    }
+    let (set, reset) = load_defaults(dest, &load.added, &previous);
+    for sql in set {
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("set load default", name, e))?;
+    }
+    for (column, value) in &load.added {
+        report
+            .added_columns
+            .insert(format!("{name}.{column}"), value.to_string());
+    }
+    info!(columns = ?load.added, "added columns get the migration's values");
+    // A staging table is dropped at commit with its defaults.
+    Ok(if load.direct { reset } else { Vec::new() })
+}
+
+/// From the staging table into the real one: references follow the target's ids, secrets
+/// are re-encrypted, the mode's statements run, and the ids of a referenced table are mapped.
+/// Returns the rows the last statement wrote.
+async fn merge_staged(
+    conn: &mut PgConnection,
+    load: &TableLoad<'_>,
+    report: &mut RestoreReport,
+) -> Result<u64> {
+    let spec = load.spec;
+    let stage = load.stage();
     for (column, referenced_table) in &spec.references {
         remap_staged(
             conn,
@@ -329,159 +387,167 @@ async fn load_table(
             &spec.name,
             column,
             referenced_table,
-            &entry.columns,
+            &load.entry.columns,
         )
         .await?;
     }
-    let key_match = spec
-        .key
-        .iter()
-        .map(|k| format!("d.{0} = s.{0}", quote_ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    // Columns whose values the target owns (ids not kept outside Copy mode).
-    let without_id: Vec<String> = written
-        .iter()
-        .filter(|c| *c != "id" || spec.key.iter().any(|k| k == "id"))
-        .cloned()
-        .collect();
-    let insert_cols = column_list(&without_id);
-    let select_cols = without_id
-        .iter()
-        .map(|c| format!("s.{}", quote_ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let protected = if spec.name == "variable" {
-        format!(
-            " AND s.{} NOT IN ({})",
-            quote_ident("key"),
-            PROTECTED_VARIABLES
-                .iter()
-                .map(|v| quote_literal(v))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    } else {
-        String::new()
-    };
-    if let Some(rekey) = rekey {
+    if let Some(rekey) = load.rekey {
         // Only the rows the statements below write: APPEND skips the target's keys.
-        let written = match (spec.restore, strategy) {
-            (RestoreMode::MissingRows, _)
-            | (RestoreMode::Strategy, Some(RestoreStrategy::Append)) => {
-                format!("NOT EXISTS (SELECT 1 FROM {table} d WHERE {key_match}){protected}")
-            }
-            _ => format!("TRUE{protected}"),
-        };
+        let append = matches!(
+            (spec.restore, load.strategy),
+            (RestoreMode::MissingRows, _) | (RestoreMode::Strategy, Some(RestoreStrategy::Append))
+        );
+        let written = written_rows(&spec.name, load.key(), append);
         for column in encrypted_columns(&spec.name) {
-            let count = rekey_staged(conn, &stage, &written, column, &entry.columns, rekey).await?;
+            let count =
+                rekey_staged(conn, &stage, &written, column, &load.entry.columns, rekey).await?;
             *report.rekeyed.entry(column.name()).or_default() += count;
         }
     }
-    let renumbered = &mut report.renumbered_jobs;
-    let statements: Vec<String> = match (spec.restore, strategy) {
-        (RestoreMode::Copy, _) => {
-            // job: restored ids that collide with the target's kept (live) jobs get new ids.
-            let collisions: Vec<i64> = if spec.name == "job" {
-                sqlx::query_scalar(&format!(
-                    "SELECT s.id::bigint FROM {stage} s JOIN {table} d ON d.id = s.id ORDER BY s.id"
-                ))
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| db_error("inspect", &spec.name, e))?
-            } else {
-                Vec::new()
-            };
-            if !collisions.is_empty() {
-                let top: i64 = sqlx::query_scalar(&format!(
-                    "SELECT GREATEST((SELECT COALESCE(max(id), 0) FROM {stage}), (SELECT COALESCE(max(id), 0) FROM {table}))::bigint"
-                ))
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| db_error("inspect", &spec.name, e))?;
-                for (i, old) in collisions.iter().enumerate() {
-                    let new = top + 1 + i as i64;
-                    renumbered.insert(*old, new);
-                    sqlx::query(&format!(
-                        "UPDATE {stage} SET id = $1::int WHERE id = $2::int"
-                    ))
-                    .bind(new)
-                    .bind(*old)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| db_error("renumber", &spec.name, e))?;
-                }
-            }
-            vec![format!(
-                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"
-            )]
-        }
-        (RestoreMode::MissingRows, _) | (RestoreMode::Strategy, Some(RestoreStrategy::Append)) => {
-            vec![format!(
-                "INSERT INTO {table} ({insert_cols}) SELECT {select_cols} FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {table} d WHERE {key_match}){protected}"
-            )]
-        }
-        (RestoreMode::Strategy, _) => vec![
-            format!("DELETE FROM {table} d USING {stage} s WHERE {key_match}{protected}"),
-            format!(
-                "INSERT INTO {table} ({insert_cols}) SELECT {select_cols} FROM {stage} s WHERE TRUE{protected}"
-            ),
-        ],
-        (RestoreMode::Merge, _) => {
-            let keys = column_list(&spec.key);
-            let updates = without_id
-                .iter()
-                .filter(|c| !spec.key.contains(c))
-                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let action = if updates.is_empty() {
-                "NOTHING".to_string()
-            } else {
-                format!("UPDATE SET {updates}")
-            };
-            vec![format!(
-                "INSERT INTO {table} ({insert_cols}) SELECT {select_cols} FROM {stage} s ON CONFLICT ({keys}) DO {action}"
-            )]
-        }
-    };
+    if spec.restore == RestoreMode::Copy && spec.name == "job" {
+        renumber_colliding_jobs(conn, &stage, &mut report.renumbered_jobs).await?;
+    }
     let mut affected = 0;
-    for sql in statements {
+    for sql in mode_statements(load) {
         affected = sqlx::query(&sql)
             .execute(&mut *conn)
             .await
             .map_err(|e| db_error("restore", &spec.name, e))?
             .rows_affected();
     }
-    // Later tables refer to these rows by id: map the backup's ids to the target's (a row
-    // the target already had by key keeps the target's id; an added one got a new id).
-    if referenced
+    if load.referenced
         && spec.restore != RestoreMode::Copy
-        && entry.columns.iter().any(|c| c == "id")
-        && !key_match.is_empty()
+        && load.entry.columns.iter().any(|c| c == "id")
+        && !spec.key.is_empty()
     {
+        map_ids(conn, load, report).await?;
+    }
+    Ok(affected)
+}
+
+/// Restored job ids that collide with the target's kept (live) jobs get new ids, past both.
+async fn renumber_colliding_jobs(
+    conn: &mut PgConnection,
+    stage: &str,
+    renumbered: &mut BTreeMap<i64, i64>,
+) -> Result<()> {
+    let collisions: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT s.id::bigint FROM {stage} s JOIN \"job\" d ON d.id = s.id ORDER BY s.id"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| db_error("inspect", "job", e))?;
+    if collisions.is_empty() {
+        return Ok(());
+    }
+    let top: i64 = sqlx::query_scalar(&format!(
+        "SELECT GREATEST((SELECT COALESCE(max(id), 0) FROM {stage}), (SELECT COALESCE(max(id), 0) FROM \"job\"))::bigint"
+    ))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| db_error("inspect", "job", e))?;
+    for (i, old) in collisions.iter().enumerate() {
+        let new = top + 1 + i as i64;
+        renumbered.insert(*old, new);
         sqlx::query(&format!(
-            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.id AS old_id, d.id AS new_id FROM {stage} s JOIN {table} d ON {key_match}",
-            id_map(&spec.name)
+            "UPDATE {stage} SET id = $1::int WHERE id = $2::int"
         ))
+        .bind(new)
+        .bind(*old)
         .execute(&mut *conn)
         .await
-        .map_err(|e| db_error("map ids", &spec.name, e))?;
-        let moved: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {} WHERE old_id IS DISTINCT FROM new_id",
-            id_map(&spec.name)
-        ))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| db_error("map ids", &spec.name, e))?;
-        if moved > 0 {
-            report
-                .remapped_ids
-                .insert(spec.name.clone(), u64::try_from(moved).unwrap_or(0));
+        .map_err(|e| db_error("renumber", "job", e))?;
+    }
+    Ok(())
+}
+
+/// The statements that write the staged rows of `load` into its table, by its mode.
+fn mode_statements(load: &TableLoad<'_>) -> Vec<String> {
+    let spec = load.spec;
+    let table = quote_ident(&spec.name);
+    let stage = load.stage();
+    let written = load.written();
+    // Columns whose values the target owns (ids not kept outside Copy mode).
+    let without_id: Vec<String> = written
+        .iter()
+        .filter(|c| *c != "id" || spec.key.iter().any(|k| k == "id"))
+        .cloned()
+        .collect();
+    let by_key = |strategy| {
+        strategy_statements(
+            &StrategyLoad {
+                table: &spec.name,
+                stage: &stage,
+                key: load.key(),
+                columns: &without_id,
+                tail: "",
+            },
+            strategy,
+        )
+    };
+    match (spec.restore, load.strategy) {
+        (RestoreMode::Copy, _) => {
+            let cols = column_list(&written);
+            vec![format!(
+                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"
+            )]
+        }
+        (RestoreMode::MissingRows, _) => by_key(RestoreStrategy::Append),
+        (RestoreMode::Strategy, strategy) => by_key(strategy.unwrap_or(RestoreStrategy::Replace)),
+        (RestoreMode::Merge, _) => {
+            let select: Vec<String> = without_id
+                .iter()
+                .map(|c| format!("s.{}", quote_ident(c)))
+                .collect();
+            let updated: Vec<String> = without_id
+                .iter()
+                .filter(|c| !spec.key.contains(c))
+                .cloned()
+                .collect();
+            vec![merge_statement(&MergeLoad {
+                table: &spec.name,
+                stage: &stage,
+                key: &spec.key,
+                columns: &without_id,
+                select: &select,
+                updated: &updated,
+                order: "",
+            })]
         }
     }
-    info!(rows, affected, "loaded");
-    Ok(affected)
+}
+
+/// Later tables refer to these rows by id: map the backup's ids to the target's (a row the
+/// target already had by key keeps the target's id; an added one got a new id).
+async fn map_ids(
+    conn: &mut PgConnection,
+    load: &TableLoad<'_>,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let name = &load.spec.name;
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.id AS old_id, d.id AS new_id FROM {} s JOIN {} d ON {}",
+        id_map(name),
+        load.stage(),
+        quote_ident(name),
+        key_match(load.key())
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error("map ids", name, e))?;
+    let moved: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {} WHERE old_id IS DISTINCT FROM new_id",
+        id_map(name)
+    ))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| db_error("map ids", name, e))?;
+    if moved > 0 {
+        report
+            .remapped_ids
+            .insert(name.clone(), u64::try_from(moved).unwrap_or(0));
+    }
+    Ok(())
 }
 
 /// Rewrites `column` of the staging table `stage` (quoted) from the backup's ids of
@@ -635,44 +701,6 @@ fn load_defaults(
     (set, reset)
 }
 
-/// `COPY dest (cols) FROM STDIN` from the stored object, checking its checksum and row count.
-async fn copy_in(
-    conn: &mut PgConnection,
-    dest: &str,
-    cols: &str,
-    entry: &TableEntry,
-    manifest: &Manifest,
-    store: &dyn BackupStore,
-) -> Result<u64> {
-    let mut object = open_table_object(store, manifest, entry).await?;
-    let mut copy = conn
-        .copy_in_raw(&format!(
-            "COPY {dest} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER MATCH)"
-        ))
-        .await
-        .map_err(|e| db_error("load", &entry.name, e))?;
-    if let Err(e) = copy.read_from(&mut object.csv).await {
-        let _ = copy
-            .abort("mwaa-dr: reading the backup object failed")
-            .await;
-        return Err(Error::failed("load", &object.resource, e));
-    }
-    let rows = copy
-        .finish()
-        .await
-        .map_err(|e| db_error("load", &entry.name, e))?;
-    // Verified before the transaction began; a change since then fails the whole restore.
-    check_stored(&object, entry, "load")?;
-    if rows != entry.rows {
-        return Err(Error::failed(
-            "load",
-            &object.resource,
-            format!("loaded {rows} rows, the manifest says {}", entry.rows),
-        ));
-    }
-    Ok(rows)
-}
-
 /// References to job ids without foreign keys, in the restored tables (`loaded`: every row
 /// of those is restored, apart from kept ones), follow renumbered jobs.
 async fn rewrite_job_references(
@@ -680,25 +708,7 @@ async fn rewrite_job_references(
     renumbered: &BTreeMap<i64, i64>,
     loaded: &[&str],
 ) -> Result<()> {
-    const REFERENCES: &[(&str, &str)] = &[
-        ("task_instance", "job_id"),
-        ("task_instance", "queued_by_job_id"),
-        ("task_instance_history", "job_id"),
-        ("task_instance_history", "queued_by_job_id"),
-        ("dag_run", "creating_job_id"),
-        ("dag_run", "scheduled_by_job_id"),
-        ("trigger", "triggerer_id"),
-    ];
-    for (table, column) in REFERENCES {
-        if !loaded.contains(table) {
-            continue;
-        }
-        let Some(cols) = table_columns(conn, table).await? else {
-            continue;
-        };
-        if !cols.iter().any(|c| c == column) {
-            continue;
-        }
+    for (table, column) in job_references(conn, loaded).await? {
         for (old, new) in renumbered {
             sqlx::query(&format!(
                 "UPDATE {} SET {1} = $1::int WHERE {1} = $2::int",
@@ -713,47 +723,6 @@ async fn rewrite_job_references(
         }
     }
     Ok(())
-}
-
-/// Moves every serial sequence of `table` past the largest id now in it.
-pub(crate) async fn advance_sequences(conn: &mut PgConnection, table: &str) -> Result<()> {
-    for (column, sequence) in serial_columns(conn, table).await? {
-        let seq = quote_literal(&sequence);
-        sqlx::query(&format!(
-            "SELECT setval({seq}, m) FROM (SELECT max({col}) AS m FROM {tbl}) x WHERE m IS NOT NULL AND m >= (SELECT last_value FROM {seq_ident})",
-            col = quote_ident(&column),
-            tbl = quote_ident(table),
-            seq_ident = sequence,
-        ))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| db_error("advance sequence", &sequence, e))?;
-    }
-    Ok(())
-}
-
-/// Unpauses the DAGs active in the source that the target knows; returns (unpaused, missing).
-pub(crate) async fn unpause(
-    conn: &mut PgConnection,
-    active: &[String],
-) -> Result<(Vec<String>, Vec<String>)> {
-    if active.is_empty() || table_columns(conn, "dag").await?.is_none() {
-        return Ok((Vec::new(), active.to_vec()));
-    }
-    let mut unpaused: Vec<String> = sqlx::query_scalar(
-        "UPDATE dag SET is_paused = false WHERE dag_id = ANY($1) RETURNING dag_id",
-    )
-    .bind(active)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| db_error("unpause", "dag", e))?;
-    unpaused.sort();
-    let missing = active
-        .iter()
-        .filter(|d| !unpaused.contains(d))
-        .cloned()
-        .collect();
-    Ok((unpaused, missing))
 }
 
 /// Drops the indexes of `table` that no constraint owns (primary keys, unique constraints and

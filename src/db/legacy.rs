@@ -5,18 +5,21 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::postgres::PgDatabaseError;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
+use sqlx::postgres::{PgCopyIn, PgDatabaseError};
 use tokio::io::BufReader;
 use tracing::{info, instrument, warn};
 
-use super::cleanup::{TableCount, cleanup};
-use super::import::{PROTECTED_VARIABLES, finish};
+use super::load::statements::{
+    JOB_REFERENCES, MergeLoad, StrategyLoad, merge_statement, strategy_statements,
+};
+use super::load::{LoadReport, RowSource, begin, copy_rows, ensure_empty, extends_load_report};
 use super::{column_list, db_error};
 use crate::airflow::catalog::{Catalog, TableSpec, quote_ident, quote_literal};
 use crate::error::{Error, Result};
-use crate::legacy::csv::RecordReader;
+use crate::legacy::csv::{Record, RecordReader};
 use crate::legacy::secrets::{Connection as LegacyConnection, Variable};
 use crate::legacy::{LegacyFormat, LegacyTable, file_key, pyrepr};
 use crate::model::RestoreStrategy;
@@ -69,21 +72,18 @@ pub struct DroppedRows {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LegacyReport {
-    pub cleaned: Vec<TableCount>,
-    pub loaded: Vec<TableCount>,
-    /// Not restored: the variable/connection tables under DO_NOTHING.
-    pub skipped: Vec<String>,
+    #[serde(flatten)]
+    pub load: LoadReport,
     pub dropped: Vec<DroppedRows>,
     /// JSON values (`table.column`) that were not a Python literal of JSON: set to NULL.
     pub cleared_json: BTreeMap<String, u64>,
     /// Secrets written encrypted with the target's key, per `table.column`.
     pub encrypted: BTreeMap<String, u64>,
-    pub unpaused: Vec<String>,
-    /// Active in the source but without a `dag` row in the target (not parsed yet).
-    pub missing_dags: Vec<String>,
 }
+
+extends_load_report!(LegacyReport, load);
 
 /// A column of the target table.
 #[derive(Debug, Clone)]
@@ -136,83 +136,41 @@ pub async fn restore_legacy(
     options: &LegacyOptions,
     progress: &dyn Progress,
 ) -> Result<LegacyReport> {
-    let mut tx = conn
-        .begin()
-        .await
-        .map_err(|e| db_error("begin", "restore", e))?;
+    let (mut tx, cleaned) = begin(conn, catalog, options.clean).await?;
     let mut report = LegacyReport {
-        cleaned: Vec::new(),
-        loaded: Vec::new(),
-        skipped: Vec::new(),
-        dropped: Vec::new(),
-        cleared_json: BTreeMap::new(),
-        encrypted: BTreeMap::new(),
-        unpaused: Vec::new(),
-        missing_dags: Vec::new(),
+        load: LoadReport {
+            cleaned,
+            ..LoadReport::default()
+        },
+        ..LegacyReport::default()
     };
-    if options.clean {
-        report.cleaned = cleanup(&mut tx, catalog, false).await?;
-    }
     // Every table checked before any file is read.
     let mut plans = Vec::new();
     for table in source.format.tables.iter().filter(|t| t.name != TRIGGER) {
         plans.push(plan_table(&mut tx, catalog, table, &source.format).await?);
     }
     let total = plans.len() + 3;
-    progress.start("variable", 0, total);
-    if options.variable_strategy == RestoreStrategy::DoNothing {
-        report.skipped.push("variable".into());
-        progress.finish("variable", 0);
-    } else {
-        let rows = load_variables(
-            &mut tx,
-            &source.variables,
-            options.variable_strategy,
-            &mut report,
-        )
-        .await?;
-        progress.finish("variable", rows);
-        report.loaded.push(TableCount {
-            table: "variable".into(),
-            rows,
-        });
-    }
-    progress.start("connection", 1, total);
-    if options.connection_strategy == RestoreStrategy::DoNothing {
-        report.skipped.push("connection".into());
-        progress.finish("connection", 0);
-    } else {
-        let rows = load_connections(
-            &mut tx,
-            &source.connections,
-            options.connection_strategy,
-            &mut report,
-        )
-        .await?;
-        progress.finish("connection", rows);
-        report.loaded.push(TableCount {
-            table: "connection".into(),
-            rows,
-        });
-    }
+    load_secrets(&mut tx, source, options, &mut report, progress, total).await?;
+    let mut rows_source = LegacyRows {
+        source,
+        progress,
+        cleared_json: BTreeMap::new(),
+    };
     for (index, plan) in plans.iter().enumerate() {
         progress.start(&plan.table.name, index + 2, total);
         let rows = load_table(
             &mut tx,
             plan,
-            source,
+            &mut rows_source,
             options,
             catalog,
             &mut report,
-            progress,
         )
         .await?;
         progress.finish(&plan.table.name, rows);
-        report.loaded.push(TableCount {
-            table: plan.table.name.clone(),
-            rows,
-        });
+        report.loaded(&plan.table.name, rows);
     }
+    report.cleared_json = rows_source.cleared_json;
     if source.format.table(TRIGGER).is_some() {
         progress.start(TRIGGER, total - 1, total);
         let rows = count_records(source, TRIGGER).await?;
@@ -225,9 +183,45 @@ pub async fn restore_legacy(
             });
         }
     }
-    let loaded: Vec<String> = report.loaded.iter().map(|t| t.table.clone()).collect();
-    (report.unpaused, report.missing_dags) = finish(tx, &loaded, &source.active_dags).await?;
+    super::load::finish(tx, &mut report.load, &source.active_dags).await?;
     Ok(report)
+}
+
+/// Variables and connections, already read and sealed, by their strategies.
+async fn load_secrets(
+    conn: &mut PgConnection,
+    source: &LegacySource<'_>,
+    options: &LegacyOptions,
+    report: &mut LegacyReport,
+    progress: &dyn Progress,
+    total: usize,
+) -> Result<()> {
+    progress.start("variable", 0, total);
+    if options.variable_strategy == RestoreStrategy::DoNothing {
+        report.skipped.push("variable".into());
+        progress.finish("variable", 0);
+    } else {
+        let rows =
+            load_variables(conn, &source.variables, options.variable_strategy, report).await?;
+        progress.finish("variable", rows);
+        report.loaded("variable", rows);
+    }
+    progress.start("connection", 1, total);
+    if options.connection_strategy == RestoreStrategy::DoNothing {
+        report.skipped.push("connection".into());
+        progress.finish("connection", 0);
+    } else {
+        let rows = load_connections(
+            conn,
+            &source.connections,
+            options.connection_strategy,
+            report,
+        )
+        .await?;
+        progress.finish("connection", rows);
+        report.loaded("connection", rows);
+    }
+    Ok(())
 }
 
 async fn target_columns(conn: &mut PgConnection, table: &str) -> Result<Option<Vec<TargetColumn>>> {
@@ -306,26 +300,9 @@ async fn plan_table<'a>(
             ),
         )
     })?;
+    // slot_pool is merged by pool name (the target's default_pool stays).
     if name != "slot_pool" {
-        let keep = catalog
-            .table(name)
-            .and_then(|spec| spec.keep.as_deref())
-            .map(|k| format!(" WHERE ({k}) IS NOT TRUE"))
-            .unwrap_or_default();
-        let busy: bool = sqlx::query_scalar(&format!(
-            "SELECT EXISTS (SELECT 1 FROM {}{keep})",
-            quote_ident(name)
-        ))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| db_error("inspect", name, e))?;
-        if busy {
-            return Err(Error::failed(
-                "restore",
-                name,
-                "the target table is not empty; restore with --clean (or run `mwaa-dr cleanup` first)",
-            ));
-        }
+        ensure_empty(conn, name, spec.and_then(|s| s.keep.as_deref())).await?;
     }
     Ok(TablePlan {
         table,
@@ -374,78 +351,33 @@ fn missing_values(
 /// Streams a file into the staging table, applies the rules for its table and inserts what
 /// is left. Returns the rows written.
 #[instrument(skip_all, fields(table = %plan.table.name))]
-async fn load_table(
+async fn load_table<'a>(
     conn: &mut PgConnection,
-    plan: &TablePlan<'_>,
-    source: &LegacySource<'_>,
+    plan: &TablePlan<'a>,
+    rows_source: &mut LegacyRows<'a, '_>,
     options: &LegacyOptions,
     catalog: &Catalog,
     report: &mut LegacyReport,
-    progress: &dyn Progress,
 ) -> Result<u64> {
     let name = plan.table.name.as_str();
-    let table = quote_ident(name);
     let stage = quote_ident(&format!("mwaa_dr_legacy_{name}"));
     let cols = column_list(&plan.table.columns);
-    sqlx::query(&format!(
-        "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"
-    ))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| db_error("stage", name, e))?;
-    sqlx::query(&format!(
-        "ALTER TABLE {stage} ADD COLUMN mwaa_dr_line bigint"
-    ))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| db_error("stage", name, e))?;
-    let staged = copy_file(conn, &stage, plan, source, report, progress).await?;
+    for sql in [
+        format!(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {} WITH NO DATA",
+            quote_ident(name)
+        ),
+        format!("ALTER TABLE {stage} ADD COLUMN mwaa_dr_line bigint"),
+    ] {
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("stage", name, e))?;
+    }
+    let staged = copy_rows(conn, &stage, rows_source, plan).await?;
     info!(rows = staged, "staged");
 
-    let has = |c: &str| plan.table.columns.iter().any(|x| x == c);
-    let mut drops: Vec<(String, String)> = Vec::new();
-    if has("dag_id")
-        && matches!(
-            name,
-            "job" | "dag_run" | "task_instance" | "task_fail" | "xcom"
-        )
-    {
-        drops.push((
-            format!("s.dag_id = {}", quote_literal(&options.export_dag)),
-            format!(
-                "rows of the backup DAG itself (METADATA_EXPORT_DAG_NAME={})",
-                options.export_dag
-            ),
-        ));
-    }
-    if name == "task_instance" {
-        if has("state") {
-            let states = catalog
-                .inflight_states
-                .iter()
-                .map(|s| quote_literal(s))
-                .collect::<Vec<_>>()
-                .join(", ");
-            drops.push((
-                format!("s.state IN ({states})"),
-                format!(
-                    "in flight at backup time ({}): the scheduler runs them again",
-                    catalog.inflight_states.join(", ")
-                ),
-            ));
-        }
-        drops.push((
-            "NOT EXISTS (SELECT 1 FROM dag_run d WHERE d.dag_id = s.dag_id AND d.run_id = s.run_id)".into(),
-            "their dag_run is not in the backup".into(),
-        ));
-    }
-    if matches!(name, "task_fail" | "xcom") {
-        drops.push((
-            "NOT EXISTS (SELECT 1 FROM task_instance ti WHERE ti.dag_id = s.dag_id AND ti.task_id = s.task_id AND ti.run_id = s.run_id AND ti.map_index = s.map_index)".into(),
-            "their task instance is not restored (in flight, of the backup DAG, or not in the backup)".into(),
-        ));
-    }
-    for (condition, reason) in drops {
+    for (condition, reason) in drop_conditions(plan.table, options, catalog) {
         let rows = sqlx::query(&format!("DELETE FROM {stage} s WHERE {condition}"))
             .execute(&mut *conn)
             .await
@@ -460,19 +392,90 @@ async fn load_table(
             });
         }
     }
-
-    // References to the source's ids: rebuilt where the format allows, cleared where not.
-    let mut rewrites: Vec<String> = Vec::new();
-    for (t, column) in [
-        ("dag_run", "creating_job_id"),
-        ("task_instance", "job_id"),
-        ("task_instance", "queued_by_job_id"),
-        ("task_instance", "trigger_id"),
-    ] {
-        if name == t && has(column) {
-            rewrites.push(format!("UPDATE {stage} SET {} = NULL", quote_ident(column)));
-        }
+    for sql in reference_rewrites(plan.table, &stage) {
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("rebuild references", name, e))?;
     }
+    for key in &plan.table.unique {
+        check_unique(conn, &stage, name, key, rows_source.source).await?;
+    }
+    let rows = sqlx::query(&insert_statement(plan, &stage))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("restore", name, e))?
+        .rows_affected();
+    info!(rows, "loaded");
+    Ok(rows)
+}
+
+/// (condition on the staged row `s`, reason) of the rows of `table` the target cannot hold
+/// consistently. Which tables lose the backup DAG's rows and the in-flight ones follows the
+/// catalog's backup filters (`{export_dag}`, `{settled_ti}`, `{inflight_states}`), so both
+/// kinds of backup leave out the same rows.
+fn drop_conditions(
+    table: &LegacyTable,
+    options: &LegacyOptions,
+    catalog: &Catalog,
+) -> Vec<(String, String)> {
+    let name = table.name.as_str();
+    let has = |c: &str| table.columns.iter().any(|x| x == c);
+    let filter = catalog
+        .table(name)
+        .and_then(|spec| spec.filter.as_deref())
+        .unwrap_or_default();
+    let mut drops: Vec<(String, String)> = Vec::new();
+    if has("dag_id") && (filter.contains("{export_dag}") || filter.contains("{settled_ti}")) {
+        drops.push((
+            format!("s.dag_id = {}", quote_literal(&options.export_dag)),
+            format!(
+                "rows of the backup DAG itself (METADATA_EXPORT_DAG_NAME={})",
+                options.export_dag
+            ),
+        ));
+    }
+    if has("state") && filter.contains("{inflight_states}") {
+        let states = catalog
+            .inflight_states
+            .iter()
+            .map(|s| quote_literal(s))
+            .collect::<Vec<_>>()
+            .join(", ");
+        drops.push((
+            format!("s.state IN ({states})"),
+            format!(
+                "in flight at backup time ({}): the scheduler runs them again",
+                catalog.inflight_states.join(", ")
+            ),
+        ));
+    }
+    if name == "task_instance" {
+        drops.push((
+            "NOT EXISTS (SELECT 1 FROM dag_run d WHERE d.dag_id = s.dag_id AND d.run_id = s.run_id)".into(),
+            "their dag_run is not in the backup".into(),
+        ));
+    }
+    if matches!(name, "task_fail" | "xcom") {
+        drops.push((
+            "NOT EXISTS (SELECT 1 FROM task_instance ti WHERE ti.dag_id = s.dag_id AND ti.task_id = s.task_id AND ti.run_id = s.run_id AND ti.map_index = s.map_index)".into(),
+            "their task instance is not restored (in flight, of the backup DAG, or not in the backup)".into(),
+        ));
+    }
+    drops
+}
+
+/// References to the source's ids in the staged rows of `table`: rebuilt where the format
+/// allows, cleared where not (jobs and triggers get new ids, which the files do not link).
+fn reference_rewrites(table: &LegacyTable, stage: &str) -> Vec<String> {
+    let name = table.name.as_str();
+    let has = |c: &str| table.columns.iter().any(|x| x == c);
+    let mut rewrites: Vec<String> = JOB_REFERENCES
+        .iter()
+        .chain(&[("task_instance", "trigger_id")])
+        .filter(|(t, column)| *t == name && has(column))
+        .map(|(_, column)| format!("UPDATE {stage} SET {} = NULL", quote_ident(column)))
+        .collect();
     if name == "dag_run" && has("log_template_id") {
         rewrites.push(format!(
             "UPDATE {stage} s SET log_template_id = (SELECT max(id) FROM log_template) WHERE s.log_template_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM log_template l WHERE l.id = s.log_template_id)"
@@ -483,17 +486,12 @@ async fn load_table(
             "UPDATE {stage} s SET dag_run_id = d.id FROM dag_run d WHERE d.dag_id = s.dag_id AND d.run_id = s.run_id"
         ));
     }
-    for sql in rewrites {
-        sqlx::query(&sql)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| db_error("rebuild references", name, e))?;
-    }
+    rewrites
+}
 
-    for key in &plan.table.unique {
-        check_unique(conn, &stage, name, key, source).await?;
-    }
-
+/// The INSERT of the staged rows left, in file order, with the values of the columns the
+/// files lack; slot_pool merges by pool name into the target's pools.
+fn insert_statement(plan: &TablePlan<'_>, stage: &str) -> String {
     let mut insert_cols: Vec<String> = plan.table.columns.clone();
     let mut select: Vec<String> = plan
         .table
@@ -505,30 +503,32 @@ async fn load_table(
         insert_cols.push(column.clone());
         select.push(quote_literal(value));
     }
-    let conflict = if name == "slot_pool" {
-        let updates = plan
-            .table
-            .columns
-            .iter()
-            .filter(|c| *c != "pool")
-            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(" ON CONFLICT (pool) DO UPDATE SET {updates}")
-    } else {
-        String::new()
-    };
-    let rows = sqlx::query(&format!(
-        "INSERT INTO {table} ({}) SELECT {} FROM {stage} s ORDER BY s.mwaa_dr_line{conflict}",
-        column_list(&insert_cols),
-        select.join(", ")
-    ))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| db_error("restore", name, e))?
-    .rows_affected();
-    info!(rows, "loaded");
-    Ok(rows)
+    let table = quote_ident(&plan.table.name);
+    if plan.table.name != "slot_pool" {
+        return format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM {stage} s ORDER BY s.mwaa_dr_line",
+            column_list(&insert_cols),
+            select.join(", ")
+        );
+    }
+    // The target's other pools stay; a pool of the files takes the files' values.
+    let key = ["pool".to_string()];
+    let updated: Vec<String> = plan
+        .table
+        .columns
+        .iter()
+        .filter(|c| *c != "pool")
+        .cloned()
+        .collect();
+    merge_statement(&MergeLoad {
+        table: &plan.table.name,
+        stage,
+        key: &key,
+        columns: &insert_cols,
+        select: &select,
+        updated: &updated,
+        order: " ORDER BY s.mwaa_dr_line",
+    })
 }
 
 /// Fails naming two lines of the file that hold the same `key`.
@@ -559,126 +559,154 @@ async fn check_unique(
     }
 }
 
-/// `COPY` of one file into `stage`, converting each record; errors name the file and line.
-async fn copy_file(
-    conn: &mut PgConnection,
-    stage: &str,
-    plan: &TablePlan<'_>,
-    source: &LegacySource<'_>,
-    report: &mut LegacyReport,
-    progress: &dyn Progress,
-) -> Result<u64> {
-    let name = plan.table.name.as_str();
-    let resource = source.resource(name);
-    let reader = source.store.open(&file_key(&source.prefix, name)).await?;
-    let mut records = RecordReader::new(BufReader::with_capacity(1 << 16, reader), b'|');
-    let mut copy = conn
-        .copy_in_raw(&format!(
-            "COPY {stage} ({}, mwaa_dr_line) FROM STDIN WITH (FORMAT text)",
-            column_list(&plan.table.columns)
-        ))
-        .await
-        .map_err(|e| db_error("load", name, e))?;
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + (1 << 16));
-    let mut counted = 0;
-    let streamed: Result<()> = async {
-        loop {
-            let record = records.next_record().await.map_err(|e| {
-                Error::failed("read", format!("{resource} line {}", e.line), e.problem)
-            })?;
-            let Some(record) = record else {
-                break;
-            };
-            let at = || format!("{resource} line {}", record.line);
-            if record.fields.len() != plan.columns.len() {
-                return Err(Error::failed(
-                    "read",
-                    at(),
-                    format!(
-                        "{} fields, the Airflow {} legacy format of {name} has {}: {}",
-                        record.fields.len(),
-                        source.format.factory,
-                        plan.columns.len(),
-                        plan.table.columns.join("|")
-                    ),
-                ));
-            }
-            for (i, (field, column)) in record.fields.iter().zip(&plan.columns).enumerate() {
-                if i > 0 {
-                    buf.push(b'\t');
-                }
-                if field.is_empty() {
-                    match &column.empty {
-                        EmptyField::Null => buf.extend_from_slice(NULL),
-                        EmptyField::EmptyText => {}
-                        EmptyField::Value(value) => text_field(&mut buf, value),
-                        EmptyField::Refuse => {
-                            return Err(Error::failed(
-                                "read",
-                                at(),
-                                format!(
-                                    "column {} is empty, and the target requires a value",
-                                    column.name
-                                ),
-                            ));
-                        }
-                    }
-                } else if column.json {
-                    // The original wrote json values with Python's str().
-                    match pyrepr::to_json(field) {
-                        Ok(json) if json == "null" => buf.extend_from_slice(NULL),
-                        Ok(json) => text_field(&mut buf, &json),
-                        Err(problem) if column.empty == EmptyField::Null => {
-                            let cleared = report
-                                .cleared_json
-                                .entry(format!("{name}.{}", column.name))
-                                .or_default();
-                            if *cleared == 0 {
-                                warn!(line = record.line, column = %column.name, %problem, "set to NULL");
-                            }
-                            *cleared += 1;
-                            buf.extend_from_slice(NULL);
-                        }
-                        Err(problem) => {
-                            return Err(Error::failed(
-                                "read",
-                                at(),
-                                format!("column {}: {problem}", column.name),
-                            ));
-                        }
-                    }
-                } else {
-                    text_field(&mut buf, field);
-                }
-            }
-            buf.push(b'\t');
-            buf.extend_from_slice(record.line.to_string().as_bytes());
-            buf.push(b'\n');
+/// The rows of the original library's files: each record of a table's file checked and
+/// converted to COPY's text format, with the line it starts on (`mwaa_dr_line`) so that
+/// later errors and the insert order follow the file.
+struct LegacyRows<'a, 's> {
+    source: &'a LegacySource<'s>,
+    progress: &'a dyn Progress,
+    /// JSON values that were not a Python literal, set to NULL (`table.column`).
+    cleared_json: BTreeMap<String, u64>,
+}
+
+#[async_trait]
+impl<'a> RowSource for LegacyRows<'a, '_> {
+    type Table = TablePlan<'a>;
+    type Sent = ();
+
+    fn name<'t>(&self, plan: &'t TablePlan<'a>) -> &'t str {
+        &plan.table.name
+    }
+
+    fn columns(&self, plan: &TablePlan<'a>) -> Vec<String> {
+        let mut columns = plan.table.columns.clone();
+        columns.push("mwaa_dr_line".into());
+        columns
+    }
+
+    fn options(&self) -> &'static str {
+        "FORMAT text"
+    }
+
+    async fn send(
+        &mut self,
+        plan: &TablePlan<'a>,
+        copy: &mut PgCopyIn<&mut PgConnection>,
+    ) -> Result<()> {
+        let name = plan.table.name.as_str();
+        let resource = self.source.resource(name);
+        let reader = self
+            .source
+            .store
+            .open(&file_key(&self.source.prefix, name))
+            .await?;
+        let mut records = RecordReader::new(BufReader::with_capacity(1 << 16, reader), b'|');
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + (1 << 16));
+        let mut counted = 0;
+        while let Some(record) = records
+            .next_record()
+            .await
+            .map_err(|e| Error::failed("read", format!("{resource} line {}", e.line), e.problem))?
+        {
+            self.encode(&mut buf, plan, &record)?;
             if buf.len() >= CHUNK {
                 copy.send(std::mem::take(&mut buf))
                     .await
                     .map_err(|e| db_error("load", name, e))?;
                 buf.reserve(CHUNK + (1 << 16));
-                progress.advance(name, records.bytes_read() - counted);
+                self.progress.advance(name, records.bytes_read() - counted);
                 counted = records.bytes_read();
             }
         }
         if !buf.is_empty() {
-            copy.send(std::mem::take(&mut buf))
+            copy.send(buf)
                 .await
                 .map_err(|e| db_error("load", name, e))?;
         }
-        progress.advance(name, records.bytes_read() - counted);
+        self.progress.advance(name, records.bytes_read() - counted);
         Ok(())
     }
-    .await;
-    if let Err(err) = streamed {
-        let _ = copy.abort("mwaa-dr: the legacy file is not valid").await;
-        return Err(err);
+
+    fn check(&self, _: &TablePlan<'a>, _: (), _: u64) -> Result<()> {
+        // Every record was checked as it was sent; the count is the file's.
+        Ok(())
     }
-    match copy.finish().await {
-        Ok(rows) => Ok(rows),
-        Err(err) => Err(copy_error(err, source, name).await),
+
+    async fn refused(&self, plan: &TablePlan<'a>, err: sqlx::Error) -> Error {
+        copy_error(err, self.source, &plan.table.name).await
+    }
+}
+
+impl LegacyRows<'_, '_> {
+    /// Appends `record` to `buf` as a line of COPY's text format.
+    fn encode(&mut self, buf: &mut Vec<u8>, plan: &TablePlan<'_>, record: &Record) -> Result<()> {
+        let name = plan.table.name.as_str();
+        let at = || format!("{} line {}", self.source.resource(name), record.line);
+        if record.fields.len() != plan.columns.len() {
+            return Err(Error::failed(
+                "read",
+                at(),
+                format!(
+                    "{} fields, the Airflow {} legacy format of {name} has {}: {}",
+                    record.fields.len(),
+                    self.source.format.factory,
+                    plan.columns.len(),
+                    plan.table.columns.join("|")
+                ),
+            ));
+        }
+        for (i, (field, column)) in record.fields.iter().zip(&plan.columns).enumerate() {
+            if i > 0 {
+                buf.push(b'\t');
+            }
+            if field.is_empty() {
+                match &column.empty {
+                    EmptyField::Null => buf.extend_from_slice(NULL),
+                    EmptyField::EmptyText => {}
+                    EmptyField::Value(value) => text_field(buf, value),
+                    EmptyField::Refuse => {
+                        return Err(Error::failed(
+                            "read",
+                            at(),
+                            format!(
+                                "column {} is empty, and the target requires a value",
+                                column.name
+                            ),
+                        ));
+                    }
+                }
+            } else if column.json {
+                // The original wrote json values with Python's str().
+                match pyrepr::to_json(field) {
+                    Ok(json) if json == "null" => buf.extend_from_slice(NULL),
+                    Ok(json) => text_field(buf, &json),
+                    Err(problem) if column.empty == EmptyField::Null => {
+                        let cleared = self
+                            .cleared_json
+                            .entry(format!("{name}.{}", column.name))
+                            .or_default();
+                        if *cleared == 0 {
+                            warn!(line = record.line, column = %column.name, %problem, "set to NULL");
+                        }
+                        *cleared += 1;
+                        buf.extend_from_slice(NULL);
+                    }
+                    Err(problem) => {
+                        return Err(Error::failed(
+                            "read",
+                            at(),
+                            format!("column {}: {problem}", column.name),
+                        ));
+                    }
+                }
+            } else {
+                text_field(buf, field);
+            }
+        }
+        buf.push(b'\t');
+        buf.extend_from_slice(record.line.to_string().as_bytes());
+        buf.push(b'\n');
+        Ok(())
     }
 }
 
@@ -785,8 +813,9 @@ async fn count_records(source: &LegacySource<'_>, name: &str) -> Result<u64> {
     Ok(rows)
 }
 
-/// The statements of a variable/connection strategy from `stage` into `table` by `key`.
-fn strategy_statements(
+/// The statements of a variable/connection strategy from `stage` into `table` by `key`, in
+/// file order, returning the `returning` flags of each written row.
+fn legacy_strategy(
     table: &str,
     stage: &str,
     key: &str,
@@ -794,39 +823,18 @@ fn strategy_statements(
     strategy: RestoreStrategy,
     returning: &str,
 ) -> Vec<String> {
-    let key_q = quote_ident(key);
-    let protected = if table == "variable" {
-        format!(
-            " AND s.{key_q} NOT IN ({})",
-            PROTECTED_VARIABLES
-                .iter()
-                .map(|v| quote_literal(v))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    } else {
-        String::new()
-    };
-    let list = cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>();
-    let insert = list.join(", ");
-    let select = list
-        .iter()
-        .map(|c| format!("s.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let table = quote_ident(table);
-    match strategy {
-        RestoreStrategy::DoNothing => Vec::new(),
-        RestoreStrategy::Append => vec![format!(
-            "INSERT INTO {table} ({insert}) SELECT {select} FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {table} d WHERE d.{key_q} = s.{key_q}){protected} ORDER BY s.mwaa_dr_line RETURNING {returning}"
-        )],
-        RestoreStrategy::Replace => vec![
-            format!("DELETE FROM {table} d USING {stage} s WHERE d.{key_q} = s.{key_q}{protected}"),
-            format!(
-                "INSERT INTO {table} ({insert}) SELECT {select} FROM {stage} s WHERE TRUE{protected} ORDER BY s.mwaa_dr_line RETURNING {returning}"
-            ),
-        ],
-    }
+    let key = [key.to_string()];
+    let columns: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
+    strategy_statements(
+        &StrategyLoad {
+            table,
+            stage,
+            key: &key,
+            columns: &columns,
+            tail: &format!(" ORDER BY s.mwaa_dr_line RETURNING {returning}"),
+        },
+        strategy,
+    )
 }
 
 /// Runs `statements`; the last returns one row of flags per written row. Returns the rows
@@ -889,7 +897,7 @@ async fn load_variables(
     .execute(&mut *conn)
     .await
     .map_err(|e| db_error("stage", "variable", e))?;
-    let statements = strategy_statements(
+    let statements = legacy_strategy(
         "variable",
         &stage,
         "key",
@@ -958,7 +966,7 @@ async fn load_connections(
     .execute(&mut *conn)
     .await
     .map_err(|e| db_error("stage", "connection", e))?;
-    let statements = strategy_statements(
+    let statements = legacy_strategy(
         "connection",
         &stage,
         "conn_id",
@@ -1070,8 +1078,120 @@ mod tests {
     }
 
     #[test]
+    fn job_and_trigger_references_are_cleared_and_run_ids_rebuilt() {
+        let ti = legacy_table(
+            "task_instance",
+            &[
+                "dag_id",
+                "job_id",
+                "queued_by_job_id",
+                "trigger_id",
+                "state",
+            ],
+            &[],
+        );
+        assert_eq!(
+            reference_rewrites(&ti, "st"),
+            vec![
+                "UPDATE st SET \"job_id\" = NULL",
+                "UPDATE st SET \"queued_by_job_id\" = NULL",
+                "UPDATE st SET \"trigger_id\" = NULL",
+            ]
+        );
+        let run = legacy_table(
+            "dag_run",
+            &["run_id", "creating_job_id", "log_template_id"],
+            &[],
+        );
+        let rewrites = reference_rewrites(&run, "st");
+        assert_eq!(rewrites[0], "UPDATE st SET \"creating_job_id\" = NULL");
+        assert!(rewrites[1].contains("log_template"), "{rewrites:?}");
+        assert_eq!(rewrites.len(), 2);
+        let xcom = reference_rewrites(&legacy_table("xcom", &["dag_id", "run_id"], &[]), "st");
+        assert_eq!(xcom.len(), 1);
+        assert!(xcom[0].contains("SET dag_run_id = d.id"), "{xcom:?}");
+        assert!(reference_rewrites(&legacy_table("log", &["dttm"], &[]), "st").is_empty());
+    }
+
+    #[test]
+    fn rows_left_are_inserted_in_file_order_with_the_missing_values() {
+        let pools = legacy_table("slot_pool", &["pool", "slots"], &[]);
+        let plan = TablePlan {
+            table: &pools,
+            columns: Vec::new(),
+            fills: vec![("include_deferred".into(), "false".into())],
+        };
+        assert_eq!(
+            insert_statement(&plan, "st"),
+            "INSERT INTO \"slot_pool\" (\"pool\", \"slots\", \"include_deferred\") SELECT s.\"pool\", s.\"slots\", 'false' FROM st s ORDER BY s.mwaa_dr_line ON CONFLICT (\"pool\") DO UPDATE SET \"slots\" = EXCLUDED.\"slots\""
+        );
+        let logs = legacy_table("log", &["dttm"], &[]);
+        let plan = TablePlan {
+            table: &logs,
+            columns: Vec::new(),
+            fills: Vec::new(),
+        };
+        assert_eq!(
+            insert_statement(&plan, "st"),
+            "INSERT INTO \"log\" (\"dttm\") SELECT s.\"dttm\" FROM st s ORDER BY s.mwaa_dr_line"
+        );
+    }
+
+    #[test]
+    fn the_report_keeps_the_shared_fields_at_the_top_level() {
+        let mut report = LegacyReport::default();
+        report.loaded("dag_run", 3);
+        let doc = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(doc["loaded"][0]["rows"], 3);
+        for key in ["cleaned", "skipped", "unpaused", "missing_dags", "dropped"] {
+            assert!(doc.get(key).is_some(), "{key} missing: {doc}");
+        }
+        assert!(doc.get("load").is_none(), "{doc}");
+    }
+
+    #[test]
+    fn the_catalogs_filters_choose_the_rows_left_out() {
+        let catalog = Catalog::builtin().expect("catalog");
+        let options = LegacyOptions {
+            clean: true,
+            variable_strategy: RestoreStrategy::Append,
+            connection_strategy: RestoreStrategy::Append,
+            export_dag: "backup_metadata".into(),
+        };
+        let reasons = |name: &str, columns: &[&str]| -> Vec<String> {
+            drop_conditions(&legacy_table(name, columns, &[]), &options, &catalog)
+                .into_iter()
+                .map(|(condition, _)| condition)
+                .collect()
+        };
+        let export = "s.dag_id = 'backup_metadata'".to_string();
+        for name in ["job", "dag_run"] {
+            assert_eq!(
+                reasons(name, &["dag_id", "state"]),
+                vec![export.clone()],
+                "{name}"
+            );
+        }
+        let ti = reasons("task_instance", &["dag_id", "state"]);
+        assert_eq!(ti.len(), 3, "{ti:?}");
+        assert_eq!(ti[0], export);
+        assert!(ti[1].starts_with("s.state IN ('running'"), "{ti:?}");
+        assert!(ti[2].contains("FROM dag_run d"), "{ti:?}");
+        for name in ["task_fail", "xcom"] {
+            let rows = reasons(name, &["dag_id", "task_id"]);
+            assert_eq!(rows[0], export, "{name}");
+            assert!(
+                rows[1].contains("FROM task_instance ti"),
+                "{name}: {rows:?}"
+            );
+        }
+        assert!(reasons("log", &["dag_id", "dttm"]).is_empty());
+        assert!(reasons("slot_pool", &["pool"]).is_empty());
+    }
+
+    #[test]
     fn strategies_protect_the_steering_variables() {
-        let append = strategy_statements(
+        let append = legacy_strategy(
             "variable",
             "st",
             "key",
@@ -1082,7 +1202,7 @@ mod tests {
         assert_eq!(append.len(), 1);
         assert!(append[0].contains("NOT EXISTS"), "{append:?}");
         assert!(append[0].contains("'DR_VARIABLE_RESTORE_STRATEGY'"));
-        let replace = strategy_statements(
+        let replace = legacy_strategy(
             "connection",
             "st",
             "conn_id",
@@ -1094,7 +1214,7 @@ mod tests {
         assert!(replace[0].starts_with("DELETE"));
         assert!(!replace[1].contains("DR_VARIABLE"));
         assert!(
-            strategy_statements("variable", "st", "key", &[], RestoreStrategy::DoNothing, "")
+            legacy_strategy("variable", "st", "key", &[], RestoreStrategy::DoNothing, "")
                 .is_empty()
         );
     }

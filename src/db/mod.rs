@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod export;
 pub mod import;
 pub mod legacy;
+pub mod load;
 pub use crate::store::stream;
 
 use std::time::Duration;

@@ -1,5 +1,13 @@
 //! Reading the CSV that Python's `csv` module writes (minimal quoting, quotes doubled, CRLF or
 //! LF records, quoted fields spanning lines), strictly, with the line each record starts on.
+//!
+//! Hand-written rather than the `csv` crate's reader because that reader cannot be made this
+//! strict: csv-core accepts a quote inside an unquoted field (`x"y` reads as `x"y`) and text
+//! after a closing quote (`"q"z` reads as `qz`), and with `Terminator::CRLF` it ends a record
+//! at a lone carriage return; each is a damaged file that docs/LEGACY.md promises to refuse
+//! naming its line. Its `ByteRecord` does not say whether a field was quoted, so the checks
+//! cannot be made afterwards either; and it reads `std::io::Read` where the files stream from
+//! the (async) store.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
@@ -59,10 +67,7 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
 
     /// The next record, `None` at the end of the text.
     pub async fn next_record(&mut self) -> Result<Option<Record>, CsvError> {
-        let mut fields: Vec<String> = Vec::new();
-        let mut field: Vec<u8> = Vec::new();
-        let mut state = State::Start;
-        let mut start: Option<u64> = None;
+        let mut partial = Partial::default();
         loop {
             self.buf.clear();
             let read = self
@@ -75,88 +80,125 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
                 })?;
             self.bytes += read as u64;
             if read == 0 {
-                let Some(line) = start else {
-                    return Ok(None);
-                };
-                if state == State::Quoted {
-                    return Err(CsvError {
-                        line,
-                        problem: "a quoted field is not closed before the end of the file".into(),
-                    });
-                }
-                // The last record without a line end.
-                fields.push(utf8(field, line)?);
-                return Ok(Some(Record { line, fields }));
+                return partial.end_of_text();
             }
             self.line += 1;
-            if start.is_none() && matches!(self.buf.as_slice(), b"\n" | b"\r\n") {
+            if partial.start.is_none() && matches!(self.buf.as_slice(), b"\n" | b"\r\n") {
                 continue;
             }
-            let line = *start.get_or_insert(self.line);
+            let start = *partial.start.get_or_insert(self.line);
             let bytes = std::mem::take(&mut self.buf);
-            let mut iter = bytes.iter().copied().peekable();
-            let mut ended = false;
-            while let Some(b) = iter.next() {
-                let end_of_line = match b {
-                    b'\n' => true,
-                    b'\r' if state != State::Quoted => {
-                        if iter.peek() == Some(&b'\n') || iter.peek().is_none() {
-                            iter.next();
-                            true
-                        } else {
-                            return Err(CsvError {
-                                line: self.line,
-                                problem: "a carriage return inside an unquoted field".into(),
-                            });
-                        }
-                    }
-                    _ => false,
-                };
-                if end_of_line && state != State::Quoted {
-                    ended = true;
-                    break;
-                }
-                state = match (state, b) {
-                    (State::Start, b'"') => State::Quoted,
-                    (State::Start | State::Unquoted | State::QuoteInQuoted, d)
-                        if d == self.delimiter =>
-                    {
-                        fields.push(utf8(std::mem::take(&mut field), self.line)?);
-                        State::Start
-                    }
-                    (State::Unquoted, b'"') => {
-                        return Err(CsvError {
-                            line: self.line,
-                            problem: "a quote inside an unquoted field".into(),
-                        });
-                    }
-                    (State::Start | State::Unquoted, other) => {
-                        field.push(other);
-                        State::Unquoted
-                    }
-                    (State::Quoted, b'"') => State::QuoteInQuoted,
-                    (State::Quoted, other) => {
-                        field.push(other);
-                        State::Quoted
-                    }
-                    (State::QuoteInQuoted, b'"') => {
-                        field.push(b'"');
-                        State::Quoted
-                    }
-                    (State::QuoteInQuoted, _) => {
-                        return Err(CsvError {
-                            line: self.line,
-                            problem: "text after the closing quote of a field".into(),
-                        });
-                    }
-                };
-            }
+            let ended = partial.scan(&bytes, self.delimiter, self.line);
             self.buf = bytes;
-            if ended {
-                fields.push(utf8(field, line)?);
-                return Ok(Some(Record { line, fields }));
+            if ended? {
+                partial.end_field(start)?;
+                return Ok(Some(Record {
+                    line: start,
+                    fields: partial.fields,
+                }));
             }
         }
+    }
+}
+
+/// A record being read, across the physical lines a quoted field spans.
+#[derive(Debug)]
+struct Partial {
+    fields: Vec<String>,
+    field: Vec<u8>,
+    state: State,
+    /// The line the record starts on, once one has.
+    start: Option<u64>,
+}
+
+impl Default for Partial {
+    fn default() -> Self {
+        Partial {
+            fields: Vec::new(),
+            field: Vec::new(),
+            state: State::Start,
+            start: None,
+        }
+    }
+}
+
+impl Partial {
+    fn end_field(&mut self, line: u64) -> Result<(), CsvError> {
+        let field = utf8(std::mem::take(&mut self.field), line)?;
+        self.fields.push(field);
+        Ok(())
+    }
+
+    /// At the end of the text: nothing, or the last record without a line end.
+    fn end_of_text(mut self) -> Result<Option<Record>, CsvError> {
+        let Some(line) = self.start else {
+            return Ok(None);
+        };
+        if self.state == State::Quoted {
+            return Err(CsvError {
+                line,
+                problem: "a quoted field is not closed before the end of the file".into(),
+            });
+        }
+        self.end_field(line)?;
+        Ok(Some(Record {
+            line,
+            fields: self.fields,
+        }))
+    }
+
+    /// Reads the physical line `bytes` (number `line`); true when it ended the record (its
+    /// last field is then still in `field`).
+    fn scan(&mut self, bytes: &[u8], delimiter: u8, line: u64) -> Result<bool, CsvError> {
+        let refuse = |problem: &str| CsvError {
+            line,
+            problem: problem.into(),
+        };
+        let mut iter = bytes.iter().copied().peekable();
+        while let Some(b) = iter.next() {
+            let end_of_line = match b {
+                b'\n' => true,
+                b'\r' if self.state != State::Quoted => {
+                    if iter.peek() == Some(&b'\n') || iter.peek().is_none() {
+                        iter.next();
+                        true
+                    } else {
+                        return Err(refuse("a carriage return inside an unquoted field"));
+                    }
+                }
+                _ => false,
+            };
+            if end_of_line && self.state != State::Quoted {
+                return Ok(true);
+            }
+            self.state = match (self.state, b) {
+                (State::Start, b'"') => State::Quoted,
+                (State::Start | State::Unquoted | State::QuoteInQuoted, d) if d == delimiter => {
+                    self.end_field(line)?;
+                    State::Start
+                }
+                (State::Unquoted, b'"') => {
+                    return Err(refuse("a quote inside an unquoted field"));
+                }
+                (State::Start | State::Unquoted, other) => {
+                    self.field.push(other);
+                    State::Unquoted
+                }
+                (State::Quoted, b'"') => State::QuoteInQuoted,
+                (State::Quoted, other) => {
+                    self.field.push(other);
+                    State::Quoted
+                }
+                (State::QuoteInQuoted, b'"') => {
+                    self.field.push(b'"');
+                    State::Quoted
+                }
+                (State::QuoteInQuoted, _) => {
+                    return Err(refuse("text after the closing quote of a field"));
+                }
+            };
+        }
+        Ok(false)
     }
 }
 

@@ -211,40 +211,7 @@ impl Parser<'_> {
                 }
                 b'\\' => {
                     self.at += 1;
-                    let Some(esc) = self.peek() else {
-                        return Err(self.error("a string that is not closed"));
-                    };
-                    self.at += 1;
-                    let c = match esc {
-                        b'\\' => '\\',
-                        b'\'' => '\'',
-                        b'"' => '"',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'a' => '\u{7}',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'v' => '\u{b}',
-                        b'x' => self.code_point(2)?,
-                        b'u' => self.code_point(4)?,
-                        b'U' => self.code_point(8)?,
-                        b'0'..=b'7' => {
-                            let mut n = u32::from(esc - b'0');
-                            for _ in 0..2 {
-                                match self.peek() {
-                                    Some(d @ b'0'..=b'7') => {
-                                        n = n * 8 + u32::from(d - b'0');
-                                        self.at += 1;
-                                    }
-                                    _ => break,
-                                }
-                            }
-                            char::from_u32(n).ok_or_else(|| self.error("a bad escape sequence"))?
-                        }
-                        _ => return Err(self.error("an unknown escape sequence")),
-                    };
-                    value.push(c);
+                    value.push(self.escape()?);
                 }
                 _ => {
                     // `at` only ever moves by whole characters, so it is a char boundary.
@@ -257,6 +224,49 @@ impl Parser<'_> {
                 }
             }
         }
+        self.push_json_string(&value);
+        Ok(())
+    }
+
+    /// The character of the escape sequence after a backslash (Python's string escapes).
+    fn escape(&mut self) -> Result<char, ReprError> {
+        let Some(esc) = self.peek() else {
+            return Err(self.error("a string that is not closed"));
+        };
+        self.at += 1;
+        Ok(match esc {
+            b'\\' => '\\',
+            b'\'' => '\'',
+            b'"' => '"',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'a' => '\u{7}',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'v' => '\u{b}',
+            b'x' => self.code_point(2)?,
+            b'u' => self.code_point(4)?,
+            b'U' => self.code_point(8)?,
+            b'0'..=b'7' => {
+                let mut n = u32::from(esc - b'0');
+                for _ in 0..2 {
+                    match self.peek() {
+                        Some(d @ b'0'..=b'7') => {
+                            n = n * 8 + u32::from(d - b'0');
+                            self.at += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                char::from_u32(n).ok_or_else(|| self.error("a bad escape sequence"))?
+            }
+            _ => return Err(self.error("an unknown escape sequence")),
+        })
+    }
+
+    /// `value` as json.dumps writes a string (ensure_ascii).
+    fn push_json_string(&mut self, value: &str) {
         self.out.push('"');
         for c in value.chars() {
             match c {
@@ -278,7 +288,6 @@ impl Parser<'_> {
             }
         }
         self.out.push('"');
-        Ok(())
     }
 
     fn code_point(&mut self, len: usize) -> Result<char, ReprError> {
