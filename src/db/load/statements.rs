@@ -3,7 +3,7 @@
 //! strategies (DO_NOTHING / APPEND / REPLACE).
 
 use crate::airflow::catalog::{quote_ident, quote_literal};
-use crate::config::RestoreStrategy;
+use crate::model::RestoreStrategy;
 
 /// Variables that steer restores; a restore never overwrites them.
 pub const PROTECTED_VARIABLES: &[&str] = &[
