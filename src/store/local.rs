@@ -36,6 +36,36 @@ impl LocalStore {
     fn resource(&self, key: &str) -> String {
         self.root.join(key).display().to_string()
     }
+
+    /// Every file under the root, temporary ones included, with its key and metadata.
+    async fn files(&self) -> Result<Vec<(PathBuf, String, std::fs::Metadata)>> {
+        let mut out = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let mut entries = match fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::failed("list", dir.display().to_string(), e)),
+            };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|e| Error::failed("list", dir.display().to_string(), e))?
+            {
+                let path = entry.path();
+                let meta = entry
+                    .metadata()
+                    .await
+                    .map_err(|e| Error::failed("stat", path.display().to_string(), e))?;
+                if meta.is_dir() {
+                    pending.push(path);
+                } else if let Some(key) = relative_key(&self.root, &path) {
+                    out.push((path, key, meta));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
@@ -93,43 +123,19 @@ impl BackupStore for LocalStore {
         prefix: &str,
         older_than: std::time::Duration,
     ) -> Result<Vec<String>> {
-        let mut removed = Vec::new();
-        let mut pending = vec![self.root.clone()];
         let now = std::time::SystemTime::now();
-        while let Some(dir) = pending.pop() {
-            let mut entries = match fs::read_dir(&dir).await {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::failed("list", dir.display().to_string(), e)),
-            };
-            while let Some(entry) = entries
-                .next_entry()
-                .await
-                .map_err(|e| Error::failed("list", dir.display().to_string(), e))?
-            {
-                let path = entry.path();
-                let Ok(meta) = entry.metadata().await else {
-                    continue;
-                };
-                if meta.is_dir() {
-                    pending.push(path);
-                    continue;
-                }
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let under = relative_key(&self.root, &path).is_some_and(|k| k.starts_with(prefix));
-                let old = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_some_and(|age| age > older_than);
-                if name.starts_with(TMP_MARK) && under && old {
-                    match fs::remove_file(&path).await {
-                        Ok(()) => removed.push(path.display().to_string()),
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => {
-                            return Err(Error::failed("delete", path.display().to_string(), e));
-                        }
-                    }
+        let mut removed = Vec::new();
+        for (path, key, meta) in self.files().await? {
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > older_than);
+            if is_temporary(&path) && key.starts_with(prefix) && old {
+                match fs::remove_file(&path).await {
+                    Ok(()) => removed.push(path.display().to_string()),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::failed("delete", path.display().to_string(), e)),
                 }
             }
         }
@@ -137,42 +143,16 @@ impl BackupStore for LocalStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let mut out = Vec::new();
-        let mut pending = vec![self.root.clone()];
-        while let Some(dir) = pending.pop() {
-            let mut entries = match fs::read_dir(&dir).await {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::failed("list", dir.display().to_string(), e)),
-            };
-            while let Some(entry) = entries
-                .next_entry()
-                .await
-                .map_err(|e| Error::failed("list", dir.display().to_string(), e))?
-            {
-                let path = entry.path();
-                let meta = entry
-                    .metadata()
-                    .await
-                    .map_err(|e| Error::failed("stat", path.display().to_string(), e))?;
-                if meta.is_dir() {
-                    pending.push(path);
-                    continue;
-                }
-                if entry.file_name().to_string_lossy().starts_with(TMP_MARK) {
-                    continue;
-                }
-                let Some(key) = relative_key(&self.root, &path) else {
-                    continue;
-                };
-                if key.starts_with(prefix) {
-                    out.push(ObjectInfo {
-                        key,
-                        size: meta.len(),
-                    });
-                }
-            }
-        }
+        let mut out: Vec<ObjectInfo> = self
+            .files()
+            .await?
+            .into_iter()
+            .filter(|(path, key, _)| !is_temporary(path) && key.starts_with(prefix))
+            .map(|(_, key, meta)| ObjectInfo {
+                key,
+                size: meta.len(),
+            })
+            .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -202,6 +182,12 @@ impl BackupStore for LocalStore {
         }
         Ok(())
     }
+}
+
+/// A writer's temporary file: not an object until it is renamed.
+fn is_temporary(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(TMP_MARK))
 }
 
 fn relative_key(root: &Path, path: &Path) -> Option<String> {

@@ -615,21 +615,7 @@ async fn store_fault_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
         );
         trial.exit = out.code;
         trial.check(out.code == 1, format!("exit {}: {}", out.code, out.stderr));
-        let unchanged = whole_db_digest(&dst).await == before;
-        trial.state = if unchanged {
-            "target unchanged"
-        } else {
-            "CHANGED"
-        }
-        .into();
-        trial.check(unchanged, "target changed");
-        check_store(&mut trial, dir.path(), &store, Stop::Error);
-        let again = run(mwaa_dr(dir.path())
-            .arg("--store")
-            .arg(&store)
-            .args(["--yes", "restore", "--clean", "--db", &dst]));
-        trial.check(again.code == 0, format!("rerun: {}", again.stderr));
-        trial.rerun = if again.code == 0 { "ok" } else { "FAILED" }.into();
+        restore_failed_cleanly(&mut trial, dir.path(), &store, &dst, &before).await;
         trials.push(trial);
     }
     // Prune: the k-th deletion fails.
@@ -669,6 +655,32 @@ async fn store_fault_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
         trial.rerun = if ok { "ok" } else { "FAILED" }.into();
         trials.push(trial);
     }
+}
+
+/// The end of a restore that failed: the target as it was, the store clean, and the same
+/// restore then succeeding.
+async fn restore_failed_cleanly(
+    trial: &mut Trial,
+    dir: &Path,
+    store: &Path,
+    dst: &str,
+    before: &[(String, i64, String)],
+) {
+    let unchanged = whole_db_digest(dst).await == before;
+    trial.state = if unchanged {
+        "target unchanged"
+    } else {
+        "CHANGED"
+    }
+    .into();
+    trial.check(unchanged, "target changed");
+    check_store(trial, dir, store, Stop::Error);
+    let again = run(mwaa_dr(dir)
+        .arg("--store")
+        .arg(store)
+        .args(["--yes", "restore", "--clean", "--db", dst]));
+    trial.check(again.code == 0, format!("rerun: {}", again.stderr));
+    trial.rerun = if again.code == 0 { "ok" } else { "FAILED" }.into();
 }
 
 /// Every way to damage a stored backup: restore and verify refuse it, the target unchanged.
@@ -966,21 +978,7 @@ async fn connection_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
             stderr.contains("retryable") || stderr.contains("may pass"),
             format!("not transient: {stderr}"),
         );
-        let unchanged = whole_db_digest(&dst).await == before;
-        trial.state = if unchanged {
-            "target unchanged"
-        } else {
-            "CHANGED"
-        }
-        .into();
-        trial.check(unchanged, "target changed");
-        check_store(&mut trial, dir.path(), &store, Stop::Error);
-        let again = run(mwaa_dr(dir.path())
-            .arg("--store")
-            .arg(&store)
-            .args(["--yes", "restore", "--clean", "--db", &dst]));
-        trial.check(again.code == 0, format!("rerun: {}", again.stderr));
-        trial.rerun = if again.code == 0 { "ok" } else { "FAILED" }.into();
+        restore_failed_cleanly(&mut trial, dir.path(), &store, &dst, &before).await;
         trials.push(trial);
     }
 }
