@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The cached venv of a real Airflow release: skipped loudly when it cannot be created, a
-/// failure under CI.
+/// The cached venv of a real Airflow release; the test fails when it cannot be created.
 pub fn airflow_venv(version: &str) -> Option<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/airflow-venv.sh");
     let problem = match Command::new(&script).arg(version).output() {

@@ -3,7 +3,7 @@
 //! database, and the result is checked table by table, with Airflow's CLI, and by running
 //! Airflow's scheduler on the restored database.
 //!
-//! Needs the bench PostgreSQL (skipped loudly without it, a failure under CI), Python 3 and
+//! Needs the bench PostgreSQL (the test fails without it), Python 3 and
 //! the cached Airflow venvs (`scripts/airflow-venv.sh` builds a missing one from PyPI). One
 //! run takes about two minutes; the script runs one at a time per machine.
 
