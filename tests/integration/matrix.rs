@@ -860,6 +860,107 @@ async fn concurrency_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     }
 }
 
+/// A restore and a cleanup of the same database at once: the one that comes second waits
+/// for the tables the first holds, gives up after MWAA_DR_DB_LOCK_TIMEOUT_SECS with a
+/// retryable error, and changes nothing; the first, stopped, leaves the target as it was.
+async fn database_concurrency_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_backup(dir.path(), src);
+    let restore_args = |db: &str| -> Vec<String> {
+        [
+            "--store",
+            &store.display().to_string(),
+            "--yes",
+            "restore",
+            "--clean",
+            "--db",
+            db,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let cleanup_args = |db: &str| -> Vec<String> {
+        ["--yes", "cleanup", "--db", db]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let pairs: [(&str, &str, &str); 2] = [
+        ("restore", "restore.table_loaded", "cleanup"),
+        ("cleanup", "cleanup.table_deleted", "restore"),
+    ];
+    for (first, point, second) in pairs {
+        let dst = fresh_db(bench, false);
+        let out = run(mwaa_dr(dir.path()).args(restore_args(&dst)));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let before = whole_db_digest(&dst).await;
+        let mut trial = Trial::new(
+            &format!("{first} + {second}"),
+            format!("{second} of the same database while {first} is in its transaction"),
+        );
+        let args_of = |command: &str| {
+            if command == "restore" {
+                restore_args(&dst)
+            } else {
+                cleanup_args(&dst)
+            }
+        };
+        let first_args = args_of(first);
+        let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+        let mut holder = spawn(
+            dir.path(),
+            &[("MWAA_DR_TEST_FAILPOINT", point)],
+            &first_args,
+        );
+        let marker = format!("failpoint {point} reached");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut reached = false;
+        while !reached && Instant::now() < deadline {
+            if let Ok(line) = holder.lines.recv_timeout(Duration::from_millis(200)) {
+                reached = line.contains(&marker);
+            }
+        }
+        trial.check(reached, "the first run never reached its transaction");
+        let second_args = args_of(second);
+        let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
+        let out = run_env(
+            dir.path(),
+            &[("MWAA_DR_DB_LOCK_TIMEOUT_SECS", "2")],
+            &second_args,
+        );
+        trial.exit = out.code;
+        trial.check(out.code == 1, format!("exit {}: {}", out.code, out.stderr));
+        trial.check(
+            out.stderr.contains("55P03") && out.stderr.contains("may pass"),
+            format!("not a retryable lock timeout: {}", out.stderr),
+        );
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &holder.child.id().to_string()])
+            .status();
+        let code = holder
+            .child
+            .wait()
+            .map(|s| s.code().unwrap_or(-1))
+            .unwrap_or(-1);
+        let _ = holder.reader.join();
+        trial.check(code == 130, format!("the first run exited {code}"));
+        let unchanged = whole_db_digest(&dst).await == before;
+        trial.check(unchanged, "target changed");
+        trial.check(sessions_left(&dst).await == 0, "server session left");
+        trial.state = format!(
+            "second exit {}, first exit {code}, target {}",
+            out.code,
+            if unchanged { "unchanged" } else { "CHANGED" }
+        );
+        check_store(&mut trial, dir.path(), &store, Stop::Term);
+        let again = run(mwaa_dr(dir.path()).args(&second_args));
+        trial.check(again.code == 0, format!("rerun: {}", again.stderr));
+        trial.rerun = if again.code == 0 { "ok" } else { "FAILED" }.into();
+        trials.push(trial);
+    }
+}
+
 /// Every configuration variable with values outside what it accepts: `config` and a
 /// command fail with the usage code or accept the text, never panic, never touch anything.
 fn configuration_trials(trials: &mut Vec<Trial>) {
@@ -983,6 +1084,125 @@ async fn connection_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     }
 }
 
+/// A Warm-Standby setup of its own: the primary UNAVAILABLE, the secondary AVAILABLE, a
+/// health-check schedule, a store with one backup, an empty standby database.
+struct WarmStandby {
+    aws: crate::aws::Aws,
+    schedule: String,
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    standby: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl WarmStandby {
+    async fn new(bench: &Bench, src: &str) -> Option<WarmStandby> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let aws = crate::aws::Aws::get(&format!("mxfo{n}"))?;
+        let (primary, secondary, schedule) = (
+            format!("primary-{}", aws.tag),
+            format!("secondary-{}", aws.tag),
+            format!("health-{}", aws.tag),
+        );
+        aws.create_schedule(&schedule).await;
+        aws.seed_environment(
+            crate::aws::PRIMARY_REGION,
+            serde_json::json!({"Name": primary, "Status": "UNAVAILABLE"}),
+        );
+        aws.seed_environment(
+            crate::aws::SECONDARY_REGION,
+            serde_json::json!({"Name": secondary, "Status": "AVAILABLE"}),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_backup(dir.path(), src);
+        let standby = fresh_db(bench, false);
+        let mut env = aws.vars();
+        env.extend([
+            ("DR_TYPE", "WARM_STANDBY".to_string()),
+            ("PRIMARY_MWAA_ENVIRONMENT_NAME", primary),
+            ("SECONDARY_MWAA_ENVIRONMENT_NAME", secondary),
+            ("SECONDARY_DB_URL", standby.clone()),
+            ("HEALTH_CHECK_SCHEDULE_NAME", schedule.clone()),
+            ("HEALTH_CHECK_MAX_RETRY", "0".to_string()),
+        ]);
+        Some(WarmStandby {
+            aws,
+            schedule,
+            dir,
+            store,
+            standby,
+            env,
+        })
+    }
+}
+
+/// Two failovers at once: the second is refused (locked) while the first runs; the first,
+/// stopped, is resumed and finished by the next run.
+async fn two_failovers_trial(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
+    let Some(ws) = WarmStandby::new(bench, src).await else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = ws.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = store_args(&ws.store, &["--yes", "failover"]);
+    let point = "failover.confirm_primary_unhealthy";
+    let mut trial = Trial::new(
+        "failover + failover",
+        "a second failover while one runs".into(),
+    );
+    let mut armed = env.clone();
+    armed.push(("MWAA_DR_TEST_FAILPOINT", point));
+    let mut first = spawn(ws.dir.path(), &armed, &args);
+    let marker = format!("failpoint {point} reached");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reached = false;
+    while !reached && Instant::now() < deadline {
+        if let Ok(line) = first.lines.recv_timeout(Duration::from_millis(200)) {
+            reached = line.contains(&marker);
+        }
+    }
+    trial.check(reached, "the first failover never started");
+    let second = run_env(ws.dir.path(), &env, &args);
+    trial.exit = second.code;
+    trial.check(
+        second.code == 5,
+        format!("second exit {}: {}", second.code, second.stderr),
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status();
+    let code = first
+        .child
+        .wait()
+        .map(|s| s.code().unwrap_or(-1))
+        .unwrap_or(-1);
+    let _ = first.reader.join();
+    trial.check(code == 130, format!("the first failover exited {code}"));
+    trial.state = format!("second exit {}, first exit {code}", second.code);
+    let again = run_env(ws.dir.path(), &env, &args);
+    let finished = again.code == 0 && dag_runs(&ws.standby).await > 0;
+    trial.check(
+        finished,
+        format!("rerun exit {}: {}", again.code, again.stderr),
+    );
+    trial.rerun = if finished {
+        "resumed and finished"
+    } else {
+        "FAILED"
+    }
+    .into();
+    let locks = files_under(&ws.store)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("locks/"))
+        .count();
+    trial.leftovers = if locks == 0 {
+        "none".into()
+    } else {
+        format!("{locks} locks")
+    };
+    trial.check(locks == 0, "locks left after the rerun");
+    trials.push(trial);
+}
+
 /// A Warm-Standby failover stopped before each of its steps: the rerun resumes it and
 /// finishes it, the standby holds nothing or the whole backup, the failover lock goes away.
 async fn failover_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
@@ -1004,54 +1224,35 @@ async fn failover_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     let full_runs = dag_runs(&reference).await;
     for step in steps {
         for stop in Stop::ALL {
-            let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-            let Some(aws) = crate::aws::Aws::get(&format!("mxfo{n}")) else {
+            let Some(ws) = WarmStandby::new(bench, src).await else {
                 return;
             };
-            let (primary, secondary, schedule) = (
-                format!("primary-{}", aws.tag),
-                format!("secondary-{}", aws.tag),
-                format!("health-{}", aws.tag),
+            let (aws, schedule, trial_dir, store, standby, env) = (
+                &ws.aws,
+                &ws.schedule,
+                &ws.dir,
+                &ws.store,
+                &ws.standby,
+                &ws.env,
             );
-            aws.create_schedule(&schedule).await;
-            aws.seed_environment(
-                crate::aws::PRIMARY_REGION,
-                serde_json::json!({"Name": primary, "Status": "UNAVAILABLE"}),
-            );
-            aws.seed_environment(
-                crate::aws::SECONDARY_REGION,
-                serde_json::json!({"Name": secondary, "Status": "AVAILABLE"}),
-            );
-            let trial_dir = tempfile::tempdir().expect("tempdir");
-            let store = store_with_backup(trial_dir.path(), src);
-            let standby = fresh_db(bench, false);
-            let mut env: Vec<(&str, String)> = aws.vars();
-            env.extend([
-                ("DR_TYPE", "WARM_STANDBY".to_string()),
-                ("PRIMARY_MWAA_ENVIRONMENT_NAME", primary.clone()),
-                ("SECONDARY_MWAA_ENVIRONMENT_NAME", secondary.clone()),
-                ("SECONDARY_DB_URL", standby.clone()),
-                ("HEALTH_CHECK_SCHEDULE_NAME", schedule.clone()),
-                ("HEALTH_CHECK_MAX_RETRY", "0".to_string()),
-            ]);
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let point = format!("failover.{step}");
             let mut trial = Trial::new("failover", format!("{} at {step}", stop.label()));
-            let args = store_args(&store, &["--yes", "failover"]);
+            let args = store_args(store, &["--yes", "failover"]);
             let (code, stderr, reached) = stop_at_env(trial_dir.path(), &env, &point, stop, &args);
             check_exit(&mut trial, stop, code, &stderr, reached);
-            let runs = dag_runs(&standby).await;
+            let runs = dag_runs(standby).await;
             trial.state = match runs {
                 0 => "standby not restored".to_string(),
                 r if r == full_runs => "standby restored".to_string(),
                 r => format!("PARTIAL ({r} runs)"),
             };
             trial.check(runs == 0 || runs == full_runs, "partial restore visible");
-            trial.check(sessions_left(&standby).await == 0, "server session left");
+            trial.check(sessions_left(standby).await == 0, "server session left");
             let again = run_env(trial_dir.path(), &env, &args);
             let finished = again.code == 0
-                && dag_runs(&standby).await == full_runs
-                && aws.schedule_state(&schedule).await == "DISABLED";
+                && dag_runs(standby).await == full_runs
+                && aws.schedule_state(schedule).await == "DISABLED";
             trial.check(
                 finished,
                 format!("rerun exit {}: {}", again.code, again.stderr),
@@ -1062,7 +1263,7 @@ async fn failover_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
                 "FAILED"
             }
             .into();
-            let locks: Vec<PathBuf> = files_under(&store)
+            let locks: Vec<PathBuf> = files_under(store)
                 .into_iter()
                 .filter(|p| p.to_string_lossy().contains("locks/"))
                 .collect();
@@ -1078,6 +1279,7 @@ async fn failover_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
         }
     }
     backup_restore_trials(bench, src, full_runs, trials).await;
+    two_failovers_trial(bench, src, trials).await;
 }
 
 /// A Backup-Restore failover stopped before it creates the secondary, while it waits for
@@ -1339,6 +1541,7 @@ async fn the_fault_matrix_has_no_failing_trial() {
     silent_trials(&src, &mut trials);
     failover_trials(&bench, &src, &mut trials).await;
     concurrency_trials(&bench, &src, &mut trials).await;
+    database_concurrency_trials(&bench, &src, &mut trials).await;
     configuration_trials(&mut trials);
     let doc = render(&trials);
     if let Ok(path) = std::env::var("MWAA_DR_RELIABILITY_OUT") {
