@@ -228,13 +228,7 @@ impl Error {
         resource: impl Into<String>,
         message: impl std::fmt::Display,
     ) -> Self {
-        Error::Failed {
-            operation: operation.into(),
-            resource: resource.into(),
-            message: message.to_string(),
-            transient: false,
-            source: None,
-        }
+        Self::of_class(operation, resource, message, false)
     }
 
     /// A failure that may pass when the same call is made again (timeouts, lost connections).
@@ -243,11 +237,21 @@ impl Error {
         resource: impl Into<String>,
         message: impl std::fmt::Display,
     ) -> Self {
+        Self::of_class(operation, resource, message, true)
+    }
+
+    /// A failure without a kept cause, transient or not.
+    pub fn of_class(
+        operation: impl Into<String>,
+        resource: impl Into<String>,
+        message: impl std::fmt::Display,
+        transient: bool,
+    ) -> Self {
         Error::Failed {
             operation: operation.into(),
             resource: resource.into(),
             message: message.to_string(),
-            transient: true,
+            transient,
             source: None,
         }
     }

@@ -100,11 +100,7 @@ where
     } else {
         message
     };
-    if transient {
-        Error::transient(operation, resource, message)
-    } else {
-        Error::failed(operation, resource, message)
-    }
+    Error::of_class(operation, resource, message, transient)
 }
 
 /// The endpoint override for a service, however it was given: `AWS_ENDPOINT_URL_<SERVICE>`,

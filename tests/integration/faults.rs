@@ -65,7 +65,7 @@ fn an_s3_endpoint_that_never_answers_fails_within_the_aws_timeout() {
 }
 
 /// A session holding `table` exclusively, in an open transaction, until dropped.
-async fn hold_table(url: &str, table: &str) -> sqlx::PgConnection {
+pub async fn hold_table(url: &str, table: &str) -> sqlx::PgConnection {
     let mut conn = connect(url).await;
     sqlx::query("BEGIN")
         .execute(&mut conn)

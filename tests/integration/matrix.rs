@@ -99,6 +99,36 @@ struct Running {
     reader: std::thread::JoinHandle<()>,
 }
 
+impl Running {
+    /// Waits (up to a minute) until the run says it reached `point`.
+    fn wait_for(&self, point: &str) -> bool {
+        let marker = format!("failpoint {point} reached");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200))
+                && line.contains(&marker)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(mut self) -> i32 {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let code = self
+            .child
+            .wait()
+            .map(|s| s.code().unwrap_or(-1))
+            .unwrap_or(-1);
+        let _ = self.reader.join();
+        code
+    }
+}
+
 fn spawn(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Running {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("mwaa-dr"));
     cmd.env_clear().current_dir(dir);
@@ -813,19 +843,12 @@ async fn concurrency_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
             );
             let first_args = args_of(first);
             let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
-            let mut holder = spawn(
+            let holder = spawn(
                 dir.path(),
                 &[("MWAA_DR_TEST_FAILPOINT", point)],
                 &first_args,
             );
-            let marker = format!("failpoint {point} reached");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut reached = false;
-            while !reached && Instant::now() < deadline {
-                if let Ok(line) = holder.lines.recv_timeout(Duration::from_millis(200)) {
-                    reached = line.contains(&marker);
-                }
-            }
+            let reached = holder.wait_for(point);
             trial.check(reached, "the first run never held its lock");
             let second_args = args_of(second);
             let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
@@ -838,15 +861,7 @@ async fn concurrency_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
                 out.code == expected,
                 format!("exit {} (expected {expected}): {}", out.code, out.stderr),
             );
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &holder.child.id().to_string()])
-                .status();
-            let code = holder
-                .child
-                .wait()
-                .map(|s| s.code().unwrap_or(-1))
-                .unwrap_or(-1);
-            let _ = holder.reader.join();
+            let code = holder.terminate();
             trial.check(code == 130, format!("the first run exited {code}"));
             let ids = check_store(&mut trial, dir.path(), &store, Stop::Term);
             trial.state = format!(
@@ -908,19 +923,12 @@ async fn database_concurrency_trials(bench: &Bench, src: &str, trials: &mut Vec<
         };
         let first_args = args_of(first);
         let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
-        let mut holder = spawn(
+        let holder = spawn(
             dir.path(),
             &[("MWAA_DR_TEST_FAILPOINT", point)],
             &first_args,
         );
-        let marker = format!("failpoint {point} reached");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut reached = false;
-        while !reached && Instant::now() < deadline {
-            if let Ok(line) = holder.lines.recv_timeout(Duration::from_millis(200)) {
-                reached = line.contains(&marker);
-            }
-        }
+        let reached = holder.wait_for(point);
         trial.check(reached, "the first run never reached its transaction");
         let second_args = args_of(second);
         let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
@@ -935,15 +943,7 @@ async fn database_concurrency_trials(bench: &Bench, src: &str, trials: &mut Vec<
             out.stderr.contains("55P03") && out.stderr.contains("may pass"),
             format!("not a retryable lock timeout: {}", out.stderr),
         );
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &holder.child.id().to_string()])
-            .status();
-        let code = holder
-            .child
-            .wait()
-            .map(|s| s.code().unwrap_or(-1))
-            .unwrap_or(-1);
-        let _ = holder.reader.join();
+        let code = holder.terminate();
         trial.check(code == 130, format!("the first run exited {code}"));
         let unchanged = whole_db_digest(&dst).await == before;
         trial.check(unchanged, "target changed");
@@ -1033,15 +1033,7 @@ async fn connection_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     for table in ["task_instance", "xcom", "dag_run"] {
         let dst = fresh_db(bench, false);
         let before = whole_db_digest(&dst).await;
-        let mut holder = connect(&dst).await;
-        sqlx::query("BEGIN")
-            .execute(&mut holder)
-            .await
-            .expect("begin");
-        sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-            .execute(&mut holder)
-            .await
-            .expect("lock");
+        let holder = crate::faults::hold_table(&dst, table).await;
         let mut trial = Trial::new(
             "restore",
             format!("connection killed while waiting on {table}"),
@@ -1151,15 +1143,8 @@ async fn two_failovers_trial(bench: &Bench, src: &str, trials: &mut Vec<Trial>) 
     );
     let mut armed = env.clone();
     armed.push(("MWAA_DR_TEST_FAILPOINT", point));
-    let mut first = spawn(ws.dir.path(), &armed, &args);
-    let marker = format!("failpoint {point} reached");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut reached = false;
-    while !reached && Instant::now() < deadline {
-        if let Ok(line) = first.lines.recv_timeout(Duration::from_millis(200)) {
-            reached = line.contains(&marker);
-        }
-    }
+    let first = spawn(ws.dir.path(), &armed, &args);
+    let reached = first.wait_for(point);
     trial.check(reached, "the first failover never started");
     let second = run_env(ws.dir.path(), &env, &args);
     trial.exit = second.code;
@@ -1167,15 +1152,7 @@ async fn two_failovers_trial(bench: &Bench, src: &str, trials: &mut Vec<Trial>) 
         second.code == 5,
         format!("second exit {}: {}", second.code, second.stderr),
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &first.child.id().to_string()])
-        .status();
-    let code = first
-        .child
-        .wait()
-        .map(|s| s.code().unwrap_or(-1))
-        .unwrap_or(-1);
-    let _ = first.reader.join();
+    let code = first.terminate();
     trial.check(code == 130, format!("the first failover exited {code}"));
     trial.state = format!("second exit {}, first exit {code}", second.code);
     let again = run_env(ws.dir.path(), &env, &args);
