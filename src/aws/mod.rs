@@ -2,6 +2,7 @@
 //! traits whose signatures hold no SDK types. Credentials, regions and endpoints come from
 //! the standard AWS chain only.
 
+pub mod airflow_api;
 pub mod cloudwatch;
 pub mod mwaa;
 pub mod schedule;

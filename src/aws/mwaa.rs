@@ -1,6 +1,6 @@
-//! Amazon MWAA: GetEnvironment and CreateEnvironment, with the environment definition as
-//! plain data (the field names of MWAA's own API, so a saved definition reads like a
-//! GetEnvironment answer).
+//! Amazon MWAA: GetEnvironment, CreateEnvironment and InvokeRestApi, with the environment
+//! definition as plain data (the field names of MWAA's own API, so a saved definition reads
+//! like a GetEnvironment answer).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -124,6 +124,50 @@ pub struct ModuleLogging {
     pub cloud_watch_log_group_arn: Option<String>,
 }
 
+/// An HTTP method InvokeRestApi accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestMethod {
+    Get,
+    Post,
+    Patch,
+    Put,
+    Delete,
+}
+
+impl RestMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestMethod::Get => "GET",
+            RestMethod::Post => "POST",
+            RestMethod::Patch => "PATCH",
+            RestMethod::Put => "PUT",
+            RestMethod::Delete => "DELETE",
+        }
+    }
+}
+
+/// One call to the environment's Airflow REST API through InvokeRestApi. `path` is relative
+/// to the API's root (`/dags/x`: MWAA adds `/api/v1` or `/api/v2` itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestCall {
+    pub method: RestMethod,
+    pub path: String,
+    pub query: serde_json::Map<String, serde_json::Value>,
+    pub body: Option<serde_json::Value>,
+}
+
+/// Airflow's answer: its HTTP status and JSON body, whatever the status (MWAA's
+/// RestApiClientException and RestApiServerException carry Airflow's 4xx and 5xx answers,
+/// which the caller classifies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestAnswer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// The IAM action InvokeRestApi needs, named in the error when it is missing.
+pub const INVOKE_REST_API_PERMISSION: &str = "airflow:InvokeRestApi";
+
 /// The MWAA operations mwaa-dr needs.
 #[async_trait]
 pub trait Mwaa: Send + Sync {
@@ -131,6 +175,10 @@ pub trait Mwaa: Send + Sync {
     async fn get_environment(&self, name: &str) -> Result<Option<EnvironmentDefinition>>;
     /// Starts creating the environment; returns its ARN.
     async fn create_environment(&self, definition: &EnvironmentDefinition) -> Result<String>;
+    /// One call to the environment's Airflow REST API. Airflow's own error statuses come
+    /// back as answers; MWAA's refusals (no permission, no such environment, web server
+    /// down) as errors.
+    async fn invoke_rest_api(&self, name: &str, call: &RestCall) -> Result<RestAnswer>;
 }
 
 /// The real MWAA API through aws-sdk-mwaa.
@@ -234,6 +282,108 @@ impl Mwaa for SdkMwaa {
             .await
             .map_err(|e| sdk_error("CreateEnvironment", self.resource(&d.name), e))?;
         Ok(out.arn().unwrap_or_default().to_string())
+    }
+
+    async fn invoke_rest_api(&self, name: &str, call: &RestCall) -> Result<RestAnswer> {
+        self.invoke(name, call).await
+    }
+}
+
+impl SdkMwaa {
+    async fn invoke(&self, name: &str, call: &RestCall) -> Result<RestAnswer> {
+        use aws_sdk_mwaa::operation::invoke_rest_api::InvokeRestApiError as E;
+        let operation = "InvokeRestApi";
+        let mut request = self
+            .client
+            .invoke_rest_api()
+            .name(name)
+            .path(&call.path)
+            .method(t::RestApiMethod::from(call.method.as_str()));
+        if !call.query.is_empty() {
+            request = request
+                .query_parameters(document_of(&serde_json::Value::Object(call.query.clone())));
+        }
+        if let Some(body) = &call.body {
+            request = request.body(document_of(body));
+        }
+        let answer = |status: Option<i32>, body: Option<&aws_smithy_types::Document>| RestAnswer {
+            status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+            body: body.map(json_of).unwrap_or(serde_json::Value::Null),
+        };
+        match request.send().await {
+            Ok(out) => Ok(answer(
+                out.rest_api_status_code().or(Some(200)),
+                out.rest_api_response(),
+            )),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                E::RestApiClientException(x) => {
+                    Ok(answer(x.rest_api_status_code(), x.rest_api_response()))
+                }
+                E::RestApiServerException(x) => {
+                    Ok(answer(x.rest_api_status_code(), x.rest_api_response()))
+                }
+                E::AccessDeniedException(x) => Err(Error::failed(
+                    operation,
+                    self.resource(name),
+                    format!(
+                        "access denied ({}): the caller needs the IAM permission {INVOKE_REST_API_PERMISSION} on this environment",
+                        x.message().unwrap_or("no message")
+                    ),
+                )),
+                E::ResourceNotFoundException(x) => Err(Error::failed(
+                    operation,
+                    self.resource(name),
+                    format!(
+                        "no such environment, or its web server is not up ({})",
+                        x.message().unwrap_or("ResourceNotFoundException")
+                    ),
+                )),
+                _ => Err(sdk_error(
+                    operation,
+                    self.resource(name),
+                    SdkError::ServiceError(e),
+                )),
+            },
+            Err(e) => Err(sdk_error(operation, self.resource(name), e)),
+        }
+    }
+}
+
+/// JSON as a Smithy document (what InvokeRestApi's Body and QueryParameters are).
+pub fn document_of(value: &serde_json::Value) -> aws_smithy_types::Document {
+    use aws_smithy_types::{Document as D, Number as N};
+    match value {
+        serde_json::Value::Null => D::Null,
+        serde_json::Value::Bool(b) => D::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => D::Number(N::PosInt(u)),
+            (None, Some(i), _) => D::Number(N::NegInt(i)),
+            (_, _, f) => D::Number(N::Float(f.unwrap_or(0.0))),
+        },
+        serde_json::Value::String(s) => D::String(s.clone()),
+        serde_json::Value::Array(a) => D::Array(a.iter().map(document_of).collect()),
+        serde_json::Value::Object(o) => {
+            D::Object(o.iter().map(|(k, v)| (k.clone(), document_of(v))).collect())
+        }
+    }
+}
+
+/// A Smithy document as JSON.
+pub fn json_of(document: &aws_smithy_types::Document) -> serde_json::Value {
+    use aws_smithy_types::{Document as D, Number as N};
+    match document {
+        D::Null => serde_json::Value::Null,
+        D::Bool(b) => serde_json::Value::Bool(*b),
+        D::Number(N::PosInt(u)) => serde_json::Value::from(*u),
+        D::Number(N::NegInt(i)) => serde_json::Value::from(*i),
+        D::Number(N::Float(f)) => serde_json::Number::from_f64(*f)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
+        D::String(s) => serde_json::Value::String(s.clone()),
+        D::Array(a) => serde_json::Value::Array(a.iter().map(json_of).collect()),
+        D::Object(o) => {
+            serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), json_of(v))).collect())
+        }
     }
 }
 
