@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod health;
 pub mod list;
 pub mod prune;
+pub mod remote;
 pub mod restore;
 pub mod restore_legacy;
 pub mod verify;
