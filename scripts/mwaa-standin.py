@@ -66,12 +66,19 @@ AWS operations (restJson1; errors carry the `x-amzn-ErrorType` header and a JSON
     CreateWebLoginToken and InvokeRestApi need the environment in AVAILABLE, UPDATING or
     UPDATE_FAILED (ResourceNotFoundException otherwise).
 
-In-memory Airflow (per environment) answering InvokeRestApi paths (relative to /api/v1):
+In-memory Airflow (per environment) answering InvokeRestApi paths (relative to /api/v1 for
+an AirflowVersion 2.x, /api/v2 for 3.x; Path at most 64 characters, as modelled):
     GET /dags (limit, offset, dag_id_pattern, only_active, paused), GET|PATCH /dags/{id},
     PATCH /dags?dag_id_pattern= (is_paused), GET|POST /dags/{id}/dagRuns,
-    GET|PATCH /dags/{id}/dagRuns/{run_id}, GET /health, GET /version.
+    GET|PATCH /dags/{id}/dagRuns/{run_id}, GET /health, GET /version,
+    GET /dags/{id}/dagRuns/{run_id}/taskInstances/mwaa_dr (state, try_number),
+    GET .../taskInstances/mwaa_dr/xcomEntries/return_value (once the run succeeded: `value`
+    is the JSON text of the DAG's configured report), GET .../taskInstances/mwaa_dr/logs/1
+    (/api/v1: `content` a string; /api/v2: a list of {event, timestamp}; a failed run's log
+    holds the binary's JSON error line with the DAG's configured task error).
     A triggered run is `queued`, then `running`, then `success` (or the configured outcome)
-    after DagRunDuration seconds. Unknown paths answer Airflow's 404 problem JSON.
+    after DagRunDuration seconds; on 3.x a trigger without `logical_date` answers 422.
+    Unknown paths answer Airflow's 404 problem JSON.
     CLI commands (Airflow 2.10 output formats): version, dags list [-o table|json|plain],
     dags pause|unpause DAG, dags trigger DAG [-r RUN_ID], dags state DAG RUN_ID; anything
     else answers an error on stderr.
@@ -111,6 +118,9 @@ else --region.
     POST   /_standin/environments/{Name}/airflow   {"Dags": [id or {dag_id, is_paused, ...}],
                                           "ReplaceDags": bool, "DagRunDuration": SECS,
                                           "DagRunOutcome": "success" | "failed",
+                                          "Reports": {dag_id: the report its runs return},
+                                          "TaskErrors": {dag_id: the error a failed run
+                                          logs},
                                           "Health": {...}, "AirflowApi": URL or null}
     GET    /_standin/faults               pending fault injections
     POST   /_standin/faults               {"Operation": "CreateEnvironment" (any MWAA
@@ -312,7 +322,8 @@ class Airflow:
         self.version = version
         self.dags = {}  # dag_id -> dict
         self.runs = []  # dicts, with private "_t0", "_duration", "_outcome", "_fixed"
-        self.settings = {"DagRunDuration": 1.0, "DagRunOutcome": "success", "AirflowApi": None}
+        self.settings = {"DagRunDuration": 1.0, "DagRunOutcome": "success", "AirflowApi": None,
+                         "Reports": {}, "TaskErrors": {}}
         self.health = None
 
     # ---- state
@@ -391,7 +402,7 @@ class Airflow:
         """One REST call: returns (status, json)."""
         query = {k: (v[-1] if isinstance(v, list) else v) for k, v in (query or {}).items()}
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/") if p]
-        if parts[:2] == ["api", "v1"]:
+        if parts[:1] == ["api"] and len(parts) > 1 and parts[1] in ("v1", "v2"):
             parts = parts[2:]
         if parts == ["health"]:
             if method != "GET":
@@ -435,8 +446,10 @@ class Airflow:
                 self.runs = [r for r in self.runs if r["dag_id"] != parts[1]]
                 return 204, None
             return 200, dag
-        if parts[2] != "dagRuns" or len(parts) > 4:
+        if parts[2] != "dagRuns":
             return self.not_found_path()
+        if len(parts) > 4:
+            return self.task_rest(method, parts, query)
         if len(parts) == 3:
             if method == "GET":
                 if dag is None and parts[1] != "~":
@@ -490,8 +503,45 @@ class Airflow:
         dag["is_paused"] = body["is_paused"]
         return None
 
+    def task_rest(self, method, parts, query):
+        """The DR task of a run: /taskInstances/mwaa_dr, its xcomEntries/return_value and
+        logs/{try}."""
+        if len(parts) < 6 or parts[4] != "taskInstances" or method != "GET":
+            return self.not_found_path()
+        run = next((r for r in self.runs if r["dag_id"] == parts[1] and r["dag_run_id"] == parts[3]), None)
+        if run is None or parts[5] != "mwaa_dr":
+            return self.problem(404, "Task instance not found",
+                                "Task instance %s of run %s of DAG %s not found" % (parts[5], parts[3], parts[1]))
+        view = self.run_view(run)
+        state = {"queued": None, "running": "running"}.get(view["state"], view["state"])
+        rest = parts[6:]
+        if not rest:
+            return 200, {"dag_id": parts[1], "dag_run_id": parts[3], "task_id": "mwaa_dr",
+                         "state": state, "try_number": 1 if state else 0, "map_index": -1}
+        if rest == ["xcomEntries", "return_value"]:
+            if state != "success":
+                return self.problem(404, "XCom entry not found",
+                                    "XCom entry with key: `return_value` not found")
+            value = json.dumps(run["_report"])
+            return 200, {"key": "return_value", "dag_id": parts[1], "run_id": parts[3],
+                         "dag_run_id": parts[3], "task_id": "mwaa_dr", "map_index": -1,
+                         "timestamp": view.get("end_date"), "value": value}
+        if len(rest) == 2 and rest[0] == "logs":
+            lines = ["[%s] {taskinstance.py} INFO - Executing <Task(PythonOperator): mwaa_dr>" % view["logical_date"]]
+            if state == "failed":
+                err = json.dumps({"error": {"kind": "failed", "class": "permanent", "message": run["_error"]}})
+                lines += ["[%s] {mwaa_dr.py} ERROR - %s" % (view["logical_date"], err),
+                          "[%s] {taskinstance.py} ERROR - Task failed with exception" % view["logical_date"]]
+            if self.version.startswith("3."):
+                return 200, {"content": [{"event": l, "timestamp": view["logical_date"]} for l in lines],
+                             "continuation_token": None}
+            return 200, {"content": "\n".join(lines), "continuation_token": None}
+        return self.not_found_path()
+
     def trigger(self, dag, body):
         t = now()
+        if self.version.startswith("3.") and "logical_date" not in body:
+            return self.problem(422, "Unprocessable Entity", "logical_date: Field required")
         logical = body.get("logical_date") or body.get("execution_date") or iso(t)
         run_id = body.get("dag_run_id") or "manual__" + logical
         if any(r["dag_id"] == dag["dag_id"] and r["dag_run_id"] == run_id for r in self.runs):
@@ -516,6 +566,9 @@ class Airflow:
             "_t0": t,
             "_duration": float(self.settings["DagRunDuration"]),
             "_outcome": self.settings["DagRunOutcome"],
+            "_report": self.settings["Reports"].get(dag["dag_id"], {"dag_id": dag["dag_id"]}),
+            "_error": self.settings["TaskErrors"].get(
+                dag["dag_id"], "%s failed on the metadata database: the stand-in's configured failure" % dag["dag_id"]),
             "_fixed": False,
         }
         self.runs.append(run)
@@ -1373,6 +1426,11 @@ def make_handler(state, quiet):
                             af.settings["DagRunOutcome"] = body["DagRunOutcome"]
                         if "AirflowApi" in body:
                             af.settings["AirflowApi"] = body["AirflowApi"]
+                        for key in ("Reports", "TaskErrors"):
+                            if key in body:
+                                if not isinstance(body[key], dict):
+                                    raise ControlError(400, "%s: an object {dag_id: value}" % key)
+                                af.settings[key].update(body[key])
                         if "Health" in body:
                             af.health = body["Health"]
                     elif m != "GET":

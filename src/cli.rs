@@ -167,12 +167,22 @@ pub struct RestoreArgs {
     /// target Fernet key is set, instead of refusing
     #[arg(long, requires = "from_legacy", help_heading = LEGACY)]
     pub allow_unencrypted_secrets: bool,
+
+    /// Run the restore DAG in this MWAA environment through its REST API instead of writing a
+    /// database [default without a database URL: SECONDARY_MWAA_ENVIRONMENT_NAME]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["db", "from_legacy"])]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
     #[command(flatten)]
     pub db: DbArg,
+
+    /// Run the cleanup DAG in this MWAA environment through its REST API instead of writing a
+    /// database [default without a database URL: SECONDARY_MWAA_ENVIRONMENT_NAME]
+    #[arg(long, value_name = "NAME", conflicts_with = "db")]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -160,7 +160,7 @@ pub async fn run(cli: Cli, config: Config, cancel: CancellationToken) -> Result<
         Command::Config => commands::config::run(&config),
         Command::Backup(args) => commands::backup::run(&config, args, &cancel).await,
         Command::Restore(args) => commands::restore::run(&config, args, &cancel).await,
-        Command::Cleanup(_) => commands::cleanup::run(&config, &cancel).await,
+        Command::Cleanup(args) => commands::cleanup::run(&config, args, &cancel).await,
         Command::List => commands::list::run(&config).await,
         Command::Verify(args) => commands::verify::run(&config, args).await,
         Command::Prune(args) => commands::prune::run(&config, args, &cancel).await,

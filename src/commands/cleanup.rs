@@ -3,12 +3,26 @@
 use tokio_util::sync::CancellationToken;
 
 use super::Need;
+use crate::cli::CleanupArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::ops::cleanup::{CleanupOptions, CleanupReport, cleanup};
 use crate::output;
 
-pub async fn run(config: &Config, cancel: &CancellationToken) -> Result<()> {
+pub async fn run(config: &Config, args: &CleanupArgs, cancel: &CancellationToken) -> Result<()> {
+    if let Some(environment) = super::restore::remote_environment(config, args.environment.as_ref())
+    {
+        return super::backup::run_remote(
+            config,
+            "cleanup",
+            &environment,
+            super::restore::region_of(config, &environment),
+            &config.deployment.cleanup_dag_name,
+            serde_json::Map::new(),
+            cancel,
+        )
+        .await;
+    }
     let services = super::services(config, "cleanup", &[Need::Target]).await?;
     let confirm = |question: &str| super::confirm(config, question);
     let options = CleanupOptions {

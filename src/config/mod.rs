@@ -179,6 +179,18 @@ impl Config {
         self.db_or_fallback(self.secondary.db_url.as_ref(), "SECONDARY_DB_URL", command)
     }
 
+    /// Whether `backup` has a database to read (PRIMARY_DB_URL, `--db` or Airflow's own URL);
+    /// without one it runs the backup DAG through the REST API.
+    pub fn has_source_db(&self) -> bool {
+        self.primary.db_url.is_some() || !self.fallback_db.is_empty()
+    }
+
+    /// Whether `restore`/`cleanup` have a database to write (SECONDARY_DB_URL, `--db` or
+    /// Airflow's own URL).
+    pub fn has_target_db(&self) -> bool {
+        self.secondary.db_url.is_some() || !self.fallback_db.is_empty()
+    }
+
     fn db_or_fallback(&self, own: Option<&DbUrl>, variable: &str, command: &str) -> Result<DbUrl> {
         if let Some(url) = own {
             return Ok(url.clone());
