@@ -16,5 +16,6 @@ mod legacy;
 mod matrix;
 mod pg;
 mod rekey;
+mod remote;
 mod store;
 mod upgrade;
