@@ -39,7 +39,12 @@ struct PlanDoc<'a> {
 
 pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToken) -> Result<()> {
     let targets = targets(config, args.force)?;
-    let db = config.target_db("failover")?;
+    // Without a database URL the restore DAG does the restore inside the secondary.
+    let db = if config.has_target_db() {
+        Some(config.target_db("failover")?)
+    } else {
+        None
+    };
     let store: Arc<dyn BackupStore> =
         Arc::from(open_store(config.store("failover")?, config).await?);
     let existing = state::unfinished(store.as_ref()).await?;
@@ -63,15 +68,29 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
             targets.primary,
             targets.secondary,
             targets.dr_type,
-            db.redacted()
+            db.as_ref().map_or_else(
+                || format!(
+                    "MWAA environment {} (through its restore DAG)",
+                    targets.secondary
+                ),
+                |db| db.redacted().to_string()
+            )
         ),
     )?;
     let services = aws_services(config, store.clone()).await;
-    let restore = LatestBackup {
-        config,
-        store: store.clone(),
-        db: super::connector(config, db),
-        cancel,
+    let restore: Box<dyn RestoreStep + '_> = match db {
+        Some(db) => Box::new(LatestBackup {
+            config,
+            store: store.clone(),
+            db: super::connector(config, db),
+            cancel,
+        }),
+        None => Box::new(RemoteRestore {
+            config,
+            store: store.clone(),
+            secondary: targets.secondary.clone(),
+            cancel,
+        }),
     };
     // One failover at a time: two runs resuming the same failover would both act on it.
     let outcome = lock::with_lock(
@@ -85,7 +104,7 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
                 Some(run) => run,
                 None => state::start(store.as_ref(), targets.dr_type, Utc::now()).await?,
             };
-            Ok(failover::execute(&targets, &services, &restore, &mut run, cancel).await)
+            Ok(failover::execute(&targets, &services, restore.as_ref(), &mut run, cancel).await)
         },
     )
     .await?;
@@ -178,6 +197,104 @@ impl RestoreStep for LatestBackup<'_> {
             ));
         }
         Ok(line)
+    }
+}
+
+/// The restore step without a database URL: the restore DAG runs in the secondary through
+/// its REST API, then the DAGs active in the primary are unpaused there the same way.
+struct RemoteRestore<'a> {
+    config: &'a Config,
+    store: Arc<dyn BackupStore>,
+    secondary: String,
+    cancel: &'a CancellationToken,
+}
+
+#[async_trait]
+impl RestoreStep for RemoteRestore<'_> {
+    async fn restore_latest(&self) -> Result<String> {
+        let manifest = crate::store::manifest::resolve(self.store.as_ref(), None).await?;
+        // The failover's own run seeds the DAG run ids: a rerun finds the run it started.
+        let run = state::unfinished(self.store.as_ref())
+            .await?
+            .ok_or_else(|| {
+                Error::failed("restore", &self.secondary, "no failover run is recorded")
+            })?;
+        let options = ops::remote::RemoteOptions {
+            environment: self.secondary.clone(),
+            dag_id: self.config.deployment.import_dag_name.clone(),
+            conf: super::restore::restore_conf(self.config, Some(&manifest.backup_id), true),
+            seed: run.started.run_id.clone(),
+            started_at: run.started.started_at,
+            timeout: self.config.failover.timeout,
+            poll: std::time::Duration::from_secs(2),
+            retry_for: std::time::Duration::from_secs(60),
+        };
+        let mwaa = SdkMwaa::new(
+            self.config.secondary.region.as_deref(),
+            &self.config.aws_timeouts,
+        )
+        .await;
+        let report = ops::remote::run_dag(&options, &mwaa, self.cancel).await?;
+        let (unpaused, missing) = unpause_remote(
+            &mwaa,
+            &self.secondary,
+            &manifest.active_dags,
+            self.config.failover.timeout,
+            self.cancel,
+        )
+        .await?;
+        let mut line = format!(
+            "backup {} restored by run {} of {} in {} ({:.0} s); {} DAGs unpaused",
+            manifest.backup_id,
+            report.dag_run_id,
+            report.dag_id,
+            self.secondary,
+            report.seconds,
+            unpaused
+        );
+        if let Some(task) = &report.report {
+            line.push_str(&format!("; task report: {task}"));
+        }
+        if !missing.is_empty() {
+            line.push_str(&format!(
+                "; not parsed by the secondary within STATE_MACHINE_TIMEOUT_MINS (unpause later): {}",
+                missing.join(", ")
+            ));
+        }
+        Ok(line)
+    }
+}
+
+/// Unpauses `dags` in `environment` through the REST API, waiting up to `timeout` for those
+/// the scheduler has not parsed yet; returns how many were unpaused and those still missing.
+async fn unpause_remote(
+    mwaa: &SdkMwaa,
+    environment: &str,
+    dags: &[String],
+    timeout: std::time::Duration,
+    cancel: &CancellationToken,
+) -> Result<(usize, Vec<String>)> {
+    use crate::aws::airflow_api::AirflowApi;
+    let api = AirflowApi::connect(mwaa, environment, std::time::Duration::from_secs(60)).await?;
+    let started = std::time::Instant::now();
+    let mut missing: Vec<String> = dags.to_vec();
+    let mut unpaused = 0;
+    loop {
+        let mut still = Vec::new();
+        for dag in &missing {
+            match api.set_paused(dag, false).await? {
+                Some(_) => unpaused += 1,
+                None => still.push(dag.clone()),
+            }
+        }
+        missing = still;
+        if missing.is_empty() || started.elapsed() >= timeout {
+            return Ok((unpaused, missing));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            () = cancel.cancelled() => return Err(Error::Interrupted),
+        }
     }
 }
 

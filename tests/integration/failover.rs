@@ -650,3 +650,73 @@ async fn polling_timeout_then_resume_without_a_second_create() {
     );
     assert_eq!(s.restored_runs().await, 10);
 }
+
+/// Warm-Standby with no SECONDARY_DB_URL: the restore DAG runs in the secondary through
+/// InvokeRestApi, the DAGs active in the primary are unpaused there through it, and a rerun
+/// after the step failed finds the run it triggered instead of triggering another.
+#[tokio::test]
+async fn warm_standby_failover_through_the_rest_api() {
+    let Some(s) = Scenario::new("ws_rest").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": s.primary, "Status": "UNAVAILABLE"}),
+    );
+    s.aws.seed_environment(
+        SECONDARY_REGION,
+        json!({"Name": s.secondary, "Status": "AVAILABLE", "AirflowVersion": "3.0.6",
+               "Dags": ["restore_metadata", "etl", "reports"]}),
+    );
+    let airflow = |body: Value| {
+        s.aws.standin(
+            "POST",
+            &format!(
+                "environments/{}/airflow?region={SECONDARY_REGION}",
+                s.secondary
+            ),
+            Some(body),
+        )
+    };
+    // The first restore run fails: the step fails with the run named.
+    airflow(json!({"DagRunDuration": 1, "DagRunOutcome": "failed"}));
+    let failover = |s: &Scenario| {
+        run(s
+            .cmd()
+            .env_remove("SECONDARY_DB_URL")
+            .env("DR_TYPE", "WARM_STANDBY")
+            .env("STATE_MACHINE_TIMEOUT_MINS", "1")
+            .args(["--yes", "--output", "json", "failover"]))
+    };
+    let out = failover(&s);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("ended failed"), "{}", out.stderr);
+    // The rerun triggers a new run (the failed one stays), which succeeds.
+    airflow(json!({"DagRunOutcome": "success"}));
+    let out = failover(&s);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let snapshot = airflow(json!({}));
+    let runs = snapshot["DagRuns"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        runs.len(),
+        2,
+        "one failed run, one that succeeded: {snapshot}"
+    );
+    assert_eq!(runs[0]["conf"]["clean"], true);
+    assert!(runs[0]["conf"]["backup_id"].is_string());
+    let paused = |dag: &str| {
+        snapshot["Dags"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["dag_id"] == dag))
+            .map(|d| d["is_paused"].clone())
+    };
+    assert_eq!(paused("etl"), Some(json!(false)), "active in the primary");
+    assert_eq!(
+        paused("reports"),
+        Some(json!(true)),
+        "paused in the primary"
+    );
+    // The standby database was not touched: the restore was the DAG's.
+    assert_eq!(s.restored_runs().await, 0);
+}
