@@ -27,7 +27,7 @@ fn options(config: &Config, args: &BackupArgs) -> BackupOptions {
     }
 }
 
-async fn environment_only(config: &Config) -> Result<()> {
+async fn environment_only(config: &Config) -> Result<Option<serde_json::Value>> {
     let name = config.require(
         &config.primary.environment_name,
         "PRIMARY_MWAA_ENVIRONMENT_NAME",
@@ -36,12 +36,11 @@ async fn environment_only(config: &Config) -> Result<()> {
     )?;
     let location = config.store("backup")?;
     if config.dry_run {
-        output::emit(
-            config.output,
+        return Ok(super::emitted(
+            config,
             &serde_json::json!({"dry_run": true, "environment": name}),
             || format!("dry run: would save the definition of {name} into {location}"),
-        );
-        return Ok(());
+        ));
     }
     let services = super::services(
         config,
@@ -56,13 +55,12 @@ async fn environment_only(config: &Config) -> Result<()> {
         error: None,
     };
     let store = services.store()?;
-    output::emit(config.output, &doc, || {
+    Ok(super::emitted(config, &doc, || {
         format!(
             "saved the definition of {name} as {}/{key}",
             store.describe()
         )
-    });
-    Ok(())
+    }))
 }
 
 /// Runs `dag_id` in `environment` (of `region`) through the REST API and prints how it ended
@@ -75,7 +73,7 @@ pub(super) async fn run_remote(
     dag_id: &str,
     conf: serde_json::Map<String, serde_json::Value>,
     cancel: &CancellationToken,
-) -> Result<()> {
+) -> Result<Option<serde_json::Value>> {
     let started_at = chrono::Utc::now();
     let options = RemoteOptions {
         environment: environment.to_string(),
@@ -88,21 +86,21 @@ pub(super) async fn run_remote(
         retry_for: Duration::from_secs(60),
     };
     if config.dry_run {
-        output::emit(
-            config.output,
+        return Ok(super::emitted(
+            config,
             &serde_json::json!({"dry_run": true, "environment": environment, "dag_id": dag_id, "conf": options.conf}),
             || {
                 format!(
                     "dry run: would trigger the DAG {dag_id} in MWAA environment {environment} through its REST API"
                 )
             },
-        );
-        return Ok(());
+        ));
     }
     let mwaa = SdkMwaa::new(region, &config.aws_timeouts).await;
     let report = remote::run_dag(&options, &mwaa, cancel).await?;
-    output::emit(config.output, &report, || render_remote(what, &report));
-    Ok(())
+    Ok(super::emitted(config, &report, || {
+        render_remote(what, &report)
+    }))
 }
 
 fn render_remote(what: &str, r: &RemoteReport) -> String {
@@ -138,6 +136,14 @@ fn render_remote(what: &str, r: &RemoteReport) -> String {
 }
 
 pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken) -> Result<()> {
+    super::recorded(config, "backup", backup_command(config, args, cancel)).await
+}
+
+async fn backup_command(
+    config: &Config,
+    args: &BackupArgs,
+    cancel: &CancellationToken,
+) -> Result<Option<serde_json::Value>> {
     if args.environment_only {
         return environment_only(config).await;
     }
@@ -173,8 +179,7 @@ pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken)
         Arc::from(crate::progress::for_terminal("backup", config.quiet))
     };
     let report = backup::backup(&options, &services, &progress, cancel).await?;
-    output::emit(config.output, &report, || render(&report));
-    Ok(())
+    Ok(super::emitted(config, &report, || render(&report)))
 }
 
 fn render(report: &BackupReport) -> String {

@@ -10,6 +10,14 @@ use crate::ops::cleanup::{CleanupOptions, CleanupReport, cleanup};
 use crate::output;
 
 pub async fn run(config: &Config, args: &CleanupArgs, cancel: &CancellationToken) -> Result<()> {
+    super::recorded(config, "cleanup", cleanup_command(config, args, cancel)).await
+}
+
+async fn cleanup_command(
+    config: &Config,
+    args: &CleanupArgs,
+    cancel: &CancellationToken,
+) -> Result<Option<serde_json::Value>> {
     if let Some(environment) = super::restore::remote_environment(config, args.environment.as_ref())
     {
         return super::backup::run_remote(
@@ -33,8 +41,7 @@ pub async fn run(config: &Config, args: &CleanupArgs, cancel: &CancellationToken
     };
     let progress = crate::progress::Silent;
     let report = cleanup(&options, &services, &progress, cancel).await?;
-    output::emit(config.output, &report, || render(&report));
-    Ok(())
+    Ok(super::emitted(config, &report, || render(&report)))
 }
 
 fn render(report: &CleanupReport) -> String {

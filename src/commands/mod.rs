@@ -24,6 +24,61 @@ use crate::ops::Services;
 use crate::progress::Progress;
 use crate::store::{BackupStore, StoreLocation};
 
+/// Runs `work`, the whole of `backup`, `restore` or `cleanup` (it returns the JSON document
+/// it printed, if any). When the run is the task of a DR DAG (`MWAA_DR_DAG_RUN`), its final
+/// document, the report or the JSON error, is written to the store as
+/// `runs/<dag_id>/<run_id>.json` for callers outside MWAA, whose InvokeRestApi cannot read
+/// the task's XCom or log. Writing it is best effort: a failure is a warning and the
+/// command's own outcome stands.
+pub async fn recorded(
+    config: &Config,
+    command: &str,
+    work: impl std::future::Future<Output = Result<Option<serde_json::Value>>>,
+) -> Result<()> {
+    let outcome = work.await;
+    let Ok(value) = std::env::var(crate::store::runs::DAG_RUN_VARIABLE) else {
+        return outcome.map(|_| ());
+    };
+    if config.dry_run {
+        return outcome.map(|_| ());
+    }
+    let doc = match &outcome {
+        Ok(Some(doc)) => doc.clone(),
+        Ok(None) => serde_json::json!({}),
+        Err(e) => e.to_json(),
+    };
+    match record(config, command, &value, &doc).await {
+        Ok(key) => tracing::info!(key = %key, "wrote the DAG run's report to the store"),
+        Err(e) => tracing::warn!(
+            "the report of DAG run {value} was not written to the store (a caller outside MWAA will not see it): {e}"
+        ),
+    }
+    outcome.map(|_| ())
+}
+
+async fn record(
+    config: &Config,
+    command: &str,
+    value: &str,
+    doc: &serde_json::Value,
+) -> Result<String> {
+    let run = crate::store::runs::DagRunRef::parse(value)?;
+    let location = config.store(command)?;
+    let store = open_store(location, config).await?;
+    crate::store::runs::save(store.as_ref(), &run, doc).await
+}
+
+/// Prints a result (see [`crate::output::emit`]) and returns its JSON document for
+/// [`recorded`].
+pub fn emitted<T: serde::Serialize>(
+    config: &Config,
+    doc: &T,
+    text: impl FnOnce() -> String,
+) -> Option<serde_json::Value> {
+    crate::output::emit(config.output, doc, text);
+    serde_json::to_value(doc).ok()
+}
+
 /// A service an operation uses, for [`services`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {

@@ -63,6 +63,12 @@ fn render(doc: &PruneReport, dry_run: bool) -> String {
             escape_control(w)
         ));
     }
+    for key in &doc.run_reports_removed {
+        text.push_str(&format!(
+            "\n  {verb} the report of a DR DAG run older than the backups kept: {}",
+            escape_control(key)
+        ));
+    }
     for u in &doc.unreadable {
         text.push_str(&format!(
             "\n  kept unreadable backup: {}",

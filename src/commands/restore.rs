@@ -8,11 +8,20 @@ use crate::cli::RestoreArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::ops::restore::{RestoreOptions, RestoreSummary, restore};
-use crate::output;
 
 pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken) -> Result<()> {
+    super::recorded(config, "restore", restore_command(config, args, cancel)).await
+}
+
+async fn restore_command(
+    config: &Config,
+    args: &RestoreArgs,
+    cancel: &CancellationToken,
+) -> Result<Option<serde_json::Value>> {
     if let Some(location) = &args.from_legacy {
-        return super::restore_legacy::run(config, args, location, cancel).await;
+        return super::restore_legacy::run(config, args, location, cancel)
+            .await
+            .map(|()| None);
     }
     if let Some(environment) = remote_environment(config, args.environment.as_ref()) {
         return super::backup::run_remote(
@@ -40,12 +49,11 @@ pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken
     };
     let progress = super::BarOnFirstUse::new("restore", config.quiet);
     let summary = restore(&options, &services, &progress, cancel).await?;
-    if summary.dry_run {
-        output::emit(config.output, &summary, || render_plan(&summary, &options));
+    Ok(if summary.dry_run {
+        super::emitted(config, &summary, || render_plan(&summary, &options))
     } else {
-        output::emit(config.output, &summary, || render(&summary));
-    }
-    Ok(())
+        super::emitted(config, &summary, || render(&summary))
+    })
 }
 
 /// The environment whose DR DAG runs the command: `--environment`, else the secondary's name

@@ -13,6 +13,7 @@ use crate::failpoint;
 use crate::progress::Progress;
 use crate::store::BackupStore;
 use crate::store::manifest::{self, Incomplete, Unreadable};
+use crate::store::runs;
 
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -42,6 +43,10 @@ pub struct PruneReport {
     /// a directory store, incomplete S3 multipart uploads (not looked for in a dry run).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub abandoned_writes: Vec<String>,
+    /// Reports of DR DAG runs (`runs/`) removed (or to be removed): those written before the
+    /// oldest backup kept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub run_reports_removed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,8 +102,12 @@ async fn prune_scanned(
             incomplete_removed.push((doc, folder));
         }
     }
+    let run_reports_removed = stale_run_reports(store, &scan.backups, &kept).await?;
     let mut abandoned_writes = Vec::new();
     if !options.dry_run {
+        for key in &run_reports_removed {
+            store.delete(key).await?;
+        }
         delete_backups(store, &removed, cancel).await?;
         for (_, folder) in &incomplete_removed {
             for object in &folder.objects {
@@ -118,7 +127,32 @@ async fn prune_scanned(
         incomplete_kept,
         unreadable: scan.unreadable,
         abandoned_writes,
+        run_reports_removed,
     })
+}
+
+/// The reports of DR DAG runs written before the oldest backup kept finished: they belong to
+/// the era of the backups retention removes. With no backup kept, or where the store cannot
+/// date a report, reports stay (a failover may still be reading a fresh one).
+async fn stale_run_reports(
+    store: &dyn BackupStore,
+    backups: &[manifest::Manifest],
+    kept: &[String],
+) -> Result<Vec<String>> {
+    let Some(oldest_kept) = backups
+        .iter()
+        .filter(|m| kept.contains(&m.backup_id))
+        .map(|m| m.finished_at)
+        .min()
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(runs::reports(store)
+        .await?
+        .into_iter()
+        .filter(|(_, modified)| modified.is_some_and(|t| t < oldest_kept))
+        .map(|(o, _)| o.key)
+        .collect())
 }
 
 /// The ids kept and those removed, newest first: the `keep_last` newest and those younger
@@ -231,6 +265,67 @@ fn humantime(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn finished(id: &str, at: DateTime<Utc>) -> manifest::Manifest {
+        manifest::Manifest {
+            format_version: manifest::FORMAT_VERSION,
+            tool_version: "0".into(),
+            backup_id: id.into(),
+            started_at: at,
+            finished_at: at,
+            source: manifest::SourceInfo {
+                database: "db:5432/airflow".into(),
+                environment: None,
+            },
+            airflow_version: "2.10.3".into(),
+            alembic_revision: "x".into(),
+            filters: manifest::FilterInfo {
+                inflight_states: Vec::new(),
+                export_dag: "backup_metadata".into(),
+            },
+            tables: Vec::new(),
+            active_dags: Vec::new(),
+            absent_tables: Vec::new(),
+            manifest_sha256: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn run_reports_older_than_the_oldest_backup_kept_go_the_rest_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::local::LocalStore::new(dir.path().to_path_buf());
+        let now = Utc::now();
+        let days_ago = |d: i64| now - chrono::Duration::days(d);
+        for (run, age) in [("old", 10), ("mid", 4), ("new", 0)] {
+            let r = runs::DagRunRef::parse(&format!("backup_metadata/{run}")).expect("run");
+            runs::save(&store, &r, &serde_json::json!({}))
+                .await
+                .expect("save");
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(r.key().expect("key")))
+                .expect("open");
+            let when = std::time::SystemTime::from(days_ago(age));
+            file.set_modified(when).expect("mtime");
+        }
+        let backups = [
+            finished("a", days_ago(12)),
+            finished("b", days_ago(5)),
+            finished("c", days_ago(1)),
+        ];
+        let kept = vec!["c".to_string(), "b".to_string()];
+        let stale = stale_run_reports(&store, &backups, &kept)
+            .await
+            .expect("stale");
+        assert_eq!(stale, vec!["runs/backup_metadata/old.json".to_string()]);
+        // With no backup kept there is nothing to date them against: all stay.
+        assert!(
+            stale_run_reports(&store, &backups, &[])
+                .await
+                .expect("none")
+                .is_empty()
+        );
+    }
 
     #[test]
     fn incomplete_backups_are_collected_only_when_start_and_last_write_are_old() {

@@ -2,6 +2,9 @@
 //!
 //!     backups/<backup-id>/<table>.csv.zst   one object per table, written first
 //!     backups/<backup-id>/manifest.json     written last: a backup without it does not exist
+//!
+//! Next to it: `environments/` (saved MWAA definitions, [`super::environments`]) and `runs/`
+//! (reports of DR DAG runs, [`super::runs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 

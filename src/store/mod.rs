@@ -5,6 +5,7 @@ pub mod failing;
 pub mod local;
 pub mod lock;
 pub mod manifest;
+pub mod runs;
 pub mod s3;
 pub mod stream;
 pub mod verify;
