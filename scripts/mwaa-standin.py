@@ -71,11 +71,13 @@ an AirflowVersion 2.x, /api/v2 for 3.x; Path at most 64 characters, as modelled)
     GET /dags (limit, offset, dag_id_pattern, only_active, paused), GET|PATCH /dags/{id},
     PATCH /dags?dag_id_pattern= (is_paused), GET|POST /dags/{id}/dagRuns,
     GET|PATCH /dags/{id}/dagRuns/{run_id}, GET /health, GET /version,
-    GET /dags/{id}/dagRuns/{run_id}/taskInstances/mwaa_dr (state, try_number),
-    GET .../taskInstances/mwaa_dr/xcomEntries/return_value (once the run succeeded: `value`
-    is the JSON text of the DAG's configured report), GET .../taskInstances/mwaa_dr/logs/1
-    (/api/v1: `content` a string; /api/v2: a list of {event, timestamp}; a failed run's log
-    holds the binary's JSON error line with the DAG's configured task error).
+    POST /dags/~/dagRuns/list (dag_ids, order_by "-id" or insertion order, page_offset,
+    page_limit), GET /dags/{id}/dagRuns/{run_id}/taskInstances/mwaa_dr (state, try_number).
+    When a run ends and `ReportStore` is set, the stand-in does what the DR binary does at the
+    end of its task: it writes the DAG's configured report (success) or a JSON error with the
+    DAG's configured task error (failed) to that directory store as
+    runs/<dag_id>/<run_id>.json (ids escaped as the binary escapes them). Without
+    `ReportStore` no report is written, as when the binary never ran.
     A triggered run is `queued`, then `running`, then `success` (or the configured outcome)
     after DagRunDuration seconds; on 3.x a trigger without `logical_date` answers 422.
     Unknown paths answer Airflow's 404 problem JSON.
@@ -120,7 +122,8 @@ else --region.
                                           "DagRunOutcome": "success" | "failed",
                                           "Reports": {dag_id: the report its runs return},
                                           "TaskErrors": {dag_id: the error a failed run
-                                          logs},
+                                          reports}, "ReportStore": a directory store's path
+                                          or null,
                                           "Health": {...}, "AirflowApi": URL or null}
     GET    /_standin/faults               pending fault injections
     POST   /_standin/faults               {"Operation": "CreateEnvironment" (any MWAA
@@ -323,7 +326,7 @@ class Airflow:
         self.dags = {}  # dag_id -> dict
         self.runs = []  # dicts, with private "_t0", "_duration", "_outcome", "_fixed"
         self.settings = {"DagRunDuration": 1.0, "DagRunOutcome": "success", "AirflowApi": None,
-                         "Reports": {}, "TaskErrors": {}}
+                         "Reports": {}, "TaskErrors": {}, "ReportStore": None}
         self.health = None
 
     # ---- state
@@ -354,7 +357,33 @@ class Airflow:
             elif elapsed >= min(0.1, run["_duration"] / 2):
                 view["state"] = "running"
                 view["start_date"] = iso(run["_t0"] + min(0.1, run["_duration"] / 2))
+        if view["state"] in ("success", "failed") and not run.get("_reported"):
+            run["_reported"] = True
+            self.write_report(run, view["state"])
         return view
+
+    def write_report(self, run, state):
+        """What the DR binary does at the end of its task: its report (or JSON error) into
+        the directory store `ReportStore` as runs/<dag_id>/<run_id>.json."""
+        root = self.settings.get("ReportStore")
+        if not root:
+            return
+        def esc(value):
+            return "".join(
+                c if (c.isascii() and (c.isalnum() or c in "_-" or (c == "." and i > 0)))
+                else "".join("%%%02X" % b for b in c.encode())
+                for i, c in enumerate(value))
+        if state == "success":
+            doc = run["_report"]
+        else:
+            doc = {"error": {"kind": "failed", "class": "permanent", "retryable": False,
+                             "exit_code": 1, "message": run["_error"]}}
+        folder = os.path.join(root, "runs", esc(run["dag_id"]))
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, esc(run["dag_run_id"]) + ".json")
+        with open(path + ".standin-tmp", "w") as f:
+            json.dump(doc, f)
+        os.replace(path + ".standin-tmp", path)
 
     def snapshot(self):
         return {
@@ -464,6 +493,16 @@ class Airflow:
                     return self.dag_missing(parts[1])
                 return self.trigger(dag, body or {})
             return self.method_not_allowed()
+        if parts[1] == "~" and parts[3] == "list":
+            if method != "POST":
+                return self.method_not_allowed()
+            body = body or {}
+            ids = body.get("dag_ids")
+            runs = [self.run_view(r) for r in self.runs if not ids or r["dag_id"] in ids]
+            if body.get("order_by") == "-id":
+                runs.reverse()
+            offset, limit = int(body.get("page_offset", 0)), int(body.get("page_limit", 100))
+            return 200, {"dag_runs": runs[offset:offset + limit], "total_entries": len(runs)}
         run = next((r for r in self.runs if r["dag_id"] == parts[1] and r["dag_run_id"] == parts[3]), None)
         if method not in ("GET", "PATCH"):
             return self.method_not_allowed()
@@ -504,8 +543,7 @@ class Airflow:
         return None
 
     def task_rest(self, method, parts, query):
-        """The DR task of a run: /taskInstances/mwaa_dr, its xcomEntries/return_value and
-        logs/{try}."""
+        """The DR task of a run: /taskInstances/mwaa_dr."""
         if len(parts) < 6 or parts[4] != "taskInstances" or method != "GET":
             return self.not_found_path()
         run = next((r for r in self.runs if r["dag_id"] == parts[1] and r["dag_run_id"] == parts[3]), None)
@@ -518,24 +556,6 @@ class Airflow:
         if not rest:
             return 200, {"dag_id": parts[1], "dag_run_id": parts[3], "task_id": "mwaa_dr",
                          "state": state, "try_number": 1 if state else 0, "map_index": -1}
-        if rest == ["xcomEntries", "return_value"]:
-            if state != "success":
-                return self.problem(404, "XCom entry not found",
-                                    "XCom entry with key: `return_value` not found")
-            value = json.dumps(run["_report"])
-            return 200, {"key": "return_value", "dag_id": parts[1], "run_id": parts[3],
-                         "dag_run_id": parts[3], "task_id": "mwaa_dr", "map_index": -1,
-                         "timestamp": view.get("end_date"), "value": value}
-        if len(rest) == 2 and rest[0] == "logs":
-            lines = ["[%s] {taskinstance.py} INFO - Executing <Task(PythonOperator): mwaa_dr>" % view["logical_date"]]
-            if state == "failed":
-                err = json.dumps({"error": {"kind": "failed", "class": "permanent", "message": run["_error"]}})
-                lines += ["[%s] {mwaa_dr.py} ERROR - %s" % (view["logical_date"], err),
-                          "[%s] {taskinstance.py} ERROR - Task failed with exception" % view["logical_date"]]
-            if self.version.startswith("3."):
-                return 200, {"content": [{"event": l, "timestamp": view["logical_date"]} for l in lines],
-                             "continuation_token": None}
-            return 200, {"content": "\n".join(lines), "continuation_token": None}
         return self.not_found_path()
 
     def trigger(self, dag, body):
@@ -1426,6 +1446,8 @@ def make_handler(state, quiet):
                             af.settings["DagRunOutcome"] = body["DagRunOutcome"]
                         if "AirflowApi" in body:
                             af.settings["AirflowApi"] = body["AirflowApi"]
+                        if "ReportStore" in body:
+                            af.settings["ReportStore"] = body["ReportStore"]
                         for key in ("Reports", "TaskErrors"):
                             if key in body:
                                 if not isinstance(body[key], dict):

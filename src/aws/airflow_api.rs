@@ -12,9 +12,6 @@ use tracing::debug;
 use super::mwaa::{INVOKE_REST_API_PERMISSION, Mwaa, RestAnswer, RestCall, RestMethod};
 use crate::error::{Error, Result};
 
-/// The task every DR DAG runs (the shared contract of the rendered DAGs).
-pub const DR_TASK_ID: &str = "mwaa_dr";
-
 /// DAGs per page of a list call: far below the 6 MB answer cap.
 const PAGE: usize = 100;
 
@@ -62,15 +59,6 @@ impl DagRun {
     pub fn finished(&self) -> bool {
         matches!(self.state.as_deref(), Some("success" | "failed"))
     }
-}
-
-/// A task instance (the fields both versions share).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct TaskInstance {
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default)]
-    pub try_number: Option<u32>,
 }
 
 /// The Airflow REST API of one MWAA environment.
@@ -141,8 +129,9 @@ impl<'a> AirflowApi<'a> {
                 format!("{} {}", call.method.as_str(), call.path),
                 self.resource(what),
                 format!(
-                    "the path has {} characters and InvokeRestApi accepts at most {MAX_PATH}; read it in the Airflow UI instead",
-                    call.path.len()
+                    "the path has {} characters and InvokeRestApi accepts at most {MAX_PATH} (a DAG id of at most {} characters can be triggered); give the DAG a shorter id",
+                    call.path.len(),
+                    MAX_PATH - "/dags//dagRuns".len()
                 ),
             ));
         }
@@ -210,6 +199,24 @@ impl<'a> AirflowApi<'a> {
                 format!("unexpected answer: {e}"),
             )
         })
+    }
+
+    /// Refuses a DAG whose trigger path (`/dags/{dag_id}/dagRuns`) is longer than
+    /// InvokeRestApi's Path allows: such a DAG cannot be run from outside at all.
+    pub fn check_triggerable(&self, dag_id: &str) -> Result<()> {
+        let path = format!("/dags/{}/dagRuns", segment(dag_id));
+        if path.len() > MAX_PATH {
+            return Err(Error::failed(
+                format!("trigger the DAG {dag_id}"),
+                self.resource(&format!("DAG {dag_id}")),
+                format!(
+                    "its trigger path {path} has {} characters and InvokeRestApi accepts at most {MAX_PATH}, so DAG ids of at most {} characters (escaped) can be run from outside; give the DAG a shorter id (METADATA_EXPORT_DAG_NAME, METADATA_IMPORT_DAG_NAME, METADATA_CLEANUP_DAG_NAME)",
+                    path.len(),
+                    MAX_PATH - "/dags//dagRuns".len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `None` while the DAG is not parsed (404).
@@ -300,13 +307,16 @@ impl<'a> AirflowApi<'a> {
         }
     }
 
-    /// `None` when no such run exists.
+    /// `None` when no such run exists. Where `/dags/{dag_id}/dagRuns/{run_id}` is longer than
+    /// InvokeRestApi's Path allows (a long DAG id), the run is picked from the DAG's runs,
+    /// newest first, through `POST /dags/~/dagRuns/list` (both versions have it).
     pub async fn get_run(&self, dag_id: &str, run_id: &str) -> Result<Option<DagRun>> {
         let what = format!("run {run_id} of DAG {dag_id}");
-        let call = get(
-            format!("/dags/{}/dagRuns/{}", segment(dag_id), segment(run_id)),
-            Map::new(),
-        );
+        let path = format!("/dags/{}/dagRuns/{}", segment(dag_id), segment(run_id));
+        if path.len() > MAX_PATH {
+            return self.find_run(dag_id, run_id).await;
+        }
+        let call = get(path, Map::new());
         let answer = self.call(&what, call.clone()).await?;
         match answer.status {
             200 => self.parse(&what, &call, answer.body).map(Some),
@@ -315,71 +325,39 @@ impl<'a> AirflowApi<'a> {
         }
     }
 
-    fn task_path(dag_id: &str, run_id: &str) -> String {
-        format!(
-            "/dags/{}/dagRuns/{}/taskInstances/{DR_TASK_ID}",
-            segment(dag_id),
-            segment(run_id)
-        )
-    }
-
-    /// The `mwaa_dr` task of the run; `None` when it has none (yet).
-    pub async fn task_instance(&self, dag_id: &str, run_id: &str) -> Result<Option<TaskInstance>> {
-        let what = format!("task {DR_TASK_ID} of run {run_id} of DAG {dag_id}");
-        let call = get(Self::task_path(dag_id, run_id), Map::new());
-        let answer = self.call(&what, call.clone()).await?;
-        match answer.status {
-            200 => self.parse(&what, &call, answer.body).map(Some),
-            404 => Ok(None),
-            _ => Err(self.unexpected(&what, &call, &answer)),
+    async fn find_run(&self, dag_id: &str, run_id: &str) -> Result<Option<DagRun>> {
+        #[derive(Deserialize)]
+        struct Page {
+            dag_runs: Vec<DagRun>,
         }
-    }
-
-    /// The `mwaa_dr` task's XCom `return_value`: the JSON text of the binary's report, parsed.
-    /// `None` when the task pushed none.
-    pub async fn report(&self, dag_id: &str, run_id: &str) -> Result<Option<Value>> {
-        let what = format!("report of run {run_id} of DAG {dag_id}");
-        let call = get(
-            format!(
-                "{}/xcomEntries/return_value",
-                Self::task_path(dag_id, run_id)
-            ),
-            Map::new(),
-        );
-        let answer = self.call(&what, call.clone()).await?;
-        match answer.status {
-            200 => {}
-            404 => return Ok(None),
-            _ => return Err(self.unexpected(&what, &call, &answer)),
+        let what = format!("runs of DAG {dag_id}");
+        let mut offset = 0;
+        loop {
+            let call = RestCall {
+                method: RestMethod::Post,
+                path: "/dags/~/dagRuns/list".into(),
+                query: Map::new(),
+                body: Some(json!({
+                    "dag_ids": [dag_id],
+                    "order_by": "-id",
+                    "page_offset": offset,
+                    "page_limit": PAGE,
+                })),
+            };
+            let answer = self.call(&what, call.clone()).await?;
+            if answer.status != 200 {
+                return Err(self.unexpected(&what, &call, &answer));
+            }
+            let page: Page = self.parse(&what, &call, answer.body)?;
+            let got = page.dag_runs.len();
+            if let Some(run) = page.dag_runs.into_iter().find(|r| r.dag_run_id == run_id) {
+                return Ok(Some(run));
+            }
+            if got < PAGE {
+                return Ok(None);
+            }
+            offset += got;
         }
-        match answer.body.get("value") {
-            // The task returns the report as JSON text; Airflow hands it back verbatim.
-            Some(Value::String(text)) => serde_json::from_str(text).map(Some).map_err(|e| {
-                Error::failed(
-                    "read the DR task's report",
-                    self.resource(&what),
-                    format!("its XCom return_value is not JSON: {e}"),
-                )
-            }),
-            Some(Value::Null) | None => Ok(None),
-            Some(other) => Ok(Some(other.clone())),
-        }
-    }
-
-    /// The text of the `mwaa_dr` task's log for try `try_number`.
-    pub async fn task_log(&self, dag_id: &str, run_id: &str, try_number: u32) -> Result<String> {
-        let what = format!("log of task {DR_TASK_ID} of run {run_id} of DAG {dag_id}");
-        let mut query = Map::new();
-        query.insert("full_content".into(), json!(true));
-        let call = get(
-            format!("{}/logs/{try_number}", Self::task_path(dag_id, run_id)),
-            query,
-        );
-        let answer = self.call(&what, call.clone()).await?;
-        if answer.status != 200 {
-            return Err(self.unexpected(&what, &call, &answer));
-        }
-        Ok(log_text(&answer.body))
     }
 }
 
@@ -415,52 +393,6 @@ fn problem_detail(body: &Value) -> String {
     }
 }
 
-/// A task log answer as text: `/api/v1` gives `content` as one string, `/api/v2` as a list
-/// of structured messages (`event`) or strings.
-fn log_text(body: &Value) -> String {
-    match body.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(lines)) => lines
-            .iter()
-            .map(|l| match l {
-                Value::String(s) => s.clone(),
-                other => other
-                    .get("event")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| other.to_string()),
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
-/// The DR binary's error in a task log: the `message` of its JSON error document
-/// (`{"error": {"message": ...}}`) when the log holds one, else the log's last lines.
-pub fn error_of_log(log: &str) -> String {
-    for line in log.lines().rev() {
-        let Some(start) = line.find('{') else {
-            continue;
-        };
-        if let Ok(doc) = serde_json::from_str::<Value>(&line[start..])
-            && let Some(message) = doc
-                .get("error")
-                .and_then(|e| e.get("message"))
-                .and_then(Value::as_str)
-        {
-            return message.to_string();
-        }
-    }
-    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = &lines[lines.len().saturating_sub(5)..];
-    if tail.is_empty() {
-        "the task log is empty".into()
-    } else {
-        tail.join("\n")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,22 +412,5 @@ mod tests {
             "manual__2024-01-01T00%3A00%3A00%2B00%3A00"
         );
         assert_eq!(segment("a b"), "a%20b");
-    }
-
-    #[test]
-    fn log_text_reads_both_shapes() {
-        assert_eq!(log_text(&json!({"content": "a\nb"})), "a\nb");
-        assert_eq!(
-            log_text(&json!({"content": [{"event": "one", "timestamp": "t"}, "two"]})),
-            "one\ntwo"
-        );
-    }
-
-    #[test]
-    fn the_binarys_json_error_is_found_in_a_log() {
-        let log = "[2024] INFO - starting\n[2024] INFO - {\"error\": {\"kind\": \"failed\", \"message\": \"restore failed on db: boom\"}}\n[2024] ERROR - Task failed";
-        assert_eq!(error_of_log(log), "restore failed on db: boom");
-        assert_eq!(error_of_log("x\n\ny\nz"), "x\ny\nz");
-        assert_eq!(error_of_log(""), "the task log is empty");
     }
 }

@@ -96,8 +96,11 @@ pub(super) async fn run_remote(
             },
         ));
     }
+    // The task writes its report to the store the DAG was rendered with: this one, the same
+    // store or a replica of it.
+    let store = super::open_store(config.store(what)?, config).await?;
     let mwaa = SdkMwaa::new(region, &config.aws_timeouts).await;
-    let report = remote::run_dag(&options, &mwaa, cancel).await?;
+    let report = remote::run_dag(&options, &mwaa, store.as_ref(), cancel).await?;
     Ok(super::emitted(config, &report, || {
         render_remote(what, &report)
     }))

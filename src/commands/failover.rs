@@ -234,7 +234,8 @@ impl RestoreStep for RemoteRestore<'_> {
             &self.config.aws_timeouts,
         )
         .await;
-        let report = ops::remote::run_dag(&options, &mwaa, self.cancel).await?;
+        let report =
+            ops::remote::run_dag(&options, &mwaa, self.store.as_ref(), self.cancel).await?;
         let (unpaused, missing) = unpause_remote(
             &mwaa,
             &self.secondary,

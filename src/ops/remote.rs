@@ -1,6 +1,8 @@
 //! Running a DR DAG (backup, restore, cleanup) in an MWAA environment from outside, through
 //! InvokeRestApi: wait until the DAG is parsed, unpause it, trigger it with its conf, follow
-//! the run to its end and bring back the task's report, or its error from the task log.
+//! the run to its end and bring back the report the task wrote to the backup store
+//! (`runs/<dag_id>/<run_id>.json`): InvokeRestApi's 64-character Path cannot reach the task's
+//! XCom or log, so the store the DAG was rendered with must be the one this caller reads.
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +12,11 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::aws::airflow_api::{AirflowApi, DagRun, error_of_log};
+use crate::aws::airflow_api::{AirflowApi, DagRun};
 use crate::aws::mwaa::Mwaa;
 use crate::error::{Error, Result};
+use crate::store::BackupStore;
+use crate::store::runs::{self, DagRunRef};
 
 /// Runs of one DR DAG that a resumed caller tries before it gives up (each a failed one).
 const MAX_ATTEMPTS: u32 = 20;
@@ -44,7 +48,7 @@ pub struct RemoteReport {
     /// Triggered now (false: an earlier attempt's run was found and followed).
     pub triggered: bool,
     pub seconds: f64,
-    /// The DR task's JSON report (its XCom return_value), when it could be read.
+    /// The DR task's JSON report, read from the store, when it was there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<Value>,
     /// Why the report is missing, when it is.
@@ -68,15 +72,18 @@ pub fn run_id(started_at: DateTime<Utc>, seed: &str, attempt: u32) -> String {
     )
 }
 
-/// Triggers (or finds again) the run and follows it to its end. A failed run is an error
-/// carrying the task's error from its log; a cancelled follow says the run keeps going.
+/// Triggers (or finds again) the run and follows it to its end, then reads the task's report
+/// from `store`. A failed run is an error carrying the task's own error from its report; a
+/// cancelled follow says the run keeps going.
 pub async fn run_dag(
     options: &RemoteOptions,
     mwaa: &dyn Mwaa,
+    store: &dyn BackupStore,
     cancel: &CancellationToken,
 ) -> Result<RemoteReport> {
     let started = Instant::now();
     let api = AirflowApi::connect(mwaa, &options.environment, options.retry_for).await?;
+    api.check_triggerable(&options.dag_id)?;
     wait_parsed_and_unpaused(&api, options, started, cancel).await?;
     let (run, triggered) = trigger_or_find(&api, options).await?;
     let run_id = run.dag_run_id.clone();
@@ -84,17 +91,24 @@ pub async fn run_dag(
     let run = follow(&api, options, run, started, cancel).await?;
     let state = run.state.clone().unwrap_or_default();
     let seconds = started.elapsed().as_secs_f64();
+    let run_ref = DagRunRef {
+        dag_id: options.dag_id.clone(),
+        run_id: run_id.clone(),
+    };
+    let stored = runs::load(store, &run_ref).await;
     if state != "success" {
-        let detail = task_error(&api, &options.dag_id, &run_id).await;
-        return Err(Error::failed(
-            format!("run the DAG {}", options.dag_id),
-            format!("run {run_id} in MWAA environment {}", options.environment),
-            format!("the run ended {state}: {detail}"),
-        ));
+        return Err(failed_run(options, store, &run_ref, &state, stored));
     }
-    let (report, report_note) = match api.report(&options.dag_id, &run_id).await {
+    let (report, report_note) = match stored {
         Ok(Some(report)) => (Some(report), None),
-        Ok(None) => (None, Some("the task returned no report".to_string())),
+        Ok(None) => (
+            None,
+            Some(format!(
+                "no report at {}/{}: is the DAG rendered with this store (DR_BACKUP_STORE)?",
+                store.describe(),
+                run_ref.key().unwrap_or_default()
+            )),
+        ),
         Err(e) => {
             warn!(error = %e, "the run succeeded but its report could not be read");
             (None, Some(e.to_string()))
@@ -237,18 +251,43 @@ async fn follow(
     Ok(run)
 }
 
-/// The DR task's error, from its log for its last try; a line saying why when it cannot
-/// be read.
-async fn task_error(api: &AirflowApi<'_>, dag_id: &str, run_id: &str) -> String {
-    let try_number = match api.task_instance(dag_id, run_id).await {
-        Ok(Some(ti)) => ti.try_number.unwrap_or(1).max(1),
-        Ok(None) => return "its task mwaa_dr never ran".into(),
-        Err(e) => return format!("its task log could not be read ({e})"),
+/// The error of a run that did not succeed: the task's own error from its report, or, with
+/// no report, where to read the task log.
+fn failed_run(
+    options: &RemoteOptions,
+    store: &dyn BackupStore,
+    run: &DagRunRef,
+    state: &str,
+    stored: Result<Option<Value>>,
+) -> Error {
+    let log = format!(
+        "read the log of its task mwaa_dr in the Airflow UI or in the CloudWatch log group airflow-{}-Task",
+        options.environment
+    );
+    let detail = match stored {
+        Ok(Some(doc)) => match doc
+            .get("error")
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+        {
+            Some(message) => message.to_string(),
+            None => format!("its report holds no error ({doc}); {log}"),
+        },
+        Ok(None) => format!(
+            "the task failed before writing its report to {}/{} (is mwaa-dr installed on the workers, and the DAG rendered with this store?); {log}",
+            store.describe(),
+            run.key().unwrap_or_default()
+        ),
+        Err(e) => format!("its report could not be read ({e}); {log}"),
     };
-    match api.task_log(dag_id, run_id, try_number).await {
-        Ok(log) => error_of_log(&log),
-        Err(e) => format!("its task log could not be read ({e})"),
-    }
+    Error::failed(
+        format!("run the DAG {}", options.dag_id),
+        format!(
+            "run {} in MWAA environment {}",
+            run.run_id, options.environment
+        ),
+        format!("the run ended {state}: {detail}"),
+    )
 }
 
 #[cfg(test)]

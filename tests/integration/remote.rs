@@ -32,7 +32,11 @@ impl Remote {
                 region,
                 json!({"Name": name, "AirflowVersion": version, "Dags": dags}),
             );
-            r.airflow(name, json!({"DagRunDuration": 1}));
+            // The stand-in writes the task's report where the binary would: the store.
+            r.airflow(
+                name,
+                json!({"DagRunDuration": 1, "ReportStore": r.dir.path().join("store")}),
+            );
         }
         Some(r)
     }
@@ -54,7 +58,15 @@ impl Remote {
     }
 
     fn json(&self, args: &[&str]) -> (Run, Value) {
-        let out = run(self.cmd().args(["--yes", "--output", "json"]).args(args));
+        self.json_with(args, &[])
+    }
+
+    fn json_with(&self, args: &[&str], env: &[(&str, &str)]) -> (Run, Value) {
+        let mut cmd = self.cmd();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run(cmd.args(["--yes", "--output", "json"]).args(args));
         let doc = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
         (out, doc)
     }
@@ -87,6 +99,10 @@ fn backup_without_a_database_url_runs_the_backup_dag() {
     let Some(r) = Remote::new("remote_backup", "2.10.3", json!(["backup_metadata", "etl"])) else {
         return;
     };
+    r.airflow(
+        &r.primary,
+        json!({"Reports": {"backup_metadata": {"backup_id": "20240101T000000Z", "rows": 7}}}),
+    );
     let (out, doc) = r.json(&["backup"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(doc["state"], "success", "{doc}");
@@ -119,11 +135,12 @@ fn backup_without_a_database_url_runs_the_backup_dag() {
         triggers[0].2.get("logical_date").is_none(),
         "/api/v1 takes no logical_date key"
     );
-    // Every path InvokeRestApi was given fits its 64-character limit; the report's does not,
-    // and the output says so instead of failing a backup that succeeded.
+    // Every path InvokeRestApi was given fits its 64-character limit; the report comes from
+    // the store, where the task wrote it.
     assert!(r.calls(&r.primary).iter().all(|(_, p, _)| p.len() <= 64));
-    assert!(
-        doc["report_note"].as_str().unwrap_or("").contains("64"),
+    assert_eq!(
+        doc["report"],
+        json!({"backup_id": "20240101T000000Z", "rows": 7}),
         "{doc}"
     );
 }
@@ -197,11 +214,81 @@ fn a_failed_run_fails_the_command_naming_the_run() {
     let Some(r) = Remote::new("remote_failed", "2.10.3", json!(["backup_metadata"])) else {
         return;
     };
-    r.airflow(&r.primary, json!({"DagRunOutcome": "failed"}));
+    r.airflow(
+        &r.primary,
+        json!({"DagRunOutcome": "failed", "TaskErrors": {"backup_metadata": "backup failed on db:5432/airflow: the disk is full"}}),
+    );
     let (out, _) = r.json(&["backup"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("ended failed"), "{}", out.stderr);
     assert!(out.stderr.contains("mwaa-dr__"), "{}", out.stderr);
+    // The task's own error, from the report it wrote to the store.
+    assert!(out.stderr.contains("the disk is full"), "{}", out.stderr);
+}
+
+#[test]
+fn a_run_that_failed_before_writing_its_report_says_where_its_log_is() {
+    let Some(r) = Remote::new("remote_no_report", "2.10.3", json!(["cleanup_metadata"])) else {
+        return;
+    };
+    // The binary never ran (not installed): no report reaches the store.
+    r.airflow(
+        &r.secondary,
+        json!({"DagRunOutcome": "failed", "ReportStore": null}),
+    );
+    let (out, _) = r.json(&["cleanup"]);
+    assert_ne!(out.code, 0);
+    for needle in [
+        "ended failed",
+        "mwaa-dr__",
+        "before writing its report",
+        "runs/cleanup_metadata/mwaa-dr__",
+        &format!("airflow-{}-Task", r.secondary),
+        "Airflow UI",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn a_long_dag_id_is_followed_through_the_run_list() {
+    // /dags/<this id>/dagRuns/<run id> is longer than InvokeRestApi's 64-character Path;
+    // /dags/<this id>/dagRuns is not.
+    let dag = "restore_metadata_of_the_analytics_team";
+    let Some(r) = Remote::new("remote_long_id", "3.0.6", json!([dag])) else {
+        return;
+    };
+    let (out, doc) = r.json_with(
+        &["restore", "--environment", &r.secondary],
+        &[("METADATA_IMPORT_DAG_NAME", dag)],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(doc["state"], "success", "{doc}");
+    let calls = r.calls(&r.secondary);
+    assert!(calls.iter().all(|(_, p, _)| p.len() <= 64), "{calls:?}");
+    assert!(
+        calls.iter().any(|(m, p, b)| m == "POST"
+            && p == "/dags/~/dagRuns/list"
+            && b["dag_ids"] == json!([dag])),
+        "{calls:?}"
+    );
+    // A DAG id too long even to trigger is refused before anything is changed.
+    let too_long = "restore_metadata_of_the_analytics_and_finance_teams";
+    let (out, _) = r.json_with(
+        &["restore", "--environment", &r.secondary],
+        &[("METADATA_IMPORT_DAG_NAME", too_long)],
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("at most 64") && out.stderr.contains("METADATA_IMPORT_DAG_NAME"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        r.calls(&r.secondary).len(),
+        calls.len(),
+        "no call for the refused DAG"
+    );
 }
 
 #[test]
@@ -218,6 +305,84 @@ fn a_permission_error_names_the_missing_permission() {
     assert_ne!(out.code, 0);
     assert!(
         out.stderr.contains("airflow:InvokeRestApi"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// What the DR DAG's task leaves for callers outside MWAA: with MWAA_DR_DAG_RUN set, the
+/// binary writes its final document to the store as runs/<dag_id>/<run_id>.json, on success
+/// and on failure, and a report it cannot write changes nothing about its exit code.
+#[test]
+fn a_dr_task_writes_its_report_or_its_error_to_the_store() {
+    let Some(pg) = crate::pg::Bench::get() else {
+        return;
+    };
+    let db = pg.airflow_db("task_report", "2.10.3", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let task = |dag_run: &str, args: &[&str], store: &std::path::Path| {
+        run(mwaa_dr(dir.path())
+            .env("MWAA_DR_DAG_RUN", dag_run)
+            .arg("--store")
+            .arg(store)
+            .args(["--output", "json", "--yes"])
+            .args(args))
+    };
+    let read = |key: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(store.join(key)).expect("report written"))
+            .expect("JSON")
+    };
+    // Success: the report is the document printed on stdout.
+    let out = task(
+        "cleanup_metadata/manual__2024-01-01T00:00:00+00:00",
+        &["cleanup", "--db", &db],
+        &store,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let printed: Value = serde_json::from_str(&out.stdout).expect("stdout JSON");
+    let report = read("runs/cleanup_metadata/manual__2024-01-01T00%3A00%3A00%2B00%3A00.json");
+    assert_eq!(report, printed);
+    assert!(report["tables"].is_array(), "{report}");
+    // Failure: the JSON error, kind, class, retryable and message.
+    let out = task(
+        "restore_metadata/mwaa-dr__20240101T000000Z__abcd",
+        &[
+            "restore",
+            "--db",
+            &db,
+            "--backup-id",
+            "20200101T000000Z-0000",
+        ],
+        &store,
+    );
+    assert_ne!(out.code, 0);
+    let error = read("runs/restore_metadata/mwaa-dr__20240101T000000Z__abcd.json");
+    for field in ["kind", "class", "retryable", "message"] {
+        assert!(error["error"].get(field).is_some(), "{field}: {error}");
+    }
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("20200101T000000Z-0000"),
+        "{error}"
+    );
+    // A report that cannot be written is a warning; the command's outcome stands.
+    let blocked = dir.path().join("file-not-dir");
+    std::fs::write(&blocked, b"x").expect("write");
+    let out = task("cleanup_metadata/r2", &["cleanup", "--db", &db], &blocked);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("was not written to the store"),
+        "{}",
+        out.stderr
+    );
+    // A value that names no run is named in the warning.
+    let out = task("no-slash", &["cleanup", "--db", &db], &store);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("MWAA_DR_DAG_RUN") && out.stderr.contains("<dag_id>/<run_id>"),
         "{}",
         out.stderr
     );
