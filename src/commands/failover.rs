@@ -240,7 +240,7 @@ impl RestoreStep for RemoteRestore<'_> {
             &mwaa,
             &self.secondary,
             &manifest.active_dags,
-            self.config.failover.timeout,
+            self.config.failover.unpause_wait,
             self.cancel,
         )
         .await?;
@@ -258,7 +258,7 @@ impl RestoreStep for RemoteRestore<'_> {
         }
         if !missing.is_empty() {
             line.push_str(&format!(
-                "; not parsed by the secondary within STATE_MACHINE_TIMEOUT_MINS (unpause later): {}",
+                "; not parsed by the secondary within SECONDARY_UNPAUSE_WAIT_SECS (unpause later): {}",
                 missing.join(", ")
             ));
         }
@@ -408,6 +408,7 @@ fn targets(config: &Config, force: bool) -> Result<Targets> {
         },
         create_env_polling_interval: config.failover.create_env_polling_interval,
         timeout: config.failover.timeout,
+        restore_dag: (!config.has_target_db()).then(|| config.deployment.import_dag_name.clone()),
     })
 }
 

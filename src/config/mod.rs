@@ -38,6 +38,8 @@ pub struct Side {
 pub struct FailoverSettings {
     pub create_env_polling_interval: Duration,
     pub timeout: Duration,
+    /// How long the remote restore step waits for unparsed DAGs to unpause.
+    pub unpause_wait: Duration,
     pub cleanup_cool_off: Duration,
     pub sns_topic_arn: Option<String>,
     pub notification_emails: Vec<String>,
@@ -507,6 +509,7 @@ impl Values {
         FailoverSettings {
             create_env_polling_interval: self.secs("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS"),
             timeout: self.minutes("STATE_MACHINE_TIMEOUT_MINS"),
+            unpause_wait: self.secs("SECONDARY_UNPAUSE_WAIT_SECS"),
             cleanup_cool_off: self.secs("SECONDARY_CLEANUP_COOL_OFF_SECS"),
             sns_topic_arn: self.text("DR_SNS_TOPIC_ARN"),
             notification_emails: self.list("MWAA_NOTIFICATION_EMAILS"),

@@ -502,6 +502,16 @@ pub const VARS: &[VarSpec] = &[
         "Minutes the recovery may take before it is failed.",
     ),
     var(
+        "SECONDARY_UNPAUSE_WAIT_SECS",
+        K::Count {
+            min: 0,
+            max: 86_400,
+        },
+        Some("600"),
+        G::Failover,
+        "Seconds a failover without SECONDARY_DB_URL waits for the secondary's scheduler to parse the DAGs it unpauses (0: unpause those parsed, wait for none).",
+    ),
+    var(
         "MWAA_BACKUP_FILE_NAME",
         K::Text,
         Some("environment.json"),

@@ -78,6 +78,9 @@ pub struct Targets {
     /// Backup-Restore: how often, and how long, to wait for the new environment.
     pub create_env_polling_interval: Duration,
     pub timeout: Duration,
+    /// The restore DAG that restores inside the secondary through its REST API, when no
+    /// database URL of the secondary is given (`None`: the restore writes the database).
+    pub restore_dag: Option<String>,
 }
 
 /// The secondary's own role, network and DAGs bucket, for a Backup-Restore failover.
@@ -135,7 +138,13 @@ impl Targets {
         }
         steps.push((
             StepKind::RestoreLatestBackup,
-            "clean the secondary's metadata and restore the latest backup in one transaction, then unpause the DAGs active in the primary".into(),
+            match &self.restore_dag {
+                None => "clean the secondary's metadata and restore the latest backup in one transaction, then unpause the DAGs active in the primary".into(),
+                Some(dag) => format!(
+                    "run the restore DAG {dag} in {} through its REST API (clean, then restore the latest backup) and follow it, then unpause there the DAGs active in the primary",
+                    self.secondary
+                ),
+            },
         ));
         steps.push((
             StepKind::Notify,

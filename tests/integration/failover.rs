@@ -679,23 +679,57 @@ async fn warm_standby_failover_through_the_rest_api() {
             Some(body),
         )
     };
-    // The first restore run fails: the step fails with the run named.
-    airflow(json!({"DagRunDuration": 1, "DagRunOutcome": "failed"}));
-    let failover = |s: &Scenario| {
+    // The first restore run fails: the step fails with the run named and the task's error.
+    airflow(
+        json!({"DagRunDuration": 1, "DagRunOutcome": "failed", "ReportStore": s.store(),
+                   "TaskErrors": {"restore_metadata": "restore failed: the backup is damaged"}}),
+    );
+    let failover = |s: &Scenario, extra: &[&str]| {
         run(s
             .cmd()
             .env_remove("SECONDARY_DB_URL")
             .env("DR_TYPE", "WARM_STANDBY")
             .env("STATE_MACHINE_TIMEOUT_MINS", "1")
-            .args(["--yes", "--output", "json", "failover"]))
+            .env("SECONDARY_UNPAUSE_WAIT_SECS", "2")
+            .args(["--yes", "--output", "json", "failover"])
+            .args(extra))
     };
-    let out = failover(&s);
+    // The plan says the restore is the restore DAG's, in the secondary.
+    let plan = failover(&s, &["--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains(&format!(
+            "run the restore DAG restore_metadata in {} through its REST API",
+            s.secondary
+        )),
+        "{}",
+        plan.stdout
+    );
+    let started = std::time::Instant::now();
+    let out = failover(&s, &[]);
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert!(out.stderr.contains("ended failed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the backup is damaged"),
+        "{}",
+        out.stderr
+    );
     // The rerun triggers a new run (the failed one stays), which succeeds.
     airflow(json!({"DagRunOutcome": "success"}));
-    let out = failover(&s);
+    let out = failover(&s, &[]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // DAGs active in the primary but never parsed by the secondary wait
+    // SECONDARY_UNPAUSE_WAIT_SECS, not STATE_MACHINE_TIMEOUT_MINS.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.stdout.contains("SECONDARY_UNPAUSE_WAIT_SECS"),
+        "{}",
+        out.stdout
+    );
     let snapshot = airflow(json!({}));
     let runs = snapshot["DagRuns"].as_array().cloned().unwrap_or_default();
     assert_eq!(
@@ -718,5 +752,201 @@ async fn warm_standby_failover_through_the_rest_api() {
         "paused in the primary"
     );
     // The standby database was not touched: the restore was the DAG's.
+    assert_eq!(s.restored_runs().await, 0);
+}
+
+/// A Warm-Standby failover without SECONDARY_DB_URL whose first run fails after its restore
+/// DAG run was triggered (InvokeRestApi starts to answer 403 mid-follow), while that run
+/// lasts `duration` seconds; the rerun comes after `pause` seconds.
+async fn interrupted_remote_restore(test: &str, duration: u64, pause: u64) -> Option<Scenario> {
+    let s = Scenario::new(test).await?.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({"Name": s.primary, "Status": "UNAVAILABLE"}),
+    );
+    s.aws.seed_environment(
+        SECONDARY_REGION,
+        json!({"Name": s.secondary, "Status": "AVAILABLE", "AirflowVersion": "2.10.3",
+               "Dags": ["restore_metadata", "etl"]}),
+    );
+    let control = format!(
+        "environments/{}/airflow?region={SECONDARY_REGION}",
+        s.secondary
+    );
+    s.aws.standin(
+        "POST",
+        &control,
+        Some(json!({"DagRunDuration": duration, "ReportStore": s.store()})),
+    );
+    // Once the run exists, the follow loses its permission: the step fails, the run goes on.
+    let watcher =
+        std::thread::spawn({
+            let aws = Aws::get(test).expect("bench");
+            let (control, secondary) = (control.clone(), s.secondary.clone());
+            move || {
+                for _ in 0..200 {
+                    let snapshot = aws.standin("POST", &control, Some(json!({})));
+                    if snapshot["DagRuns"]
+                        .as_array()
+                        .is_some_and(|r| !r.is_empty())
+                    {
+                        aws.standin(
+                        "POST",
+                        "faults",
+                        Some(json!({"Operation": "InvokeRestApi", "Error": "AccessDeniedException",
+                                    "Count": -1, "Name": secondary})),
+                    );
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        });
+    let failover = |s: &Scenario| {
+        run(s
+            .cmd()
+            .env_remove("SECONDARY_DB_URL")
+            .env("DR_TYPE", "WARM_STANDBY")
+            .env("STATE_MACHINE_TIMEOUT_MINS", "1")
+            .env("SECONDARY_UNPAUSE_WAIT_SECS", "0")
+            .args(["--yes", "--output", "json", "failover"]))
+    };
+    let out = failover(&s);
+    watcher.join().expect("watcher");
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("airflow:InvokeRestApi"),
+        "{}",
+        out.stderr
+    );
+    s.aws.standin("DELETE", "faults", None);
+    std::thread::sleep(std::time::Duration::from_secs(pause));
+    let out = failover(&s);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let snapshot = s.aws.standin("POST", &control, Some(json!({})));
+    let runs = snapshot["DagRuns"].as_array().cloned().unwrap_or_default();
+    assert_eq!(runs.len(), 1, "one restore run, never a second: {snapshot}");
+    assert_eq!(runs[0]["state"], "success", "{snapshot}");
+    let triggers = s
+        .aws
+        .requests("InvokeRestApi", &s.secondary)
+        .into_iter()
+        .filter(|r| {
+            r["body"]["Method"] == "POST" && r["body"]["Path"] == "/dags/restore_metadata/dagRuns"
+        })
+        .count();
+    assert_eq!(triggers, 1);
+    Some(s)
+}
+
+#[tokio::test]
+async fn a_rerun_follows_the_restore_run_still_running_without_a_second_trigger() {
+    // The run lasts 8 s and the rerun comes at once: it finds the run running.
+    interrupted_remote_restore("ws_rest_running", 8, 0).await;
+}
+
+#[tokio::test]
+async fn a_rerun_finds_the_restore_run_already_succeeded_without_a_second_trigger() {
+    // The run lasts 2 s and the rerun comes after 4: it finds the run succeeded.
+    interrupted_remote_restore("ws_rest_succeeded", 2, 4).await;
+}
+
+/// Backup-Restore with no SECONDARY_DB_URL anywhere: the failover creates the secondary,
+/// then its restore DAG (parsed once the new environment's scheduler is up) restores inside
+/// it through InvokeRestApi.
+#[tokio::test]
+async fn backup_restore_failover_through_the_rest_api() {
+    let Some(s) = Scenario::new("br_rest").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    s.aws.seed_environment(
+        PRIMARY_REGION,
+        json!({
+            "Name": s.primary, "Status": "AVAILABLE", "AirflowVersion": "3.0.6",
+            "ExecutionRoleArn": "arn:aws:iam::123456789012:role/primary-role",
+            "SourceBucketArn": "arn:aws:s3:::primary-dags", "DagS3Path": "dags",
+            "NetworkConfiguration": {"SubnetIds": ["subnet-p1", "subnet-p2"], "SecurityGroupIds": ["sg-p"]},
+        }),
+    );
+    let saved = run(s.cmd().args(["backup", "--environment-only"]));
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    s.aws.standin(
+        "PATCH",
+        &format!("environments/{}?region={PRIMARY_REGION}", s.primary),
+        Some(json!({"Status": "UNAVAILABLE"})),
+    );
+    s.aws.standin(
+        "POST",
+        "next-create",
+        Some(json!({"Name": s.secondary, "Delay": 1})),
+    );
+    // The new environment's scheduler parses the DR DAGs and etl a while after it is up.
+    let parser = std::thread::spawn({
+        let aws = Aws::get("br_rest").expect("bench");
+        let (secondary, store) = (s.secondary.clone(), s.store());
+        move || {
+            let control = format!("environments/{secondary}/airflow?region={SECONDARY_REGION}");
+            for _ in 0..300 {
+                let env = aws.standin(
+                    "GET",
+                    &format!("environments/{secondary}?region={SECONDARY_REGION}"),
+                    None,
+                );
+                if env["Status"] == "AVAILABLE" || env["Environment"]["Status"] == "AVAILABLE" {
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    aws.standin(
+                        "POST",
+                        &control,
+                        Some(
+                            json!({"Dags": ["restore_metadata", "etl"], "DagRunDuration": 1,
+                                    "ReportStore": store}),
+                        ),
+                    );
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+    });
+    let mut cmd = s.cmd();
+    cmd.env_remove("SECONDARY_DB_URL")
+        .env("DR_TYPE", "BACKUP_RESTORE")
+        .env("SECONDARY_MWAA_ROLE_ARN", SECONDARY_ROLE)
+        .env("SECONDARY_DAGS_BUCKET_NAME", "secondary-dags")
+        .env("SECONDARY_SUBNET_IDS", r#"["subnet-s1", "subnet-s2"]"#)
+        .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-s"]"#)
+        .env("STATE_MACHINE_TIMEOUT_MINS", "1")
+        .env("SECONDARY_UNPAUSE_WAIT_SECS", "5");
+    let out = run(cmd.args(["--yes", "--output", "json", "failover"]));
+    parser.join().expect("parser");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(s.aws.requests("CreateEnvironment", &s.secondary).len(), 1);
+    let snapshot = s.aws.standin(
+        "POST",
+        &format!(
+            "environments/{}/airflow?region={SECONDARY_REGION}",
+            s.secondary
+        ),
+        Some(json!({})),
+    );
+    let runs = snapshot["DagRuns"].as_array().cloned().unwrap_or_default();
+    assert_eq!(runs.len(), 1, "{snapshot}");
+    assert_eq!(runs[0]["dag_id"], "restore_metadata");
+    assert_eq!(runs[0]["conf"]["clean"], true);
+    let etl = snapshot["Dags"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["dag_id"] == "etl"))
+        .map(|d| d["is_paused"].clone());
+    assert_eq!(etl, Some(json!(false)), "active in the primary: {snapshot}");
+    // The Airflow 3 trigger carried logical_date.
+    assert!(
+        s.aws
+            .requests("InvokeRestApi", &s.secondary)
+            .iter()
+            .any(|r| r["body"]["Method"] == "POST"
+                && r["body"]["Body"].get("logical_date").is_some())
+    );
+    // And the standby database was never involved.
     assert_eq!(s.restored_runs().await, 0);
 }
