@@ -19,9 +19,17 @@ Usage:
     --region REGION        region of requests that carry no SigV4 scope (default us-east-1)
     --account ID           account id in generated ARNs (default 123456789012)
     --airflow-version V    AirflowVersion of a CreateEnvironment without one (default 2.10.3)
-    --airflow-api URL      InvokeRestApi proxies to this Airflow REST API base URL
-                           (e.g. http://admin:admin@127.0.0.1:8080/api/v1; user:password in
-                           the URL is sent as basic auth) instead of the in-memory model
+    --airflow-api URL      InvokeRestApi proxies to this Airflow REST API base URL instead of
+                           the in-memory model. Airflow 2 webserver (a base ending in /api/v1,
+                           e.g. http://admin:admin@127.0.0.1:8080/api/v1): user:password is
+                           sent as basic auth (the webserver needs the basic_auth backend).
+                           Airflow 3 api-server (a base ending in /api/v2): user:password is
+                           exchanged for a JWT at POST <origin>/auth/token (the simple auth
+                           manager's login, 201 {access_token}), sent as a bearer token and
+                           fetched again on a 401; without user:password nothing is sent,
+                           for an api-server whose simple auth manager has
+                           simple_auth_manager_all_admins = True (it adds an admin token to
+                           every request itself).
     --airflow-cli PATH     the CLI endpoint runs `PATH <command>` (a real `airflow`
                            executable) instead of answering from the in-memory model
     --seed FILE            environments to create at start: a JSON object or list of
@@ -686,6 +694,7 @@ class State:
         self.args = args
         self.lock = threading.RLock()
         self.port = 0
+        self.tokens = {}  # (scheme, host:port, user) -> JWT of an Airflow 3 api-server
         self.reset()
 
     def reset(self):
@@ -1285,21 +1294,52 @@ def make_handler(state, quiet):
             req.add_header("Accept", "application/json")
             if data is not None:
                 req.add_header("Content-Type", "application/json")
-            if parts.username is not None:
+            bearer = parts.username is not None and parts.path.rstrip("/").endswith("/api/v2")
+            if parts.username is not None and not bearer:
                 cred = "%s:%s" % (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
                 req.add_header("Authorization", "Basic " + base64.b64encode(cred.encode()).decode())
-            try:
-                with urllib.request.urlopen(req, timeout=10) as resp:
-                    status, raw = resp.status, resp.read()
-            except urllib.error.HTTPError as e:
-                status, raw = e.code, e.read()
-            except (urllib.error.URLError, OSError) as e:
-                raise ApiError("InternalServerException", "Airflow REST API at %s unreachable: %s" % (base, e))
+            for attempt in (0, 1):
+                if bearer:
+                    token = self.airflow3_token(parts, netloc, fresh=attempt > 0)
+                    req.remove_header("Authorization")
+                    req.add_header("Authorization", "Bearer " + token)
+                status, raw = self.http(req, base)
+                if not (bearer and status == 401):
+                    break
             try:
                 payload = json.loads(raw) if raw.strip() else None
             except ValueError:
                 payload = raw.decode("utf-8", "replace")
             return self.rest_result(status, payload)
+
+        @staticmethod
+        def http(req, base):
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return resp.status, resp.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+            except (urllib.error.URLError, OSError) as e:
+                raise ApiError("InternalServerException", "Airflow REST API at %s unreachable: %s" % (base, e))
+
+        def airflow3_token(self, parts, netloc, fresh):
+            """A JWT from the Airflow 3 api-server's simple auth manager, cached per server."""
+            key = (parts.scheme, netloc, parts.username)
+            if fresh or key not in state.tokens:
+                url = urllib.parse.urlunsplit((parts.scheme, netloc, "/auth/token", "", ""))
+                login = json.dumps({"username": urllib.parse.unquote(parts.username),
+                                    "password": urllib.parse.unquote(parts.password or "")}).encode()
+                req = urllib.request.Request(url, data=login, method="POST")
+                req.add_header("Content-Type", "application/json")
+                status, raw = self.http(req, url)
+                try:
+                    token = json.loads(raw)["access_token"]
+                except (ValueError, KeyError, TypeError):
+                    raise ApiError("InternalServerException",
+                                   "Airflow 3 login at %s answered HTTP %d without a token: %s"
+                                   % (url, status, raw[:200].decode("utf-8", "replace")))
+                state.tokens[key] = token
+            return state.tokens[key]
 
         def airflow_cli(self, command):
             auth = self.headers.get("Authorization", "")
