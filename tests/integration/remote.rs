@@ -387,3 +387,259 @@ fn a_dr_task_writes_its_report_or_its_error_to_the_store() {
         out.stderr
     );
 }
+
+/// A real Airflow REST server (2.x webserver or 3.x api-server) on SQLite, with the cleanup
+/// DAG parsed; stopped with its process group when dropped.
+struct RealAirflow {
+    child: std::process::Child,
+    base: String,
+    _home: tempfile::TempDir,
+}
+
+impl Drop for RealAirflow {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .status();
+        // Airflow 2's webserver can outwait a TERM behind gunicorn's graceful shutdown.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl RealAirflow {
+    fn start(version: &str) -> Option<RealAirflow> {
+        use std::os::unix::process::CommandExt;
+        let venv = crate::airflow_cli::airflow_venv(version)?;
+        let home = tempfile::tempdir().expect("tempdir");
+        let dags = home.path().join("dags");
+        std::fs::create_dir_all(&dags).expect("dags folder");
+        let v3 = version.starts_with("3.");
+        let imports = if v3 {
+            "from airflow.sdk import DAG\nfrom airflow.providers.standard.operators.empty import EmptyOperator\n"
+        } else {
+            "from airflow import DAG\nfrom airflow.operators.empty import EmptyOperator\n"
+        };
+        std::fs::write(
+            dags.join("cleanup_metadata.py"),
+            format!("{imports}with DAG(\"cleanup_metadata\", schedule=None, catchup=False):\n    EmptyOperator(task_id=\"mwaa_dr\")\n"),
+        )
+        .expect("DAG file");
+        let port = free_port();
+        let airflow = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(venv.join("bin/airflow"));
+            cmd.env_clear()
+                .args(args)
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", home.path())
+                .env("AIRFLOW_HOME", home.path())
+                .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+                .env("AIRFLOW__CORE__DAGS_FOLDER", &dags)
+                .env(
+                    "AIRFLOW__API__AUTH_BACKENDS",
+                    "airflow.api.auth.backend.basic_auth",
+                )
+                .env("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+                .env(
+                    "AIRFLOW__API_AUTH__JWT_SECRET",
+                    "mwaa-dr-test-jwt-secret-0123456789",
+                )
+                // Airflow 3.0.6 cannot sign a login token without an issuer.
+                .env("AIRFLOW__API_AUTH__JWT_ISSUER", "mwaa-dr-test")
+                .env("PYTHONWARNINGS", "ignore");
+            cmd
+        };
+        let ok = |mut cmd: std::process::Command, what: &str| {
+            let out = cmd.output().expect("airflow runs");
+            assert!(
+                out.status.success(),
+                "airflow {what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ok(airflow(&["db", "migrate"]), "db migrate");
+        ok(airflow(&["dags", "reserialize"]), "dags reserialize");
+        let port_text = port.to_string();
+        let mut server = if v3 {
+            airflow(&[
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port_text,
+                "--workers",
+                "1",
+            ])
+        } else {
+            ok(
+                airflow(&[
+                    "users",
+                    "create",
+                    "--username",
+                    "admin",
+                    "--password",
+                    "admin",
+                    "--role",
+                    "Admin",
+                    "--email",
+                    "admin@example.com",
+                    "--firstname",
+                    "a",
+                    "--lastname",
+                    "b",
+                ]),
+                "users create",
+            );
+            airflow(&[
+                "webserver",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &port_text,
+                "--workers",
+                "1",
+            ])
+        };
+        let log = std::fs::File::create(home.path().join("server.log")).expect("log");
+        let child = server
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("server starts");
+        let api = if v3 { "api/v2" } else { "api/v1" };
+        let mut real = RealAirflow {
+            child,
+            base: String::new(),
+            _home: home,
+        };
+        let started = Instant::now();
+        let url = format!("http://127.0.0.1:{port}/{api}/version");
+        while started.elapsed() < Duration::from_secs(180) {
+            let code = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            if code != "000" && !code.is_empty() {
+                break;
+            }
+            assert!(
+                real.child.try_wait().ok().flatten().is_none(),
+                "the Airflow {version} server exited: {}",
+                std::fs::read_to_string(real._home.path().join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Airflow 3's simple auth manager writes the generated password of each user.
+        let password = if v3 {
+            let file = real
+                ._home
+                .path()
+                .join("simple_auth_manager_passwords.json.generated");
+            let doc: Value =
+                serde_json::from_slice(&std::fs::read(file).expect("passwords")).expect("JSON");
+            doc["admin"].as_str().expect("admin's password").to_string()
+        } else {
+            "admin".into()
+        };
+        real.base = format!("http://admin:{password}@127.0.0.1:{port}/{api}");
+        Some(real)
+    }
+}
+
+/// The stand-in's proxy to a REAL Airflow: mwaa-dr's client reads the DAG, unpauses it and
+/// triggers a run through InvokeRestApi, against the 2.10.3 webserver (basic auth) and the
+/// 3.0.6 api-server (a JWT from /auth/token). No scheduler runs: the run stays queued, and
+/// Ctrl-C leaves it to Airflow.
+#[test]
+fn the_standin_proxies_to_real_airflow_2_and_3() {
+    for version in ["2.10.3", "3.0.6"] {
+        let Some(r) = Remote::new(
+            &format!("remote_real_{}", &version[..1]),
+            version,
+            json!([]),
+        ) else {
+            return;
+        };
+        let Some(real) = RealAirflow::start(version) else {
+            return;
+        };
+        r.airflow(&r.secondary, json!({"AirflowApi": real.base}));
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("mwaa-dr"));
+        cmd.env_clear()
+            .current_dir(r.dir.path())
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (name, value) in r.aws.vars() {
+            cmd.env(name, value);
+        }
+        let child = cmd
+            .arg("--store")
+            .arg(r.dir.path().join("store"))
+            .args(["-v", "--yes", "cleanup", "--environment", &r.secondary])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mwaa-dr starts");
+        // Stop following once the run exists in Airflow.
+        let started = Instant::now();
+        let triggered = loop {
+            let calls = r.calls(&r.secondary);
+            if calls
+                .iter()
+                .any(|(m, p, _)| m == "GET" && p.starts_with("/dags/cleanup_metadata/dagRuns/"))
+                && calls.iter().filter(|(m, _, _)| m == "POST").count() == 1
+            {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().expect("mwaa-dr ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(triggered, "Airflow {version}: {stderr}");
+        assert!(
+            stderr.contains("keeps going in Airflow"),
+            "Airflow {version}: {stderr}"
+        );
+        let calls = r.calls(&r.secondary);
+        let patched = calls.iter().any(|(m, p, b)| {
+            m == "PATCH" && p == "/dags/cleanup_metadata" && b["is_paused"] == false
+        });
+        assert!(patched, "Airflow {version}: {calls:?}");
+        let run_id = stderr
+            .split("run=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        // The run id came back from the real server's answers to the trigger and the follow.
+        assert!(
+            run_id.starts_with("mwaa-dr__"),
+            "Airflow {version}: {stderr}"
+        );
+        drop(real);
+    }
+}
