@@ -26,7 +26,9 @@ Usage:
                            Airflow 3 api-server (a base ending in /api/v2): user:password is
                            exchanged for a JWT at POST <origin>/auth/token (the simple auth
                            manager's login, 201 {access_token}), sent as a bearer token and
-                           fetched again on a 401; without user:password nothing is sent,
+                           fetched again on a 401 (3.0.6 signs it only with
+                           [api_auth] jwt_issuer set: "Issuer (iss) must be a string"
+                           otherwise); without user:password nothing is sent,
                            for an api-server whose simple auth manager has
                            simple_auth_manager_all_admins = True (it adds an admin token to
                            every request itself).
