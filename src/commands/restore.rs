@@ -14,7 +14,8 @@ pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken
     if let Some(location) = &args.from_legacy {
         return super::restore_legacy::run(config, args, location, cancel).await;
     }
-    let services = super::services(config, "restore", &[Need::Store, Need::Target]).await?;
+    let mut services = super::services(config, "restore", &[Need::Store, Need::Target]).await?;
+    services.kms = Some(super::kms(config, config.secondary.region.as_deref()));
     let confirm = |question: &str| super::confirm(config, question);
     let options = RestoreOptions {
         backup_id: args.backup_id.clone(),
@@ -22,7 +23,7 @@ pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken
         dry_run: config.dry_run,
         variable_strategy: config.variable_strategy,
         connection_strategy: config.connection_strategy,
-        fernet: super::fernet_plan(config)?,
+        fernet: super::fernet_keyring(config)?,
         catalogs: config.catalogs(),
         confirm: Some(&confirm),
     };
@@ -37,6 +38,7 @@ pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken
 }
 
 fn render_plan(summary: &RestoreSummary, options: &RestoreOptions<'_>) -> String {
+    let fernet = summary.fernet.unwrap_or(FernetMode::CopiedNoKeys);
     let manifest = &summary.manifest;
     let tables = manifest
         .tables
@@ -56,7 +58,7 @@ fn render_plan(summary: &RestoreSummary, options: &RestoreOptions<'_>) -> String
         },
         options.variable_strategy,
         options.connection_strategy,
-        options.fernet.mode().planned()
+        fernet.planned()
     )
 }
 

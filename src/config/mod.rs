@@ -10,6 +10,7 @@ use serde::Serialize;
 
 pub use self::layers::{Layers, Source};
 use self::vars::{Kind, VARS, Value, VarSpec};
+pub use crate::airflow::fernet::BackupKeySetting;
 use crate::airflow::versions::VersionTable;
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::error::{Error, Result};
@@ -92,6 +93,8 @@ pub struct Config {
     pub log_filter: Option<String>,
     pub db_timeouts: DbTimeouts,
     pub aws_timeouts: AwsTimeouts,
+    /// The key backups put Fernet secrets under (DR_KMS_KEY_ID / DR_BACKUP_FERNET_KEY).
+    pub backup_key: BackupKeySetting,
     /// Parallel connections of `backup` (DR_BACKUP_JOBS or --jobs).
     pub backup_jobs: u16,
     /// A user's table catalog replacing the built-in one.
@@ -141,6 +144,7 @@ impl Config {
             log_filter: values.text("MWAA_DR_LOG"),
             db_timeouts: values.db_timeouts(),
             aws_timeouts: values.aws_timeouts(),
+            backup_key: values.backup_key()?,
             backup_jobs: u16::try_from(values.count("DR_BACKUP_JOBS"))
                 .unwrap_or(u16::MAX)
                 .max(1),
@@ -375,6 +379,21 @@ impl Values {
         match self.get(name) {
             Some(Value::DbUrl(url)) => Some(url.clone()),
             _ => None,
+        }
+    }
+
+    /// DR_KMS_KEY_ID or DR_BACKUP_FERNET_KEY; both at once is a mistake.
+    fn backup_key(&self) -> Result<BackupKeySetting> {
+        match (self.text("DR_KMS_KEY_ID"), self.secret("DR_BACKUP_FERNET_KEY")) {
+            (Some(id), Some(_)) => Err(Error::InvalidValue {
+                variable: "DR_KMS_KEY_ID".into(),
+                value: id,
+                problem: "DR_BACKUP_FERNET_KEY is set too: a backup's secrets go under one key".into(),
+                accepted: "either DR_KMS_KEY_ID (a KMS data key per backup) or DR_BACKUP_FERNET_KEY (a shared Fernet key), not both".into(),
+            }),
+            (Some(id), None) => Ok(BackupKeySetting::Kms(id)),
+            (None, Some(key)) => Ok(BackupKeySetting::Shared(key)),
+            (None, None) => Ok(BackupKeySetting::SourceKey),
         }
     }
 

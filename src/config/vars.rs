@@ -406,6 +406,20 @@ pub const VARS: &[VarSpec] = &[
         )
     },
     var(
+        "DR_KMS_KEY_ID",
+        K::Text,
+        None,
+        G::Database,
+        "KMS key (id, alias or ARN; a multi-Region key whose replica is in the secondary Region) that wraps a per-backup data key: `backup` re-encrypts every Fernet secret under that data key (kms:GenerateDataKey) and stores only the wrapped key; `restore` unwraps it (kms:Decrypt) and re-encrypts for the target's key. Not with DR_BACKUP_FERNET_KEY.",
+    ),
+    var(
+        "DR_BACKUP_FERNET_KEY",
+        K::FernetKey,
+        None,
+        G::Database,
+        "A Fernet key both sides know (e.g. from Secrets Manager): `backup` re-encrypts every Fernet secret under it, `restore` decrypts with it and re-encrypts for the target's key. Not with DR_KMS_KEY_ID.",
+    ),
+    var(
         "DR_VARIABLE_RESTORE_STRATEGY",
         K::OneOf(RESTORE_STRATEGIES),
         Some("APPEND"),

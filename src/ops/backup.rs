@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -10,12 +11,17 @@ use tracing::warn;
 
 use super::{Catalogs, Services};
 use crate::airflow::catalog::Catalog;
+use crate::airflow::fernet::BackupKeySetting;
+use crate::airflow::fernet::{FernetKeys, Rekey};
 use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate};
 use crate::db::{airflow_version, db_error, table_columns};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::progress::Progress;
-use crate::store::manifest::{self, AbsentTable, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
+use crate::store::manifest::{
+    self, AbsentTable, FORMAT_VERSION, FernetKeyInfo, FernetKeyKind, FilterInfo, Manifest,
+    SourceInfo,
+};
 use crate::store::{BackupStore, environments};
 
 /// What a backup needs to know.
@@ -36,6 +42,10 @@ pub struct BackupOptions {
     pub store_location: String,
     /// The primary environment: recorded in the manifest, and its definition saved.
     pub environment: Option<String>,
+    /// The source's Fernet keys (PRIMARY_FERNET_KEY, else AIRFLOW__CORE__FERNET_KEY).
+    pub source_keys: Option<FernetKeys>,
+    /// The key the backup puts Fernet secrets under.
+    pub backup_key: BackupKeySetting,
 }
 
 impl BackupOptions {
@@ -137,8 +147,9 @@ pub async fn backup(
         return Ok(dry_run_report(options, &plan, backup_id));
     }
     let store = services.store()?;
+    let secrets = backup_key(options, services).await?;
     let manifest = with_lock_export(
-        options, services, &store, plan, &backup_id, started_at, progress, cancel,
+        options, services, &store, plan, secrets, &backup_id, started_at, progress, cancel,
     )
     .await;
     drop(conn);
@@ -282,6 +293,7 @@ async fn with_lock_export(
     services: &Services,
     store: &Arc<dyn BackupStore>,
     plan: Plan,
+    secrets: BackupSecrets,
     backup_id: &str,
     started_at: DateTime<Utc>,
     progress: &Arc<dyn Progress>,
@@ -298,6 +310,7 @@ async fn with_lock_export(
             store.clone(),
             backup_id,
             progress.clone(),
+            secrets.rekey,
             cancel,
         )
         .await;
@@ -328,11 +341,92 @@ async fn with_lock_export(
             tables: entries,
             active_dags: plan.active_dags,
             absent_tables: plan.absent_tables,
+            fernet: secrets.info,
             manifest_sha256: None,
         };
         commit(store.as_ref(), manifest, cancel).await
     })
     .await
+}
+
+/// The key a backup's Fernet secrets go under, and how the manifest names it.
+struct BackupSecrets {
+    /// From the source's keys to the backup key; `None` keeps the source's ciphertext.
+    rekey: Option<Rekey>,
+    info: Option<FernetKeyInfo>,
+}
+
+/// Obtains the backup key (a KMS data key, or DR_BACKUP_FERNET_KEY) before anything is
+/// written, so a backup that cannot protect its secrets writes nothing.
+async fn backup_key(options: &BackupOptions, services: &Services) -> Result<BackupSecrets> {
+    let source = options.source_keys.clone();
+    let (kind, keys, kms_key_id, wrapped_key) = match &options.backup_key {
+        BackupKeySetting::SourceKey => {
+            return Ok(BackupSecrets {
+                rekey: None,
+                info: source.map(|keys| FernetKeyInfo {
+                    kind: FernetKeyKind::Source,
+                    fingerprint: keys.fingerprint(),
+                    kms_key_id: None,
+                    wrapped_key: None,
+                }),
+            });
+        }
+        BackupKeySetting::Shared(key) => (
+            FernetKeyKind::BackupKey,
+            crate::airflow::fernet::side_keys(Some(key), "DR_BACKUP_FERNET_KEY")?
+                .ok_or_else(|| Error::failed("backup", "DR_BACKUP_FERNET_KEY", "no key"))?,
+            None,
+            None,
+        ),
+        BackupKeySetting::Kms(key_id) => {
+            let data_key = services.kms()?.generate_data_key(key_id).await?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data_key.plaintext.expose())
+                .map_err(|e| Error::failed("GenerateDataKey", key_id, e))?;
+            let keys = FernetKeys::from_data_key(&bytes).map_err(|_| {
+                Error::failed(
+                    "GenerateDataKey",
+                    key_id,
+                    format!(
+                        "KMS returned a data key of {} bytes, not the 32 of AES_256",
+                        bytes.len()
+                    ),
+                )
+            })?;
+            (
+                FernetKeyKind::Kms,
+                keys,
+                Some(key_id.clone()),
+                Some(base64::engine::general_purpose::STANDARD.encode(&data_key.wrapped)),
+            )
+        }
+    };
+    let Some(source) = source else {
+        return Err(Error::MissingValue {
+            variable: "PRIMARY_FERNET_KEY".into(),
+            command: "backup".into(),
+            purpose: format!(
+                "the source's Fernet key, to re-encrypt its secrets under the backup key ({}) (or set AIRFLOW__CORE__FERNET_KEY)",
+                match kind {
+                    FernetKeyKind::Kms => "DR_KMS_KEY_ID",
+                    _ => "DR_BACKUP_FERNET_KEY",
+                }
+            ),
+        });
+    };
+    Ok(BackupSecrets {
+        info: Some(FernetKeyInfo {
+            kind,
+            fingerprint: keys.fingerprint(),
+            kms_key_id,
+            wrapped_key,
+        }),
+        rekey: Some(Rekey {
+            source,
+            target: keys,
+        }),
+    })
 }
 
 /// The last steps before and after the manifest makes the backup exist.

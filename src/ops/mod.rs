@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::airflow::catalog::Catalog;
 use crate::airflow::versions::VersionTable;
 use crate::aws::cloudwatch::Heartbeat;
+use crate::aws::kms::Kms;
 use crate::aws::mwaa::Mwaa;
 use crate::db::PgConnector;
 use crate::error::{Error, Result};
@@ -36,6 +37,8 @@ pub struct Services {
     pub primary_mwaa: Option<Box<dyn Mwaa>>,
     /// CloudWatch in the primary's region (health).
     pub heartbeat: Option<Box<dyn Heartbeat>>,
+    /// KMS in the region of the run (the backup key of DR_KMS_KEY_ID).
+    pub kms: Option<Arc<dyn Kms>>,
 }
 
 fn missing(what: &str) -> Error {
@@ -69,6 +72,10 @@ impl Services {
         self.primary_mwaa
             .as_deref()
             .ok_or_else(|| missing("MWAA in the primary region"))
+    }
+
+    pub fn kms(&self) -> Result<&dyn Kms> {
+        self.kms.as_deref().ok_or_else(|| missing("KMS"))
     }
 
     pub fn heartbeat(&self) -> Result<&dyn Heartbeat> {

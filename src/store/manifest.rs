@@ -76,10 +76,40 @@ pub struct Manifest {
     /// Tables of the catalog the backup does not hold, each with the reason (format 2).
     #[serde(default)]
     pub absent_tables: Vec<AbsentTable>,
+    /// The key the Fernet ciphertext of the backup is under; `None` in backups taken before
+    /// it was recorded (or without any known key), which restore as they always did.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fernet: Option<FernetKeyInfo>,
     /// SHA-256 of the manifest's canonical form (format 2), see [`canonical_sha256`]. Set by
     /// [`commit`]; `None` in a format 1 manifest.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub manifest_sha256: Option<String>,
+}
+
+/// Which key the backup's Fernet ciphertext is under: named by its fingerprint, never
+/// stored; for `kms`, the data key wrapped by KMS, which only a `kms:Decrypt` unwraps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FernetKeyInfo {
+    pub kind: FernetKeyKind,
+    /// See `FernetKeys::fingerprint`.
+    pub fingerprint: String,
+    /// The KMS key that wrapped the data key (as DR_KMS_KEY_ID gave it), for `kms`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kms_key_id: Option<String>,
+    /// The data key's `CiphertextBlob`, base64, for `kms`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub wrapped_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FernetKeyKind {
+    /// The source environment's own key: the ciphertext as Airflow wrote it.
+    Source,
+    /// DR_BACKUP_FERNET_KEY, shared by both sides.
+    BackupKey,
+    /// A per-backup data key from KMS GenerateDataKey under DR_KMS_KEY_ID.
+    Kms,
 }
 
 /// A table of the catalog that the backup does not hold, and why.
@@ -520,6 +550,7 @@ mod tests {
                 name: "task_instance_history".into(),
                 reason: "the source database (Airflow 2.8.1) has no such table".into(),
             }],
+            fernet: None,
             manifest_sha256: None,
         }
     }
