@@ -12,6 +12,7 @@ mod config;
 mod failover;
 mod faults;
 mod integrity;
+mod kms;
 mod legacy;
 mod matrix;
 mod pg;
