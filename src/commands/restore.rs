@@ -92,6 +92,14 @@ fn render(summary: &RestoreSummary) -> String {
             .join(", ");
         text.push_str(&format!(": {counts}"));
     }
+    if let Some(key) = &summary.fernet_key {
+        text.push_str(&format!(
+            "\nthe backup's secrets are under the key of fingerprint {} ({}), obtained from {}",
+            key.fingerprint,
+            key.kind.as_str(),
+            key.obtained_from
+        ));
+    }
     if !report.renumbered_jobs.is_empty() {
         text.push_str(&format!(
             "\n{} restored job ids collided with the target's running jobs and were renumbered",

@@ -112,6 +112,17 @@ pub enum FernetKeyKind {
     Kms,
 }
 
+impl FernetKeyKind {
+    /// As the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FernetKeyKind::Source => "source",
+            FernetKeyKind::BackupKey => "backup_key",
+            FernetKeyKind::Kms => "kms",
+        }
+    }
+}
+
 /// A table of the catalog that the backup does not hold, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbsentTable {

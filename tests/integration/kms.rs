@@ -445,6 +445,42 @@ async fn backup_under_an_unobtainable_key_is_refused_and_nothing_written() {
     }
     assert_eq!(whole_db_digest(&dst).await, before, "the target changed");
 
+    // The source's own key, which a standby's worker does not have: what used to be copied
+    // silently, unreadable there.
+    let id = backup(
+        dir.path(),
+        &store,
+        &aws,
+        &src,
+        &[("AIRFLOW__CORE__FERNET_KEY", &source)],
+    );
+    let recorded = &manifest(&store, &id)["fernet"];
+    assert_eq!(recorded["kind"], "source", "{recorded}");
+    let fingerprint = FernetKeys::parse(&source).expect("keys").fingerprint();
+    assert_eq!(recorded["fingerprint"], fingerprint.as_str());
+    let out = mwaa(
+        dir.path(),
+        &store,
+        &aws,
+        &[("AIRFLOW__CORE__FERNET_KEY", &target)],
+        &[
+            "--yes",
+            "restore",
+            "--clean",
+            "--backup-id",
+            &id,
+            "--db",
+            &dst,
+        ],
+    );
+    assert_eq!(out.code, 6, "refused: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&fingerprint) && out.stderr.contains("PRIMARY_FERNET_KEY"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(whole_db_digest(&dst).await, before, "the target changed");
+
     // No replica of the KMS key in the secondary Region: the unwrap fails there.
     let key_id = replicated_key(&aws, false).await;
     let id = backup(
