@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 /// The manifest format this build writes: 2 adds `absent_tables` and `manifest_sha256`.
 pub const FORMAT_VERSION: u32 = 2;
 
+/// The format of a backup whose Fernet secrets are under a backup key (`fernet.kind`
+/// `backup_key` or `kms`): a reader that does not know `fernet` would copy ciphertext no
+/// target can read, so such a reader must refuse the backup instead.
+pub const BACKUP_KEY_FORMAT_VERSION: u32 = 3;
+
 /// Format 1 manifests (written before the checksum and the absent-table reasons) stay
 /// readable: backups taken by earlier builds must still restore.
 const LEGACY_FORMAT_VERSION: u32 = 1;
@@ -342,13 +347,13 @@ fn parse(bytes: &[u8], resource: &str) -> Result<Manifest> {
         serde_json::from_slice(bytes).map_err(|e| failed(format!("not a JSON manifest: {e}")))?;
     let version = document.get("format_version").and_then(Value::as_u64);
     match version {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {
+        Some(v) if v == u64::from(FORMAT_VERSION) || v == u64::from(BACKUP_KEY_FORMAT_VERSION) => {
             let stated = document.get(CHECKSUM_FIELD).and_then(Value::as_str);
             let actual = canonical_sha256(&document);
             match stated {
                 None => {
                     return Err(failed(format!(
-                        "format_version {FORMAT_VERSION} manifest without {CHECKSUM_FIELD}: it was damaged or edited, so it is not used"
+                        "format_version {v} manifest without {CHECKSUM_FIELD}: it was damaged or edited, so it is not used"
                     )));
                 }
                 Some(stated) if stated != actual => {
@@ -362,7 +367,7 @@ fn parse(bytes: &[u8], resource: &str) -> Result<Manifest> {
         Some(v) if v == u64::from(LEGACY_FORMAT_VERSION) => {}
         Some(v) => {
             return Err(failed(format!(
-                "format_version {v} is not supported by this mwaa-dr (it reads {LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}); use a matching mwaa-dr version"
+                "format_version {v} is not supported by this mwaa-dr (it reads {LEGACY_FORMAT_VERSION} to {BACKUP_KEY_FORMAT_VERSION}); use a matching mwaa-dr version"
             )));
         }
         None => return Err(failed("it has no numeric format_version".into())),
@@ -499,7 +504,10 @@ pub async fn commit(store: &dyn BackupStore, manifest: &Manifest) -> Result<()> 
 fn seal(manifest: &Manifest) -> Result<Vec<u8>> {
     let key = manifest_key(&manifest.backup_id);
     let mut manifest = manifest.clone();
-    manifest.format_version = FORMAT_VERSION;
+    manifest.format_version = match manifest.fernet.as_ref().map(|f| f.kind) {
+        Some(FernetKeyKind::BackupKey | FernetKeyKind::Kms) => BACKUP_KEY_FORMAT_VERSION,
+        _ => FORMAT_VERSION,
+    };
     manifest.manifest_sha256 = None;
     manifest.check_consistency(&key)?;
     let document =
@@ -724,7 +732,7 @@ mod tests {
         let newer = "20261126T183257.000Z-000c";
         let damaged = "20261126T183258.000Z-000d";
         let mut doc = serde_json::to_value(sample(newer)).expect("JSON");
-        doc["format_version"] = 3.into();
+        doc["format_version"] = 4.into();
         put_raw(&store, newer, &doc).await;
         store
             .put_bytes(&manifest_key(damaged), b"{\"format_version\": 2, \"tab")
@@ -746,7 +754,7 @@ mod tests {
             .collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].0, newer);
-        assert!(problems[0].1.contains("format_version 3"), "{problems:?}");
+        assert!(problems[0].1.contains("format_version 4"), "{problems:?}");
         assert_eq!(problems[1].0, damaged);
         assert!(
             problems[1].1.contains("not a JSON manifest"),
@@ -766,6 +774,38 @@ mod tests {
             "2026-11-26T18:32:55Z".parse().ok()
         );
         assert_eq!(backup_id_time("garbage"), None);
+    }
+
+    #[test]
+    fn a_backup_key_manifest_is_format_3_so_older_readers_refuse_it() {
+        let mut m = sample("20261126T183255.000Z-0001");
+        let sealed: Value = serde_json::from_slice(&seal(&m).expect("seals")).expect("JSON");
+        assert_eq!(sealed["format_version"], 2);
+        assert!(sealed.get("fernet").is_none(), "no key recorded, no field");
+        for (kind, expected) in [
+            (FernetKeyKind::Source, 2),
+            (FernetKeyKind::BackupKey, 3),
+            (FernetKeyKind::Kms, 3),
+        ] {
+            m.fernet = Some(FernetKeyInfo {
+                kind,
+                fingerprint: "0123456789abcdef".into(),
+                kms_key_id: (kind == FernetKeyKind::Kms).then(|| "alias/dr".into()),
+                wrapped_key: (kind == FernetKeyKind::Kms).then(|| "AQID".into()),
+            });
+            let bytes = seal(&m).expect("seals");
+            let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert_eq!(doc["format_version"], expected, "{kind:?}");
+            assert_eq!(doc["fernet"]["kind"], kind.as_str());
+            let read = parse(&bytes, "m.json").expect("reads back");
+            assert_eq!(read.fernet, m.fernet);
+            // The checksum covers the record: a changed fingerprint is refused.
+            let edited = String::from_utf8(bytes)
+                .expect("utf-8")
+                .replace("0123456789abcdef", "fedcba9876543210");
+            let err = parse(edited.as_bytes(), "m.json").expect_err("edited");
+            assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        }
     }
 
     #[test]

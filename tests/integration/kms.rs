@@ -337,7 +337,9 @@ async fn shared_key_backup_restores_across_fernet_keys() {
             ("DR_BACKUP_FERNET_KEY", &shared),
         ],
     );
-    let recorded = &manifest(&store, &id)["fernet"];
+    let whole = manifest(&store, &id);
+    assert_eq!(whole["format_version"], 3, "older builds refuse it");
+    let recorded = &whole["fernet"];
     let fingerprint = FernetKeys::parse(&shared).expect("key").fingerprint();
     assert_eq!(
         recorded,
