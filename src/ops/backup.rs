@@ -137,6 +137,12 @@ pub async fn backup(
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
     options.validate()?;
+    if !options.dry_run
+        && options.backup_key != BackupKeySetting::SourceKey
+        && options.source_keys.is_none()
+    {
+        return Err(missing_source_key(&options.backup_key));
+    }
     let started = Instant::now();
     let started_at = Utc::now();
     let connector = services.source()?;
@@ -402,19 +408,7 @@ async fn backup_key(options: &BackupOptions, services: &Services) -> Result<Back
             )
         }
     };
-    let Some(source) = source else {
-        return Err(Error::MissingValue {
-            variable: "PRIMARY_FERNET_KEY".into(),
-            command: "backup".into(),
-            purpose: format!(
-                "the source's Fernet key, to re-encrypt its secrets under the backup key ({}) (or set AIRFLOW__CORE__FERNET_KEY)",
-                match kind {
-                    FernetKeyKind::Kms => "DR_KMS_KEY_ID",
-                    _ => "DR_BACKUP_FERNET_KEY",
-                }
-            ),
-        });
-    };
+    let source = source.ok_or_else(|| missing_source_key(&options.backup_key))?;
     Ok(BackupSecrets {
         info: Some(FernetKeyInfo {
             kind,
@@ -427,6 +421,21 @@ async fn backup_key(options: &BackupOptions, services: &Services) -> Result<Back
             target: keys,
         }),
     })
+}
+
+/// Re-encrypting under a backup key needs the source's key to decrypt first.
+fn missing_source_key(setting: &BackupKeySetting) -> Error {
+    Error::MissingValue {
+        variable: "PRIMARY_FERNET_KEY".into(),
+        command: "backup".into(),
+        purpose: format!(
+            "the source's Fernet key, to re-encrypt its secrets under the backup key ({}) (or set AIRFLOW__CORE__FERNET_KEY)",
+            match setting {
+                BackupKeySetting::Kms(_) => "DR_KMS_KEY_ID",
+                _ => "DR_BACKUP_FERNET_KEY",
+            }
+        ),
+    }
 }
 
 /// The last steps before and after the manifest makes the backup exist.

@@ -401,6 +401,21 @@ async fn backup_under_an_unobtainable_key_is_refused_and_nothing_written() {
     let target = keys.target();
 
     let shared = new_key();
+    // Without the source's key there is nothing to re-encrypt from: no backup is made.
+    let out = mwaa(
+        dir.path(),
+        &store,
+        &aws,
+        &[("DR_BACKUP_FERNET_KEY", &shared)],
+        &["backup", "--db", &src],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("PRIMARY_FERNET_KEY") && out.stderr.contains("DR_BACKUP_FERNET_KEY"),
+        "{}",
+        out.stderr
+    );
+    assert!(!store.join("backups").exists(), "no backup was written");
     let id = backup(
         dir.path(),
         &store,
