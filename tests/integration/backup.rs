@@ -190,6 +190,7 @@ round_trips! {
     round_trip_airflow_2_9_2 => "2.9.2",
     round_trip_airflow_2_10_1 => "2.10.1",
     round_trip_airflow_2_11_0 => "2.11.0",
+    round_trip_airflow_2_11_2 => "2.11.2",
 }
 
 /// What a standby's own DAG processor wrote from the same DAG files before the restore: the
@@ -211,7 +212,10 @@ SELECT setval('asset_alias_id_seq', 2);
 INSERT INTO dag_schedule_asset_reference (asset_id, dag_id, created_at, updated_at) VALUES (1, 'consumer', now(), now());
 INSERT INTO trigger (id, classpath, kwargs, created_date) VALUES (1, 'airflow.providers.common.messaging.triggers.msg_queue.MessageQueueTrigger', 'gAAAAAB0YXJnZXQtd2F0Y2hlcg==', now());
 SELECT setval('trigger_id_seq', 1);
-INSERT INTO asset_trigger (asset_id, trigger_id) VALUES (2, 1);";
+DO $$ BEGIN
+  IF to_regclass('asset_trigger') IS NOT NULL THEN INSERT INTO asset_trigger (asset_id, trigger_id) VALUES (2, 1);
+  ELSE INSERT INTO asset_watcher (name, asset_id, trigger_id) VALUES ('standby_watcher', 2, 1); END IF;
+END $$;";
 
 /// The tables of a standby's own that a restore of Airflow 3 never touches.
 const STANDBY_OWN_3: &[&str] = &[
@@ -249,18 +253,43 @@ const ALIAS_ASSETS_BY_NAME: &str = "SELECT al.name, a.name, a.uri FROM asset_ali
 /// wrote its own DAG definitions and assets.
 #[tokio::test]
 async fn round_trip_airflow_3_0_6() {
+    round_trip_3("3.0.6").await;
+}
+
+/// 3.2.1 and 3.3.1 add teams, partition keys, human-in-the-loop answers and state stores
+/// (the last section of the sample metadata).
+#[tokio::test]
+async fn round_trip_airflow_3_2_1() {
+    round_trip_3("3.2.1").await;
+}
+
+#[tokio::test]
+async fn round_trip_airflow_3_3_1() {
+    round_trip_3("3.3.1").await;
+}
+
+async fn round_trip_3(version: &str) {
     let Some(bench) = Bench::get() else { return };
-    let src = bench.airflow_db("rt_src_306", "3.0.6", true);
-    let dst = bench.airflow_db("rt_dst_306", "3.0.6", false);
+    let tag = version.replace('.', "");
+    let src = bench.airflow_db(&format!("rt_src_{tag}"), version, true);
+    let dst = bench.airflow_db(&format!("rt_dst_{tag}"), version, false);
     bench.sql(&dst, STANDBY_DEFINITIONS_3);
+    // 3.2 turned asset_trigger into asset_watcher.
+    let own: Vec<&str> = STANDBY_OWN_3
+        .iter()
+        .map(|t| match *t {
+            "asset_trigger" if version != "3.0.6" => "asset_watcher",
+            t => t,
+        })
+        .collect();
     let mut own_before = Vec::new();
-    for table in STANDBY_OWN_3 {
+    for table in &own {
         own_before.push(rows(&dst, &format!("SELECT * FROM {table}")).await);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let doc = backup(dir.path(), &store, &src);
-    assert_eq!(doc["airflow_version"], "3.0.6");
+    assert_eq!(doc["airflow_version"], version);
     let id = doc["backup_id"].as_str().expect("id");
     let m = manifest(&store, id);
     let tables: Vec<&str> = m["tables"]
@@ -327,8 +356,43 @@ async fn round_trip_airflow_3_0_6() {
         "asset_alias_asset",
         "asset_event",
         "asset_alias_asset_event",
+        "asset_state_store",
     ];
     assert_tables_restored(&src, &dst, &m, &by_key).await;
+    if version != "3.0.6" {
+        for name in [
+            "team",
+            "hitl_detail",
+            "hitl_detail_history",
+            "task_state_store",
+            "asset_state_store",
+        ] {
+            assert!(tables.contains(&name), "{name} not backed up: {tables:?}");
+        }
+        for name in ["asset_watcher", "dag_favorite", "revoked_token", "callback"] {
+            assert!(!tables.contains(&name), "{name} backed up: {tables:?}");
+        }
+        assert_eq!(
+            rows(&dst, "SELECT 'v', team_name FROM variable WHERE team_name IS NOT NULL UNION ALL SELECT 'c', team_name FROM connection WHERE team_name IS NOT NULL UNION ALL SELECT pool, team_name FROM slot_pool WHERE team_name IS NOT NULL").await,
+            rows(&src, "SELECT 'v', team_name FROM variable WHERE team_name IS NOT NULL UNION ALL SELECT 'c', team_name FROM connection WHERE team_name IS NOT NULL UNION ALL SELECT pool, team_name FROM slot_pool WHERE team_name IS NOT NULL").await,
+            "the team of a variable, a connection and a pool"
+        );
+        assert_eq!(
+            rows(&dst, "SELECT ti.task_id, ti.state FROM hitl_detail h JOIN task_instance ti ON ti.id = h.ti_id").await,
+            vec!["(report,failed)".to_string()],
+            "the answer for the running task instance stays behind"
+        );
+        assert_eq!(
+            rows(&dst, "SELECT DISTINCT task_id FROM task_state_store").await,
+            vec!["(load)".to_string()],
+            "no state of the export DAG"
+        );
+        assert_eq!(
+            rows(&dst, "SELECT a.name, s.key, s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id").await,
+            rows(&src, "SELECT a.name, s.key, s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id").await,
+            "asset state follows its asset by name"
+        );
+    }
     // Assets by their natural key: the standby's rows keep its values, the one it lacked
     // arrives whole; events, alias resolutions and alias events name the same assets.
     let asset_cols = "SELECT name, uri, \"group\", extra::text, created_at, updated_at FROM asset";
@@ -435,7 +499,7 @@ async fn round_trip_airflow_3_0_6() {
     );
     // The standby's own definitions, assets' activity and asset watcher are untouched; its
     // paused DAGs active in the source are unpaused.
-    for (table, before) in STANDBY_OWN_3.iter().zip(&own_before) {
+    for (table, before) in own.iter().zip(&own_before) {
         assert_eq!(
             &rows(&dst, &format!("SELECT * FROM {table}")).await,
             before,
