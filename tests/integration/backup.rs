@@ -105,8 +105,8 @@ async fn round_trip(version: &str) {
     let store = dir.path().join("store");
     let doc = backup(dir.path(), &store, &src);
     let id = doc["backup_id"].as_str().expect("id");
-    // 2.11.0 has 2.10.3's schema (same alembic head): detected as 2.10.3 without MWAA_VERSION.
-    let detected = if version == "2.11.0" {
+    // 2.11.0 and 2.11.2 have 2.10.3's schema (same alembic head): detected as 2.10.3 without MWAA_VERSION.
+    let detected = if version == "2.11.0" || version == "2.11.2" {
         "2.10.3"
     } else {
         version
