@@ -136,7 +136,10 @@ mod tests {
         let message = table.unknown_revision("ffffffffffff");
         assert!(message.contains("ffffffffffff"), "{message}");
         assert!(message.contains("newest 3.3.1"), "{message}");
-        assert!(message.contains("use a release of mwaa-dr that supports it"), "{message}");
+        assert!(
+            message.contains("use a release of mwaa-dr that supports it"),
+            "{message}"
+        );
         assert!(message.contains("airflow db migrate"), "{message}");
         for version in table.known_versions() {
             assert!(message.contains(version), "{version} not listed: {message}");
