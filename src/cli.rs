@@ -16,7 +16,13 @@ const LEGACY: &str = "Backups of the original Python mwaa-dr library";
 /// Configuration comes from flags, then environment variables, then the `.env` file, then
 /// defaults; `mwaa-dr config` shows the resolved values and where each came from.
 #[derive(Debug, Parser)]
-#[command(name = "mwaa-dr", version, propagate_version = true, term_width = 100)]
+#[command(
+    name = "mwaa-dr",
+    version,
+    long_version = crate::airflow::versions::long_version(),
+    propagate_version = true,
+    term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
