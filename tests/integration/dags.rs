@@ -1,0 +1,274 @@
+//! `mwaa-dr dags render`: the DAG files hold no secret and import on every Airflow version the
+//! suite installs; the startup script installs the binary from S3 (moto) only when its
+//! checksum matches.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::airflow_cli::airflow_venv;
+use crate::aws::Aws;
+use crate::common::{mwaa_dr, run};
+
+const PASSWORD: &str = "s3cr3t-pw-in-url";
+const FERNET: &str = "dGhpcy1pcy1hLXRlc3Qta2V5LW9mLTMyLWJ5dGVzISE=";
+const OTHER_FERNET: &str = "YW5vdGhlci10ZXN0LWtleS1vZi0zMi1ieXRlcyEhISE=";
+
+/// Renders into `dir/out` with every kind of secret set, and returns the folder.
+fn render(dir: &Path, binary_uri: &str, sha: &str) -> PathBuf {
+    let out = dir.join("out");
+    let r = run(mwaa_dr(dir)
+        .args(["dags", "render", "--out"])
+        .arg(&out)
+        .args(["--binary-uri", binary_uri, "--binary-sha256", sha])
+        .env("DR_BACKUP_STORE", "s3://dr-bucket/backups")
+        .env("PRIMARY_REGION", "us-east-1")
+        .env("METADATA_EXPORT_DAG_NAME", "dr_backup")
+        .env("PRIMARY_BACKUP_SCHEDULE", "@daily")
+        .env(
+            "PRIMARY_DB_URL",
+            format!("postgresql://airflow:{PASSWORD}@primary/db"),
+        )
+        .env(
+            "SECONDARY_DB_URL",
+            format!("postgresql://airflow:{PASSWORD}@standby/db"),
+        )
+        .env(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            format!("postgresql+psycopg2://airflow:{PASSWORD}@worker/db?sslmode=require"),
+        )
+        .env("AIRFLOW__CORE__FERNET_KEY", FERNET)
+        .env("PRIMARY_FERNET_KEY", FERNET)
+        .env("SECONDARY_FERNET_KEY", OTHER_FERNET));
+    assert_eq!(r.code, 0, "render failed: {}", r.stderr);
+    out
+}
+
+#[test]
+fn rendered_dags_carry_the_settings_and_no_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = render(dir.path(), "s3://tools/mwaa-dr", &"ab".repeat(32));
+    let mut names: Vec<_> = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "cleanup_metadata.py",
+            "dr_backup.py",
+            "restore_metadata.py",
+            "startup.sh"
+        ]
+    );
+    for name in &names {
+        let text = std::fs::read_to_string(out.join(name)).expect("read");
+        for secret in [PASSWORD, FERNET, OTHER_FERNET] {
+            assert!(!text.contains(secret), "{name} holds a secret");
+        }
+    }
+    let backup = std::fs::read_to_string(out.join("dr_backup.py")).expect("read");
+    assert!(backup.contains("s3://dr-bucket/backups"), "{backup}");
+    assert!(backup.contains("schedule=\"@daily\""), "{backup}");
+}
+
+/// Imports the rendered DAGs with Airflow's own DagBag; no import error, no warning raised
+/// from the DAG files themselves.
+fn dags_import(version: &str) {
+    let venv = airflow_venv(version).expect("venv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = render(dir.path(), "s3://tools/mwaa-dr", &"ab".repeat(32));
+    let script = r#"
+import json, sys, warnings
+folder = sys.argv[1]
+caught = []
+warnings.simplefilter("always")
+def show(message, category, filename, lineno, file=None, line=None):
+    if filename.startswith(folder):
+        caught.append(f"{filename}:{lineno}: {category.__name__}: {message}")
+warnings.showwarning = show
+from airflow.models.dagbag import DagBag
+bag = DagBag(folder, include_examples=False)
+print(json.dumps({
+    "dags": {d.dag_id: [t.task_id for t in d.tasks] for d in bag.dags.values()},
+    "errors": bag.import_errors,
+    "warnings": caught,
+}))
+"#;
+    let home = dir.path().join("airflow");
+    let output = Command::new(venv.join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .env("AIRFLOW_HOME", &home)
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "no DagBag report ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(
+        doc["errors"],
+        serde_json::json!({}),
+        "import errors on {version}"
+    );
+    assert_eq!(
+        doc["warnings"],
+        serde_json::json!([]),
+        "warnings on {version}"
+    );
+    for dag in ["dr_backup", "restore_metadata", "cleanup_metadata"] {
+        assert_eq!(
+            doc["dags"][dag],
+            serde_json::json!(["mwaa_dr"]),
+            "{dag} on {version}"
+        );
+    }
+}
+
+#[test]
+fn rendered_dags_import_on_airflow_2_4_3() {
+    dags_import("2.4.3");
+}
+
+#[test]
+fn rendered_dags_import_on_airflow_2_10_3() {
+    dags_import("2.10.3");
+}
+
+#[test]
+fn rendered_dags_import_on_airflow_3_0_6() {
+    dags_import("3.0.6");
+}
+
+/// The moto venv's bin folder: its python3 has boto3, as every MWAA image's has.
+fn python_with_boto3() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME");
+    let bin = cache.join("mwaa-dr/venvs/moto-5.2.5/bin");
+    assert!(
+        bin.join("python3").is_file(),
+        "{} is needed (scripts/testbench.sh makes it)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `bash -c 'source startup.sh && echo "$MWAA_DR_BIN"'` as MWAA does, with moto as S3.
+fn source_startup(aws: &Aws, script: &Path) -> std::process::Output {
+    let path = format!(
+        "{}:{}",
+        python_with_boto3().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"source "$1" && echo "MWAA_DR_BIN=$MWAA_DR_BIN" && command -v mwaa-dr"#)
+        .arg("startup")
+        .arg(script)
+        .env("PATH", path);
+    for (name, value) in aws.vars() {
+        cmd.env(name, value);
+    }
+    cmd.output().expect("bash runs")
+}
+
+#[test]
+fn startup_script_installs_a_matching_binary_and_refuses_another() {
+    let Some(aws) = Aws::get("startup_script") else {
+        return;
+    };
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_mwaa-dr")).expect("binary");
+    let bucket = format!("tools-{}", aws.tag).to_lowercase();
+    let upload = Command::new(python_with_boto3().join("python3"))
+        .arg("-c")
+        .arg(
+            "import boto3, sys; s3 = boto3.client('s3'); s3.create_bucket(Bucket=sys.argv[1]); \
+             s3.upload_file(sys.argv[2], sys.argv[1], 'bin/mwaa-dr')",
+        )
+        .arg(&bucket)
+        .arg(env!("CARGO_BIN_EXE_mwaa-dr"))
+        .envs(aws.vars())
+        .output()
+        .expect("python runs");
+    assert!(
+        upload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&upload.stderr)
+    );
+    let uri = format!("s3://{bucket}/bin/mwaa-dr");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&binary))
+    };
+
+    // A checksum that is not the binary's: refused, both named, nothing installed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let install = dir.path().join("mwaa-dr/bin/mwaa-dr");
+    let wrong = "0".repeat(64);
+    let out = dir.path().join("out");
+    let r = run(mwaa_dr(dir.path())
+        .args(["dags", "render", "--store", "s3://dr/backups", "--out"])
+        .arg(&out)
+        .args([
+            "--binary-uri",
+            &uri,
+            "--binary-sha256",
+            &wrong,
+            "--install-path",
+        ])
+        .arg(&install));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let refused = source_startup(&aws, &out.join("startup.sh"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "a mismatched binary was accepted"
+    );
+    assert!(stderr.contains(&sha) && stderr.contains(&wrong), "{stderr}");
+    assert!(!install.exists(), "a refused binary was installed");
+    assert!(crate::common::files_under(&dir.path().join("mwaa-dr")).is_empty());
+
+    // The binary's own checksum (from --binary-file): installed, on PATH, MWAA_DR_BIN set.
+    let r = run(mwaa_dr(dir.path())
+        .args(["dags", "render", "--store", "s3://dr/backups", "--out"])
+        .arg(&out)
+        .args([
+            "--binary-uri",
+            &uri,
+            "--binary-file",
+            env!("CARGO_BIN_EXE_mwaa-dr"),
+        ])
+        .arg("--install-path")
+        .arg(&install));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let installed = source_startup(&aws, &out.join("startup.sh"));
+    let stdout = String::from_utf8_lossy(&installed.stdout);
+    assert!(
+        installed.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("MWAA_DR_BIN={}", install.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&install.display().to_string()),
+        "not on PATH: {stdout}"
+    );
+    assert_eq!(std::fs::read(&install).expect("installed"), binary);
+    let version = Command::new(&install)
+        .arg("--version")
+        .output()
+        .expect("runs");
+    assert!(version.status.success());
+}
