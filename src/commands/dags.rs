@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::cli::DagsRenderArgs;
 use crate::config::Config;
-use crate::config::vars::{Kind, spec};
+use crate::config::vars::spec;
 use crate::deploy::RenderedFile;
 use crate::deploy::dags::{DagSettings, render_dags};
 use crate::deploy::startup::{self, StartupSettings, render_startup, sha256_hex};
@@ -134,9 +134,7 @@ fn written_in(config: &Config) -> BTreeMap<String, String> {
                 crate::config::Source::Default | crate::config::Source::Unset
             )
         })
-        .filter(|e| {
-            !spec(e.name).is_some_and(|s| matches!(s.kind, Kind::DatabaseUrl | Kind::FernetKey))
-        })
+        .filter(|e| !spec(e.name).is_some_and(|s| s.kind.is_secret()))
         .filter_map(|e| {
             let value = match &e.value {
                 serde_json::Value::Null => return None,
