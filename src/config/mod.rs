@@ -56,6 +56,8 @@ pub struct DeploymentSettings {
     pub dags_s3_path: String,
     pub backup_schedule: String,
     pub replication_polling_interval: Duration,
+    /// MWAA_DR_DAG_RUN: the DR DAG run executing this process.
+    pub dr_dag_run: Option<(String, String)>,
 }
 
 /// One variable as `config` reports it.
@@ -121,6 +123,16 @@ impl Config {
         let (variable_strategy, connection_strategy) = values.strategies(dr_type, &mut entries);
         let store = values.store(&mut entries);
         let s3_encryption = values.s3_encryption()?;
+        if let Some(run) = values.text("MWAA_DR_DAG_RUN")
+            && let Err(problem) = crate::airflow::catalog::DrDags::parse_run(&run)
+        {
+            return Err(Error::InvalidValue {
+                variable: "MWAA_DR_DAG_RUN".into(),
+                value: run,
+                problem,
+                accepted: crate::airflow::catalog::ACCEPTED_DAG_RUN.into(),
+            });
+        }
         let config = Config {
             output: cli.global.output,
             quiet: cli.global.quiet,
@@ -209,9 +221,18 @@ impl Config {
 
     /// Where the table catalogs come from, for the operations.
     pub fn catalogs(&self) -> crate::ops::Catalogs {
+        let deployment = &self.deployment;
         crate::ops::Catalogs {
             table_catalog: self.table_catalog.clone(),
             versions: self.versions.clone(),
+            dr_dags: crate::airflow::catalog::DrDags {
+                names: vec![
+                    deployment.export_dag_name.clone(),
+                    deployment.import_dag_name.clone(),
+                    deployment.cleanup_dag_name.clone(),
+                ],
+                run: deployment.dr_dag_run.clone(),
+            },
         }
     }
 
@@ -593,6 +614,9 @@ impl Values {
             dags_s3_path: self.text_or_default("MWAA_DAGS_S3_PATH"),
             backup_schedule: self.text_or_default("PRIMARY_BACKUP_SCHEDULE"),
             replication_polling_interval: self.secs("PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"),
+            dr_dag_run: self
+                .text("MWAA_DR_DAG_RUN")
+                .and_then(|v| crate::airflow::catalog::DrDags::parse_run(&v).ok()),
         }
     }
 

@@ -645,6 +645,13 @@ pub const VARS: &[VarSpec] = &[
         "Name of the DAG that runs `mwaa-dr cleanup` inside Airflow.",
     ),
     var(
+        "MWAA_DR_DAG_RUN",
+        K::Text,
+        None,
+        G::Deployment,
+        "DAG_ID/RUN_ID of the DR DAG run executing this process, set by the rendered DAGs: a clean restore or cleanup keeps that run's rows (and the DR DAGs' in-flight runs) where they are.",
+    ),
+    var(
         "MWAA_DAGS_S3_PATH",
         K::Text,
         Some("dags"),

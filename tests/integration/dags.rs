@@ -272,3 +272,156 @@ fn startup_script_installs_a_matching_binary_and_refuses_another() {
         .expect("runs");
     assert!(version.status.success());
 }
+
+/// Inside an MWAA container with only MWAA's raw variables, `backup` reaches the database
+/// they describe; `sslmode` is honoured: `require` against a server without TLS connects to
+/// nothing.
+#[test]
+fn a_worker_reaches_the_database_through_mwaas_raw_variables() {
+    let Some(bench) = crate::pg::Bench::get() else {
+        return;
+    };
+    let db = bench.airflow_db("mwaa_raw", "2.10.3", true);
+    let parsed = url::Url::parse(&db).expect("bench URL");
+    let credentials = serde_json::json!({
+        "username": parsed.username(),
+        "password": parsed.password().unwrap_or_default(),
+    })
+    .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backup = |sslmode: &str| {
+        run(mwaa_dr(dir.path())
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .args(["--output", "json", "backup"])
+            .env("MWAA__DB__POSTGRES_HOST", parsed.host_str().expect("host"))
+            .env(
+                "MWAA__DB__POSTGRES_PORT",
+                parsed.port().unwrap_or(5432).to_string(),
+            )
+            .env(
+                "MWAA__DB__POSTGRES_DB",
+                parsed.path().trim_start_matches('/'),
+            )
+            .env("MWAA__DB__POSTGRES_SSLMODE", sslmode)
+            .env("MWAA__DB__CREDENTIALS", &credentials))
+    };
+    let r = backup("prefer");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).expect("report");
+    assert!(report["backup_id"].is_string(), "{report}");
+    let r = backup("require");
+    assert_ne!(r.code, 0, "sslmode=require connected without TLS");
+    let lower = r.stderr.to_lowercase();
+    assert!(
+        lower.contains("tls") || lower.contains("ssl"),
+        "{}",
+        r.stderr
+    );
+}
+
+const OWN_RUN: &str = "mwaa-dr__20260101T000000Z__abcd";
+
+/// A DR DAG's run in flight in `db`, as Airflow writes it while the task runs: its dag_run
+/// (id 1, which the backup's runs use too) and its running task instance.
+fn start_own_run(bench: &crate::pg::Bench, db: &str) {
+    bench.sql(
+        db,
+        &format!(
+            "INSERT INTO dag_run (id, dag_id, execution_date, state, run_id, external_trigger, run_type, log_template_id)
+             VALUES (1, 'restore_metadata', now(), 'running', '{OWN_RUN}', true, 'manual', (SELECT min(id) FROM log_template));
+             INSERT INTO task_instance (task_id, dag_id, run_id, map_index, state, try_number, max_tries, hostname, unixname, pool, pool_slots, queue, priority_weight, executor_config)
+             VALUES ('mwaa_dr', 'restore_metadata', '{OWN_RUN}', -1, 'running', 1, 0, 'h', 'airflow', 'default_pool', 1, 'default', 1, '\\x80057d942e'::bytea);"
+        ),
+    );
+}
+
+async fn own_rows(db: &str) -> (i64, i64) {
+    let mut conn = crate::pg::connect(db).await;
+    let runs: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM dag_run WHERE dag_id = 'restore_metadata' AND run_id = '{OWN_RUN}'"
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .expect("count runs");
+    let tis: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM task_instance WHERE dag_id = 'restore_metadata' AND run_id = '{OWN_RUN}' AND state = 'running'"
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .expect("count task instances");
+    (runs, tis)
+}
+
+/// The DR DAGs never restore or clean away their own rows: a backup does not record them as
+/// DAGs to unpause, and a clean restore or a cleanup run by the restore DAG keeps the rows of
+/// the run executing it (its id moved out of the restored runs' way).
+#[tokio::test]
+async fn dr_dags_keep_their_own_run_and_are_never_recorded_active() {
+    let Some(bench) = crate::pg::Bench::get() else {
+        return;
+    };
+    let src = bench.airflow_db("dr_rows_src", "2.10.3", true);
+    let dst = bench.airflow_db("dr_rows_dst", "2.10.3", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let r = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["--output", "json", "backup", "--db", &src]));
+    assert_eq!(r.code, 0, "backup: {}", r.stderr);
+    let id = serde_json::from_str::<serde_json::Value>(&r.stdout).expect("report")["backup_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(store.join("backups").join(&id).join("manifest.json"))
+            .expect("manifest"),
+    )
+    .expect("manifest JSON");
+    // The sample's backup_metadata DAG is unpaused in the source.
+    assert_eq!(manifest["active_dags"], serde_json::json!(["etl"]));
+
+    start_own_run(&bench, &dst);
+    let restore = |clean: bool| {
+        let mut cmd = mwaa_dr(dir.path());
+        cmd.arg("--store")
+            .arg(&store)
+            .args(["--yes", "--output", "json", "restore", "--db", &dst])
+            .env("MWAA_DR_DAG_RUN", format!("restore_metadata/{OWN_RUN}"));
+        if clean {
+            cmd.arg("--clean");
+        }
+        run(&mut cmd)
+    };
+    let r = restore(false);
+    assert_eq!(r.code, 0, "restore beside the own run: {}", r.stderr);
+    assert_eq!(own_rows(&dst).await, (1, 1));
+    let r = restore(true);
+    assert_eq!(r.code, 0, "clean restore: {}", r.stderr);
+    assert_eq!(own_rows(&dst).await, (1, 1));
+    let mut conn = crate::pg::connect(&dst).await;
+    let restored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dag_run WHERE dag_id = 'etl' AND id = 1")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+    assert_eq!(restored, 1, "the backup's run 1 is restored with its id");
+
+    let r = run(mwaa_dr(dir.path())
+        .args(["--yes", "--output", "json", "cleanup", "--db", &dst])
+        .env("MWAA_DR_DAG_RUN", format!("restore_metadata/{OWN_RUN}")));
+    assert_eq!(r.code, 0, "cleanup: {}", r.stderr);
+    assert_eq!(own_rows(&dst).await, (1, 1));
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM dag_run")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(left, 1, "cleanup kept only the own run");
+
+    let r = run(mwaa_dr(dir.path())
+        .args(["cleanup", "--db", &dst])
+        .env("MWAA_DR_DAG_RUN", "no-slash"));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("MWAA_DR_DAG_RUN"), "{}", r.stderr);
+}
