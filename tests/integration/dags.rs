@@ -425,3 +425,95 @@ async fn dr_dags_keep_their_own_run_and_are_never_recorded_active() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("MWAA_DR_DAG_RUN"), "{}", r.stderr);
 }
+
+/// The rendered task's callable, run by Airflow 2.10.3's Python with a stand-in DAG run: the
+/// backup DAG's task returns the binary's JSON report (a complete backup `verify` accepts);
+/// the restore DAG's task fails with the binary's own error for a backup that does not
+/// exist, and refuses a conf key it does not accept, naming the accepted ones.
+#[test]
+fn the_dag_task_runs_the_binary_and_returns_its_report() {
+    let Some(bench) = crate::pg::Bench::get() else {
+        return;
+    };
+    let venv = airflow_venv("2.10.3").expect("venv");
+    let db = bench.airflow_db("dag_task", "2.10.3", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let out = dir.path().join("out");
+    let r = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["dags", "render", "--out"])
+        .arg(&out)
+        .args([
+            "--binary-uri",
+            "s3://tools/mwaa-dr",
+            "--binary-sha256",
+            &"ab".repeat(32),
+        ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let script = r#"
+import importlib.util, json, sys
+from airflow.exceptions import AirflowException
+
+def task(path, conf):
+    spec = importlib.util.spec_from_file_location("dr_dag", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = type("Run", (), {"dag_id": module.DAG_ID, "run_id": "manual__test", "conf": conf})()
+    try:
+        return {"ok": module.run_mwaa_dr(dag_run=run)}
+    except AirflowException as e:
+        return {"error": str(e)}
+
+folder = sys.argv[1]
+print(json.dumps({
+    "backup": task(f"{folder}/backup_metadata.py", {}),
+    "missing": task(f"{folder}/restore_metadata.py", {"backup_id": "20000101T000000Z-0000"}),
+    "unknown": task(f"{folder}/restore_metadata.py", {"task_token": "x"}),
+}))
+"#;
+    let home = dir.path().join("airflow");
+    let output = Command::new(venv.join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .env("AIRFLOW_HOME", &home)
+        .env("MWAA_DR_BIN", env!("CARGO_BIN_EXE_mwaa-dr"))
+        .env("MWAA_DR_NO_DOTENV", "true")
+        .env(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            db.replacen("postgres://", "postgresql+psycopg2://", 1),
+        )
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "no result ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let report: serde_json::Value =
+        serde_json::from_str(doc["backup"]["ok"].as_str().expect("report text"))
+            .expect("the return value is the JSON report");
+    let id = report["backup_id"].as_str().expect("backup id");
+    let verify = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["verify", id]));
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    let missing = doc["missing"]["error"]
+        .as_str()
+        .expect("the restore failed");
+    assert!(
+        missing.contains("20000101T000000Z-0000") && missing.contains("restore failed"),
+        "{missing}"
+    );
+    let unknown = doc["unknown"]["error"].as_str().expect("refused");
+    assert!(
+        unknown.contains("task_token") && unknown.contains("backup_id, clean, connection_strategy"),
+        "{unknown}"
+    );
+}
