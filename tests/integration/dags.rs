@@ -517,3 +517,95 @@ print(json.dumps({
         "{unknown}"
     );
 }
+
+/// Real Airflow runs the rendered backup DAG (`airflow dags test`, on a database made by its
+/// own `airflow db migrate`) and the task writes a complete backup with the binary.
+fn backup_dag_runs_in_airflow(version: &str) {
+    let Some(bench) = crate::pg::Bench::get() else {
+        return;
+    };
+    let venv = airflow_venv(version).expect("venv");
+    let started = std::time::Instant::now();
+    let name = format!(
+        "dagrun_{}_{}",
+        version.replace('.', "_"),
+        std::process::id()
+    );
+    bench.sql(
+        &bench.url("postgres"),
+        &format!("DROP DATABASE IF EXISTS {name}"),
+    );
+    bench.sql(&bench.url("postgres"), &format!("CREATE DATABASE {name}"));
+    let db = bench.url(&name);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let dags = dir.path().join("dags");
+    let r = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["dags", "render", "--out"])
+        .arg(&dags)
+        .args([
+            "--binary-uri",
+            "s3://tools/mwaa-dr",
+            "--binary-sha256",
+            &"ab".repeat(32),
+        ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let home = dir.path().join("airflow");
+    let airflow = |args: &[&str]| {
+        let out = Command::new(venv.join("bin/airflow"))
+            .env_clear()
+            .args(args)
+            .current_dir(dir.path())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("AIRFLOW_HOME", &home)
+            .env("AIRFLOW__CORE__DAGS_FOLDER", &dags)
+            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+            .env("AIRFLOW__CORE__FERNET_KEY", FERNET)
+            .env(
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                db.replacen("postgres://", "postgresql+psycopg2://", 1),
+            )
+            .env("MWAA_DR_BIN", env!("CARGO_BIN_EXE_mwaa-dr"))
+            .output()
+            .expect("airflow runs");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "airflow {args:?} failed:\n{text}");
+        text
+    };
+    airflow(&["db", "migrate"]);
+    let log = airflow(&["dags", "test", "backup_metadata"]);
+    let list = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["--output", "json", "list"]));
+    assert_eq!(list.code, 0, "{}\n{log}", list.stderr);
+    let backups: serde_json::Value = serde_json::from_str(&list.stdout).expect("list JSON");
+    assert!(
+        backups.as_array().is_some_and(|b| b.len() == 1)
+            || backups["backups"].as_array().is_some_and(|b| b.len() == 1),
+        "one backup expected: {backups}\n{log}"
+    );
+    let verify = run(mwaa_dr(dir.path()).arg("--store").arg(&store).arg("verify"));
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    eprintln!(
+        "Airflow {version}: db migrate + dags test backup_metadata + verify in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn backup_dag_runs_in_airflow_2_10_3() {
+    backup_dag_runs_in_airflow("2.10.3");
+}
+
+#[test]
+fn backup_dag_runs_in_airflow_3_0_6() {
+    backup_dag_runs_in_airflow("3.0.6");
+}
