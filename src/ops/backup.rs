@@ -245,7 +245,7 @@ async fn plan(
     }
     let catalog = options.catalogs.for_version(&version)?;
     let (tables, absent_tables) = tables(conn, &catalog, &options.export_dag, &version).await?;
-    let active_dags = active_dags(conn, db).await?;
+    let active_dags = active_dags(conn, db, &catalog.dr_dags.names).await?;
     Ok(Plan {
         snapshot,
         version,
@@ -462,8 +462,14 @@ async fn commit(
     Ok(manifest)
 }
 
-/// DAGs not paused (and still present in their DAG files) in the source.
-async fn active_dags(conn: &mut sqlx::PgConnection, db: &str) -> Result<Vec<String>> {
+/// DAGs not paused (and still present in their DAG files) in the source, but the DR DAGs:
+/// a restore unpauses these on the standby, where a running backup DAG would overwrite the
+/// store with the standby's own state.
+async fn active_dags(
+    conn: &mut sqlx::PgConnection,
+    db: &str,
+    dr_dags: &[String],
+) -> Result<Vec<String>> {
     let Some(columns) = table_columns(conn, "dag").await? else {
         return Ok(Vec::new());
     };
@@ -475,8 +481,9 @@ async fn active_dags(conn: &mut sqlx::PgConnection, db: &str) -> Result<Vec<Stri
         "TRUE"
     };
     sqlx::query_scalar(&format!(
-        "SELECT dag_id FROM dag WHERE NOT is_paused AND {present} ORDER BY dag_id"
+        "SELECT dag_id FROM dag WHERE NOT is_paused AND {present} AND dag_id <> ALL($1) ORDER BY dag_id"
     ))
+    .bind(dr_dags)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error("list active DAGs", db, e))

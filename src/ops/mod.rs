@@ -92,11 +92,19 @@ pub struct Catalogs {
     /// DR_TABLE_CATALOG.
     pub table_catalog: Option<PathBuf>,
     pub versions: VersionTable,
+    /// The DR DAGs' own rows, which every catalog keeps.
+    pub dr_dags: crate::airflow::catalog::DrDags,
 }
 
 impl Catalogs {
     /// The table catalog for a database of Airflow `version`.
     pub fn for_version(&self, version: &str) -> Result<Catalog> {
+        let mut catalog = self.file_for_version(version)?;
+        catalog.dr_dags = self.dr_dags.clone();
+        Ok(catalog)
+    }
+
+    fn file_for_version(&self, version: &str) -> Result<Catalog> {
         match &self.table_catalog {
             None => Catalog::builtin_for(version),
             Some(path) => {

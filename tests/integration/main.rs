@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod common;
 mod config;
+mod dags;
 mod failover;
 mod faults;
 mod integrity;
