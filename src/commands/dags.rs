@@ -20,9 +20,9 @@ const WRITTEN_IN: &[&str] = &[
     "DR_TYPE",
     "MWAA_VERSION",
     "PRIMARY_REGION",
-    "PRIMARY_ENVIRONMENT_NAME",
+    "PRIMARY_MWAA_ENVIRONMENT_NAME",
     "SECONDARY_REGION",
-    "SECONDARY_ENVIRONMENT_NAME",
+    "SECONDARY_MWAA_ENVIRONMENT_NAME",
     "DR_S3_SSE",
     "DR_S3_KMS_KEY_ID",
     "DR_KMS_KEY_ID",
@@ -144,4 +144,23 @@ fn written_in(config: &Config) -> BTreeMap<String, String> {
             Some((e.name.to_string(), value))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_written_in_is_a_known_variable() {
+        for name in WRITTEN_IN {
+            assert!(
+                spec(name).is_some(),
+                "{name} is not a variable mwaa-dr reads"
+            );
+            assert!(
+                !spec(name).is_some_and(|s| s.kind.is_secret()),
+                "{name} is a secret and must not be written into a DAG file"
+            );
+        }
+    }
 }
