@@ -14,6 +14,7 @@ mod faults;
 mod integrity;
 mod legacy;
 mod matrix;
+mod mwaa_build;
 mod pg;
 mod rekey;
 mod store;
