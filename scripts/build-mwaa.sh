@@ -143,6 +143,13 @@ fi
 # cargo-zigbuild finds Zig as `python3 -m ziglang` of the venv's interpreter.
 export PATH=$venv/bin:$PATH
 
+# The target triple is the host's, so build scripts that follow cc-rs's convention (aws-lc-sys
+# among them) would prefer a HOST_CC over the zig cc that cargo-zigbuild sets, and compile C
+# against this machine's newer glibc.
+unset HOST_CC HOST_CXX HOST_CFLAGS HOST_CXXFLAGS \
+    HOST_CC_x86_64_unknown_linux_gnu HOST_CXX_x86_64_unknown_linux_gnu \
+    HOST_CFLAGS_x86_64_unknown_linux_gnu HOST_CXXFLAGS_x86_64_unknown_linux_gnu
+
 mkdir -p "$out" "$target_dir"
 log "building $triple.$glibc_floor (profile $profile) in $target_dir"
 start=$SECONDS
