@@ -79,17 +79,18 @@ verify() {
     [ -x "$bin" ] || die "$bin does not exist or is not executable"
     local dynsyms
     dynsyms=$(objdump -T "$bin") || die "objdump -T $bin failed"
-    # Every dynamic symbol whose version is newer than the floor: sort -V puts the floor
-    # first when the version is not newer.
+    # The versions newer than the floor are those sort -V puts after it; then every symbol
+    # that asks for one of them.
+    local newer
+    newer=$(
+        { echo "$glibc_floor"; grep -o 'GLIBC_[0-9][0-9.]*' <<<"$dynsyms" | sed 's/^GLIBC_//'; } |
+            sort -uV | sed "1,/^${glibc_floor//./\\.}\$/d" | paste -sd' ' -
+    )
     offending=$(
-        grep -o 'GLIBC_[0-9][0-9.]*.*' <<<"$dynsyms" | while read -r ver name; do
-            v=${ver#GLIBC_}
-            v=${v%)}
-            if [ "$v" != "$glibc_floor" ] &&
-                [ "$(printf '%s\n%s\n' "$glibc_floor" "$v" | sort -V | tail -1)" = "$v" ]; then
-                echo "$name (GLIBC_$v)"
-            fi
-        done
+        awk -v newer=" $newer " 'match($0, /GLIBC_[0-9][0-9.]*/) {
+            v = substr($0, RSTART + 6, RLENGTH - 6)
+            if (index(newer, " " v " ")) print $NF " (GLIBC_" v ")"
+        }' <<<"$dynsyms"
     )
     if [ -n "$offending" ]; then
         die "$bin needs a glibc newer than $glibc_floor, so it would not load on Amazon Linux 2 (MWAA with Airflow 2.4-2.6); symbols: $(echo "$offending" | sort -u | paste -sd, -)"
