@@ -52,10 +52,12 @@ fn glibc_symbols(dynsyms: &str) -> Vec<(String, Vec<u32>)> {
             let end = rest
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                 .unwrap_or(rest.len());
+            // GLIBC_PRIVATE and the like carry no version number to compare.
             let version: Vec<u32> = rest[..end]
                 .split('.')
-                .map(|part| part.parse().expect("numeric glibc version"))
-                .collect();
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
             let symbol = line
                 .split_whitespace()
                 .last()
