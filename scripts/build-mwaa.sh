@@ -151,6 +151,17 @@ unset HOST_CC HOST_CXX HOST_CFLAGS HOST_CXXFLAGS \
     HOST_CC_x86_64_unknown_linux_gnu HOST_CXX_x86_64_unknown_linux_gnu \
     HOST_CFLAGS_x86_64_unknown_linux_gnu HOST_CXXFLAGS_x86_64_unknown_linux_gnu
 
+# Run from a test or `cargo run`, the outer cargo's package variables (CARGO_PKG_NAME, ...)
+# are in the environment; build scripts that watch them (rerun-if-env-changed) would see a
+# change and rebuild most of the tree, about 40 minutes here, instead of reusing it.
+for var in $(compgen -e); do
+    case $var in
+    CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_BIN_EXE_* | CARGO_CRATE_NAME | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | NEXTEST*)
+        unset "$var"
+        ;;
+    esac
+done
+
 mkdir -p "$out" "$target_dir"
 log "building $triple.$glibc_floor (profile $profile) in $target_dir"
 start=$SECONDS
