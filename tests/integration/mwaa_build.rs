@@ -5,7 +5,7 @@
 //! Needs objdump (binutils) and Python 3 with venv (the script installs Zig and
 //! cargo-zigbuild from PyPI into a cached venv); the test fails without them. The build uses
 //! the cached target dir `$HOME/.cache/mwaa-dr/target-mwaa`, so after the first build (about
-//! 20 minutes on two cores) a run only relinks when the sources changed.
+//! 40 minutes on two busy cores) a run only rebuilds the crate when the sources changed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
