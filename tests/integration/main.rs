@@ -16,6 +16,7 @@ mod integrity;
 mod kms;
 mod legacy;
 mod matrix;
+mod mwaa_build;
 mod pg;
 mod rekey;
 mod store;
