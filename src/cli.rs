@@ -16,7 +16,13 @@ const LEGACY: &str = "Backups of the original Python mwaa-dr library";
 /// Configuration comes from flags, then environment variables, then the `.env` file, then
 /// defaults; `mwaa-dr config` shows the resolved values and where each came from.
 #[derive(Debug, Parser)]
-#[command(name = "mwaa-dr", version, propagate_version = true, term_width = 100)]
+#[command(
+    name = "mwaa-dr",
+    version,
+    long_version = crate::airflow::versions::long_version(),
+    propagate_version = true,
+    term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -106,6 +112,53 @@ pub enum Command {
 
     /// Print the resolved configuration and where each value came from (secrets redacted)
     Config,
+
+    /// Render what runs mwaa-dr inside MWAA: the DR DAGs and the startup script
+    #[command(subcommand)]
+    Dags(DagsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DagsCommand {
+    /// Write the backup, restore and cleanup DAGs and the MWAA startup script into a folder
+    ///
+    /// The DAG files take their settings from the configuration now (no password nor key is
+    /// written: the worker's environment gives those); upload them to the DAGs folder, and the
+    /// startup script as the environment's startup script.
+    Render(DagsRenderArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("checksum").required(true).args(["binary_sha256", "binary_file"])))]
+pub struct DagsRenderArgs {
+    /// Folder to write the files into (created when missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// S3 URI of the mwaa-dr binary the startup script installs
+    #[arg(long, value_name = "s3://BUCKET/KEY", required = true)]
+    pub binary_uri: String,
+
+    /// S3 object version of the binary to install [default: the latest]
+    #[arg(long, value_name = "VERSION")]
+    pub binary_version: Option<String>,
+
+    /// SHA-256 the binary must have (hex); the startup script refuses any other
+    #[arg(long, value_name = "HEX")]
+    pub binary_sha256: Option<String>,
+
+    /// Take the SHA-256 from this local copy of the binary instead
+    #[arg(long, value_name = "PATH")]
+    pub binary_file: Option<PathBuf>,
+
+    /// Where the startup script installs the binary (and where the DAGs look for it when
+    /// MWAA_DR_BIN is unset)
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/usr/local/airflow/mwaa-dr/bin/mwaa-dr"
+    )]
+    pub install_path: String,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +297,7 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Prune(_) => "prune",
             Command::Config => "config",
+            Command::Dags(DagsCommand::Render(_)) => "dags render",
         }
     }
 }

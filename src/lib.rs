@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod deploy;
 pub mod error;
 pub mod failover;
 pub mod failpoint;
@@ -166,6 +167,7 @@ pub async fn run(cli: Cli, config: Config, cancel: CancellationToken) -> Result<
         Command::Prune(args) => commands::prune::run(&config, args, &cancel).await,
         Command::HealthCheck(_) => commands::health_check::run(&config).await,
         Command::Failover(args) => commands::failover::run(&config, args, &cancel).await,
+        Command::Dags(cli::DagsCommand::Render(args)) => commands::dags::render(&config, args),
     }
 }
 
@@ -233,6 +235,7 @@ mod layering {
         &["health"],
         &["ops"],
         &["failover"],
+        &["deploy"],
         &["cli"],
         &["output", "config"],
         &["commands"],

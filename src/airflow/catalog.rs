@@ -98,6 +98,74 @@ impl TableSpec {
 pub struct Catalog {
     pub inflight_states: Vec<String>,
     pub tables: Vec<TableSpec>,
+    /// The DR DAGs whose own rows a clean restore or cleanup keeps; not part of the file.
+    #[serde(skip)]
+    pub dr_dags: DrDags,
+}
+
+/// The DR DAGs (backup, restore, cleanup) and the DAG run executing this process
+/// (`MWAA_DR_DAG_RUN`): a clean restore or cleanup run by a DR DAG must not delete the rows
+/// Airflow is using to run it, and a backup never records a DR DAG as one to unpause.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrDags {
+    /// METADATA_EXPORT_DAG_NAME, METADATA_IMPORT_DAG_NAME, METADATA_CLEANUP_DAG_NAME.
+    pub names: Vec<String>,
+    /// (dag_id, run_id) of the executing run.
+    pub run: Option<(String, String)>,
+}
+
+/// What `MWAA_DR_DAG_RUN` accepts.
+pub const ACCEPTED_DAG_RUN: &str = "DAG_ID/RUN_ID, as the DR DAGs set it";
+
+impl DrDags {
+    /// Parses `MWAA_DR_DAG_RUN` (`dag_id/run_id`; a DAG id has no slash, a run id may).
+    pub fn parse_run(value: &str) -> std::result::Result<(String, String), String> {
+        match value.split_once('/') {
+            Some((dag, run)) if !dag.is_empty() && !run.is_empty() => {
+                Ok((dag.to_string(), run.to_string()))
+            }
+            _ => Err("not DAG_ID/RUN_ID".into()),
+        }
+    }
+
+    /// The condition, on unqualified columns of a table with `columns`, true for the rows
+    /// to keep: the executing run's own (its dag_run, task instances and what hangs off
+    /// them) and the DR DAGs' in-flight runs and task instances.
+    pub fn keep(&self, columns: &[String], inflight_states: &[String]) -> Option<String> {
+        let has = |c: &str| columns.iter().any(|x| x == c);
+        let mut keep = Vec::new();
+        if let Some((dag, run)) = &self.run {
+            let (dag, run) = (quote_literal(dag), quote_literal(run));
+            if has("dag_id") && has("run_id") {
+                keep.push(format!("(dag_id = {dag} AND run_id = {run})"));
+            } else if has("ti_id") {
+                keep.push(format!(
+                    "ti_id IN (SELECT id FROM task_instance WHERE dag_id = {dag} AND run_id = {run})"
+                ));
+            } else if has("dag_run_id") {
+                keep.push(format!(
+                    "dag_run_id IN (SELECT id FROM dag_run WHERE dag_id = {dag} AND run_id = {run})"
+                ));
+            }
+        }
+        if !self.names.is_empty() && !inflight_states.is_empty() && has("dag_id") && has("state") {
+            let names = self
+                .names
+                .iter()
+                .map(|n| quote_literal(n))
+                .collect::<Vec<_>>();
+            let states = inflight_states
+                .iter()
+                .map(|s| quote_literal(s))
+                .collect::<Vec<_>>();
+            keep.push(format!(
+                "(dag_id IN ({}) AND state IN ({}))",
+                names.join(", "),
+                states.join(", ")
+            ));
+        }
+        (!keep.is_empty()).then(|| keep.join(" OR "))
+    }
 }
 
 impl Catalog {
@@ -214,6 +282,17 @@ impl Catalog {
 
     pub fn table(&self, name: &str) -> Option<&TableSpec> {
         self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// The rows of `spec`'s table (with `columns`) that cleanup keeps and a restore's
+    /// emptiness check allows: the catalog's `keep` clause, and the DR DAGs' own rows.
+    pub fn keep_condition(&self, spec: &TableSpec, columns: &[String]) -> Option<String> {
+        let dr = self.dr_dags.keep(columns, &self.inflight_states);
+        match (spec.keep.as_deref(), dr) {
+            (Some(keep), Some(dr)) => Some(format!("({keep}) OR {dr}")),
+            (Some(keep), None) => Some(keep.to_string()),
+            (None, dr) => dr,
+        }
     }
 
     /// The table's filter with its placeholders filled in; `columns` are the table's columns
@@ -471,5 +550,44 @@ mod tests {
             .expect_err("copy")
             .to_string();
         assert!(e.contains("keeps the backup's ids"), "{e}");
+    }
+
+    #[test]
+    fn dr_dags_keep_their_running_rows_and_those_of_the_executing_run() {
+        let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let states = vec!["running".to_string()];
+        let none = DrDags::default();
+        assert_eq!(
+            none.keep(&cols(&["dag_id", "run_id", "state"]), &states),
+            None
+        );
+        let dr = DrDags {
+            names: vec!["backup_metadata".into(), "restore_metadata".into()],
+            run: Some(DrDags::parse_run("restore_metadata/manual__it's").expect("parses")),
+        };
+        assert_eq!(
+            dr.keep(&cols(&["dag_id", "run_id", "state"]), &states)
+                .as_deref(),
+            Some(
+                "(dag_id = 'restore_metadata' AND run_id = 'manual__it''s') OR (dag_id IN ('backup_metadata', 'restore_metadata') AND state IN ('running'))"
+            )
+        );
+        let ti_note = dr
+            .keep(&cols(&["ti_id", "content"]), &states)
+            .expect("keeps");
+        assert!(
+            ti_note.starts_with("ti_id IN (SELECT id FROM task_instance"),
+            "{ti_note}"
+        );
+        let note = dr
+            .keep(&cols(&["dag_run_id", "content"]), &states)
+            .expect("keeps");
+        assert!(
+            note.starts_with("dag_run_id IN (SELECT id FROM dag_run"),
+            "{note}"
+        );
+        assert_eq!(dr.keep(&cols(&["key", "val"]), &states), None);
+        assert!(DrDags::parse_run("no-slash").is_err());
+        assert!(DrDags::parse_run("/run").is_err());
     }
 }

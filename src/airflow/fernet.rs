@@ -67,6 +67,27 @@ impl FernetKeys {
         self.fernet.encrypt(plaintext)
     }
 
+    /// A Fernet key made of 32 random bytes (a KMS data key): Fernet's signing half then
+    /// its encryption half, as `Fernet.generate_key()` lays them out.
+    pub fn from_data_key(bytes: &[u8]) -> Result<FernetKeys, FernetError> {
+        if bytes.len() != 32 {
+            return Err(FernetError::InvalidKey { position: 1 });
+        }
+        FernetKeys::parse(&base64::engine::general_purpose::URL_SAFE.encode(bytes))
+    }
+
+    /// The fingerprint of the key that encrypts (the first of the list).
+    pub fn fingerprint(&self) -> String {
+        self.raw.first().map(|k| fingerprint(k)).unwrap_or_default()
+    }
+
+    /// Whether any key of the list has `fingerprint`: that list decrypts what that key made.
+    pub fn has_fingerprint(&self, fingerprint: &str) -> bool {
+        self.raw
+            .iter()
+            .any(|k| self::fingerprint(k).eq_ignore_ascii_case(fingerprint.trim()))
+    }
+
     /// The plaintext of a token of any key of the list.
     pub fn decrypt(&self, token: &str) -> Result<Vec<u8>, FernetError> {
         self.fernet
@@ -96,6 +117,22 @@ impl std::str::FromStr for FernetKeys {
     }
 }
 
+/// The message a fingerprint authenticates: a fixed label, so the fingerprint of a key is
+/// useless for anything but telling keys apart.
+const FINGERPRINT_LABEL: &[u8] = b"mwaa-dr fernet fingerprint";
+
+/// Hex of the first 8 bytes of HMAC-SHA256(key, label): names a key in a manifest and in
+/// errors. One-way, and 64 bits say nothing usable about the 256-bit key.
+fn fingerprint(key: &[u8]) -> String {
+    use hmac::Mac;
+    // HMAC takes a key of any length: this cannot fail.
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(FINGERPRINT_LABEL);
+    hex::encode(&mac.finalize().into_bytes()[..8])
+}
+
 /// Moves ciphertext from the source environment's keys to the target environment's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rekey {
@@ -109,6 +146,30 @@ impl Rekey {
         let plaintext = self.source.decrypt(ciphertext)?;
         Ok(self.target.encrypt(&plaintext))
     }
+}
+
+/// The key backups put Fernet secrets under, so that a restore that knows only its own
+/// environment's key can still read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BackupKeySetting {
+    /// Neither variable: secrets stay under the source environment's key.
+    #[default]
+    SourceKey,
+    /// DR_KMS_KEY_ID: a per-backup data key wrapped by this KMS key.
+    Kms(String),
+    /// DR_BACKUP_FERNET_KEY.
+    Shared(crate::model::Secret),
+}
+
+/// The keys a restore knows: those that may read a backup's ciphertext, and the target's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FernetKeyring {
+    /// DR_BACKUP_FERNET_KEY.
+    pub backup_key: Option<FernetKeys>,
+    /// PRIMARY_FERNET_KEY, else AIRFLOW__CORE__FERNET_KEY.
+    pub source: Option<FernetKeys>,
+    /// SECONDARY_FERNET_KEY, else AIRFLOW__CORE__FERNET_KEY.
+    pub target: Option<FernetKeys>,
 }
 
 /// What a restore does with Fernet ciphertext.
@@ -287,6 +348,8 @@ mod tests {
     const AIRFLOW_TOKEN_KEY_1: &str = "gAAAAABrCJPdONd7uXtQNMnFEHUhuUQgKR1MEh5le3tSQVx4-c3rjtgZIrqnkLtVeX2YhuB-DFrDil4UulTP7_yAte9yHrsSJkjdy9Ol-uxOttQqjNUrwWE=";
     const AIRFLOW_TOKEN_KEY_2: &str = "gAAAAABrCJPdnlZ-qWHO3VQv7ctI_dLXwCSUWFFVvvQgJZw520bww8B1IiMlnSS3rwSyueDczg_pmDtZxnrJMERLWqlDmQCO5_6PmH5WA_Sg6W_APosnWbg=";
 
+    const KEY_1_FINGERPRINT: &str = "5c52133ebc4dd3a8";
+
     fn keys(list: &str) -> FernetKeys {
         FernetKeys::parse(list).expect("valid key list")
     }
@@ -416,6 +479,52 @@ mod tests {
             FernetMode::Reencrypted
                 .planned()
                 .starts_with("would re-encrypt Fernet secrets from the source key")
+        );
+    }
+
+    #[test]
+    fn a_fingerprint_names_the_key_and_not_the_list_order() {
+        // HMAC-SHA256(key, "mwaa-dr fernet fingerprint") of AIRFLOW_KEY_1's 32 bytes, by
+        // Python: hmac.new(base64.urlsafe_b64decode(k), b"mwaa-dr fernet fingerprint",
+        // "sha256").hexdigest()[:16]
+        let one = keys(AIRFLOW_KEY_1);
+        let print = one.fingerprint();
+        assert_eq!(print.len(), 16);
+        assert!(print.bytes().all(|b| b.is_ascii_hexdigit()), "{print}");
+        assert_eq!(print, KEY_1_FINGERPRINT);
+        assert_ne!(print, keys(AIRFLOW_KEY_2).fingerprint());
+        // The first key is the one that encrypts, so it is the one fingerprinted; every key
+        // of a list matches.
+        let list = keys(&format!("{AIRFLOW_KEY_2},{AIRFLOW_KEY_1}"));
+        assert_eq!(list.fingerprint(), keys(AIRFLOW_KEY_2).fingerprint());
+        assert!(list.has_fingerprint(&print));
+        assert!(list.has_fingerprint(&print.to_uppercase()));
+        assert!(!keys(AIRFLOW_KEY_2).has_fingerprint(&print));
+        // Not the key, nor any part of it.
+        let raw = base64::engine::general_purpose::URL_SAFE
+            .decode(AIRFLOW_KEY_1)
+            .expect("key");
+        assert!(!hex::encode(&raw).contains(&print));
+        assert!(!AIRFLOW_KEY_1.contains(&print));
+    }
+
+    #[test]
+    fn a_data_key_of_32_bytes_becomes_a_fernet_key() {
+        let bytes: Vec<u8> = (0u8..32).collect();
+        let from_data = FernetKeys::from_data_key(&bytes).expect("32 bytes");
+        let text = base64::engine::general_purpose::URL_SAFE.encode(&bytes);
+        assert_eq!(text.len(), 44);
+        assert_eq!(from_data, keys(&text));
+        // Python's Fernet(text) reads the same key: a token it makes decrypts here.
+        let token = from_data.encrypt(b"secret");
+        assert_eq!(keys(&text).decrypt(&token).expect("same key"), b"secret");
+        assert_eq!(
+            FernetKeys::from_data_key(&bytes[..31]),
+            Err(FernetError::InvalidKey { position: 1 })
+        );
+        assert_eq!(
+            FernetKeys::from_data_key(&[0u8; 64]),
+            Err(FernetError::InvalidKey { position: 1 })
         );
     }
 

@@ -49,6 +49,26 @@ impl VersionTable {
             .or_else(|| candidates.into_iter().min_by(|a, b| compare_versions(a, b)))
     }
 
+    /// Why a database whose alembic head is `revision` cannot be backed up, and what to do.
+    /// A revision is an opaque hash, so an unknown one cannot be placed among the known ones:
+    /// the likely cause is an Airflow newer than this build of mwaa-dr, whose schema no
+    /// built-in catalog describes.
+    pub fn unknown_revision(&self, revision: &str) -> String {
+        let newest = self
+            .versions
+            .iter()
+            .map(|v| v.version.as_str())
+            .max_by(|a, b| compare_versions(a, b))
+            .unwrap_or("none");
+        format!(
+            "alembic revision {revision} is not the schema head of any Airflow version this mwaa-dr supports ({}; newest {newest}). \
+             If the environment runs a newer Airflow, use a release of mwaa-dr that supports it; \
+             if the database is not fully migrated, run `airflow db migrate` with the environment's Airflow. \
+             --airflow-version forces a version only for a database whose schema is exactly that version's",
+            self.known_versions().join(", ")
+        )
+    }
+
     /// Whether two versions share one schema (then either restores into the other).
     pub fn same_schema(&self, a: &str, b: &str) -> bool {
         let revision = |v: &str| {
@@ -59,6 +79,18 @@ impl VersionTable {
         };
         a == b || revision(a).is_some_and(|r| Some(r) == revision(b))
     }
+}
+
+/// `mwaa-dr --version`: the program's version and the Airflow versions it supports.
+pub fn long_version() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{}\nsupported Airflow versions: {}",
+            env!("CARGO_PKG_VERSION"),
+            VersionTable::builtin().known_versions().join(", ")
+        )
+    });
+    &TEXT
 }
 
 /// Compares dotted version strings numerically (`2.10.3` > `2.9.2`).
@@ -96,6 +128,32 @@ mod tests {
         assert_eq!(table.version_of_revision("000000000000", None), None);
         assert!(table.same_schema("2.11.0", "2.10.3"));
         assert!(!table.same_schema("2.10.1", "2.10.3"));
+    }
+
+    #[test]
+    fn an_unknown_revision_is_named_with_what_to_do() {
+        let table = VersionTable::builtin();
+        let message = table.unknown_revision("ffffffffffff");
+        assert!(message.contains("ffffffffffff"), "{message}");
+        assert!(message.contains("newest 3.3.1"), "{message}");
+        assert!(
+            message.contains("use a release of mwaa-dr that supports it"),
+            "{message}"
+        );
+        assert!(message.contains("airflow db migrate"), "{message}");
+        for version in table.known_versions() {
+            assert!(message.contains(version), "{version} not listed: {message}");
+        }
+    }
+
+    #[test]
+    fn the_long_version_lists_every_supported_airflow() {
+        let text = long_version();
+        assert!(text.starts_with(env!("CARGO_PKG_VERSION")), "{text}");
+        assert!(
+            text.contains("2.4.3, 2.5.1") && text.contains("3.0.6, 3.2.1, 3.3.1"),
+            "{text}"
+        );
     }
 
     #[test]

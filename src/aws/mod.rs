@@ -1,9 +1,10 @@
-//! AWS adapters: MWAA, CloudWatch, EventBridge Scheduler / EventBridge and SNS behind narrow
+//! AWS adapters: MWAA, CloudWatch, EventBridge Scheduler / EventBridge, SNS and KMS behind narrow
 //! traits whose signatures hold no SDK types. Credentials, regions and endpoints come from
 //! the standard AWS chain only.
 
 pub mod airflow_api;
 pub mod cloudwatch;
+pub mod kms;
 pub mod mwaa;
 pub mod schedule;
 pub mod sns;

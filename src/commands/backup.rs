@@ -24,6 +24,8 @@ fn options(config: &Config, args: &BackupArgs) -> BackupOptions {
         dry_run: config.dry_run,
         store_location: String::new(),
         environment: config.primary.environment_name.clone(),
+        source_keys: None,
+        backup_key: config.backup_key.clone(),
     }
 }
 
@@ -175,7 +177,11 @@ async fn backup_command(
     } else if options.environment.is_some() {
         needs.push(super::Need::PrimaryMwaa);
     }
-    let services = super::services(config, "backup", &needs).await?;
+    let mut services = super::services(config, "backup", &needs).await?;
+    if !config.dry_run {
+        options.source_keys = super::source_keys(config)?;
+        services.kms = Some(super::kms(config, config.primary.region.as_deref()));
+    }
     let progress: Arc<dyn crate::progress::Progress> = if config.dry_run {
         Arc::new(crate::progress::Silent)
     } else {

@@ -167,13 +167,17 @@ impl RestoreStep for LatestBackup<'_> {
             dry_run: false,
             variable_strategy: self.config.variable_strategy,
             connection_strategy: self.config.connection_strategy,
-            fernet: super::fernet_plan(self.config)?,
+            fernet: super::fernet_keyring(self.config)?,
             catalogs: self.config.catalogs(),
             confirm: None,
         };
         let services = ops::Services {
             store: Some(self.store.clone()),
             target: Some(self.db.clone()),
+            kms: Some(super::kms(
+                self.config,
+                self.config.secondary.region.as_deref(),
+            )),
             ..ops::Services::default()
         };
         let summary = restore(&options, &services, &progress, self.cancel).await?;

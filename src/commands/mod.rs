@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod cleanup;
 pub mod config;
+pub mod dags;
 pub mod failover;
 pub mod health_check;
 pub mod list;
@@ -14,7 +15,7 @@ pub mod verify;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
-use crate::airflow::fernet::{FernetPlan, side_keys};
+use crate::airflow::fernet::{FernetKeyring, FernetKeys, side_keys};
 use crate::aws::cloudwatch::CloudWatchHeartbeat;
 use crate::aws::mwaa::SdkMwaa;
 use crate::config::{Config, DbUrl, Side};
@@ -134,13 +135,33 @@ pub async fn open_store(location: &StoreLocation, config: &Config) -> Result<Box
     .await
 }
 
-/// Re-encrypt when the source (primary) and target (secondary) keys are both known and differ.
-pub fn fernet_plan(config: &Config) -> Result<FernetPlan> {
+/// The source's (primary's) Fernet keys: PRIMARY_FERNET_KEY, else AIRFLOW__CORE__FERNET_KEY.
+pub fn source_keys(config: &Config) -> Result<Option<FernetKeys>> {
+    side_keys(
+        config.fernet_key(&config.primary)?.as_ref(),
+        "PRIMARY_FERNET_KEY",
+    )
+}
+
+/// The Fernet keys a restore knows; the backup's manifest says which one reads it.
+pub fn fernet_keyring(config: &Config) -> Result<FernetKeyring> {
     let keys = |side: &Side, variable: &str| side_keys(config.fernet_key(side)?.as_ref(), variable);
-    Ok(FernetPlan::new(
-        keys(&config.primary, "PRIMARY_FERNET_KEY")?,
-        keys(&config.secondary, "SECONDARY_FERNET_KEY")?,
-    ))
+    let backup_key = match &config.backup_key {
+        crate::config::BackupKeySetting::Shared(key) => {
+            side_keys(Some(key), "DR_BACKUP_FERNET_KEY")?
+        }
+        _ => None,
+    };
+    Ok(FernetKeyring {
+        backup_key,
+        source: keys(&config.primary, "PRIMARY_FERNET_KEY")?,
+        target: keys(&config.secondary, "SECONDARY_FERNET_KEY")?,
+    })
+}
+
+/// KMS in `region`, for the backup key; it connects only when a backup or manifest needs it.
+pub fn kms(config: &Config, region: Option<&str>) -> Arc<dyn crate::aws::kms::Kms> {
+    Arc::new(crate::aws::kms::SdkKms::new(region, &config.aws_timeouts))
 }
 
 /// How to reach `url`, with the configured timeouts.

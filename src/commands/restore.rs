@@ -35,7 +35,8 @@ async fn restore_command(
         )
         .await;
     }
-    let services = super::services(config, "restore", &[Need::Store, Need::Target]).await?;
+    let mut services = super::services(config, "restore", &[Need::Store, Need::Target]).await?;
+    services.kms = Some(super::kms(config, config.secondary.region.as_deref()));
     let confirm = |question: &str| super::confirm(config, question);
     let options = RestoreOptions {
         backup_id: args.backup_id.clone(),
@@ -43,7 +44,7 @@ async fn restore_command(
         dry_run: config.dry_run,
         variable_strategy: config.variable_strategy,
         connection_strategy: config.connection_strategy,
-        fernet: super::fernet_plan(config)?,
+        fernet: super::fernet_keyring(config)?,
         catalogs: config.catalogs(),
         confirm: Some(&confirm),
     };
@@ -98,6 +99,7 @@ pub fn restore_conf(
 }
 
 fn render_plan(summary: &RestoreSummary, options: &RestoreOptions<'_>) -> String {
+    let fernet = summary.fernet.unwrap_or(FernetMode::CopiedNoKeys);
     let manifest = &summary.manifest;
     let tables = manifest
         .tables
@@ -117,7 +119,7 @@ fn render_plan(summary: &RestoreSummary, options: &RestoreOptions<'_>) -> String
         },
         options.variable_strategy,
         options.connection_strategy,
-        options.fernet.mode().planned()
+        fernet.planned()
     )
 }
 
@@ -150,6 +152,14 @@ fn render(summary: &RestoreSummary) -> String {
             .collect::<Vec<_>>()
             .join(", ");
         text.push_str(&format!(": {counts}"));
+    }
+    if let Some(key) = &summary.fernet_key {
+        text.push_str(&format!(
+            "\nthe backup's secrets are under the key of fingerprint {} ({}), obtained from {}",
+            key.fingerprint,
+            key.kind.as_str(),
+            key.obtained_from
+        ));
     }
     if !report.renumbered_jobs.is_empty() {
         text.push_str(&format!(

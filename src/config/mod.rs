@@ -10,6 +10,7 @@ use serde::Serialize;
 
 pub use self::layers::{Layers, Source};
 use self::vars::{Kind, VARS, Value, VarSpec};
+pub use crate::airflow::fernet::BackupKeySetting;
 use crate::airflow::versions::VersionTable;
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::error::{Error, Result};
@@ -58,6 +59,8 @@ pub struct DeploymentSettings {
     pub dags_s3_path: String,
     pub backup_schedule: String,
     pub replication_polling_interval: Duration,
+    /// MWAA_DR_DAG_RUN: the DR DAG run executing this process.
+    pub dr_dag_run: Option<(String, String)>,
 }
 
 /// One variable as `config` reports it.
@@ -94,6 +97,8 @@ pub struct Config {
     pub log_filter: Option<String>,
     pub db_timeouts: DbTimeouts,
     pub aws_timeouts: AwsTimeouts,
+    /// The key backups put Fernet secrets under (DR_KMS_KEY_ID / DR_BACKUP_FERNET_KEY).
+    pub backup_key: BackupKeySetting,
     /// Parallel connections of `backup` (DR_BACKUP_JOBS or --jobs).
     pub backup_jobs: u16,
     /// A user's table catalog replacing the built-in one.
@@ -123,6 +128,16 @@ impl Config {
         let (variable_strategy, connection_strategy) = values.strategies(dr_type, &mut entries);
         let store = values.store(&mut entries);
         let s3_encryption = values.s3_encryption()?;
+        if let Some(run) = values.text("MWAA_DR_DAG_RUN")
+            && let Err(problem) = crate::airflow::catalog::DrDags::parse_run(&run)
+        {
+            return Err(Error::InvalidValue {
+                variable: "MWAA_DR_DAG_RUN".into(),
+                value: run,
+                problem,
+                accepted: crate::airflow::catalog::ACCEPTED_DAG_RUN.into(),
+            });
+        }
         let config = Config {
             output: cli.global.output,
             quiet: cli.global.quiet,
@@ -143,6 +158,7 @@ impl Config {
             log_filter: values.text("MWAA_DR_LOG"),
             db_timeouts: values.db_timeouts(),
             aws_timeouts: values.aws_timeouts(),
+            backup_key: values.backup_key()?,
             backup_jobs: u16::try_from(values.count("DR_BACKUP_JOBS"))
                 .unwrap_or(u16::MAX)
                 .max(1),
@@ -154,12 +170,11 @@ impl Config {
             ]
             .into_iter()
             .filter_map(|name| fallback(name, values.db(name), &lazy))
+            .chain(values.mwaa_db(&lazy))
             .collect(),
-            fallback_fernet_key: fallback(
-                "AIRFLOW__CORE__FERNET_KEY",
-                values.secret("AIRFLOW__CORE__FERNET_KEY"),
-                &lazy,
-            ),
+            fallback_fernet_key: ["AIRFLOW__CORE__FERNET_KEY", "MWAA__CORE__FERNET_KEY"]
+                .into_iter()
+                .find_map(|name| fallback(name, values.secret(name), &lazy)),
             entries,
         };
         Ok(config)
@@ -202,7 +217,7 @@ impl Config {
             None => Err(Error::MissingValue {
                 variable: variable.into(),
                 command: command.into(),
-                purpose: "the metadata database URL (or pass --db, or set AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)".into(),
+                purpose: "the metadata database URL (or pass --db, or set AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, or MWAA's MWAA__DB__* variables)".into(),
             }),
         }
     }
@@ -224,9 +239,18 @@ impl Config {
 
     /// Where the table catalogs come from, for the operations.
     pub fn catalogs(&self) -> crate::ops::Catalogs {
+        let deployment = &self.deployment;
         crate::ops::Catalogs {
             table_catalog: self.table_catalog.clone(),
             versions: self.versions.clone(),
+            dr_dags: crate::airflow::catalog::DrDags {
+                names: vec![
+                    deployment.export_dag_name.clone(),
+                    deployment.import_dag_name.clone(),
+                    deployment.cleanup_dag_name.clone(),
+                ],
+                run: deployment.dr_dag_run.clone(),
+            },
         }
     }
 
@@ -392,11 +416,106 @@ impl Values {
         }
     }
 
+    /// DR_KMS_KEY_ID or DR_BACKUP_FERNET_KEY; both at once is a mistake.
+    fn backup_key(&self) -> Result<BackupKeySetting> {
+        match (self.text("DR_KMS_KEY_ID"), self.secret("DR_BACKUP_FERNET_KEY")) {
+            (Some(id), Some(_)) => Err(Error::InvalidValue {
+                variable: "DR_KMS_KEY_ID".into(),
+                value: id,
+                problem: "DR_BACKUP_FERNET_KEY is set too: a backup's secrets go under one key".into(),
+                accepted: "either DR_KMS_KEY_ID (a KMS data key per backup) or DR_BACKUP_FERNET_KEY (a shared Fernet key), not both".into(),
+            }),
+            (Some(id), None) => Ok(BackupKeySetting::Kms(id)),
+            (None, Some(key)) => Ok(BackupKeySetting::Shared(key)),
+            (None, None) => Ok(BackupKeySetting::SourceKey),
+        }
+    }
+
     fn secret(&self, name: &str) -> Option<Secret> {
         match self.get(name) {
             Some(Value::Secret(s)) => Some(s.clone()),
             _ => None,
         }
+    }
+
+    /// The database URL MWAA's raw `MWAA__DB__*` variables describe, when
+    /// MWAA__DB__POSTGRES_HOST is set; an invalid or missing part makes it an invalid fallback
+    /// that names the variable.
+    fn mwaa_db(&self, lazy: &[InvalidFallback]) -> Option<Fallback<DbUrl>> {
+        const HOST: &str = "MWAA__DB__POSTGRES_HOST";
+        let bad = |variable: &'static str, problem: String, accepted: &str| {
+            let shown = if variable == "MWAA__DB__CREDENTIALS" {
+                "***"
+            } else {
+                ""
+            };
+            Fallback::Invalid(InvalidFallback {
+                variable,
+                shown: shown.into(),
+                problem,
+                accepted: accepted.into(),
+            })
+        };
+        let invalid = |name: &str| lazy.iter().find(|b| b.variable == name).cloned();
+        if self.text(HOST).is_none() && invalid(HOST).is_none() {
+            return None;
+        }
+        let names = [
+            HOST,
+            "MWAA__DB__POSTGRES_PORT",
+            "MWAA__DB__POSTGRES_DB",
+            "MWAA__DB__POSTGRES_SSLMODE",
+            "MWAA__DB__CREDENTIALS",
+            "MWAA__DB__POSTGRES_USER",
+            "MWAA__DB__POSTGRES_PASSWORD",
+        ];
+        if let Some(first) = names.iter().find_map(|name| invalid(name)) {
+            return Some(Fallback::Invalid(first));
+        }
+        let host = self.text(HOST)?;
+        let port = match self.get("MWAA__DB__POSTGRES_PORT") {
+            Some(Value::Int(port)) => u16::try_from(*port).unwrap_or(5432),
+            _ => 5432,
+        };
+        let Some(database) = self.text("MWAA__DB__POSTGRES_DB") else {
+            return Some(bad(
+                "MWAA__DB__POSTGRES_DB",
+                format!("it is unset while {HOST} is set"),
+                "the database name, as MWAA sets it",
+            ));
+        };
+        let credentials = match (
+            self.secret("MWAA__DB__CREDENTIALS"),
+            self.text("MWAA__DB__POSTGRES_USER"),
+            self.secret("MWAA__DB__POSTGRES_PASSWORD"),
+        ) {
+            (Some(json), _, _) => crate::model::mwaa_credentials(json.expose()).map_err(|p| {
+                bad(
+                    "MWAA__DB__CREDENTIALS",
+                    p,
+                    r#"JSON {"username": "…", "password": "…"}"#,
+                )
+            }),
+            (None, Some(user), Some(password)) => Ok((user, password.expose().to_string())),
+            _ => Err(bad(
+                "MWAA__DB__CREDENTIALS",
+                format!(
+                    "it is unset (and so is MWAA__DB__POSTGRES_USER or MWAA__DB__POSTGRES_PASSWORD) while {HOST} is set"
+                ),
+                r#"JSON {"username": "…", "password": "…"}"#,
+            )),
+        };
+        let (user, password) = match credentials {
+            Ok(pair) => pair,
+            Err(invalid) => return Some(invalid),
+        };
+        let sslmode = self.text("MWAA__DB__POSTGRES_SSLMODE");
+        Some(
+            match DbUrl::from_parts(&host, port, &database, &user, &password, sslmode.as_deref()) {
+                Ok(url) => Fallback::Valid(url),
+                Err(problem) => bad(HOST, problem, "a host name or IP address"),
+            },
+        )
     }
 
     fn strategy(&self, name: &str) -> RestoreStrategy {
@@ -529,6 +648,9 @@ impl Values {
             dags_s3_path: self.text_or_default("MWAA_DAGS_S3_PATH"),
             backup_schedule: self.text_or_default("PRIMARY_BACKUP_SCHEDULE"),
             replication_polling_interval: self.secs("PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"),
+            dr_dag_run: self
+                .text("MWAA_DR_DAG_RUN")
+                .and_then(|v| crate::airflow::catalog::DrDags::parse_run(&v).ok()),
         }
     }
 
@@ -592,7 +714,7 @@ fn fallback<T>(
 fn shown_value(spec: &VarSpec, raw: &str) -> String {
     match spec.kind {
         Kind::DatabaseUrl => redact_url(raw),
-        Kind::FernetKey => "***".into(),
+        Kind::FernetKey | Kind::Password => "***".into(),
         _ => raw.to_string(),
     }
 }
@@ -661,5 +783,117 @@ fn add_flags(cli: &Cli, layers: &mut Layers) {
     };
     if simulate {
         layers.set_flag("MWAA_SIMULATE_DR", "--simulate-dr", "YES");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    const KEY_A: &str = "dGhpcy1pcy1hLXRlc3Qta2V5LW9mLTMyLWJ5dGVzISE=";
+    const KEY_B: &str = "YW5vdGhlci10ZXN0LWtleS1vZi0zMi1ieXRlcyEhISE=";
+
+    fn config(env: &[(&str, &str)]) -> Result<Config> {
+        let cli = Cli::try_parse_from(["mwaa-dr", "backup"]).expect("parses");
+        let layers = Layers {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Layers::default()
+        };
+        Config::from_cli(&cli, layers)
+    }
+
+    const MWAA_DB: &[(&str, &str)] = &[
+        ("MWAA__DB__POSTGRES_HOST", "db.rds.example"),
+        ("MWAA__DB__POSTGRES_PORT", "5433"),
+        ("MWAA__DB__POSTGRES_DB", "AirflowMetadata"),
+        ("MWAA__DB__POSTGRES_SSLMODE", "require"),
+        (
+            "MWAA__DB__CREDENTIALS",
+            r#"{"username": "adminuser", "password": "hunter2"}"#,
+        ),
+    ];
+
+    #[test]
+    fn mwaas_raw_variables_are_the_database_fallback_after_airflows_url() {
+        let url = config(MWAA_DB)
+            .expect("config")
+            .source_db("backup")
+            .expect("url");
+        assert_eq!(
+            url.redacted(),
+            "postgres://adminuser:***@db.rds.example:5433/AirflowMetadata?sslmode=require"
+        );
+        let mut env = MWAA_DB.to_vec();
+        env.push((
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "postgresql+psycopg2://u:p@worker/airflow?sslmode=require",
+        ));
+        let url = config(&env)
+            .expect("config")
+            .target_db("restore")
+            .expect("url");
+        assert_eq!(url.database(), "airflow");
+        let old_image = [
+            ("MWAA__DB__POSTGRES_HOST", "db"),
+            ("MWAA__DB__POSTGRES_DB", "airflow"),
+            ("MWAA__DB__POSTGRES_USER", "u"),
+            ("MWAA__DB__POSTGRES_PASSWORD", "p w"),
+        ];
+        let url = config(&old_image)
+            .expect("config")
+            .source_db("backup")
+            .expect("url");
+        assert_eq!(url.redacted(), "postgres://u:***@db:5432/airflow");
+    }
+
+    #[test]
+    fn incomplete_mwaa_variables_fail_when_used_naming_the_variable_not_the_password() {
+        for (drop, variable) in [
+            ("MWAA__DB__POSTGRES_DB", "MWAA__DB__POSTGRES_DB"),
+            ("MWAA__DB__CREDENTIALS", "MWAA__DB__CREDENTIALS"),
+        ] {
+            let env: Vec<_> = MWAA_DB
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != drop)
+                .collect();
+            let config = config(&env).expect("lazy: config resolves");
+            let err = config.source_db("backup").expect_err("refused").to_string();
+            assert!(err.contains(variable), "{err}");
+        }
+        let mut env = MWAA_DB.to_vec();
+        env.retain(|(k, _)| *k != "MWAA__DB__CREDENTIALS");
+        env.push((
+            "MWAA__DB__CREDENTIALS",
+            r#"{"user": "x", "pass": "hunter2"}"#,
+        ));
+        let err = config(&env)
+            .expect("config")
+            .source_db("backup")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("MWAA__DB__CREDENTIALS") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mwaas_fernet_key_is_the_fallback_after_airflows() {
+        let only_mwaa = config(&[("MWAA__CORE__FERNET_KEY", KEY_B)]).expect("config");
+        let key = only_mwaa.fernet_key(&only_mwaa.primary).expect("valid");
+        assert_eq!(key.map(|k| k.expose().to_string()).as_deref(), Some(KEY_B));
+        let both = config(&[
+            ("AIRFLOW__CORE__FERNET_KEY", KEY_A),
+            ("MWAA__CORE__FERNET_KEY", KEY_B),
+        ])
+        .expect("config");
+        let key = both.fernet_key(&both.secondary).expect("valid");
+        assert_eq!(key.map(|k| k.expose().to_string()).as_deref(), Some(KEY_A));
     }
 }

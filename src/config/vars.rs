@@ -45,6 +45,8 @@ pub enum Kind {
     DatabaseUrl,
     /// One Fernet key or a comma-separated MultiFernet list; a secret.
     FernetKey,
+    /// Any non-empty text that must never be shown (a password, a credentials document).
+    Password,
     /// `s3://bucket/prefix`, `file:///path` or a plain path.
     Store,
     /// A tracing filter directive such as `info` or `mwaa_dr=debug`.
@@ -114,6 +116,15 @@ const fn var(
 pub const DR_TYPES: &[&str] = &["BACKUP_RESTORE", "WARM_STANDBY"];
 pub const RESTORE_STRATEGIES: &[&str] = &["DO_NOTHING", "APPEND", "REPLACE"];
 pub const SSE_MODES: &[&str] = &["AES256", "aws:kms"];
+/// libpq's sslmode values (sqlx accepts the same).
+pub const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
 
 use Group as G;
 use Kind as K;
@@ -336,6 +347,79 @@ pub const VARS: &[VarSpec] = &[
             "Airflow 2.4's name for the database URL; the last fallback. Checked only when used.",
         )
     },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "MWAA__DB__POSTGRES_HOST",
+            K::Text,
+            None,
+            G::Database,
+            "MWAA's own metadata database host, set inside MWAA containers. With MWAA__DB__POSTGRES_PORT, MWAA__DB__POSTGRES_DB, MWAA__DB__POSTGRES_SSLMODE and MWAA__DB__CREDENTIALS (or MWAA__DB__POSTGRES_USER and MWAA__DB__POSTGRES_PASSWORD) it is the fallback after AIRFLOW__CORE__SQL_ALCHEMY_CONN. Checked only when used.",
+        )
+    },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "MWAA__DB__POSTGRES_PORT",
+            K::Count {
+                min: 1,
+                max: 65_535,
+            },
+            None,
+            G::Database,
+            "MWAA's metadata database port (see MWAA__DB__POSTGRES_HOST). Checked only when used.",
+        )
+    },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "MWAA__DB__POSTGRES_DB",
+            K::Text,
+            None,
+            G::Database,
+            "MWAA's metadata database name (see MWAA__DB__POSTGRES_HOST). Checked only when used.",
+        )
+    },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "MWAA__DB__POSTGRES_SSLMODE",
+            K::OneOf(SSL_MODES),
+            None,
+            G::Database,
+            "TLS mode of MWAA's metadata database, as libpq spells it (see MWAA__DB__POSTGRES_HOST); unset: prefer. Checked only when used.",
+        )
+    },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "MWAA__DB__CREDENTIALS",
+            K::Password,
+            None,
+            G::Database,
+            "MWAA's metadata database user and password, as JSON {\"username\": …, \"password\": …} (see MWAA__DB__POSTGRES_HOST). Checked only when used.",
+        )
+    },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "MWAA__DB__POSTGRES_USER",
+            K::Text,
+            None,
+            G::Database,
+            "MWAA's metadata database user, used when MWAA__DB__CREDENTIALS is unset (older MWAA images). Checked only when used.",
+        )
+    },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "MWAA__DB__POSTGRES_PASSWORD",
+            K::Password,
+            None,
+            G::Database,
+            "MWAA's metadata database password, used with MWAA__DB__POSTGRES_USER. Checked only when used.",
+        )
+    },
     var(
         "MWAA_DR_DB_CONNECT_TIMEOUT_SECS",
         K::Count { min: 1, max: 3600 },
@@ -405,6 +489,30 @@ pub const VARS: &[VarSpec] = &[
             "Airflow's own Fernet key; the fallback for PRIMARY_FERNET_KEY and SECONDARY_FERNET_KEY. Checked only when used.",
         )
     },
+    VarSpec {
+        lazy: true,
+        ..var(
+            "MWAA__CORE__FERNET_KEY",
+            K::FernetKey,
+            None,
+            G::Database,
+            "MWAA's own Fernet key, set inside MWAA containers; the fallback after AIRFLOW__CORE__FERNET_KEY. Checked only when used.",
+        )
+    },
+    var(
+        "DR_KMS_KEY_ID",
+        K::Text,
+        None,
+        G::Database,
+        "KMS key (id, alias or ARN; a multi-Region key whose replica is in the secondary Region) that wraps a per-backup data key: `backup` re-encrypts every Fernet secret under that data key (kms:GenerateDataKey) and stores only the wrapped key; `restore` unwraps it (kms:Decrypt) and re-encrypts for the target's key. Not with DR_BACKUP_FERNET_KEY.",
+    ),
+    var(
+        "DR_BACKUP_FERNET_KEY",
+        K::FernetKey,
+        None,
+        G::Database,
+        "A Fernet key both sides know (e.g. from Secrets Manager): `backup` re-encrypts every Fernet secret under it, `restore` decrypts with it and re-encrypts for the target's key. Not with DR_KMS_KEY_ID.",
+    ),
     var(
         "DR_VARIABLE_RESTORE_STRATEGY",
         K::OneOf(RESTORE_STRATEGIES),
@@ -561,6 +669,13 @@ pub const VARS: &[VarSpec] = &[
         "Name of the DAG that runs `mwaa-dr cleanup` inside Airflow.",
     ),
     var(
+        "MWAA_DR_DAG_RUN",
+        K::Text,
+        None,
+        G::Deployment,
+        "DAG_ID/RUN_ID of the DR DAG run executing this process, set by the rendered DAGs: a clean restore or cleanup keeps that run's rows (and the DR DAGs' in-flight runs) where they are.",
+    ),
+    var(
         "MWAA_DAGS_S3_PATH",
         K::Text,
         Some("dags"),
@@ -641,6 +756,7 @@ impl Kind {
             K::Arn(service) => format!("an ARN of the form arn:aws:{service}:…"),
             K::DatabaseUrl => crate::model::ACCEPTED_DB_URLS.into(),
             K::FernetKey => "a Fernet key (32 bytes, url-safe base64, 44 characters) or a comma-separated list of them".into(),
+            K::Password => "any text (a secret)".into(),
             K::Store => crate::model::ACCEPTED_LOCATIONS.into(),
             K::LogFilter => "a log filter such as error, warn, info, debug or mwaa_dr=debug,sqlx=warn".into(),
         }
@@ -648,7 +764,7 @@ impl Kind {
 
     /// Whether values of this kind must never be shown.
     pub fn is_secret(&self) -> bool {
-        matches!(self, K::DatabaseUrl | K::FernetKey)
+        matches!(self, K::DatabaseUrl | K::FernetKey | K::Password)
     }
 
     /// Checks `raw`; on failure returns the problem, never the secret.
@@ -698,6 +814,8 @@ impl Kind {
             }
             K::DatabaseUrl => DbUrl::parse(value).map(Value::DbUrl),
             K::FernetKey => parse_fernet_keys(value).map(|()| Value::Secret(Secret::new(value))),
+            K::Password if value.is_empty() => Err("it is empty".into()),
+            K::Password => Ok(Value::Secret(Secret::new(value))),
             K::Store => value.parse::<StoreLocation>().map(Value::Store),
             K::LogFilter => tracing_subscriber::EnvFilter::try_new(value)
                 .map(|_| Value::Text(value.into()))

@@ -1,6 +1,6 @@
 //! Emptying the restorable tables of a metadata database, keeping what the live environment
 //! needs (the catalog's `keep` clauses: its running jobs, default_pool, log_template,
-//! variables and connections).
+//! variables and connections; and the rows of the DR DAG run executing the cleanup).
 
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -27,12 +27,11 @@ pub async fn cleanup(
         if spec.keep.as_deref() == Some("true") {
             continue;
         }
-        if table_columns(conn, &spec.name).await?.is_none() {
+        let Some(columns) = table_columns(conn, &spec.name).await? else {
             continue;
-        }
-        let condition = spec
-            .keep
-            .as_deref()
+        };
+        let condition = catalog
+            .keep_condition(spec, &columns)
             .map(|keep| format!(" WHERE ({keep}) IS NOT TRUE"))
             .unwrap_or_default();
         let table = quote_ident(&spec.name);

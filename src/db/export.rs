@@ -15,6 +15,7 @@ use tracing::{debug, info, instrument};
 use super::stream::CsvRecordCounter;
 use super::{PgConnector, db_error};
 use crate::airflow::catalog::quote_ident;
+use crate::airflow::fernet::{EncryptedColumn, Rekey, encrypted_columns};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::manifest::{TableEntry, object_key};
@@ -100,8 +101,10 @@ pub async fn export_tables(
     store: Arc<dyn BackupStore>,
     backup_id: &str,
     progress: Arc<dyn Progress>,
+    rekey: Option<Rekey>,
     cancel: &CancellationToken,
 ) -> Result<Vec<TableEntry>> {
+    let rekey = rekey.map(Arc::new);
     let stop = cancel.child_token();
     let total = tables.len();
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -120,6 +123,7 @@ pub async fn export_tables(
         let backup_id = backup_id.to_string();
         let progress = progress.clone();
         let started = started.clone();
+        let rekey = rekey.clone();
         workers.push(tokio::spawn(async move {
             let read_timeout = db.timeouts().read;
             let connector = db;
@@ -154,6 +158,7 @@ pub async fn export_tables(
                         stop: &stop,
                         read_timeout,
                     },
+                    rekey.as_deref(),
                 )
                 .await
                 {
@@ -217,6 +222,7 @@ async fn export_table(
     backup_id: &str,
     progress: &dyn Progress,
     limits: Limits<'_>,
+    rekey: Option<&Rekey>,
 ) -> Result<TableEntry> {
     let object = table.object_name();
     let key = object_key(backup_id, &object);
@@ -224,7 +230,7 @@ async fn export_table(
     // Stopped, the COPY is abandoned wherever it waits (a table lock included); the caller
     // ends the session's server side.
     let streamed = tokio::select! {
-        streamed = stream_table(conn, table, writer.as_mut(), progress, limits) => streamed,
+        streamed = stream_table(conn, table, writer.as_mut(), progress, limits, rekey) => streamed,
         () = limits.stop.cancelled() => Err(Error::Interrupted),
     };
     match streamed {
@@ -264,7 +270,9 @@ async fn stream_table(
     writer: &mut dyn ObjectWriter,
     progress: &dyn Progress,
     limits: Limits<'_>,
+    rekey: Option<&Rekey>,
 ) -> Result<(u64, u64, String)> {
+    let mut secrets = rekey.and_then(|rekey| SecretRewriter::new(table, rekey));
     let compress_err = |e: std::io::Error| Error::failed("compress", &table.name, e);
     let mut counter = CsvRecordCounter::default();
     let mut hasher = Sha256::new();
@@ -290,9 +298,13 @@ async fn stream_table(
                 ));
             }
         };
+        progress.advance(&table.name, chunk.len() as u64);
+        let chunk = match secrets.as_mut() {
+            Some(secrets) => secrets.feed(&chunk)?,
+            None => chunk.to_vec(),
+        };
         counter.feed(&chunk);
         csv_bytes += chunk.len() as u64;
-        progress.advance(&table.name, chunk.len() as u64);
         encoder.write_all(&chunk).map_err(compress_err)?;
         if encoder.get_ref().len() >= 1 << 20 {
             let out = std::mem::take(encoder.get_mut());
@@ -301,6 +313,12 @@ async fn stream_table(
         }
     }
     drop(stream);
+    if let Some(secrets) = secrets {
+        let rest = secrets.finish()?;
+        counter.feed(&rest);
+        csv_bytes += rest.len() as u64;
+        encoder.write_all(&rest).map_err(compress_err)?;
+    }
     let out = encoder.finish().map_err(compress_err)?;
     hasher.update(&out);
     writer.write(&out).await?;
@@ -309,4 +327,300 @@ async fn stream_table(
         csv_bytes,
         hex::encode(hasher.finalize()),
     ))
+}
+
+/// One encrypted column of a table, by its position in the exported CSV.
+struct SecretColumn {
+    spec: &'static EncryptedColumn,
+    index: usize,
+    flag: Option<usize>,
+}
+
+/// Re-encrypts a table's Fernet columns while its CSV streams by, one whole record at a
+/// time (a record's tail waits for the next chunk), so no table is held in memory. Values
+/// are decided as the restore decides them: under their flag when the table has one, and
+/// for trigger kwargs only a Fernet token (plain JSON stays).
+struct SecretRewriter<'a> {
+    rekey: &'a Rekey,
+    table: String,
+    columns: Vec<SecretColumn>,
+    key: Option<usize>,
+    pending: Vec<u8>,
+    /// Where the scan of `pending` for a record's end resumes, and whether it is in quotes.
+    scanned: usize,
+    quoted: bool,
+    header_seen: bool,
+}
+
+impl<'a> SecretRewriter<'a> {
+    /// `None` when the table has no encrypted column in the export.
+    fn new(table: &TableExport, rekey: &'a Rekey) -> Option<Self> {
+        let position = |name: &str| table.columns.iter().position(|c| c == name);
+        let columns: Vec<SecretColumn> = encrypted_columns(&table.name)
+            .filter_map(|spec| {
+                Some(SecretColumn {
+                    spec,
+                    index: position(spec.column)?,
+                    flag: match spec.flag {
+                        Some(flag) => Some(position(flag)?),
+                        None => None,
+                    },
+                })
+            })
+            .collect();
+        let key = columns.first().and_then(|c| position(c.spec.key));
+        (!columns.is_empty()).then(|| SecretRewriter {
+            rekey,
+            table: table.name.clone(),
+            columns,
+            key,
+            pending: Vec::new(),
+            scanned: 0,
+            quoted: false,
+            header_seen: false,
+        })
+    }
+
+    /// The complete records of what has arrived, rewritten.
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
+        self.pending.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.pending.len());
+        let mut start = 0;
+        let mut i = self.scanned;
+        while i < self.pending.len() {
+            match self.pending[i] {
+                b'"' => self.quoted = !self.quoted,
+                b'\n' if !self.quoted => {
+                    let record = self.pending[start..i].to_vec();
+                    self.record(&record, &mut out)?;
+                    out.push(b'\n');
+                    start = i + 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.pending.drain(..start);
+        self.scanned = self.pending.len();
+        Ok(out)
+    }
+
+    /// A last record without its newline.
+    fn finish(mut self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        if !self.pending.is_empty() {
+            let record = std::mem::take(&mut self.pending);
+            self.record(&record, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn record(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if !self.header_seen {
+            self.header_seen = true;
+            out.extend_from_slice(record);
+            return Ok(());
+        }
+        let mut fields = split_fields(record);
+        for column in &self.columns {
+            let (Some(value), flag) = (
+                fields.get(column.index).cloned().flatten(),
+                column.flag.map(|f| fields.get(f).cloned().flatten()),
+            ) else {
+                continue;
+            };
+            let encrypted = match flag {
+                Some(flag) => flag.as_deref() == Some("t"),
+                None => !column.spec.json_is_plain || value.starts_with("gAAAAA"),
+            };
+            if !encrypted || value.is_empty() {
+                continue;
+            }
+            let reencrypted = self.rekey.reencrypt(&value).map_err(|e| {
+                let row = self
+                    .key
+                    .and_then(|k| fields.get(k).cloned().flatten())
+                    .unwrap_or_default();
+                Error::failed(
+                    "re-encrypt",
+                    format!("{} {}={row}", self.table, column.spec.key),
+                    format!(
+                        "{} cannot be decrypted with the source Fernet keys (PRIMARY_FERNET_KEY, else AIRFLOW__CORE__FERNET_KEY): {e}; no backup was made (add the key it was encrypted with to the source's key list)",
+                        column.spec.column
+                    ),
+                )
+            })?;
+            if let Some(field) = fields.get_mut(column.index) {
+                *field = Some(reencrypted);
+            }
+        }
+        for (n, field) in fields.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            if let Some(value) = field {
+                write_field(value, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The fields of one CSV record as PostgreSQL's COPY writes it: `None` for NULL (an
+/// unquoted empty field), quotes removed.
+fn split_fields(record: &[u8]) -> Vec<Option<String>> {
+    let mut fields = Vec::new();
+    let mut field = Vec::new();
+    let mut quoted_field = false;
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < record.len() {
+        let b = record[i];
+        if in_quotes {
+            if b == b'"' {
+                if record.get(i + 1) == Some(&b'"') {
+                    field.push(b'"');
+                    i += 1;
+                } else {
+                    in_quotes = false;
+                }
+            } else {
+                field.push(b);
+            }
+        } else if b == b'"' {
+            in_quotes = true;
+            quoted_field = true;
+        } else if b == b',' {
+            fields.push(take_field(&mut field, &mut quoted_field));
+        } else {
+            field.push(b);
+        }
+        i += 1;
+    }
+    fields.push(take_field(&mut field, &mut quoted_field));
+    fields
+}
+
+fn take_field(field: &mut Vec<u8>, quoted: &mut bool) -> Option<String> {
+    let bytes = std::mem::take(field);
+    let was_quoted = std::mem::replace(quoted, false);
+    if bytes.is_empty() && !was_quoted {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A field as COPY reads it back: quoted when it holds what CSV must quote, or is empty
+/// (an unquoted empty field is NULL).
+fn write_field(value: &str, out: &mut Vec<u8>) {
+    let needs_quotes = value.is_empty()
+        || value
+            .bytes()
+            .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r' | b'\\'))
+        || value == "\\.";
+    if needs_quotes {
+        out.push(b'"');
+        out.extend_from_slice(value.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::airflow::fernet::FernetKeys;
+
+    fn keys() -> (FernetKeys, FernetKeys) {
+        (
+            FernetKeys::parse(&fernet::Fernet::generate_key()).expect("key"),
+            FernetKeys::parse(&fernet::Fernet::generate_key()).expect("key"),
+        )
+    }
+
+    #[test]
+    fn rewrites_only_encrypted_values_across_chunk_boundaries() {
+        let (a, b) = keys();
+        let rekey = Rekey {
+            source: a.clone(),
+            target: b.clone(),
+        };
+        let table = TableExport {
+            name: "variable".into(),
+            columns: vec![
+                "id".into(),
+                "key".into(),
+                "val".into(),
+                "is_encrypted".into(),
+            ],
+            filter: None,
+            estimate: 0.0,
+        };
+        let token = a.encrypt(b"s3cret");
+        let csv = format!(
+            "id,key,val,is_encrypted\n1,\"a,b\",{token},t\n2,plain,\"x\"\"y\nz\",f\n3,nul,,t\n4,empty,\"\",f"
+        );
+        let mut rewriter = SecretRewriter::new(&table, &rekey).expect("encrypted table");
+        let mut out = Vec::new();
+        for piece in csv.as_bytes().chunks(7) {
+            out.extend(rewriter.feed(piece).expect("feeds"));
+        }
+        out.extend(rewriter.finish().expect("finishes"));
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.splitn(3, '\n').collect();
+        assert_eq!(lines[0], "id,key,val,is_encrypted");
+        let fields = split_fields(lines[1].as_bytes());
+        assert_eq!(fields[1].as_deref(), Some("a,b"));
+        let new_token = fields[2].clone().expect("value");
+        assert_ne!(new_token, token);
+        assert_eq!(b.decrypt(&new_token).expect("under the new key"), b"s3cret");
+        assert_eq!(
+            lines[2],
+            "2,plain,\"x\"\"y\nz\",f\n3,nul,,t\n4,empty,\"\",f"
+        );
+
+        // A value the source keys cannot read stops the export, naming the row.
+        let mut rewriter = SecretRewriter::new(&table, &rekey).expect("encrypted table");
+        let foreign = b.encrypt(b"other");
+        let err = rewriter
+            .feed(format!("id,key,val,is_encrypted\n9,k9,{foreign},t\n").as_bytes())
+            .expect_err("undecryptable");
+        assert!(err.to_string().contains("variable key=k9"), "{err}");
+    }
+
+    #[test]
+    fn trigger_kwargs_stay_when_plain_json() {
+        let (a, b) = keys();
+        let rekey = Rekey {
+            source: a.clone(),
+            target: b.clone(),
+        };
+        let table = TableExport {
+            name: "trigger".into(),
+            columns: vec!["id".into(), "classpath".into(), "kwargs".into()],
+            filter: None,
+            estimate: 0.0,
+        };
+        let token = a.encrypt(b"{}");
+        let csv = format!("id,classpath,kwargs\n1,x,{token}\n2,y,\"{{\"\"a\"\": 1}}\"\n");
+        let mut rewriter = SecretRewriter::new(&table, &rekey).expect("encrypted table");
+        let text = String::from_utf8(rewriter.feed(csv.as_bytes()).expect("feeds")).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        let new_token = split_fields(lines[1].as_bytes())[2].clone().expect("value");
+        assert_eq!(b.decrypt(&new_token).expect("re-encrypted"), b"{}");
+        assert_eq!(lines[2], "2,y,\"{\"\"a\"\": 1}\"");
+        assert!(
+            SecretRewriter::new(
+                &TableExport {
+                    name: "dag_run".into(),
+                    columns: vec!["id".into()],
+                    filter: None,
+                    estimate: 0.0
+                },
+                &rekey
+            )
+            .is_none()
+        );
+    }
 }

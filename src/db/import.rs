@@ -244,7 +244,8 @@ async fn plan_tables<'a>(
             ));
         }
         if spec.restore == RestoreMode::Copy {
-            ensure_empty(conn, &spec.name, spec.keep.as_deref()).await?;
+            let keep = catalog.keep_condition(spec, &target_cols);
+            ensure_empty(conn, &spec.name, keep.as_deref()).await?;
         }
         let rekey = options
             .fernet

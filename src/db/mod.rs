@@ -240,10 +240,7 @@ pub async fn airflow_version(
         None => Err(Error::failed(
             "detect Airflow version",
             db,
-            format!(
-                "alembic revision {revision} is not a known Airflow schema head (known: {}); pass --airflow-version to say which version it is",
-                versions.known_versions().join(", ")
-            ),
+            versions.unknown_revision(&revision),
         )),
     }
 }

@@ -49,6 +49,34 @@ impl DbUrl {
         })
     }
 
+    /// The URL MWAA's own images build from their raw `MWAA__DB__*` variables (see
+    /// aws/amazon-mwaa-docker-images `get_db_connection_string`): user and password
+    /// percent-encoded, `sslmode` as a query parameter.
+    pub fn from_parts(
+        host: &str,
+        port: u16,
+        database: &str,
+        user: &str,
+        password: &str,
+        sslmode: Option<&str>,
+    ) -> Result<DbUrl, String> {
+        let mut url = Url::parse("postgres://placeholder/")
+            .map_err(|e| format!("cannot build a URL ({e})"))?;
+        url.set_host(Some(host))
+            .map_err(|e| format!("host {host:?} is not valid ({e})"))?;
+        url.set_port(Some(port))
+            .map_err(|()| "the port is not valid".to_string())?;
+        url.set_username(user)
+            .map_err(|()| "the user name is not valid".to_string())?;
+        url.set_password(Some(password))
+            .map_err(|()| "the password is not valid".to_string())?;
+        url.set_path(database);
+        if let Some(mode) = sslmode {
+            url.query_pairs_mut().append_pair("sslmode", mode);
+        }
+        DbUrl::parse(url.as_str())
+    }
+
     /// The URL to hand to the PostgreSQL driver, password included.
     pub fn expose(&self) -> &str {
         self.url.expose()
@@ -107,6 +135,25 @@ impl DbUrl {
             .map(|u| u.path().trim_start_matches('/').to_string())
             .unwrap_or_default()
     }
+}
+
+/// The user name and password of MWAA's `MWAA__DB__CREDENTIALS`, a JSON object
+/// `{"username": …, "password": …}`. The error never contains the password.
+pub fn mwaa_credentials(json: &str) -> Result<(String, String), String> {
+    #[derive(serde::Deserialize)]
+    struct Credentials {
+        username: String,
+        password: String,
+    }
+    serde_json::from_str::<Credentials>(json)
+        .map(|c| (c.username, c.password))
+        .map_err(|e| {
+            format!(
+                "not a JSON object with string fields username and password (at line {} column {})",
+                e.line(),
+                e.column()
+            )
+        })
 }
 
 /// `HOST:PORT/DATABASE` of a URL; a Unix socket directory given as `?host=` stands for the
@@ -263,5 +310,63 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("QSECRET"), "{err}");
+    }
+
+    #[test]
+    fn builds_mwaas_url_from_its_raw_variables() {
+        let (user, password) =
+            mwaa_credentials(r#"{"username": "adminuser", "password": "p@ss/w:rd?&"}"#)
+                .expect("credentials");
+        let url = DbUrl::from_parts(
+            "db.rds.amazonaws.com",
+            5432,
+            "AirflowMetadata",
+            &user,
+            &password,
+            Some("require"),
+        )
+        .expect("url");
+        assert_eq!(
+            url.redacted(),
+            "postgres://adminuser:***@db.rds.amazonaws.com:5432/AirflowMetadata?sslmode=require"
+        );
+        let parsed = Url::parse(url.expose()).expect("parses");
+        assert_eq!(
+            percent_decode(parsed.password().expect("password")),
+            password
+        );
+    }
+
+    #[test]
+    fn mwaa_credentials_errors_never_show_the_password() {
+        for bad in [
+            r#"{"username": "u"}"#,
+            r#"{"username": "u", "password": "hunter2""#,
+            "hunter2",
+        ] {
+            let err = mwaa_credentials(bad).expect_err("refused");
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("username and password"), "{err}");
+        }
+    }
+
+    /// What MWAA writes into AIRFLOW__DATABASE__SQL_ALCHEMY_CONN reaches the driver with TLS
+    /// required: sqlx reads `sslmode` from the URL (psycopg2's spelling).
+    #[test]
+    fn mwaas_sqlalchemy_url_requires_tls_in_the_driver() {
+        use sqlx::postgres::{PgConnectOptions, PgSslMode};
+        for raw in [
+            "postgresql+psycopg2://adminuser:pw@db.example:5432/AirflowMetadata?sslmode=require",
+            "postgresql+psycopg2://adminuser:pw@db.example:5432/AirflowMetadata?sslmode=require&connect_timeout=10",
+        ] {
+            let url = DbUrl::parse(raw).expect("parses");
+            let options: PgConnectOptions = url.expose().parse().expect("driver options");
+            assert!(
+                matches!(options.get_ssl_mode(), PgSslMode::Require),
+                "{raw}"
+            );
+            assert_eq!(options.get_host(), "db.example");
+            assert_eq!(options.get_database(), Some("AirflowMetadata"));
+        }
     }
 }

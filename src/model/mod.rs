@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use self::db_url::{ACCEPTED as ACCEPTED_DB_URLS, DbUrl, stored_location};
+pub use self::db_url::{ACCEPTED as ACCEPTED_DB_URLS, DbUrl, mwaa_credentials, stored_location};
 pub use self::location::{ACCEPTED_LOCATIONS, StoreLocation};
 pub use self::secret::{Secret, redact_url};
 pub use self::text::{escape_control, needs_escape};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -10,12 +11,17 @@ use tracing::warn;
 
 use super::{Catalogs, Services};
 use crate::airflow::catalog::Catalog;
+use crate::airflow::fernet::BackupKeySetting;
+use crate::airflow::fernet::{FernetKeys, Rekey};
 use crate::db::export::{TableExport, begin_snapshot, export_tables, row_estimate};
 use crate::db::{airflow_version, db_error, table_columns};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::progress::Progress;
-use crate::store::manifest::{self, AbsentTable, FORMAT_VERSION, FilterInfo, Manifest, SourceInfo};
+use crate::store::manifest::{
+    self, AbsentTable, FORMAT_VERSION, FernetKeyInfo, FernetKeyKind, FilterInfo, Manifest,
+    SourceInfo,
+};
 use crate::store::{BackupStore, environments};
 
 /// What a backup needs to know.
@@ -36,6 +42,10 @@ pub struct BackupOptions {
     pub store_location: String,
     /// The primary environment: recorded in the manifest, and its definition saved.
     pub environment: Option<String>,
+    /// The source's Fernet keys (PRIMARY_FERNET_KEY, else AIRFLOW__CORE__FERNET_KEY).
+    pub source_keys: Option<FernetKeys>,
+    /// The key the backup puts Fernet secrets under.
+    pub backup_key: BackupKeySetting,
 }
 
 impl BackupOptions {
@@ -127,6 +137,12 @@ pub async fn backup(
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
     options.validate()?;
+    if !options.dry_run
+        && options.backup_key != BackupKeySetting::SourceKey
+        && options.source_keys.is_none()
+    {
+        return Err(missing_source_key(&options.backup_key));
+    }
     let started = Instant::now();
     let started_at = Utc::now();
     let connector = services.source()?;
@@ -137,8 +153,9 @@ pub async fn backup(
         return Ok(dry_run_report(options, &plan, backup_id));
     }
     let store = services.store()?;
+    let secrets = backup_key(options, services).await?;
     let manifest = with_lock_export(
-        options, services, &store, plan, &backup_id, started_at, progress, cancel,
+        options, services, &store, plan, secrets, &backup_id, started_at, progress, cancel,
     )
     .await;
     drop(conn);
@@ -228,7 +245,7 @@ async fn plan(
     }
     let catalog = options.catalogs.for_version(&version)?;
     let (tables, absent_tables) = tables(conn, &catalog, &options.export_dag, &version).await?;
-    let active_dags = active_dags(conn, db).await?;
+    let active_dags = active_dags(conn, db, &catalog.dr_dags.names).await?;
     Ok(Plan {
         snapshot,
         version,
@@ -282,6 +299,7 @@ async fn with_lock_export(
     services: &Services,
     store: &Arc<dyn BackupStore>,
     plan: Plan,
+    secrets: BackupSecrets,
     backup_id: &str,
     started_at: DateTime<Utc>,
     progress: &Arc<dyn Progress>,
@@ -298,6 +316,7 @@ async fn with_lock_export(
             store.clone(),
             backup_id,
             progress.clone(),
+            secrets.rekey,
             cancel,
         )
         .await;
@@ -328,11 +347,95 @@ async fn with_lock_export(
             tables: entries,
             active_dags: plan.active_dags,
             absent_tables: plan.absent_tables,
+            fernet: secrets.info,
             manifest_sha256: None,
         };
         commit(store.as_ref(), manifest, cancel).await
     })
     .await
+}
+
+/// The key a backup's Fernet secrets go under, and how the manifest names it.
+struct BackupSecrets {
+    /// From the source's keys to the backup key; `None` keeps the source's ciphertext.
+    rekey: Option<Rekey>,
+    info: Option<FernetKeyInfo>,
+}
+
+/// Obtains the backup key (a KMS data key, or DR_BACKUP_FERNET_KEY) before anything is
+/// written, so a backup that cannot protect its secrets writes nothing.
+async fn backup_key(options: &BackupOptions, services: &Services) -> Result<BackupSecrets> {
+    let source = options.source_keys.clone();
+    let (kind, keys, kms_key_id, wrapped_key) = match &options.backup_key {
+        BackupKeySetting::SourceKey => {
+            return Ok(BackupSecrets {
+                rekey: None,
+                info: source.map(|keys| FernetKeyInfo {
+                    kind: FernetKeyKind::Source,
+                    fingerprint: keys.fingerprint(),
+                    kms_key_id: None,
+                    wrapped_key: None,
+                }),
+            });
+        }
+        BackupKeySetting::Shared(key) => (
+            FernetKeyKind::BackupKey,
+            crate::airflow::fernet::side_keys(Some(key), "DR_BACKUP_FERNET_KEY")?
+                .ok_or_else(|| Error::failed("backup", "DR_BACKUP_FERNET_KEY", "no key"))?,
+            None,
+            None,
+        ),
+        BackupKeySetting::Kms(key_id) => {
+            let data_key = services.kms()?.generate_data_key(key_id).await?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data_key.plaintext.expose())
+                .map_err(|e| Error::failed("GenerateDataKey", key_id, e))?;
+            let keys = FernetKeys::from_data_key(&bytes).map_err(|_| {
+                Error::failed(
+                    "GenerateDataKey",
+                    key_id,
+                    format!(
+                        "KMS returned a data key of {} bytes, not the 32 of AES_256",
+                        bytes.len()
+                    ),
+                )
+            })?;
+            (
+                FernetKeyKind::Kms,
+                keys,
+                Some(key_id.clone()),
+                Some(base64::engine::general_purpose::STANDARD.encode(&data_key.wrapped)),
+            )
+        }
+    };
+    let source = source.ok_or_else(|| missing_source_key(&options.backup_key))?;
+    Ok(BackupSecrets {
+        info: Some(FernetKeyInfo {
+            kind,
+            fingerprint: keys.fingerprint(),
+            kms_key_id,
+            wrapped_key,
+        }),
+        rekey: Some(Rekey {
+            source,
+            target: keys,
+        }),
+    })
+}
+
+/// Re-encrypting under a backup key needs the source's key to decrypt first.
+fn missing_source_key(setting: &BackupKeySetting) -> Error {
+    Error::MissingValue {
+        variable: "PRIMARY_FERNET_KEY".into(),
+        command: "backup".into(),
+        purpose: format!(
+            "the source's Fernet key, to re-encrypt its secrets under the backup key ({}) (or set AIRFLOW__CORE__FERNET_KEY)",
+            match setting {
+                BackupKeySetting::Kms(_) => "DR_KMS_KEY_ID",
+                _ => "DR_BACKUP_FERNET_KEY",
+            }
+        ),
+    }
 }
 
 /// The last steps before and after the manifest makes the backup exist.
@@ -359,8 +462,14 @@ async fn commit(
     Ok(manifest)
 }
 
-/// DAGs not paused (and still present in their DAG files) in the source.
-async fn active_dags(conn: &mut sqlx::PgConnection, db: &str) -> Result<Vec<String>> {
+/// DAGs not paused (and still present in their DAG files) in the source, but the DR DAGs:
+/// a restore unpauses these on the standby, where a running backup DAG would overwrite the
+/// store with the standby's own state.
+async fn active_dags(
+    conn: &mut sqlx::PgConnection,
+    db: &str,
+    dr_dags: &[String],
+) -> Result<Vec<String>> {
     let Some(columns) = table_columns(conn, "dag").await? else {
         return Ok(Vec::new());
     };
@@ -372,8 +481,9 @@ async fn active_dags(conn: &mut sqlx::PgConnection, db: &str) -> Result<Vec<Stri
         "TRUE"
     };
     sqlx::query_scalar(&format!(
-        "SELECT dag_id FROM dag WHERE NOT is_paused AND {present} ORDER BY dag_id"
+        "SELECT dag_id FROM dag WHERE NOT is_paused AND {present} AND dag_id <> ALL($1) ORDER BY dag_id"
     ))
+    .bind(dr_dags)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error("list active DAGs", db, e))

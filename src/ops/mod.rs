@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::airflow::catalog::Catalog;
 use crate::airflow::versions::VersionTable;
 use crate::aws::cloudwatch::Heartbeat;
+use crate::aws::kms::Kms;
 use crate::aws::mwaa::Mwaa;
 use crate::db::PgConnector;
 use crate::error::{Error, Result};
@@ -37,6 +38,8 @@ pub struct Services {
     pub primary_mwaa: Option<Box<dyn Mwaa>>,
     /// CloudWatch in the primary's region (health).
     pub heartbeat: Option<Box<dyn Heartbeat>>,
+    /// KMS in the region of the run (the backup key of DR_KMS_KEY_ID).
+    pub kms: Option<Arc<dyn Kms>>,
 }
 
 fn missing(what: &str) -> Error {
@@ -72,6 +75,10 @@ impl Services {
             .ok_or_else(|| missing("MWAA in the primary region"))
     }
 
+    pub fn kms(&self) -> Result<&dyn Kms> {
+        self.kms.as_deref().ok_or_else(|| missing("KMS"))
+    }
+
     pub fn heartbeat(&self) -> Result<&dyn Heartbeat> {
         self.heartbeat
             .as_deref()
@@ -86,11 +93,19 @@ pub struct Catalogs {
     /// DR_TABLE_CATALOG.
     pub table_catalog: Option<PathBuf>,
     pub versions: VersionTable,
+    /// The DR DAGs' own rows, which every catalog keeps.
+    pub dr_dags: crate::airflow::catalog::DrDags,
 }
 
 impl Catalogs {
     /// The table catalog for a database of Airflow `version`.
     pub fn for_version(&self, version: &str) -> Result<Catalog> {
+        let mut catalog = self.file_for_version(version)?;
+        catalog.dr_dags = self.dr_dags.clone();
+        Ok(catalog)
+    }
+
+    fn file_for_version(&self, version: &str) -> Result<Catalog> {
         match &self.table_catalog {
             None => Catalog::builtin_for(version),
             Some(path) => {

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Catalogs, Confirm, Services};
 use crate::airflow::catalog::major_version;
-use crate::airflow::fernet::{FernetMode, FernetPlan};
+use crate::airflow::fernet::{FernetKeyring, FernetKeys, FernetMode, FernetPlan};
 use crate::airflow::versions::compare_versions;
 use crate::db::import::{self, RestoreReport};
 use crate::db::{
@@ -20,7 +20,7 @@ use crate::failpoint;
 use crate::model::RestoreStrategy;
 use crate::progress::Progress;
 use crate::store::BackupStore;
-use crate::store::manifest::{self, Manifest};
+use crate::store::manifest::{self, FernetKeyInfo, FernetKeyKind, Manifest};
 use crate::store::verify::verify_backup;
 
 pub struct RestoreOptions<'a> {
@@ -32,8 +32,8 @@ pub struct RestoreOptions<'a> {
     pub dry_run: bool,
     pub variable_strategy: RestoreStrategy,
     pub connection_strategy: RestoreStrategy,
-    /// Re-encrypt Fernet secrets for the target's key, or copy the ciphertext as it is.
-    pub fernet: FernetPlan,
+    /// The Fernet keys known here; the backup's manifest says which one its ciphertext needs.
+    pub fernet: FernetKeyring,
     pub catalogs: Catalogs,
     /// Asked before a clean restore deletes rows, once the backup is verified.
     pub confirm: Option<Confirm<'a>>,
@@ -49,6 +49,10 @@ pub struct RestoreSummary {
     /// A dry run's plan for Fernet ciphertext (a restore's report carries its own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fernet: Option<FernetMode>,
+    /// Which key the backup's secrets were read with; `None` for a backup that does not
+    /// record its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fernet_key: Option<FernetKeyUsed>,
     /// What the transaction did; `None` for a dry run.
     #[serde(flatten)]
     pub report: Option<RestoreReport>,
@@ -60,6 +64,8 @@ pub struct RestoreSummary {
 /// A backup checked and a target connected and checked: everything before the transaction.
 struct Prepared {
     manifest: Manifest,
+    fernet: FernetPlan,
+    fernet_key: Option<FernetKeyUsed>,
     conn: sqlx::PgConnection,
     /// The server process of `conn`, ended if the run is interrupted mid-transaction.
     backend_pid: i32,
@@ -76,29 +82,40 @@ pub async fn restore(
     let started = Instant::now();
     let store = services.store()?;
     let db = services.target()?;
-    let (manifest, report) = super::with_store_lock(store.as_ref(), false, "restore", async {
-        failpoint::reach("restore.locked", cancel).await?;
-        let mut prepared = prepare(options, store.clone(), db).await?;
-        if options.dry_run {
-            return Ok((prepared.manifest, None));
-        }
-        failpoint::reach("restore.verified", cancel).await?;
-        if options.clean
-            && let Some(confirm) = options.confirm
-        {
-            confirm(&format!(
-                "Delete the restorable rows of {} and restore backup {}?",
-                db.describe(),
-                prepared.manifest.backup_id
-            ))?;
-        }
-        let result = apply(options, store.clone(), db, &mut prepared, progress, cancel).await;
-        progress.clear();
-        let report = result?;
-        failpoint::reach("restore.committed", cancel).await?;
-        Ok((prepared.manifest, Some(report)))
-    })
-    .await?;
+    let (manifest, plan, fernet_key, report) =
+        super::with_store_lock(store.as_ref(), false, "restore", async {
+            failpoint::reach("restore.locked", cancel).await?;
+            let mut prepared = prepare(options, services, store.clone(), db).await?;
+            if options.dry_run {
+                return Ok((
+                    prepared.manifest,
+                    prepared.fernet,
+                    prepared.fernet_key,
+                    None,
+                ));
+            }
+            failpoint::reach("restore.verified", cancel).await?;
+            if options.clean
+                && let Some(confirm) = options.confirm
+            {
+                confirm(&format!(
+                    "Delete the restorable rows of {} and restore backup {}?",
+                    db.describe(),
+                    prepared.manifest.backup_id
+                ))?;
+            }
+            let result = apply(options, store.clone(), db, &mut prepared, progress, cancel).await;
+            progress.clear();
+            let report = result?;
+            failpoint::reach("restore.committed", cancel).await?;
+            Ok((
+                prepared.manifest,
+                prepared.fernet,
+                prepared.fernet_key,
+                Some(report),
+            ))
+        })
+        .await?;
     let dry_run = report.is_none();
     Ok(RestoreSummary {
         backup_id: manifest.backup_id.clone(),
@@ -110,7 +127,8 @@ pub async fn restore(
         } else {
             started.elapsed().as_secs_f64()
         },
-        fernet: dry_run.then(|| options.fernet.mode()),
+        fernet: dry_run.then(|| plan.mode()),
+        fernet_key,
         report,
         manifest,
     })
@@ -120,12 +138,14 @@ pub async fn restore(
 /// the target and refuses an older Airflow version there.
 async fn prepare(
     options: &RestoreOptions<'_>,
+    services: &Services,
     store: Arc<dyn BackupStore>,
     db: &PgConnector,
 ) -> Result<Prepared> {
     let manifest = manifest::resolve(store.as_ref(), options.backup_id.as_deref()).await?;
     manifest.validate(&options.catalogs.for_version(&manifest.airflow_version)?)?;
     verify_backup(store.clone(), &manifest).await?;
+    let (fernet, fernet_key) = fernet_plan(&options.fernet, services, &manifest).await?;
     let mut conn = db.connect().await?;
     let backend_pid = backend_pid(&mut conn, db.describe()).await?;
     let (target_version, _) = airflow_version(
@@ -139,9 +159,154 @@ async fn prepare(
     check_versions(options, db.describe(), &target_version, &manifest)?;
     Ok(Prepared {
         manifest,
+        fernet,
+        fernet_key,
         conn,
         backend_pid,
     })
+}
+
+/// The key a restore read the backup's secrets with, as its report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FernetKeyUsed {
+    /// What the manifest says the ciphertext is under.
+    pub kind: FernetKeyKind,
+    pub fingerprint: String,
+    /// Where the key came from: `kms:Decrypt`, or the variable that held it.
+    pub obtained_from: String,
+}
+
+/// The key of the backup's ciphertext, obtained from what the manifest records: the KMS
+/// data key unwrapped, else the first known key list holding the recorded fingerprint. No
+/// key that matches refuses the restore here, before the target is touched; a backup that
+/// records no key restores as backups always did.
+async fn fernet_plan(
+    ring: &FernetKeyring,
+    services: &Services,
+    manifest: &Manifest,
+) -> Result<(FernetPlan, Option<FernetKeyUsed>)> {
+    let Some(info) = &manifest.fernet else {
+        return Ok((
+            FernetPlan::new(ring.source.clone(), ring.target.clone()),
+            None,
+        ));
+    };
+    // A source-key backup restored where no target key is known is copied as it is, as
+    // before fingerprints were recorded; the other kinds would leave unreadable secrets.
+    if info.kind == FernetKeyKind::Source && ring.target.is_none() {
+        return Ok((FernetPlan::new(ring.source.clone(), None), None));
+    }
+    let mut tried: Vec<String> = Vec::new();
+    let mut obtained: Option<(FernetKeys, String)> = None;
+    if info.kind == FernetKeyKind::Kms {
+        match unwrap_kms(services, info).await {
+            Ok(keys) if keys.has_fingerprint(&info.fingerprint) => {
+                obtained = Some((keys, "kms:Decrypt".into()));
+            }
+            Ok(_) => tried.push(
+                "KMS Decrypt of the backup's wrapped key (it unwrapped a key of another fingerprint)"
+                    .into(),
+            ),
+            Err(e) => tried.push(format!(
+                "KMS Decrypt of the backup's wrapped key, which failed: {e}"
+            )),
+        }
+    }
+    if obtained.is_none() {
+        let candidates = [
+            ("DR_BACKUP_FERNET_KEY", &ring.backup_key),
+            (
+                "PRIMARY_FERNET_KEY (else AIRFLOW__CORE__FERNET_KEY)",
+                &ring.source,
+            ),
+            (
+                "SECONDARY_FERNET_KEY (else AIRFLOW__CORE__FERNET_KEY)",
+                &ring.target,
+            ),
+        ];
+        for (variable, keys) in candidates {
+            let Some(keys) = keys else { continue };
+            if keys.has_fingerprint(&info.fingerprint) {
+                obtained = Some((keys.clone(), variable.to_string()));
+                break;
+            }
+            tried.push(format!("{variable} (fingerprint {})", keys.fingerprint()));
+        }
+    }
+    let Some((keys, from)) = obtained else {
+        return Err(Error::refused(
+            "restore",
+            &manifest.backup_id,
+            format!(
+                "its Fernet secrets are under the key of fingerprint {} ({}), and no key available here has it; tried: {}; nothing was restored",
+                info.fingerprint,
+                kind_name(info),
+                if tried.is_empty() {
+                    "no key is set".to_string()
+                } else {
+                    tried.join("; ")
+                },
+            ),
+            match info.kind {
+                FernetKeyKind::Kms => {
+                    "allow kms:Decrypt on the backup's KMS key in this Region (a replica of the multi-Region key), or set DR_BACKUP_FERNET_KEY"
+                }
+                FernetKeyKind::BackupKey => {
+                    "set DR_BACKUP_FERNET_KEY to the key the backup was taken with"
+                }
+                FernetKeyKind::Source => {
+                    "set PRIMARY_FERNET_KEY to the source environment's Fernet key"
+                }
+            },
+        ));
+    };
+    let Some(target) = ring.target.clone() else {
+        return Err(Error::MissingValue {
+            variable: "SECONDARY_FERNET_KEY".into(),
+            command: "restore".into(),
+            purpose: "the target's Fernet key, to re-encrypt the backup's secrets for it (or set AIRFLOW__CORE__FERNET_KEY)".into(),
+        });
+    };
+    Ok((
+        FernetPlan::new(Some(keys), Some(target)),
+        Some(FernetKeyUsed {
+            kind: info.kind,
+            fingerprint: info.fingerprint.clone(),
+            obtained_from: from,
+        }),
+    ))
+}
+
+fn kind_name(info: &FernetKeyInfo) -> String {
+    match info.kind {
+        FernetKeyKind::Source => "the source environment's key".into(),
+        FernetKeyKind::BackupKey => "DR_BACKUP_FERNET_KEY".into(),
+        FernetKeyKind::Kms => format!(
+            "a data key wrapped by KMS key {}",
+            info.kms_key_id.as_deref().unwrap_or("(not recorded)")
+        ),
+    }
+}
+
+/// The backup's data key, unwrapped by KMS in this run's Region.
+async fn unwrap_kms(services: &Services, info: &FernetKeyInfo) -> Result<FernetKeys> {
+    use base64::Engine;
+    let (Some(key_id), Some(wrapped)) = (&info.kms_key_id, &info.wrapped_key) else {
+        return Err(Error::failed(
+            "restore",
+            "manifest",
+            "a kms backup key without its key id or wrapped key",
+        ));
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let wrapped = b64
+        .decode(wrapped)
+        .map_err(|e| Error::failed("Decrypt", key_id, format!("the wrapped key: {e}")))?;
+    let plaintext = services.kms()?.decrypt(key_id, &wrapped).await?;
+    let bytes = b64
+        .decode(plaintext.expose())
+        .map_err(|e| Error::failed("Decrypt", key_id, e))?;
+    FernetKeys::from_data_key(&bytes).map_err(|e| Error::failed("Decrypt", key_id, e))
 }
 
 /// A backup restores into the same major version, and never into an older Airflow.
@@ -197,7 +362,7 @@ async fn apply(
         clean: options.clean,
         variable_strategy: options.variable_strategy,
         connection_strategy: options.connection_strategy,
-        fernet: options.fernet.clone(),
+        fernet: prepared.fernet.clone(),
     };
     let result = tokio::select! {
         result = import::restore(

@@ -20,6 +20,11 @@ use crate::error::{Error, Result};
 /// The manifest format this build writes: 2 adds `absent_tables` and `manifest_sha256`.
 pub const FORMAT_VERSION: u32 = 2;
 
+/// The format of a backup whose Fernet secrets are under a backup key (`fernet.kind`
+/// `backup_key` or `kms`): a reader that does not know `fernet` would copy ciphertext no
+/// target can read, so such a reader must refuse the backup instead.
+pub const BACKUP_KEY_FORMAT_VERSION: u32 = 3;
+
 /// Format 1 manifests (written before the checksum and the absent-table reasons) stay
 /// readable: backups taken by earlier builds must still restore.
 const LEGACY_FORMAT_VERSION: u32 = 1;
@@ -79,10 +84,51 @@ pub struct Manifest {
     /// Tables of the catalog the backup does not hold, each with the reason (format 2).
     #[serde(default)]
     pub absent_tables: Vec<AbsentTable>,
+    /// The key the Fernet ciphertext of the backup is under; `None` in backups taken before
+    /// it was recorded (or without any known key), which restore as they always did.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fernet: Option<FernetKeyInfo>,
     /// SHA-256 of the manifest's canonical form (format 2), see [`canonical_sha256`]. Set by
     /// [`commit`]; `None` in a format 1 manifest.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub manifest_sha256: Option<String>,
+}
+
+/// Which key the backup's Fernet ciphertext is under: named by its fingerprint, never
+/// stored; for `kms`, the data key wrapped by KMS, which only a `kms:Decrypt` unwraps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FernetKeyInfo {
+    pub kind: FernetKeyKind,
+    /// See `FernetKeys::fingerprint`.
+    pub fingerprint: String,
+    /// The KMS key that wrapped the data key (as DR_KMS_KEY_ID gave it), for `kms`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kms_key_id: Option<String>,
+    /// The data key's `CiphertextBlob`, base64, for `kms`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub wrapped_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FernetKeyKind {
+    /// The source environment's own key: the ciphertext as Airflow wrote it.
+    Source,
+    /// DR_BACKUP_FERNET_KEY, shared by both sides.
+    BackupKey,
+    /// A per-backup data key from KMS GenerateDataKey under DR_KMS_KEY_ID.
+    Kms,
+}
+
+impl FernetKeyKind {
+    /// As the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FernetKeyKind::Source => "source",
+            FernetKeyKind::BackupKey => "backup_key",
+            FernetKeyKind::Kms => "kms",
+        }
+    }
 }
 
 /// A table of the catalog that the backup does not hold, and why.
@@ -304,13 +350,13 @@ fn parse(bytes: &[u8], resource: &str) -> Result<Manifest> {
         serde_json::from_slice(bytes).map_err(|e| failed(format!("not a JSON manifest: {e}")))?;
     let version = document.get("format_version").and_then(Value::as_u64);
     match version {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {
+        Some(v) if v == u64::from(FORMAT_VERSION) || v == u64::from(BACKUP_KEY_FORMAT_VERSION) => {
             let stated = document.get(CHECKSUM_FIELD).and_then(Value::as_str);
             let actual = canonical_sha256(&document);
             match stated {
                 None => {
                     return Err(failed(format!(
-                        "format_version {FORMAT_VERSION} manifest without {CHECKSUM_FIELD}: it was damaged or edited, so it is not used"
+                        "format_version {v} manifest without {CHECKSUM_FIELD}: it was damaged or edited, so it is not used"
                     )));
                 }
                 Some(stated) if stated != actual => {
@@ -324,7 +370,7 @@ fn parse(bytes: &[u8], resource: &str) -> Result<Manifest> {
         Some(v) if v == u64::from(LEGACY_FORMAT_VERSION) => {}
         Some(v) => {
             return Err(failed(format!(
-                "format_version {v} is not supported by this mwaa-dr (it reads {LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}); use a matching mwaa-dr version"
+                "format_version {v} is not supported by this mwaa-dr (it reads {LEGACY_FORMAT_VERSION} to {BACKUP_KEY_FORMAT_VERSION}); use a matching mwaa-dr version"
             )));
         }
         None => return Err(failed("it has no numeric format_version".into())),
@@ -461,7 +507,10 @@ pub async fn commit(store: &dyn BackupStore, manifest: &Manifest) -> Result<()> 
 fn seal(manifest: &Manifest) -> Result<Vec<u8>> {
     let key = manifest_key(&manifest.backup_id);
     let mut manifest = manifest.clone();
-    manifest.format_version = FORMAT_VERSION;
+    manifest.format_version = match manifest.fernet.as_ref().map(|f| f.kind) {
+        Some(FernetKeyKind::BackupKey | FernetKeyKind::Kms) => BACKUP_KEY_FORMAT_VERSION,
+        _ => FORMAT_VERSION,
+    };
     manifest.manifest_sha256 = None;
     manifest.check_consistency(&key)?;
     let document =
@@ -523,6 +572,7 @@ mod tests {
                 name: "task_instance_history".into(),
                 reason: "the source database (Airflow 2.8.1) has no such table".into(),
             }],
+            fernet: None,
             manifest_sha256: None,
         }
     }
@@ -685,7 +735,7 @@ mod tests {
         let newer = "20261126T183257.000Z-000c";
         let damaged = "20261126T183258.000Z-000d";
         let mut doc = serde_json::to_value(sample(newer)).expect("JSON");
-        doc["format_version"] = 3.into();
+        doc["format_version"] = 4.into();
         put_raw(&store, newer, &doc).await;
         store
             .put_bytes(&manifest_key(damaged), b"{\"format_version\": 2, \"tab")
@@ -707,7 +757,7 @@ mod tests {
             .collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].0, newer);
-        assert!(problems[0].1.contains("format_version 3"), "{problems:?}");
+        assert!(problems[0].1.contains("format_version 4"), "{problems:?}");
         assert_eq!(problems[1].0, damaged);
         assert!(
             problems[1].1.contains("not a JSON manifest"),
@@ -727,6 +777,38 @@ mod tests {
             "2026-11-26T18:32:55Z".parse().ok()
         );
         assert_eq!(backup_id_time("garbage"), None);
+    }
+
+    #[test]
+    fn a_backup_key_manifest_is_format_3_so_older_readers_refuse_it() {
+        let mut m = sample("20261126T183255.000Z-0001");
+        let sealed: Value = serde_json::from_slice(&seal(&m).expect("seals")).expect("JSON");
+        assert_eq!(sealed["format_version"], 2);
+        assert!(sealed.get("fernet").is_none(), "no key recorded, no field");
+        for (kind, expected) in [
+            (FernetKeyKind::Source, 2),
+            (FernetKeyKind::BackupKey, 3),
+            (FernetKeyKind::Kms, 3),
+        ] {
+            m.fernet = Some(FernetKeyInfo {
+                kind,
+                fingerprint: "0123456789abcdef".into(),
+                kms_key_id: (kind == FernetKeyKind::Kms).then(|| "alias/dr".into()),
+                wrapped_key: (kind == FernetKeyKind::Kms).then(|| "AQID".into()),
+            });
+            let bytes = seal(&m).expect("seals");
+            let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert_eq!(doc["format_version"], expected, "{kind:?}");
+            assert_eq!(doc["fernet"]["kind"], kind.as_str());
+            let read = parse(&bytes, "m.json").expect("reads back");
+            assert_eq!(read.fernet, m.fernet);
+            // The checksum covers the record: a changed fingerprint is refused.
+            let edited = String::from_utf8(bytes)
+                .expect("utf-8")
+                .replace("0123456789abcdef", "fedcba9876543210");
+            let err = parse(edited.as_bytes(), "m.json").expect_err("edited");
+            assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        }
     }
 
     #[test]

@@ -105,8 +105,8 @@ async fn round_trip(version: &str) {
     let store = dir.path().join("store");
     let doc = backup(dir.path(), &store, &src);
     let id = doc["backup_id"].as_str().expect("id");
-    // 2.11.0 has 2.10.3's schema (same alembic head): detected as 2.10.3 without MWAA_VERSION.
-    let detected = if version == "2.11.0" {
+    // 2.11.0 and 2.11.2 have 2.10.3's schema (same alembic head): detected as 2.10.3 without MWAA_VERSION.
+    let detected = if version == "2.11.0" || version == "2.11.2" {
         "2.10.3"
     } else {
         version
@@ -190,6 +190,7 @@ round_trips! {
     round_trip_airflow_2_9_2 => "2.9.2",
     round_trip_airflow_2_10_1 => "2.10.1",
     round_trip_airflow_2_11_0 => "2.11.0",
+    round_trip_airflow_2_11_2 => "2.11.2",
 }
 
 /// What a standby's own DAG processor wrote from the same DAG files before the restore: the
@@ -197,6 +198,14 @@ round_trips! {
 /// and an asset watcher's trigger with ids of its own (clean_orders is 1 here, 2 in the source).
 const STANDBY_DEFINITIONS_3: &str = "\
 INSERT INTO dag_bundle (name, active, last_refreshed) VALUES ('dags-folder', true, now());
+DO $$ BEGIN
+  IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'dag' AND column_name = 'timetable_type') THEN
+    ALTER TABLE dag ALTER COLUMN timetable_type SET DEFAULT 'airflow.timetables.simple.NullTimetable';
+  END IF;
+  IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'dag' AND column_name = 'partition_mapper_info') THEN
+    ALTER TABLE dag ALTER COLUMN partition_mapper_info SET DEFAULT '{}';
+  END IF;
+END $$;
 INSERT INTO dag (dag_id, is_paused, is_stale, fileloc, relative_fileloc, bundle_name, max_active_tasks, max_active_runs, max_consecutive_failed_dag_runs, has_task_concurrency_limits)
 SELECT d, true, false, '/usr/local/airflow/dags/' || d || '.py', d || '.py', 'dags-folder', 16, 16, 0, false FROM unnest(ARRAY['etl', 'reports', 'consumer']) d;
 INSERT INTO dag_version (id, version_number, dag_id, bundle_name, created_at, last_updated) SELECT gen_random_uuid(), 1, dag_id, 'dags-folder', now(), now() FROM dag;
@@ -211,7 +220,10 @@ SELECT setval('asset_alias_id_seq', 2);
 INSERT INTO dag_schedule_asset_reference (asset_id, dag_id, created_at, updated_at) VALUES (1, 'consumer', now(), now());
 INSERT INTO trigger (id, classpath, kwargs, created_date) VALUES (1, 'airflow.providers.common.messaging.triggers.msg_queue.MessageQueueTrigger', 'gAAAAAB0YXJnZXQtd2F0Y2hlcg==', now());
 SELECT setval('trigger_id_seq', 1);
-INSERT INTO asset_trigger (asset_id, trigger_id) VALUES (2, 1);";
+DO $$ BEGIN
+  IF to_regclass('asset_trigger') IS NOT NULL THEN INSERT INTO asset_trigger (asset_id, trigger_id) VALUES (2, 1);
+  ELSE INSERT INTO asset_watcher (name, asset_id, trigger_id) VALUES ('standby_watcher', 2, 1); END IF;
+END $$;";
 
 /// The tables of a standby's own that a restore of Airflow 3 never touches.
 const STANDBY_OWN_3: &[&str] = &[
@@ -249,18 +261,43 @@ const ALIAS_ASSETS_BY_NAME: &str = "SELECT al.name, a.name, a.uri FROM asset_ali
 /// wrote its own DAG definitions and assets.
 #[tokio::test]
 async fn round_trip_airflow_3_0_6() {
+    round_trip_3("3.0.6").await;
+}
+
+/// 3.2.1 adds teams, partition keys and human-in-the-loop answers, 3.3.1 retry reasons, DAG
+/// result XComs and state stores (the last section of the sample metadata).
+#[tokio::test]
+async fn round_trip_airflow_3_2_1() {
+    round_trip_3("3.2.1").await;
+}
+
+#[tokio::test]
+async fn round_trip_airflow_3_3_1() {
+    round_trip_3("3.3.1").await;
+}
+
+async fn round_trip_3(version: &str) {
     let Some(bench) = Bench::get() else { return };
-    let src = bench.airflow_db("rt_src_306", "3.0.6", true);
-    let dst = bench.airflow_db("rt_dst_306", "3.0.6", false);
+    let tag = version.replace('.', "");
+    let src = bench.airflow_db(&format!("rt_src_{tag}"), version, true);
+    let dst = bench.airflow_db(&format!("rt_dst_{tag}"), version, false);
     bench.sql(&dst, STANDBY_DEFINITIONS_3);
+    // 3.2 turned asset_trigger into asset_watcher.
+    let own: Vec<&str> = STANDBY_OWN_3
+        .iter()
+        .map(|t| match *t {
+            "asset_trigger" if version != "3.0.6" => "asset_watcher",
+            t => t,
+        })
+        .collect();
     let mut own_before = Vec::new();
-    for table in STANDBY_OWN_3 {
+    for table in &own {
         own_before.push(rows(&dst, &format!("SELECT * FROM {table}")).await);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let doc = backup(dir.path(), &store, &src);
-    assert_eq!(doc["airflow_version"], "3.0.6");
+    assert_eq!(doc["airflow_version"], version);
     let id = doc["backup_id"].as_str().expect("id");
     let m = manifest(&store, id);
     let tables: Vec<&str> = m["tables"]
@@ -316,10 +353,8 @@ async fn round_trip_airflow_3_0_6() {
         serde_json::json!({"asset": 3, "asset_alias": 1})
     );
     assert_eq!(report["unpaused"], serde_json::json!(["consumer", "etl"]));
-    assert_eq!(
-        report["missing_dags"],
-        serde_json::json!(["backup_metadata"])
-    );
+    // The source's backup_metadata DAG is unpaused, but a DR DAG is never one to unpause.
+    assert_eq!(report["missing_dags"], serde_json::json!([]));
 
     let by_key = [
         "asset",
@@ -327,8 +362,43 @@ async fn round_trip_airflow_3_0_6() {
         "asset_alias_asset",
         "asset_event",
         "asset_alias_asset_event",
+        "asset_state_store",
     ];
     assert_tables_restored(&src, &dst, &m, &by_key).await;
+    if version != "3.0.6" {
+        for name in ["team", "hitl_detail", "hitl_detail_history"] {
+            assert!(tables.contains(&name), "{name} not backed up: {tables:?}");
+        }
+        for name in ["asset_watcher", "dag_favorite", "revoked_token", "callback"] {
+            assert!(!tables.contains(&name), "{name} backed up: {tables:?}");
+        }
+        assert_eq!(
+            rows(&dst, "SELECT 'v', team_name FROM variable WHERE team_name IS NOT NULL UNION ALL SELECT 'c', team_name FROM connection WHERE team_name IS NOT NULL UNION ALL SELECT pool, team_name FROM slot_pool WHERE team_name IS NOT NULL").await,
+            rows(&src, "SELECT 'v', team_name FROM variable WHERE team_name IS NOT NULL UNION ALL SELECT 'c', team_name FROM connection WHERE team_name IS NOT NULL UNION ALL SELECT pool, team_name FROM slot_pool WHERE team_name IS NOT NULL").await,
+            "the team of a variable, a connection and a pool"
+        );
+        assert_eq!(
+            rows(&dst, "SELECT ti.task_id, ti.state FROM hitl_detail h JOIN task_instance ti ON ti.id = h.ti_id").await,
+            vec!["(report,failed)".to_string()],
+            "the answer for the running task instance stays behind"
+        );
+    }
+    // The state stores are 3.3's.
+    if version == "3.3.1" {
+        for name in ["task_state_store", "asset_state_store"] {
+            assert!(tables.contains(&name), "{name} not backed up: {tables:?}");
+        }
+        assert_eq!(
+            rows(&dst, "SELECT DISTINCT task_id FROM task_state_store").await,
+            vec!["(load)".to_string()],
+            "no state of the export DAG"
+        );
+        assert_eq!(
+            rows(&dst, "SELECT a.name, s.key, s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id").await,
+            rows(&src, "SELECT a.name, s.key, s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id").await,
+            "asset state follows its asset by name"
+        );
+    }
     // Assets by their natural key: the standby's rows keep its values, the one it lacked
     // arrives whole; events, alias resolutions and alias events name the same assets.
     let asset_cols = "SELECT name, uri, \"group\", extra::text, created_at, updated_at FROM asset";
@@ -435,7 +505,7 @@ async fn round_trip_airflow_3_0_6() {
     );
     // The standby's own definitions, assets' activity and asset watcher are untouched; its
     // paused DAGs active in the source are unpaused.
-    for (table, before) in STANDBY_OWN_3.iter().zip(&own_before) {
+    for (table, before) in own.iter().zip(&own_before) {
         assert_eq!(
             &rows(&dst, &format!("SELECT * FROM {table}")).await,
             before,
@@ -448,7 +518,7 @@ async fn round_trip_airflow_3_0_6() {
     );
     // Sequences continue: Airflow inserts without ids.
     for sql in [
-        "INSERT INTO variable (key, val) VALUES ('after_restore', 'x')",
+        "INSERT INTO variable (key, val, is_encrypted) VALUES ('after_restore', 'x', false)",
         "INSERT INTO log (dttm, event) VALUES (now(), 'after_restore')",
         "INSERT INTO job (state, job_type) VALUES ('running', 'SchedulerJob')",
         "INSERT INTO dag_run (dag_id, run_id, run_type, run_after) VALUES ('etl', 'manual__after', 'manual', now())",
@@ -766,7 +836,9 @@ async fn cleanup_dry_run_counts_and_cleanup_keeps_what_the_standby_needs() {
         .iter()
         .find(|t| t["table"] == "task_instance")
         .expect("ti");
-    assert_eq!(ti["rows"], 31);
+    // Every task instance of the sample but the backup DAG's running one: a DR DAG's
+    // in-flight rows stay.
+    assert_eq!(ti["rows"], 31 - 1);
     assert_eq!(
         whole_db_digest(&db).await,
         before,
@@ -783,8 +855,8 @@ async fn cleanup_dry_run_counts_and_cleanup_keeps_what_the_standby_needs() {
     .expect("counts");
     assert_eq!(
         counts,
-        (0, 0, 2, 1, 5),
-        "running jobs, default_pool and variables stay"
+        (1, 1, 2, 1, 5),
+        "running jobs, default_pool, variables and the backup DAG's running run stay"
     );
 }
 
@@ -827,6 +899,14 @@ async fn bad_input_gets_clear_errors_and_exit_codes() {
         .args(["backup", "--db", &db]));
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("abcdef123456"), "{}", out.stderr);
+    // A revision newer than every known one: the newest supported version and what to do.
+    assert!(out.stderr.contains("newest 3.3.1"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("use a release of mwaa-dr that supports it"),
+        "{}",
+        out.stderr
+    );
     let out = run(mwaa_dr(dir.path()).arg("--store").arg(&store).args([
         "backup",
         "--airflow-version",

@@ -10,28 +10,28 @@ use crate::airflow_cli::{airflow, airflow_venv};
 use crate::common::{Run, mwaa_dr, run};
 use crate::pg::{Bench, connect, whole_db_digest};
 
-const VAR_SECRET: &str = "variable-plaintext-7f3a91";
-const OLD_KEY_SECRET: &str = "old-key-plaintext-c04e";
-const KEPT_SECRET: &str = "source-kept-plaintext-61bd";
-const LOOKALIKE: &str = "lookalike-plaintext-33ad";
-const CONN_PASSWORD: &str = "conn-password-plaintext-5d2b";
-const CONN_EXTRA: &str = r#"{"api_token": "extra-plaintext-e81c"}"#;
-const TRIGGER_KWARGS: &str =
+pub(crate) const VAR_SECRET: &str = "variable-plaintext-7f3a91";
+pub(crate) const OLD_KEY_SECRET: &str = "old-key-plaintext-c04e";
+pub(crate) const KEPT_SECRET: &str = "source-kept-plaintext-61bd";
+pub(crate) const LOOKALIKE: &str = "lookalike-plaintext-33ad";
+pub(crate) const CONN_PASSWORD: &str = "conn-password-plaintext-5d2b";
+pub(crate) const CONN_EXTRA: &str = r#"{"api_token": "extra-plaintext-e81c"}"#;
+pub(crate) const TRIGGER_KWARGS: &str =
     r#"{"__var": {"secret": "trigger-plaintext-9a40", "poke": 5}, "__type": "dict"}"#;
-const PLAIN_KWARGS: &str = r#"{"__var": {"delta": 60.0}, "__type": "dict"}"#;
+pub(crate) const PLAIN_KWARGS: &str = r#"{"__var": {"delta": 60.0}, "__type": "dict"}"#;
 
-fn new_key() -> String {
+pub(crate) fn new_key() -> String {
     fernet::Fernet::generate_key()
 }
 
-fn encrypt(keys: &str, plaintext: &str) -> String {
+pub(crate) fn encrypt(keys: &str, plaintext: &str) -> String {
     FernetKeys::parse(keys)
         .expect("key list")
         .encrypt(plaintext.as_bytes())
 }
 
 /// The plaintext when `keys` decrypt `token`.
-fn decrypt(keys: &str, token: &str) -> Option<String> {
+pub(crate) fn decrypt(keys: &str, token: &str) -> Option<String> {
     FernetKeys::parse(keys)
         .expect("key list")
         .decrypt(token)
@@ -41,15 +41,15 @@ fn decrypt(keys: &str, token: &str) -> Option<String> {
 
 /// Keys of the test: the source encrypts with `a` (and once with its older key `x`), the
 /// target's list is `b,c`.
-struct Keys {
-    a: String,
-    x: String,
-    b: String,
-    c: String,
+pub(crate) struct Keys {
+    pub(crate) a: String,
+    pub(crate) x: String,
+    pub(crate) b: String,
+    pub(crate) c: String,
 }
 
 impl Keys {
-    fn new() -> Keys {
+    pub(crate) fn new() -> Keys {
         Keys {
             a: new_key(),
             x: new_key(),
@@ -58,11 +58,11 @@ impl Keys {
         }
     }
 
-    fn source(&self) -> String {
+    pub(crate) fn source(&self) -> String {
         format!("{},{}", self.x, self.a)
     }
 
-    fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         format!("{},{}", self.b, self.c)
     }
 }
@@ -70,7 +70,7 @@ impl Keys {
 /// A 2.10.3 source with the sample metadata whose secrets are real ciphertext of `keys.a`
 /// (one of `keys.x`), a plain value that looks like a token, and two triggers (encrypted and
 /// plain JSON kwargs).
-fn source_db(bench: &Bench, name: &str, keys: &Keys) -> String {
+pub(crate) fn source_db(bench: &Bench, name: &str, keys: &Keys) -> String {
     let src = bench.airflow_db(name, "2.10.3", true);
     let a = &keys.a;
     bench.sql(
@@ -134,7 +134,7 @@ fn restore_json(dir: &Path, store: &Path, db: &str, env: &[(&str, &str)], extra:
     serde_json::from_str(&out.stdout).expect("restore JSON")
 }
 
-async fn variable(url: &str, key: &str) -> (String, bool) {
+pub(crate) async fn variable(url: &str, key: &str) -> (String, bool) {
     let mut conn = connect(url).await;
     sqlx::query_as("SELECT val, is_encrypted FROM variable WHERE key = $1")
         .bind(key)
@@ -144,7 +144,7 @@ async fn variable(url: &str, key: &str) -> (String, bool) {
 }
 
 /// (password, extra, is_encrypted, is_extra_encrypted, host, login)
-type ConnectionRow = (
+pub(crate) type ConnectionRow = (
     Option<String>,
     Option<String>,
     bool,
@@ -153,7 +153,7 @@ type ConnectionRow = (
     Option<String>,
 );
 
-async fn connection(url: &str, conn_id: &str) -> ConnectionRow {
+pub(crate) async fn connection(url: &str, conn_id: &str) -> ConnectionRow {
     let mut conn = connect(url).await;
     sqlx::query_as(
         "SELECT password, extra, is_encrypted, is_extra_encrypted, host, login FROM connection WHERE conn_id = $1",
@@ -164,7 +164,7 @@ async fn connection(url: &str, conn_id: &str) -> ConnectionRow {
     .unwrap_or_else(|e| panic!("connection {conn_id}: {e}"))
 }
 
-async fn trigger_kwargs(url: &str, id: i32) -> String {
+pub(crate) async fn trigger_kwargs(url: &str, id: i32) -> String {
     let mut conn = connect(url).await;
     sqlx::query_scalar("SELECT kwargs FROM trigger WHERE id = $1")
         .bind(id)

@@ -1,0 +1,166 @@
+//! `mwaa-dr dags render`: the DR DAGs and the startup script, from the resolved configuration.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::cli::DagsRenderArgs;
+use crate::config::Config;
+use crate::config::vars::spec;
+use crate::deploy::RenderedFile;
+use crate::deploy::dags::{DagSettings, render_dags};
+use crate::deploy::startup::{self, StartupSettings, render_startup, sha256_hex};
+use crate::error::{Error, Result};
+use crate::output;
+
+/// The variables written into the DAGs when set: what the binary in the worker needs beyond
+/// the worker's own environment. Database URLs and keys never are (the DAGs bucket is not a
+/// secret store); the worker has its own.
+const WRITTEN_IN: &[&str] = &[
+    "DR_TYPE",
+    "MWAA_VERSION",
+    "PRIMARY_REGION",
+    "PRIMARY_MWAA_ENVIRONMENT_NAME",
+    "SECONDARY_REGION",
+    "SECONDARY_MWAA_ENVIRONMENT_NAME",
+    "DR_S3_SSE",
+    "DR_S3_KMS_KEY_ID",
+    "DR_KMS_KEY_ID",
+    "DR_BACKUP_JOBS",
+    "DR_VARIABLE_RESTORE_STRATEGY",
+    "DR_CONNECTION_RESTORE_STRATEGY",
+];
+
+#[derive(Serialize)]
+struct RenderReport {
+    out: String,
+    files: Vec<String>,
+    binary_sha256: String,
+}
+
+pub fn render(config: &Config, args: &DagsRenderArgs) -> Result<()> {
+    let command = "dags render";
+    let store = config.store(command)?;
+    let binary_sha256 = match (&args.binary_sha256, &args.binary_file) {
+        (Some(hex), _) => hex.clone(),
+        (None, Some(path)) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::failed("read", path.display().to_string(), e))?;
+            sha256_hex(&bytes)
+        }
+        (None, None) => {
+            return Err(Error::Usage {
+                message: "pass --binary-sha256 HEX or --binary-file PATH".into(),
+            });
+        }
+    };
+    let deployment = &config.deployment;
+    let mut settings = written_in(config);
+    settings.insert("DR_BACKUP_STORE".into(), store.to_string());
+    for (name, value) in [
+        ("METADATA_EXPORT_DAG_NAME", &deployment.export_dag_name),
+        ("METADATA_IMPORT_DAG_NAME", &deployment.import_dag_name),
+        ("METADATA_CLEANUP_DAG_NAME", &deployment.cleanup_dag_name),
+    ] {
+        settings.insert(name.into(), value.clone());
+    }
+    let mut files = render_dags(&DagSettings {
+        export_dag: deployment.export_dag_name.clone(),
+        import_dag: deployment.import_dag_name.clone(),
+        cleanup_dag: deployment.cleanup_dag_name.clone(),
+        backup_schedule: deployment.backup_schedule.clone(),
+        settings,
+        install_path: args.install_path.clone(),
+    })?;
+    files.push(RenderedFile {
+        name: startup::FILE_NAME.into(),
+        contents: render_startup(&StartupSettings {
+            binary_uri: args.binary_uri.clone(),
+            binary_version: args.binary_version.clone(),
+            binary_sha256: binary_sha256.clone(),
+            install_path: args.install_path.clone(),
+        })?,
+    });
+    if config.dry_run {
+        return report(config, args, &files, binary_sha256);
+    }
+    let out = &args.out;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::failed("create", out.display().to_string(), e))?;
+    for file in &files {
+        let path = out.join(&file.name);
+        std::fs::write(&path, &file.contents)
+            .map_err(|e| Error::failed("write", path.display().to_string(), e))?;
+    }
+    report(config, args, &files, binary_sha256)
+}
+
+fn report(
+    config: &Config,
+    args: &DagsRenderArgs,
+    files: &[RenderedFile],
+    binary_sha256: String,
+) -> Result<()> {
+    let doc = RenderReport {
+        out: args.out.display().to_string(),
+        files: files.iter().map(|f| f.name.clone()).collect(),
+        binary_sha256,
+    };
+    let verb = if config.dry_run {
+        "would write"
+    } else {
+        "wrote"
+    };
+    output::emit(config.output, &doc, || {
+        format!(
+            "{verb} {} into {}: upload the .py files to the DAGs folder and {} as the environment's startup script",
+            doc.files.join(", "),
+            doc.out,
+            startup::FILE_NAME
+        )
+    });
+    Ok(())
+}
+
+/// The [`WRITTEN_IN`] variables that are set (not defaults: the binary has those too).
+fn written_in(config: &Config) -> BTreeMap<String, String> {
+    config
+        .entries()
+        .iter()
+        .filter(|e| WRITTEN_IN.contains(&e.name))
+        .filter(|e| {
+            !matches!(
+                e.source,
+                crate::config::Source::Default | crate::config::Source::Unset
+            )
+        })
+        .filter(|e| !spec(e.name).is_some_and(|s| s.kind.is_secret()))
+        .filter_map(|e| {
+            let value = match &e.value {
+                serde_json::Value::Null => return None,
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some((e.name.to_string(), value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_written_in_is_a_known_variable() {
+        for name in WRITTEN_IN {
+            assert!(
+                spec(name).is_some(),
+                "{name} is not a variable mwaa-dr reads"
+            );
+            assert!(
+                !spec(name).is_some_and(|s| s.kind.is_secret()),
+                "{name} is a secret and must not be written into a DAG file"
+            );
+        }
+    }
+}
