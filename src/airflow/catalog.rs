@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::model::DagRunRef;
 
 /// The built-in catalogs by the first Airflow major version each one serves, highest first.
 const BUILTIN: &[(u64, &str, &str)] = &[
@@ -110,32 +111,19 @@ pub struct Catalog {
 pub struct DrDags {
     /// METADATA_EXPORT_DAG_NAME, METADATA_IMPORT_DAG_NAME, METADATA_CLEANUP_DAG_NAME.
     pub names: Vec<String>,
-    /// (dag_id, run_id) of the executing run.
-    pub run: Option<(String, String)>,
+    /// The executing run.
+    pub run: Option<DagRunRef>,
 }
 
-/// What `MWAA_DR_DAG_RUN` accepts.
-pub const ACCEPTED_DAG_RUN: &str = "DAG_ID/RUN_ID, as the DR DAGs set it";
-
 impl DrDags {
-    /// Parses `MWAA_DR_DAG_RUN` (`dag_id/run_id`; a DAG id has no slash, a run id may).
-    pub fn parse_run(value: &str) -> std::result::Result<(String, String), String> {
-        match value.split_once('/') {
-            Some((dag, run)) if !dag.is_empty() && !run.is_empty() => {
-                Ok((dag.to_string(), run.to_string()))
-            }
-            _ => Err("not DAG_ID/RUN_ID".into()),
-        }
-    }
-
     /// The condition, on unqualified columns of a table with `columns`, true for the rows
     /// to keep: the executing run's own (its dag_run, task instances and what hangs off
     /// them) and the DR DAGs' in-flight runs and task instances.
     pub fn keep(&self, columns: &[String], inflight_states: &[String]) -> Option<String> {
         let has = |c: &str| columns.iter().any(|x| x == c);
         let mut keep = Vec::new();
-        if let Some((dag, run)) = &self.run {
-            let (dag, run) = (quote_literal(dag), quote_literal(run));
+        if let Some(run) = &self.run {
+            let (dag, run) = (quote_literal(&run.dag_id), quote_literal(&run.run_id));
             if has("dag_id") && has("run_id") {
                 keep.push(format!("(dag_id = {dag} AND run_id = {run})"));
             } else if has("ti_id") {
@@ -563,7 +551,7 @@ mod tests {
         );
         let dr = DrDags {
             names: vec!["backup_metadata".into(), "restore_metadata".into()],
-            run: Some(DrDags::parse_run("restore_metadata/manual__it's").expect("parses")),
+            run: Some(DagRunRef::parse("restore_metadata/manual__it's").expect("parses")),
         };
         assert_eq!(
             dr.keep(&cols(&["dag_id", "run_id", "state"]), &states)
@@ -587,7 +575,5 @@ mod tests {
             "{note}"
         );
         assert_eq!(dr.keep(&cols(&["key", "val"]), &states), None);
-        assert!(DrDags::parse_run("no-slash").is_err());
-        assert!(DrDags::parse_run("/run").is_err());
     }
 }

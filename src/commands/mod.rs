@@ -37,7 +37,7 @@ pub async fn recorded(
     work: impl std::future::Future<Output = Result<Option<serde_json::Value>>>,
 ) -> Result<()> {
     let outcome = work.await;
-    let Ok(value) = std::env::var(crate::store::runs::DAG_RUN_VARIABLE) else {
+    let Some(run) = &config.deployment.dr_dag_run else {
         return outcome.map(|_| ());
     };
     if config.dry_run {
@@ -48,10 +48,12 @@ pub async fn recorded(
         Ok(None) => serde_json::json!({}),
         Err(e) => e.to_json(),
     };
-    match record(config, command, &value, &doc).await {
+    match record(config, command, run, &doc).await {
         Ok(key) => tracing::info!(key = %key, "wrote the DAG run's report to the store"),
         Err(e) => tracing::warn!(
-            "the report of DAG run {value} was not written to the store (a caller outside MWAA will not see it): {e}"
+            "the report of run {} of DAG {} was not written to the store (a caller outside MWAA will not see it): {e}",
+            run.run_id,
+            run.dag_id
         ),
     }
     outcome.map(|_| ())
@@ -60,13 +62,12 @@ pub async fn recorded(
 async fn record(
     config: &Config,
     command: &str,
-    value: &str,
+    run: &crate::model::DagRunRef,
     doc: &serde_json::Value,
 ) -> Result<String> {
-    let run = crate::store::runs::DagRunRef::parse(value)?;
     let location = config.store(command)?;
     let store = open_store(location, config).await?;
-    crate::store::runs::save(store.as_ref(), &run, doc).await
+    crate::store::runs::save(store.as_ref(), run, doc).await
 }
 
 /// Prints a result (see [`crate::output::emit`]) and returns its JSON document for

@@ -60,7 +60,7 @@ pub struct DeploymentSettings {
     pub backup_schedule: String,
     pub replication_polling_interval: Duration,
     /// MWAA_DR_DAG_RUN: the DR DAG run executing this process.
-    pub dr_dag_run: Option<(String, String)>,
+    pub dr_dag_run: Option<crate::model::DagRunRef>,
 }
 
 /// One variable as `config` reports it.
@@ -128,14 +128,14 @@ impl Config {
         let (variable_strategy, connection_strategy) = values.strategies(dr_type, &mut entries);
         let store = values.store(&mut entries);
         let s3_encryption = values.s3_encryption()?;
-        if let Some(run) = values.text("MWAA_DR_DAG_RUN")
-            && let Err(problem) = crate::airflow::catalog::DrDags::parse_run(&run)
+        if let Some(run) = values.text(crate::model::DAG_RUN_VARIABLE)
+            && let Err(problem) = crate::model::DagRunRef::parse(&run)
         {
             return Err(Error::InvalidValue {
-                variable: "MWAA_DR_DAG_RUN".into(),
+                variable: crate::model::DAG_RUN_VARIABLE.into(),
                 value: run,
                 problem,
-                accepted: crate::airflow::catalog::ACCEPTED_DAG_RUN.into(),
+                accepted: crate::model::ACCEPTED_DAG_RUN.into(),
             });
         }
         let config = Config {
@@ -649,8 +649,8 @@ impl Values {
             backup_schedule: self.text_or_default("PRIMARY_BACKUP_SCHEDULE"),
             replication_polling_interval: self.secs("PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"),
             dr_dag_run: self
-                .text("MWAA_DR_DAG_RUN")
-                .and_then(|v| crate::airflow::catalog::DrDags::parse_run(&v).ok()),
+                .text(crate::model::DAG_RUN_VARIABLE)
+                .and_then(|v| crate::model::DagRunRef::parse(&v).ok()),
         }
     }
 

@@ -279,6 +279,7 @@ mod tests {
             },
             airflow_version: "2.10.3".into(),
             alembic_revision: "x".into(),
+            fernet: None,
             filters: manifest::FilterInfo {
                 inflight_states: Vec::new(),
                 export_dag: "backup_metadata".into(),
@@ -303,7 +304,7 @@ mod tests {
                 .expect("save");
             let file = std::fs::File::options()
                 .write(true)
-                .open(dir.path().join(r.key().expect("key")))
+                .open(dir.path().join(runs::key(&r).expect("key")))
                 .expect("open");
             let when = std::time::SystemTime::from(days_ago(age));
             file.set_modified(when).expect("mtime");

@@ -106,7 +106,7 @@ pub async fn run_dag(
             Some(format!(
                 "no report at {}/{}: is the DAG rendered with this store (DR_BACKUP_STORE)?",
                 store.describe(),
-                run_ref.key().unwrap_or_default()
+                runs::key(&run_ref).unwrap_or_default()
             )),
         ),
         Err(e) => {
@@ -276,7 +276,7 @@ fn failed_run(
         Ok(None) => format!(
             "the task failed before writing its report to {}/{} (is mwaa-dr installed on the workers, and the DAG rendered with this store?); {log}",
             store.describe(),
-            run.key().unwrap_or_default()
+            runs::key(run).unwrap_or_default()
         ),
         Err(e) => format!("its report could not be read ({e}); {log}"),
     };

@@ -19,53 +19,26 @@ pub const RUNS_PREFIX: &str = "runs/";
 /// The longest key written: S3 refuses keys over 1024 bytes.
 const MAX_KEY: usize = 1024;
 
-/// The variable the DR DAGs set for their task.
-pub const DAG_RUN_VARIABLE: &str = "MWAA_DR_DAG_RUN";
+pub use crate::model::DagRunRef;
 
-/// One DAG run: the value of `MWAA_DR_DAG_RUN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DagRunRef {
-    pub dag_id: String,
-    pub run_id: String,
-}
-
-impl DagRunRef {
-    /// `<dag_id>/<run_id>`: a DAG id holds no `/`, so the first one splits them (a run id
-    /// may hold more).
-    pub fn parse(value: &str) -> Result<DagRunRef> {
-        match value.split_once('/') {
-            Some((dag, run)) if !dag.is_empty() && !run.is_empty() => Ok(DagRunRef {
-                dag_id: dag.to_string(),
-                run_id: run.to_string(),
-            }),
-            _ => Err(Error::InvalidValue {
-                variable: DAG_RUN_VARIABLE.into(),
-                value: value.into(),
-                problem: "not a DAG run".into(),
-                accepted: "<dag_id>/<run_id>, both non-empty (set by the DR DAG's task)".into(),
-            }),
-        }
+/// The key of `run`'s report.
+pub fn key(run: &DagRunRef) -> Result<String> {
+    let key = format!(
+        "{RUNS_PREFIX}{}/{}.json",
+        escape(&run.dag_id),
+        escape(&run.run_id)
+    );
+    if key.len() > MAX_KEY {
+        return Err(Error::failed(
+            "name the run's report",
+            format!("run {} of DAG {}", run.run_id, run.dag_id),
+            format!(
+                "its escaped key has {} bytes and a store key holds at most {MAX_KEY}",
+                key.len()
+            ),
+        ));
     }
-
-    /// The key of this run's report.
-    pub fn key(&self) -> Result<String> {
-        let key = format!(
-            "{RUNS_PREFIX}{}/{}.json",
-            escape(&self.dag_id),
-            escape(&self.run_id)
-        );
-        if key.len() > MAX_KEY {
-            return Err(Error::failed(
-                "name the run's report",
-                format!("run {} of DAG {}", self.run_id, self.dag_id),
-                format!(
-                    "its escaped key has {} bytes and a store key holds at most {MAX_KEY}",
-                    key.len()
-                ),
-            ));
-        }
-        Ok(key)
-    }
+    Ok(key)
 }
 
 fn escape(id: &str) -> String {
@@ -84,7 +57,7 @@ fn escape(id: &str) -> String {
 /// Writes the run's report. A task retried by Airflow writes again under the same run: the
 /// last try's document replaces the earlier one (the only key of the store ever replaced).
 pub async fn save(store: &dyn BackupStore, run: &DagRunRef, doc: &Value) -> Result<String> {
-    let key = run.key()?;
+    let key = key(run)?;
     let body =
         serde_json::to_vec_pretty(doc).map_err(|e| Error::failed("write the report", &key, e))?;
     if store.exists(&key).await? {
@@ -96,7 +69,7 @@ pub async fn save(store: &dyn BackupStore, run: &DagRunRef, doc: &Value) -> Resu
 
 /// The run's report; `None` when the task wrote none.
 pub async fn load(store: &dyn BackupStore, run: &DagRunRef) -> Result<Option<Value>> {
-    let key = run.key()?;
+    let key = key(run)?;
     if !store.exists(&key).await? {
         return Ok(None);
     }
@@ -129,45 +102,29 @@ mod tests {
     use crate::store::local::LocalStore;
 
     #[test]
-    fn the_variable_splits_at_the_first_slash() {
-        let run = DagRunRef::parse("restore_metadata/manual__2024-01-01T00:00:00+00:00/x")
-            .expect("parse");
-        assert_eq!(run.dag_id, "restore_metadata");
-        assert_eq!(run.run_id, "manual__2024-01-01T00:00:00+00:00/x");
-        for bad in ["", "dag", "dag/", "/run"] {
-            let err = DagRunRef::parse(bad).expect_err(bad).to_string();
-            assert!(
-                err.contains("MWAA_DR_DAG_RUN") && err.contains("<dag_id>/<run_id>"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
     fn keys_escape_what_could_leave_the_folder() {
-        let key = |dag: &str, run: &str| {
-            DagRunRef {
+        let key_of = |dag: &str, run: &str| {
+            key(&DagRunRef {
                 dag_id: dag.into(),
                 run_id: run.into(),
-            }
-            .key()
+            })
             .expect("key")
         };
         assert_eq!(
-            key("backup_metadata", "mwaa-dr__20240506T070809Z__ab12"),
+            key_of("backup_metadata", "mwaa-dr__20240506T070809Z__ab12"),
             "runs/backup_metadata/mwaa-dr__20240506T070809Z__ab12.json"
         );
         assert_eq!(
-            key("a.b", "manual__2024-01-01T00:00:00+00:00"),
+            key_of("a.b", "manual__2024-01-01T00:00:00+00:00"),
             "runs/a.b/manual__2024-01-01T00%3A00%3A00%2B00%3A00.json"
         );
-        assert_eq!(key("..", "../x"), "runs/%2E./%2E.%2Fx.json");
+        assert_eq!(key_of("..", "../x"), "runs/%2E./%2E.%2Fx.json");
         let long = DagRunRef {
             dag_id: "d".into(),
             run_id: "/".repeat(400),
         };
         assert!(
-            long.key()
+            key(&long)
                 .expect_err("too long")
                 .to_string()
                 .contains("1024")
