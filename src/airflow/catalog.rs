@@ -23,6 +23,11 @@ const BUILTIN: &[(u64, &str, &str)] = &[
     ),
 ];
 
+/// Copied tables (ids kept) whose rows a restore may keep in the target (the DR DAGs' own
+/// runs, which Airflow saves by id while it executes them): a restored row whose id a kept
+/// row holds gets a new id instead, so `references` to them may follow.
+pub const RENUMBERED_COPY_TABLES: &[&str] = &["dag_run"];
+
 /// How `restore` loads a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -236,13 +241,15 @@ impl Catalog {
                             "refers to {referenced}, which is not listed before it"
                         )),
                         Some(e)
-                            if !matches!(
+                            if !(matches!(
                                 e.restore,
                                 RestoreMode::MissingRows | RestoreMode::Merge
-                            ) =>
+                            ) || (e.restore == RestoreMode::Copy
+                                && RENUMBERED_COPY_TABLES.contains(&e.name.as_str()))) =>
                         {
                             Some(format!(
-                                "refers to {referenced}, whose restore mode keeps the backup's ids (only missing_rows and merge give rows the target's ids)"
+                                "refers to {referenced}, whose restore mode keeps the backup's ids (only missing_rows and merge give rows the target's ids, and among copied tables {})",
+                                RENUMBERED_COPY_TABLES.join(", ")
                             ))
                         }
                         Some(_) => None,
@@ -424,7 +431,7 @@ mod tests {
         assert_eq!(major_version("nonsense"), 0);
         assert_eq!(
             three.referenced_tables().into_iter().collect::<Vec<_>>(),
-            vec!["asset", "asset_alias"]
+            vec!["asset", "asset_alias", "dag_run"]
         );
     }
 
@@ -538,6 +545,10 @@ mod tests {
             .expect_err("copy")
             .to_string();
         assert!(e.contains("keeps the backup's ids"), "{e}");
+        let runs = r#"{"inflight_states": [], "tables": [
+            {"name": "dag_run"},
+            {"name": "xcom", "references": {"dag_run_id": "dag_run"}}]}"#;
+        assert!(Catalog::parse(runs, "test").is_ok());
     }
 
     #[test]

@@ -167,5 +167,11 @@ fn render(summary: &RestoreSummary) -> String {
             report.renumbered_jobs.len()
         ));
     }
+    if !report.renumbered_dag_runs.is_empty() {
+        text.push_str(&format!(
+            "\n{} restored dag_run ids collided with the DR DAGs' kept runs and were renumbered",
+            report.renumbered_dag_runs.len()
+        ));
+    }
     text
 }

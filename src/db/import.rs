@@ -19,7 +19,9 @@ use super::load::{
     LoadReport, RowSource, begin, copy_rows, ensure_empty, extends_load_report, job_references,
 };
 use super::{column_list, db_error, table_columns};
-use crate::airflow::catalog::{Catalog, RestoreMode, TableSpec, quote_ident, quote_literal};
+use crate::airflow::catalog::{
+    Catalog, RENUMBERED_COPY_TABLES, RestoreMode, TableSpec, quote_ident, quote_literal,
+};
 use crate::airflow::fernet::{
     ENCRYPTED_COLUMNS, EncryptedColumn, FernetMode, FernetPlan, Rekey, encrypted_columns,
 };
@@ -46,6 +48,9 @@ pub struct RestoreReport {
     pub load: LoadReport,
     /// Restored job ids that collided with the target's kept jobs, and their new ids.
     pub renumbered_jobs: BTreeMap<i64, i64>,
+    /// Restored dag_run ids that collided with the DR DAGs' kept runs, and their new ids; the
+    /// references to them (`references` of the catalog) follow.
+    pub renumbered_dag_runs: BTreeMap<i64, i64>,
     /// Rows of tables restored by key (`references` of the catalog) whose id in the target
     /// differs from the backup's, per table; the references to them follow.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -126,8 +131,11 @@ struct TableLoad<'a> {
     strategy: Option<RestoreStrategy>,
     /// Secrets re-encrypted in the staging table, before they reach the real one.
     rekey: Option<&'a Rekey>,
-    /// Straight into the (checked empty) table: no staging, no statements after the COPY.
+    /// Straight into the (checked empty) table: no staging, no statements after the COPY,
+    /// unless a table it refers to in `follows` got new ids.
     direct: bool,
+    /// Copied tables it refers to (`references`) whose colliding restored rows may get new ids.
+    follows: Vec<&'a str>,
     /// Later tables refer to its rows by id.
     referenced: bool,
 }
@@ -169,6 +177,7 @@ pub async fn restore(
             ..LoadReport::default()
         },
         renumbered_jobs: BTreeMap::new(),
+        renumbered_dag_runs: BTreeMap::new(),
         remapped_ids: BTreeMap::new(),
         fernet: options.fernet.mode(),
         rekeyed: match options.fernet {
@@ -251,6 +260,18 @@ async fn plan_tables<'a>(
             .fernet
             .rekey()
             .filter(|_| encrypted_columns(&spec.name).next().is_some());
+        let is_referenced = referenced.contains(spec.name.as_str());
+        // Restored rows can only collide with rows the target keeps: without any, the table
+        // loads straight in as every other copy does.
+        let renumbered = spec.restore == RestoreMode::Copy
+            && is_referenced
+            && holds_rows(conn, &spec.name).await?;
+        let follows: Vec<&str> = spec
+            .references
+            .values()
+            .map(String::as_str)
+            .filter(|t| RENUMBERED_COPY_TABLES.contains(t))
+            .collect();
         plan.push(TableLoad {
             spec,
             entry,
@@ -259,12 +280,25 @@ async fn plan_tables<'a>(
             rekey,
             direct: spec.restore == RestoreMode::Copy
                 && spec.name != "job"
+                && !renumbered
                 && rekey.is_none()
-                && spec.references.is_empty(),
-            referenced: referenced.contains(spec.name.as_str()),
+                && spec.references.len() == follows.len(),
+            follows,
+            referenced: is_referenced,
         });
     }
     Ok(plan)
+}
+
+/// Whether `table` holds any row (before a copy's load: the rows the restore keeps).
+async fn holds_rows(conn: &mut PgConnection, table: &str) -> Result<bool> {
+    sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {})",
+        quote_ident(table)
+    ))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| db_error("inspect", table, e))
 }
 
 /// The variable or connection strategy when `spec` is one of those tables.
@@ -291,7 +325,8 @@ async fn load_table(
     report: &mut RestoreReport,
 ) -> Result<u64> {
     let table = quote_ident(&load.spec.name);
-    let dest = if load.direct {
+    let direct = load.direct && load.follows.iter().all(|t| !renumbered(report, t));
+    let dest = if direct {
         table.clone()
     } else {
         sqlx::query(&format!(
@@ -306,12 +341,12 @@ async fn load_table(
     // A plain load goes into a table that is empty (checked above): dropping its secondary
     // indexes and building them once after the COPY is much faster than updating them row by
     // row. Inside the transaction, so a failure brings them back untouched.
-    let dropped = if load.direct {
+    let dropped = if direct {
         drop_secondary_indexes(conn, &load.spec.name).await?
     } else {
         Vec::new()
     };
-    let reset = set_added_defaults(conn, load, &dest, report).await?;
+    let reset = set_added_defaults(conn, load, direct, &dest, report).await?;
     let rows = copy_rows(conn, &dest, rows_source, load.entry).await?;
     for sql in reset {
         sqlx::query(&sql)
@@ -319,7 +354,7 @@ async fn load_table(
             .await
             .map_err(|e| db_error("restore column default", &load.spec.name, e))?;
     }
-    if load.direct {
+    if direct {
         for (name, definition) in &dropped {
             sqlx::query(definition)
                 .execute(&mut *conn)
@@ -341,6 +376,7 @@ async fn load_table(
 async fn set_added_defaults(
     conn: &mut PgConnection,
     load: &TableLoad<'_>,
+    direct: bool,
     dest: &str,
     report: &mut RestoreReport,
 ) -> Result<Vec<String>> {
@@ -349,7 +385,7 @@ async fn set_added_defaults(
     }
     let name = &load.spec.name;
     let mut previous = Vec::new();
-    if load.direct {
+    if direct {
         for (column, _) in &load.added {
             previous.push(column_default(conn, name, column).await?);
         }
@@ -368,7 +404,7 @@ async fn set_added_defaults(
     }
     info!(columns = ?load.added, "added columns get the migration's values");
     // A staging table is dropped at commit with its defaults.
-    Ok(if load.direct { reset } else { Vec::new() })
+    Ok(if direct { reset } else { Vec::new() })
 }
 
 /// From the staging table into the real one: references follow the target's ids, secrets
@@ -406,7 +442,11 @@ async fn merge_staged(
         }
     }
     if spec.restore == RestoreMode::Copy && spec.name == "job" {
-        renumber_colliding_jobs(conn, &stage, &mut report.renumbered_jobs).await?;
+        renumber_colliding(conn, "job", &stage, &mut report.renumbered_jobs).await?;
+    }
+    if spec.restore == RestoreMode::Copy && spec.name == "dag_run" {
+        renumber_colliding(conn, "dag_run", &stage, &mut report.renumbered_dag_runs).await?;
+        map_renumbered(conn, "dag_run", &report.renumbered_dag_runs).await?;
     }
     let mut affected = 0;
     for sql in mode_statements(load) {
@@ -426,27 +466,30 @@ async fn merge_staged(
     Ok(affected)
 }
 
-/// Restored job ids that collide with the target's kept (live) jobs get new ids, past both.
-async fn renumber_colliding_jobs(
+/// Staged ids of `table` that rows the target keeps hold (its live jobs, the DR DAGs' runs)
+/// get new ids past both, into `renumbered`: the kept rows are in use under their ids.
+async fn renumber_colliding(
     conn: &mut PgConnection,
+    table: &str,
     stage: &str,
     renumbered: &mut BTreeMap<i64, i64>,
 ) -> Result<()> {
+    let target = quote_ident(table);
     let collisions: Vec<i64> = sqlx::query_scalar(&format!(
-        "SELECT s.id::bigint FROM {stage} s JOIN \"job\" d ON d.id = s.id ORDER BY s.id"
+        "SELECT s.id::bigint FROM {stage} s JOIN {target} d ON d.id = s.id ORDER BY s.id"
     ))
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| db_error("inspect", "job", e))?;
+    .map_err(|e| db_error("inspect", table, e))?;
     if collisions.is_empty() {
         return Ok(());
     }
     let top: i64 = sqlx::query_scalar(&format!(
-        "SELECT GREATEST((SELECT COALESCE(max(id), 0) FROM {stage}), (SELECT COALESCE(max(id), 0) FROM \"job\"))::bigint"
+        "SELECT GREATEST((SELECT COALESCE(max(id), 0) FROM {stage}), (SELECT COALESCE(max(id), 0) FROM {target}))::bigint"
     ))
     .fetch_one(&mut *conn)
     .await
-    .map_err(|e| db_error("inspect", "job", e))?;
+    .map_err(|e| db_error("inspect", table, e))?;
     for (i, old) in collisions.iter().enumerate() {
         let new = top + 1 + i as i64;
         renumbered.insert(*old, new);
@@ -457,9 +500,45 @@ async fn renumber_colliding_jobs(
         .bind(*old)
         .execute(&mut *conn)
         .await
-        .map_err(|e| db_error("renumber", "job", e))?;
+        .map_err(|e| db_error("renumber", table, e))?;
     }
+    info!(
+        table,
+        renumbered = collisions.len(),
+        "restored ids moved past the kept rows"
+    );
     Ok(())
+}
+
+/// The id map of `table` (as `map_ids` leaves for tables restored by key) from its
+/// `renumbered` ids, for the references of later tables to follow; none when nothing moved.
+async fn map_renumbered(
+    conn: &mut PgConnection,
+    table: &str,
+    renumbered: &BTreeMap<i64, i64>,
+) -> Result<()> {
+    if renumbered.is_empty() {
+        return Ok(());
+    }
+    let (old, new): (Vec<i64>, Vec<i64>) = renumbered.iter().map(|(o, n)| (*o, *n)).unzip();
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT old_id, new_id FROM unnest($1::bigint[], $2::bigint[]) AS m(old_id, new_id)",
+        id_map(table)
+    ))
+    .bind(&old)
+    .bind(&new)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error("map ids", table, e))?;
+    Ok(())
+}
+
+/// Whether the restored ids of the copied table `table` moved (`renumber_colliding`).
+fn renumbered(report: &RestoreReport, table: &str) -> bool {
+    match table {
+        "dag_run" => !report.renumbered_dag_runs.is_empty(),
+        _ => false,
+    }
 }
 
 /// The statements that write the staged rows of `load` into its table, by its mode.

@@ -1190,3 +1190,117 @@ async fn restore_keeps_every_index_of_the_target() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(indexes(dst).await, before);
 }
+
+/// A clean restore run by the restore DAG keeps the DR DAGs' own runs with their ids (Airflow
+/// saves the executing run by its id): restored runs whose ids collide with them move past
+/// both maxima, and their xcom rows follow them.
+#[tokio::test]
+async fn clean_restore_keeps_the_dr_runs_ids_and_moves_colliding_restored_runs() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("keptrun_src", "2.10.3", true);
+    let dst = bench.airflow_db("keptrun_dst", "2.10.3", false);
+    // The executing restore run holds id 2 and an in-flight cleanup run id 7: both ids are
+    // also those of restored etl runs (1..10), each with one xcom row per task.
+    bench.sql(
+        &dst,
+        "INSERT INTO dag_run (id, dag_id, execution_date, state, run_id, external_trigger, run_type, clear_number) VALUES \
+         (2, 'restore_metadata', '2030-01-01', 'running', 'manual__dr', true, 'manual', 0), \
+         (7, 'cleanup_metadata', '2030-01-02', 'queued', 'manual__queued', true, 'manual', 0); \
+         SELECT setval('dag_run_id_seq', 7); \
+         INSERT INTO task_instance (task_id, dag_id, run_id, map_index, state, pool, pool_slots) \
+         VALUES ('mwaa_dr', 'restore_metadata', 'manual__dr', -1, 'running', 'default_pool', 1); \
+         INSERT INTO xcom (dag_run_id, task_id, map_index, key, dag_id, run_id, value, timestamp) \
+         VALUES (2, 'mwaa_dr', -1, 'kept', 'restore_metadata', 'manual__dr', '\\x01'::bytea, now())",
+    );
+    let src_runs = rows(
+        &src,
+        "SELECT id, run_id FROM dag_run WHERE dag_id = 'etl' AND id IN (2, 7)",
+    )
+    .await;
+    assert_eq!(src_runs.len(), 2, "the sample has etl runs 2 and 7");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let out = run(mwaa_dr(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args([
+            "--yes", "--output", "json", "restore", "--db", &dst, "--clean",
+        ])
+        .env("MWAA_DR_DAG_RUN", "restore_metadata/manual__dr"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("restore JSON");
+    assert_eq!(
+        report["renumbered_dag_runs"],
+        serde_json::json!({"2": 11, "7": 12}),
+        "{report}"
+    );
+    // The kept runs: same ids, same rows, their task instance and xcom untouched.
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT id, dag_id, run_id, state FROM dag_run WHERE dag_id IN ('restore_metadata', 'cleanup_metadata')"
+        )
+        .await,
+        vec![
+            "(2,restore_metadata,manual__dr,running)",
+            "(7,cleanup_metadata,manual__queued,queued)"
+        ]
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT dag_run_id, run_id FROM xcom WHERE dag_id = 'restore_metadata'"
+        )
+        .await,
+        vec!["(2,manual__dr)"]
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT state FROM task_instance WHERE dag_id = 'restore_metadata'"
+        )
+        .await,
+        vec!["(running)"]
+    );
+    // The colliding restored runs moved past both maxima; every xcom row follows its run.
+    let moved: Vec<String> = src_runs
+        .iter()
+        .map(|r| r.replacen("(2,", "(11,", 1).replacen("(7,", "(12,", 1))
+        .collect();
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT id, run_id FROM dag_run WHERE dag_id = 'etl' AND id IN (2, 7, 11, 12)"
+        )
+        .await,
+        moved
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT count(*) FROM xcom x JOIN dag_run d ON d.id = x.dag_run_id WHERE d.dag_id = x.dag_id AND d.run_id = x.run_id AND d.id IN (11, 12)"
+        )
+        .await,
+        vec!["(6)"],
+        "three xcom rows per moved run"
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT count(*) FROM xcom x LEFT JOIN dag_run d ON d.id = x.dag_run_id WHERE d.id IS NULL OR d.dag_id <> x.dag_id OR d.run_id <> x.run_id"
+        )
+        .await,
+        vec!["(0)"],
+        "no xcom row points at another run"
+    );
+    let mut conn = connect(&dst).await;
+    let next: i64 = sqlx::query_scalar("SELECT nextval('dag_run_id_seq')")
+        .fetch_one(&mut conn)
+        .await
+        .expect("seq");
+    assert_eq!(
+        next, 13,
+        "the sequence is past both the kept and the restored ids"
+    );
+}

@@ -355,7 +355,7 @@ async fn own_rows(db: &str) -> (i64, i64) {
 
 /// The DR DAGs never restore or clean away their own rows: a backup does not record them as
 /// DAGs to unpause, and a clean restore or a cleanup run by the restore DAG keeps the rows of
-/// the run executing it (its id moved out of the restored runs' way).
+/// the run executing it under its id (restored runs that collide with it move instead).
 #[tokio::test]
 async fn dr_dags_keep_their_own_run_and_are_never_recorded_active() {
     let Some(bench) = crate::pg::Bench::get() else {
@@ -400,13 +400,23 @@ async fn dr_dags_keep_their_own_run_and_are_never_recorded_active() {
     let r = restore(true);
     assert_eq!(r.code, 0, "clean restore: {}", r.stderr);
     assert_eq!(own_rows(&dst).await, (1, 1));
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).expect("restore report");
+    assert_eq!(
+        report["renumbered_dag_runs"],
+        serde_json::json!({"1": 11}),
+        "the backup's run 1 moves past the backup's last run (10)"
+    );
     let mut conn = crate::pg::connect(&dst).await;
-    let restored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM dag_run WHERE dag_id = 'etl' AND id = 1")
-            .fetch_one(&mut conn)
+    let holders: Vec<(i32, String)> =
+        sqlx::query_as("SELECT id, dag_id FROM dag_run WHERE id IN (1, 11) ORDER BY id")
+            .fetch_all(&mut conn)
             .await
-            .expect("count");
-    assert_eq!(restored, 1, "the backup's run 1 is restored with its id");
+            .expect("runs");
+    assert_eq!(
+        holders,
+        vec![(1, "restore_metadata".to_string()), (11, "etl".to_string())],
+        "the own run keeps id 1, the backup's run 1 is restored as 11"
+    );
 
     let r = run(mwaa_dr(dir.path())
         .args(["--yes", "--output", "json", "cleanup", "--db", &dst])
@@ -642,9 +652,8 @@ fn dags_run_in_airflow(version: &str) {
         missing.contains("20000101T000000Z-0000") && missing.contains("mwaa-dr restore failed"),
         "the failed restore's log lacks the binary's error:\n{missing}"
     );
-    // KNOWN PROBLEM: the task succeeds, but `dags test` then fails to save the DagRun it
-    // holds in memory, whose row the restore moved to a negative id (see docs/MWAA.md). Until
-    // restored runs are renumbered instead, this checks the task's own success only.
+    // The whole `dags test` succeeds: Airflow saves the DagRun it holds in memory by its id
+    // after the task, so the restore must have left the executing run's row under that id.
     let log = airflow(
         &dst,
         OTHER_FERNET,
@@ -656,7 +665,7 @@ fn dags_run_in_airflow(version: &str) {
             "-c",
             r#"{"clean": true}"#,
         ],
-        false,
+        true,
     );
     assert!(
         log.contains("\"cleaned\"") && log.contains("\"backup_id\""),
@@ -678,17 +687,17 @@ fn dags_run_in_airflow(version: &str) {
         true,
     );
     assert!(conn.contains("conn-s3cret"), "{conn}");
-    // The clean run cleaned away the failed (settled) restore run but kept its own, moved
-    // to a negative id.
+    // The clean run cleaned away the failed (settled) restore run but kept its own, under
+    // the id Airflow gave it (above the failed run's), saved by Airflow as a success.
     let runs = std::process::Command::new("psql")
         .args(["-X", "-At", "-d", &dst, "-c"])
-        .arg("SELECT count(*) FILTER (WHERE id < 0) || '/' || count(*) FROM dag_run WHERE dag_id = 'restore_metadata'")
+        .arg("SELECT string_agg(id || ' ' || state, ',') FROM dag_run WHERE dag_id = 'restore_metadata'")
         .output()
         .expect("psql runs");
     let runs = String::from_utf8_lossy(&runs.stdout).trim().to_string();
     assert_eq!(
-        runs, "1/1",
-        "the restore DAG's own run did not survive its clean run"
+        runs, "2 success",
+        "the restore DAG's own run did not survive its clean run as a success:\n{log}"
     );
     eprintln!(
         "Airflow {version}: two db migrate, backup DAG, two restore DAG runs, CLI checks in {:.0} s",

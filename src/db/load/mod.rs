@@ -139,27 +139,7 @@ pub async fn begin<'c>(
         cleaned = cleanup(&mut tx, catalog, false).await?;
         crate::failpoint::reach_raced("restore.cleaned").await?;
     }
-    move_kept_dag_runs(&mut tx, catalog).await?;
     Ok((tx, cleaned))
-}
-
-/// Restored dag_run rows keep their ids, so the DR DAGs' kept runs (the one executing this
-/// restore among them) move out of their way: to negative ids, which no restored row holds.
-/// Airflow finds a run by (dag_id, run_id), never by its id.
-async fn move_kept_dag_runs(conn: &mut PgConnection, catalog: &Catalog) -> Result<()> {
-    let Some(columns) = table_columns(conn, "dag_run").await? else {
-        return Ok(());
-    };
-    let Some(kept) = catalog.dr_dags.keep(&columns, &catalog.inflight_states) else {
-        return Ok(());
-    };
-    sqlx::query(&format!(
-        "UPDATE dag_run SET id = -id WHERE id > 0 AND ({kept})"
-    ))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| db_error("move the DR DAGs' own runs in", "dag_run", e))?;
-    Ok(())
 }
 
 /// Fails when `table` holds rows cleanup would remove (those outside `keep`).
