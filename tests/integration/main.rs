@@ -17,6 +17,7 @@ mod kms;
 mod legacy;
 mod matrix;
 mod mwaa_build;
+mod mwaa_e2e;
 mod pg;
 mod rekey;
 mod remote;
