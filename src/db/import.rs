@@ -264,7 +264,7 @@ async fn plan_tables<'a>(
         // Restored rows can only collide with rows the target keeps: without any, the table
         // loads straight in as every other copy does.
         let renumbered = spec.restore == RestoreMode::Copy
-            && is_referenced
+            && (is_referenced || spec.name == "log")
             && holds_rows(conn, &spec.name).await?;
         let follows: Vec<&str> = spec
             .references
@@ -443,6 +443,11 @@ async fn merge_staged(
     }
     if spec.restore == RestoreMode::Copy && spec.name == "job" {
         renumber_colliding(conn, "job", &stage, &mut report.renumbered_jobs).await?;
+    }
+    if spec.restore == RestoreMode::Copy && spec.name == "log" {
+        // The DR run's own event log rows (kept under their ids from the target's sequence)
+        // collide with the backup's; nothing refers to a log row, so restored ones just move.
+        renumber_colliding(conn, "log", &stage, &mut BTreeMap::new()).await?;
     }
     if spec.restore == RestoreMode::Copy && spec.name == "dag_run" {
         renumber_colliding(conn, "dag_run", &stage, &mut report.renumbered_dag_runs).await?;

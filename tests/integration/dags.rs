@@ -331,7 +331,9 @@ fn start_own_run(bench: &crate::pg::Bench, db: &str) {
             "INSERT INTO dag_run (id, dag_id, execution_date, state, run_id, external_trigger, run_type, log_template_id)
              VALUES (1, 'restore_metadata', now(), 'running', '{OWN_RUN}', true, 'manual', (SELECT min(id) FROM log_template));
              INSERT INTO task_instance (task_id, dag_id, run_id, map_index, state, try_number, max_tries, hostname, unixname, pool, pool_slots, queue, priority_weight, executor_config)
-             VALUES ('mwaa_dr', 'restore_metadata', '{OWN_RUN}', -1, 'running', 1, 0, 'h', 'airflow', 'default_pool', 1, 'default', 1, '\\x80057d942e'::bytea);"
+             VALUES ('mwaa_dr', 'restore_metadata', '{OWN_RUN}', -1, 'running', 1, 0, 'h', 'airflow', 'default_pool', 1, 'default', 1, '\\x80057d942e'::bytea);
+             INSERT INTO log (id, dttm, dag_id, task_id, run_id, event, owner)
+             VALUES (1, now(), 'restore_metadata', 'mwaa_dr', '{OWN_RUN}', 'running', 'airflow');"
         ),
     );
 }
