@@ -169,9 +169,20 @@ pub struct DbArg {
 }
 
 #[derive(Debug, Args)]
+pub struct TaskTokenArg {
+    /// Report the outcome to the Step Functions execution waiting on this task token
+    /// (SendTaskSuccess with the report, SendTaskFailure with `mwaa-dr.<class>` and the error)
+    #[arg(long = "task-token", value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct BackupArgs {
     #[command(flatten)]
     pub db: DbArg,
+
+    #[command(flatten)]
+    pub task: TaskTokenArg,
 
     /// Parallel database connections used to stream tables, 1 to 64 [default: DR_BACKUP_JOBS,
     /// else 2]
@@ -193,6 +204,9 @@ pub struct BackupArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     pub db: DbArg,
+
+    #[command(flatten)]
+    pub task: TaskTokenArg,
 
     /// Backup to restore: an id (see `list`) or `latest` [default: the latest complete backup]
     #[arg(long, value_name = "ID")]
@@ -231,6 +245,9 @@ pub struct RestoreArgs {
 pub struct CleanupArgs {
     #[command(flatten)]
     pub db: DbArg,
+
+    #[command(flatten)]
+    pub task: TaskTokenArg,
 
     /// Run the cleanup DAG in this MWAA environment through its REST API instead of writing a
     /// database [default without a database URL: SECONDARY_MWAA_ENVIRONMENT_NAME]

@@ -7,6 +7,7 @@ pub mod cloudwatch;
 pub mod kms;
 pub mod mwaa;
 pub mod schedule;
+pub mod sfn;
 pub mod sns;
 
 use std::collections::HashMap;

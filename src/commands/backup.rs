@@ -141,7 +141,13 @@ fn render_remote(what: &str, r: &RemoteReport) -> String {
 }
 
 pub async fn run(config: &Config, args: &BackupArgs, cancel: &CancellationToken) -> Result<()> {
-    super::recorded(config, "backup", backup_command(config, args, cancel)).await
+    super::recorded(
+        config,
+        "backup",
+        args.task.token.as_deref(),
+        backup_command(config, args, cancel),
+    )
+    .await
 }
 
 async fn backup_command(

@@ -10,7 +10,13 @@ use crate::ops::cleanup::{CleanupOptions, CleanupReport, cleanup};
 use crate::output;
 
 pub async fn run(config: &Config, args: &CleanupArgs, cancel: &CancellationToken) -> Result<()> {
-    super::recorded(config, "cleanup", cleanup_command(config, args, cancel)).await
+    super::recorded(
+        config,
+        "cleanup",
+        args.task.token.as_deref(),
+        cleanup_command(config, args, cancel),
+    )
+    .await
 }
 
 async fn cleanup_command(

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::airflow::fernet::{FernetKeyring, FernetKeys, side_keys};
 use crate::aws::cloudwatch::CloudWatchHeartbeat;
 use crate::aws::mwaa::SdkMwaa;
+use crate::aws::sfn::{SfnTaskCallback, TaskCallback};
 use crate::config::{Config, DbUrl, Side};
 use crate::db::PgConnector;
 use crate::error::{Error, Result};
@@ -26,20 +27,22 @@ use crate::progress::Progress;
 use crate::store::{BackupStore, StoreLocation};
 
 /// Runs `work`, the whole of `backup`, `restore` or `cleanup` (it returns the JSON document
-/// it printed, if any). When the run is the task of a DR DAG (`MWAA_DR_DAG_RUN`), its final
-/// document, the report or the JSON error, is written to the store as
-/// `runs/<dag_id>/<run_id>.json` for callers outside MWAA, whose InvokeRestApi cannot read
-/// the task's XCom or log. Writing it is best effort: a failure is a warning and the
-/// command's own outcome stands.
+/// it printed, if any), then delivers its final document — the report, or the JSON error —
+/// where the caller waits for it:
+/// - when the run is the task of a DR DAG (`MWAA_DR_DAG_RUN`), to the store as
+///   `runs/<dag_id>/<run_id>.json` for callers outside MWAA, whose InvokeRestApi cannot read
+///   the task's XCom or log (best effort: a failure is a warning and the outcome stands);
+/// - with `--task-token`, to the Step Functions execution waiting on that token
+///   (SendTaskSuccess with the report, or SendTaskFailure with `mwaa-dr.<class>` as the error
+///   a Retry or Catch matches and the JSON error as the cause). A token that cannot be
+///   answered fails the command: the execution would otherwise wait until its timeout.
 pub async fn recorded(
     config: &Config,
     command: &str,
+    task_token: Option<&str>,
     work: impl std::future::Future<Output = Result<Option<serde_json::Value>>>,
 ) -> Result<()> {
     let outcome = work.await;
-    let Some(run) = &config.deployment.dr_dag_run else {
-        return outcome.map(|_| ());
-    };
     if config.dry_run {
         return outcome.map(|_| ());
     }
@@ -48,15 +51,53 @@ pub async fn recorded(
         Ok(None) => serde_json::json!({}),
         Err(e) => e.to_json(),
     };
-    match record(config, command, run, &doc).await {
-        Ok(key) => tracing::info!(key = %key, "wrote the DAG run's report to the store"),
-        Err(e) => tracing::warn!(
-            "the report of run {} of DAG {} was not written to the store (a caller outside MWAA will not see it): {e}",
-            run.run_id,
-            run.dag_id
-        ),
+    if let Some(run) = &config.deployment.dr_dag_run {
+        match record(config, command, run, &doc).await {
+            Ok(key) => tracing::info!(key = %key, "wrote the DAG run's report to the store"),
+            Err(e) => tracing::warn!(
+                "the report of run {} of DAG {} was not written to the store (a caller outside MWAA will not see it): {e}",
+                run.run_id,
+                run.dag_id
+            ),
+        }
     }
-    outcome.map(|_| ())
+    let Some(token) = task_token else {
+        return outcome.map(|_| ());
+    };
+    let callback = SfnTaskCallback::new(None, &config.aws_timeouts).await;
+    let answered = answer_task(&callback, token, &outcome, &doc).await;
+    match (outcome, answered) {
+        (Ok(_), Ok(())) => Ok(()),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(callback_error)) => {
+            tracing::warn!(
+                "the waiting Step Functions execution was not told of this failure: {callback_error}"
+            );
+            Err(e)
+        }
+    }
+}
+
+/// Answers the Step Functions task token with the command's outcome.
+pub async fn answer_task(
+    callback: &dyn TaskCallback,
+    token: &str,
+    outcome: &Result<Option<serde_json::Value>>,
+    doc: &serde_json::Value,
+) -> Result<()> {
+    match outcome {
+        Ok(_) => callback.succeed(token, &doc.to_string()).await,
+        Err(e) => {
+            let class = serde_json::to_value(e.kind())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "permanent".into());
+            callback
+                .fail(token, &format!("mwaa-dr.{class}"), &doc.to_string())
+                .await
+        }
+    }
 }
 
 async fn record(
@@ -234,5 +275,68 @@ impl Progress for BarOnFirstUse {
         if let Some(bar) = self.bar.get() {
             bar.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, String)>>);
+
+    #[async_trait::async_trait]
+    impl TaskCallback for Recorder {
+        async fn succeed(&self, token: &str, output: &str) -> Result<()> {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(("success".into(), token.into(), output.into()));
+            Ok(())
+        }
+        async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<()> {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((error.into(), token.into(), cause.into()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_answers_with_its_class_and_the_json_error() {
+        let recorder = Recorder::default();
+        let error = Error::transient(
+            "restore",
+            "dag_run",
+            "canceling statement due to lock timeout",
+        );
+        let outcome: Result<Option<serde_json::Value>> = Err(error);
+        let doc = outcome
+            .as_ref()
+            .err()
+            .map(Error::to_json)
+            .expect("error doc");
+        answer_task(&recorder, "T", &outcome, &doc)
+            .await
+            .expect("answered");
+        let report = serde_json::json!({"backup_id": "b"});
+        answer_task(&recorder, "U", &Ok(Some(report.clone())), &report)
+            .await
+            .expect("answered");
+        let calls = recorder.0.lock().expect("lock").clone();
+        assert_eq!(calls[0].0, "mwaa-dr.transient", "a Retry matches the class");
+        assert_eq!(calls[0].1, "T");
+        let cause: serde_json::Value = serde_json::from_str(&calls[0].2).expect("JSON cause");
+        assert_eq!(cause["error"]["retryable"], true);
+        assert!(
+            cause["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("lock timeout")
+        );
+        assert_eq!(calls[1], ("success".into(), "U".into(), report.to_string()));
     }
 }

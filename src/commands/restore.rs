@@ -10,7 +10,13 @@ use crate::error::Result;
 use crate::ops::restore::{RestoreOptions, RestoreSummary, restore};
 
 pub async fn run(config: &Config, args: &RestoreArgs, cancel: &CancellationToken) -> Result<()> {
-    super::recorded(config, "restore", restore_command(config, args, cancel)).await
+    super::recorded(
+        config,
+        "restore",
+        args.task.token.as_deref(),
+        restore_command(config, args, cancel),
+    )
+    .await
 }
 
 async fn restore_command(

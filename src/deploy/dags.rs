@@ -48,7 +48,9 @@ pub fn render_dags(settings: &DagSettings) -> Result<Vec<RenderedFile>> {
             command: "backup",
             schedule: Some(&settings.backup_schedule),
             title: "Backs up this environment's metadata database into the backup store.",
-            conf: json!({}),
+            conf: json!({
+                "task_token": {"type": "str", "flag": "--task-token"},
+            }),
         },
         DrDag {
             id: &settings.import_dag,
@@ -61,6 +63,7 @@ pub fn render_dags(settings: &DagSettings) -> Result<Vec<RenderedFile>> {
                 "variable_strategy": {"type": "str", "env": "DR_VARIABLE_RESTORE_STRATEGY"},
                 "connection_strategy": {"type": "str", "env": "DR_CONNECTION_RESTORE_STRATEGY"},
                 "clean": {"type": "bool", "flag": "--clean"},
+                "task_token": {"type": "str", "flag": "--task-token"},
             }),
         },
         DrDag {
@@ -69,7 +72,9 @@ pub fn render_dags(settings: &DagSettings) -> Result<Vec<RenderedFile>> {
             command: "cleanup",
             schedule: None,
             title: "Empties the restorable tables of this (standby) environment's metadata database.",
-            conf: json!({}),
+            conf: json!({
+                "task_token": {"type": "str", "flag": "--task-token"},
+            }),
         },
     ];
     for (i, dag) in dags.iter().enumerate() {

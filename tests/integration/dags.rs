@@ -482,7 +482,7 @@ folder = sys.argv[1]
 print(json.dumps({
     "backup": task(f"{folder}/backup_metadata.py", {}),
     "missing": task(f"{folder}/restore_metadata.py", {"backup_id": "20000101T000000Z-0000"}),
-    "unknown": task(f"{folder}/restore_metadata.py", {"task_token": "x"}),
+    "unknown": task(f"{folder}/restore_metadata.py", {"backup": "x"}),
 }))
 "#;
     let home = dir.path().join("airflow");
@@ -525,7 +525,9 @@ print(json.dumps({
     );
     let unknown = doc["unknown"]["error"].as_str().expect("refused");
     assert!(
-        unknown.contains("task_token") && unknown.contains("backup_id, clean, connection_strategy"),
+        unknown.contains("key(s) backup ")
+            && unknown
+                .contains("backup_id, clean, connection_strategy, task_token, variable_strategy"),
         "{unknown}"
     );
 }

@@ -22,4 +22,5 @@ mod pg;
 mod rekey;
 mod remote;
 mod store;
+mod task_token;
 mod upgrade;
