@@ -454,7 +454,7 @@ for what in ("variables", "connection"):
         bad.append(f"{what}: {dst[what]} != {src[what]}")
 if dst["connection"].get("password") != password:
     bad.append(f"the connection's password is {dst['connection'].get('password')!r}")
-if not set(src["pools"]) <= set(map(tuple, dst["pools"])):
+if not set(map(tuple, src["pools"])) <= set(map(tuple, dst["pools"])):
     bad.append(f"pools: {dst['pools']} lacks some of {src['pools']}")
 for d, flag in src["paused"].items():
     if d.startswith("e2e_") and dst["paused"].get(d) != flag:

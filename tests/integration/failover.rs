@@ -660,6 +660,12 @@ async fn warm_standby_failover_through_the_rest_api() {
         return;
     };
     let s = s.with_schedule_and_topic().await;
+    // The latest backup has a DAG active in the primary that the secondary never parses
+    // (the DR DAGs are never recorded active, so the sample's backup_metadata is not one).
+    let src = s.bench.airflow_db("ws_rest_src2", "2.10.3", true);
+    s.bench.sql(&src, "INSERT INTO dag (dag_id, is_paused, is_subdag, is_active, has_task_concurrency_limits, has_import_errors, max_active_tasks, max_active_runs, max_consecutive_failed_dag_runs) VALUES ('ingest', false, false, true, false, false, 16, 16, 0)");
+    let out = run(s.cmd().args(["backup", "--db", &src]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
     s.aws.seed_environment(
         PRIMARY_REGION,
         json!({"Name": s.primary, "Status": "UNAVAILABLE"}),
