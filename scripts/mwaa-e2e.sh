@@ -222,14 +222,35 @@ aws_vars() {
     )
 }
 
+# MWAA's own database variables for database $1, as MWAA's images set them in every
+# container (they build Airflow's URL from them). Airflow 3 replaces its URL in a task's
+# process with airflow-db-not-allowed:///, but leaves these: they are the binary's route.
+mwaa_db_vars() {
+    local base rest userinfo hostport
+    base=${admin_url%%\?*}
+    rest=${base#*://}
+    userinfo=${rest%%@*}
+    hostport=${rest#*@}
+    hostport=${hostport%%/*}
+    mwaa_db=(
+        "MWAA__DB__POSTGRES_HOST=${hostport%%:*}"
+        "MWAA__DB__POSTGRES_PORT=${hostport##*:}"
+        "MWAA__DB__POSTGRES_DB=$1"
+        MWAA__DB__POSTGRES_SSLMODE=disable
+        "MWAA__DB__CREDENTIALS={\"username\": \"${userinfo%%:*}\", \"password\": \"${userinfo#*:}\"}"
+    )
+}
+
 # The environment of one side's Airflow (p primary, s standby, b created by Backup-Restore),
-# into side_vars: what an MWAA worker has (the database URL and the Fernet key of its own
-# environment), plus the binary and the key that lets secrets travel.
+# into side_vars: what an MWAA worker has (the database URL, MWAA's own database variables and
+# the Fernet key of its own environment), plus the binary and the key that lets secrets travel.
 side_env() {
     local side=$1
     aws_vars
+    mwaa_db_vars "${db_of[$side]}"
     side_vars=(
         "AIRFLOW_HOME=$work/home-$side"
+        "${mwaa_db[@]}"
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=$(url_with_db "$admin_url" "${db_of[$side]}" postgresql+psycopg2)"
         "AIRFLOW__CORE__FERNET_KEY=${key_of[$side]}"
         AIRFLOW__CORE__LOAD_EXAMPLES=False

@@ -170,6 +170,7 @@ impl Config {
             ]
             .into_iter()
             .filter_map(|name| fallback(name, values.db(name), &lazy))
+            .filter(|f| !matches!(f, Fallback::Invalid(bad) if is_blocked_in_task(&bad.shown)))
             .chain(values.mwaa_db(&lazy))
             .collect(),
             fallback_fernet_key: ["AIRFLOW__CORE__FERNET_KEY", "MWAA__CORE__FERNET_KEY"]
@@ -695,6 +696,15 @@ impl<T: Clone> Fallback<T> {
     }
 }
 
+/// Airflow 3 runs a task with its database URL replaced by this scheme, so that task code
+/// cannot use the metadata database through Airflow; the URL is then not there at all, and
+/// the next source (MWAA's own `MWAA__DB__*` variables, which Airflow leaves alone) applies.
+const AIRFLOW3_TASK_DB_MARKER: &str = "airflow-db-not-allowed:";
+
+fn is_blocked_in_task(value: &str) -> bool {
+    value.trim().starts_with(AIRFLOW3_TASK_DB_MARKER)
+}
+
 fn fallback<T>(
     name: &'static str,
     valid: Option<T>,
@@ -849,6 +859,33 @@ mod tests {
             .source_db("backup")
             .expect("url");
         assert_eq!(url.redacted(), "postgres://u:***@db:5432/airflow");
+    }
+
+    #[test]
+    fn airflow_3s_blocked_task_url_gives_way_to_mwaas_variables() {
+        // What an Airflow 3 task process sees (measured with real 3.0.6 under its scheduler).
+        let mut env = MWAA_DB.to_vec();
+        env.push((
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "airflow-db-not-allowed:///",
+        ));
+        let url = config(&env)
+            .expect("config")
+            .source_db("backup")
+            .expect("url");
+        assert_eq!(url.database(), "AirflowMetadata");
+        // Without MWAA's variables there is no database, as if the URL were not set.
+        let config = config(&[(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "airflow-db-not-allowed:///",
+        )])
+        .expect("config");
+        assert!(!config.has_source_db());
+        let err = config
+            .source_db("backup")
+            .expect_err("no database")
+            .to_string();
+        assert!(err.contains("MWAA__DB__"), "{err}");
     }
 
     #[test]

@@ -334,7 +334,7 @@ pub const VARS: &[VarSpec] = &[
             K::DatabaseUrl,
             None,
             G::Database,
-            "Airflow's own database URL; the fallback for PRIMARY_DB_URL and SECONDARY_DB_URL (set inside Airflow workers). Checked only when used.",
+            "Airflow's own database URL; the fallback for PRIMARY_DB_URL and SECONDARY_DB_URL (set inside Airflow workers; Airflow 3's `airflow-db-not-allowed:///` in a task counts as unset). Checked only when used.",
         )
     },
     VarSpec {
