@@ -4,9 +4,13 @@
 # Airflow schedulers, reached through InvokeRestApi (the stand-in forwards it to the Airflow
 # REST API: /api/v1 on 2.x, /api/v2 on 3.x).
 #
-# Usage: scripts/mwaa-e2e.sh [--keep] VERSION          e.g. scripts/mwaa-e2e.sh 2.10.3
+# Usage: scripts/mwaa-e2e.sh [--keep] [--bench-source URL] VERSION   e.g. scripts/mwaa-e2e.sh 2.10.3
 #
 #   --keep   keep the work directory and the databases (a failed run keeps the directory)
+#   --bench-source URL   benchmark instead (scripts/bench.sh runs it): back up the database URL
+#            (filled by the bench, same server) directly, then run only the Warm-Standby
+#            failover through the REST API into a real standby Airflow, and print
+#            `bench: recovery_seconds=S restored_rows=N`
 #
 # Steps (one Airflow runs at a time):
 #   1. Primary Airflow (own database, Fernet key A, LocalExecutor, scheduler and REST API on
@@ -47,15 +51,21 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '7,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '7,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 keep=0
 version=
+bench_source=
 while (($# > 0)); do
     case $1 in
     --keep) keep=1 ;;
+    --bench-source)
+        (($# > 1)) || usage
+        bench_source=$2
+        shift
+        ;;
     -h | --help) usage ;;
     -*) usage ;;
     *)
@@ -66,7 +76,7 @@ while (($# > 0)); do
     shift
 done
 [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || usage
-readonly version keep
+readonly version keep bench_source
 major=${version%%.*}
 readonly major
 
@@ -87,6 +97,7 @@ if [[ -z ${MWAA_DR_MWAA_E2E_INNER:-} ]]; then
     venv=$("$repo/scripts/airflow-venv.sh" "$version") || die "could not install Airflow $version"
     args=("$version")
     ((keep)) && args=(--keep "$version")
+    [[ -n $bench_source ]] && args=(--bench-source "$bench_source" "${args[@]}")
     export MWAA_DR_MWAA_E2E_INNER=1 MWAA_DR_BIN=$bin MWAA_DR_E2E_VENV=$venv
     if [[ -n ${MWAA_DR_TEST_PG_URL:-} && -n ${MWAA_DR_TEST_MOTO_URL:-} ]]; then
         exec "$self" "${args[@]}"
@@ -508,6 +519,33 @@ run_mwaa_dr render dags render --out "$work/render" --binary-uri "s3://$bucket/t
     --binary-sha256 "$(printf '0%.0s' {1..64})"
 cp "$work/render"/*.py "$work/dags/"
 echo "stand-in $standin, store $store_url, DAGs: $(cd "$work/dags" && ls ./*_metadata.py | tr '\n' ' ')"
+
+if [[ -n $bench_source ]]; then
+    # Benchmark: the bench's database backed up directly, then the Warm-Standby failover
+    # through the REST API; the figure is the failover's own recovery time.
+    step "Bench: backup of the bench database, Warm-Standby failover through the REST API"
+    standin_call POST "environments?region=us-east-1" \
+        "{\"Name\": \"$primary_env\", \"AirflowVersion\": \"$version\", \"Status\": \"AVAILABLE\"}"
+    run_mwaa_dr bench-backup --output json backup --db "$bench_source"
+    start_side s
+    standin_call POST "environments?region=us-east-2" \
+        "{\"Name\": \"$standby_env\", \"AirflowVersion\": \"$version\", \"Status\": \"AVAILABLE\"}"
+    standin_call POST "environments/$standby_env/airflow?region=us-east-2" "{\"AirflowApi\": \"$api_url\"}"
+    # The bench's DAGs are not in the standby's DAG folder: no wait for them to be parsed.
+    extra_env=(DR_TYPE=WARM_STANDBY SECONDARY_UNPAUSE_WAIT_SECS=0)
+    run_mwaa_dr failover-s --output json --yes failover
+    recovery_s=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["recovery_seconds"])' \
+        "$work/failover-s.out") || fail "the failover printed no recovery time"
+    restored=$(psql_v "$(db_url s)" "SELECT (SELECT count(*) FROM dag_run) + (SELECT count(*) FROM task_instance)")
+    expected=$(psql_v "$bench_source" "SELECT (SELECT count(*) FROM dag_run) + (SELECT count(*) FROM task_instance)")
+    # The standby keeps the restore DAG's own run and task instance.
+    ((restored >= expected)) || fail "the standby has $restored runs and task instances, the source $expected"
+    stop_airflow
+    check_logs s || fail "the standby's Airflow logged errors (above)"
+    status=0
+    echo "bench: recovery_seconds=$recovery_s restored_rows=$restored"
+    exit 0
+fi
 
 step "Primary Airflow $version (key A): variables, a connection, a pool, runs"
 start_side p

@@ -216,7 +216,7 @@ pub async fn restore(
     }
     if !report.renumbered_jobs.is_empty() {
         let loaded: Vec<&str> = report.loaded.iter().map(|t| t.table.as_str()).collect();
-        rewrite_job_references(&mut tx, &report.renumbered_jobs, &loaded).await?;
+        rewrite_job_references(&mut tx, catalog, &report.renumbered_jobs, &loaded).await?;
     }
     super::load::finish(tx, &mut report.load, &manifest.active_dags).await?;
     Ok(report)
@@ -786,17 +786,31 @@ fn load_defaults(
     (set, reset)
 }
 
-/// References to job ids without foreign keys, in the restored tables (`loaded`: every row
-/// of those is restored, apart from kept ones), follow renumbered jobs.
+/// References to job ids without foreign keys, in the restored tables (`loaded`), follow
+/// renumbered jobs. Only restored rows: the rows a restore keeps (the DR run's own task
+/// instance, whose job is the target's) already point at the target's jobs, and Airflow is
+/// updating them while the restore runs (rewriting them would repoint them at a restored job,
+/// and wait on Airflow's row locks while Airflow waits on the restore's table locks).
 async fn rewrite_job_references(
     conn: &mut PgConnection,
+    catalog: &Catalog,
     renumbered: &BTreeMap<i64, i64>,
     loaded: &[&str],
 ) -> Result<()> {
     for (table, column) in job_references(conn, loaded).await? {
+        let restored_only = match catalog.table(table) {
+            Some(spec) => {
+                let columns = table_columns(conn, table).await?.unwrap_or_default();
+                catalog
+                    .keep_condition(spec, &columns)
+                    .map(|keep| format!(" AND ({keep}) IS NOT TRUE"))
+                    .unwrap_or_default()
+            }
+            None => String::new(),
+        };
         for (old, new) in renumbered {
             sqlx::query(&format!(
-                "UPDATE {} SET {1} = $1::int WHERE {1} = $2::int",
+                "UPDATE {} SET {1} = $1::int WHERE {1} = $2::int{restored_only}",
                 quote_ident(table),
                 quote_ident(column)
             ))

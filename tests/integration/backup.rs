@@ -1207,8 +1207,10 @@ async fn clean_restore_keeps_the_dr_runs_ids_and_moves_colliding_restored_runs()
          (2, 'restore_metadata', '2030-01-01', 'running', 'manual__dr', true, 'manual', 0), \
          (7, 'cleanup_metadata', '2030-01-02', 'queued', 'manual__queued', true, 'manual', 0); \
          SELECT setval('dag_run_id_seq', 7); \
-         INSERT INTO task_instance (task_id, dag_id, run_id, map_index, state, pool, pool_slots) \
-         VALUES ('mwaa_dr', 'restore_metadata', 'manual__dr', -1, 'running', 'default_pool', 1); \
+         INSERT INTO job (id, dag_id, state, job_type, hostname) \
+         VALUES (1, 'restore_metadata', 'running', 'LocalTaskJob', 'worker'); \
+         INSERT INTO task_instance (task_id, dag_id, run_id, map_index, state, pool, pool_slots, job_id) \
+         VALUES ('mwaa_dr', 'restore_metadata', 'manual__dr', -1, 'running', 'default_pool', 1, 1); \
          INSERT INTO xcom (dag_run_id, task_id, map_index, key, dag_id, run_id, value, timestamp) \
          VALUES (2, 'mwaa_dr', -1, 'kept', 'restore_metadata', 'manual__dr', '\\x01'::bytea, now())",
     );
@@ -1258,10 +1260,15 @@ async fn clean_restore_keeps_the_dr_runs_ids_and_moves_colliding_restored_runs()
     assert_eq!(
         rows(
             &dst,
-            "SELECT state FROM task_instance WHERE dag_id = 'restore_metadata'"
+            "SELECT state, job_id FROM task_instance WHERE dag_id = 'restore_metadata'"
         )
         .await,
-        vec!["(running)"]
+        vec!["(running,1)"],
+        "the kept task instance still points at the target's own job, not a renumbered restored one"
+    );
+    assert_eq!(
+        rows(&dst, "SELECT job_type, hostname FROM job WHERE id = 1").await,
+        vec!["(LocalTaskJob,worker)"]
     );
     // The colliding restored runs moved past both maxima; every xcom row follows its run.
     let moved: Vec<String> = src_runs
