@@ -146,9 +146,12 @@ else --region.
                                           ServiceUnavailableException 503; others 400),
                                           "Message": "...",
                                           "Count": 1 (-1 = always), "Name": only this
-                                          environment, "Status": HTTP status override}:
-                                          the next Count matching calls answer that error
-    DELETE /_standin/faults               clear them
+                                          environment, "Status": HTTP status override,
+                                          InvokeRestApi only: "Method" and "PathPrefix" of
+                                          the Airflow call to match, "Skip": N matching
+                                          calls let through first}: the next Count
+                                          matching calls answer that error
+    DELETE /_standin/faults               clear them (?name=N: only those of environment N)
     GET    /_standin/next-create          queued one-shot CreateEnvironment overrides
     POST   /_standin/next-create          {"Delay": SECS, "Outcome": "CREATE_FAILED",
                                           "FailureMessage": "...", "Name": only this
@@ -745,9 +748,16 @@ class State:
             return hits[0]
         return self.envs.get((self.config["Region"], name))
 
-    def take_fault(self, operation, name):
+    def take_fault(self, operation, name, body=None):
         for fault in self.faults:
+            if fault.get("Method") and (body or {}).get("Method") != fault["Method"]:
+                continue
+            if fault.get("PathPrefix") and not str((body or {}).get("Path", "")).startswith(fault["PathPrefix"]):
+                continue
             if fault["Operation"] == operation and fault.get("Name") in (None, name):
+                if fault.get("Skip", 0) > 0:
+                    fault["Skip"] -= 1
+                    continue
                 if fault["Count"] > 0:
                     fault["Count"] -= 1
                 if fault["Count"] == 0:
@@ -1213,7 +1223,7 @@ def make_handler(state, quiet):
             proxy = None
             try:
                 with state.lock:
-                    fault = state.take_fault(operation, label)
+                    fault = state.take_fault(operation, label, body)
                     if fault:
                         raise fault
                     if operation == "ListEnvironments":
@@ -1417,13 +1427,16 @@ def make_handler(state, quiet):
                 return 200, [r for r in state.requests if op in (None, r["operation"])]
             if parts == ["faults"]:
                 if m == "DELETE":
-                    state.faults = []
+                    name = query.get("name")
+                    state.faults = [f for f in state.faults if name is not None and f.get("Name") != name]
                 elif m == "POST":
                     if not isinstance(body.get("Operation"), str) or not isinstance(body.get("Error"), str):
                         raise ControlError(400, "Operation and Error are required")
                     fault = {"Operation": body["Operation"], "Error": body["Error"],
                              "Message": body.get("Message"), "Count": int(body.get("Count", 1)),
-                             "Name": body.get("Name"), "Status": body.get("Status")}
+                             "Name": body.get("Name"), "Status": body.get("Status"),
+                             "Method": body.get("Method"), "PathPrefix": body.get("PathPrefix"),
+                             "Skip": int(body.get("Skip", 0))}
                     if fault["Count"] == 0:
                         raise ControlError(400, "Count must be positive, or -1 for always")
                     state.faults.append(fault)
