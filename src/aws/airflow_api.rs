@@ -231,33 +231,6 @@ impl<'a> AirflowApi<'a> {
         }
     }
 
-    /// Every DAG, page by page.
-    pub async fn list_dags(&self) -> Result<Vec<Dag>> {
-        #[derive(Deserialize)]
-        struct Page {
-            dags: Vec<Dag>,
-            #[serde(default)]
-            total_entries: Option<usize>,
-        }
-        let mut all = Vec::new();
-        loop {
-            let mut query = Map::new();
-            query.insert("limit".into(), json!(PAGE));
-            query.insert("offset".into(), json!(all.len()));
-            let call = get("/dags".into(), query);
-            let answer = self.call("DAGs", call.clone()).await?;
-            if answer.status != 200 {
-                return Err(self.unexpected("DAGs", &call, &answer));
-            }
-            let page: Page = self.parse("DAGs", &call, answer.body)?;
-            let got = page.dags.len();
-            all.extend(page.dags);
-            if got < PAGE || page.total_entries.is_some_and(|t| all.len() >= t) {
-                return Ok(all);
-            }
-        }
-    }
-
     /// Pauses or unpauses; `None` when the DAG is not parsed (404).
     pub async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<Option<Dag>> {
         let what = format!("DAG {dag_id}");
