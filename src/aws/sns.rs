@@ -1,4 +1,4 @@
-//! SNS: failover notifications.
+//! SNS: failover and failed-backup notifications.
 
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
@@ -10,6 +10,16 @@ use crate::model::AwsTimeouts;
 #[async_trait]
 pub trait Notifier: Send + Sync {
     async fn publish(&self, topic_arn: &str, subject: &str, message: &str) -> Result<()>;
+}
+
+/// The region of a topic ARN (`arn:aws:sns:<region>:<account>:<name>`), where it must be
+/// published.
+pub fn topic_region(topic_arn: &str) -> Option<&str> {
+    let mut parts = topic_arn.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("sns"), Some(region)) if !region.is_empty() => Some(region),
+        _ => None,
+    }
 }
 
 pub struct SnsNotifier {
@@ -43,5 +53,24 @@ impl Notifier for SnsNotifier {
             .await
             .map_err(|e| sdk_error("Publish", topic_arn, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_is_published_in_its_own_region() {
+        assert_eq!(
+            topic_region("arn:aws:sns:us-east-2:123456789012:dr"),
+            Some("us-east-2")
+        );
+        assert_eq!(
+            topic_region("arn:aws-cn:sns:cn-north-1:1:dr"),
+            Some("cn-north-1")
+        );
+        assert_eq!(topic_region("dr-topic"), None);
+        assert_eq!(topic_region("arn:aws:sns::1:dr"), None);
     }
 }

@@ -49,10 +49,13 @@ fn render(config: &Config) -> String {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let source = match &entry.note {
+        let mut source = match &entry.note {
             Some(note) => format!("{} ({note})", entry.source.label()),
             None => entry.source.label().to_string(),
         };
+        if let Some(why) = entry.no_effect {
+            source.push_str(&format!("; no effect: {why}"));
+        }
         rows.push(vec![entry.name.to_string(), value, source]);
     }
     flush(&mut out, group, &mut rows);

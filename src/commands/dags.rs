@@ -29,6 +29,8 @@ const WRITTEN_IN: &[&str] = &[
     "DR_BACKUP_JOBS",
     "DR_VARIABLE_RESTORE_STRATEGY",
     "DR_CONNECTION_RESTORE_STRATEGY",
+    // A scheduled backup that fails notifies it, as the original's backup DAG does.
+    "DR_SNS_TOPIC_ARN",
 ];
 
 #[derive(Serialize)]

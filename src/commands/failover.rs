@@ -26,8 +26,8 @@ use crate::ops::{
     restore::{RestoreOptions, restore},
 };
 use crate::output;
-use crate::store::BackupStore;
 use crate::store::lock::{self, LockScope};
+use crate::store::{BackupStore, StoreLocation};
 
 #[derive(Serialize)]
 struct PlanDoc<'a> {
@@ -77,7 +77,7 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
             )
         ),
     )?;
-    let services = aws_services(config, store.clone()).await;
+    let services = aws_services(config, store.clone()).await?;
     let restore: Box<dyn RestoreStep + '_> = match db {
         Some(db) => Box::new(LatestBackup {
             config,
@@ -135,18 +135,26 @@ fn plan_of(targets: &Targets, existing: Option<&state::FailoverRun>) -> Vec<Plan
 
 /// The AWS side of the failover: the primary's MWAA and heartbeat in its region, everything
 /// else in the secondary's (the primary's region may be the one that is down).
-async fn aws_services(config: &Config, store: Arc<dyn BackupStore>) -> Services {
+async fn aws_services(config: &Config, store: Arc<dyn BackupStore>) -> Result<Services> {
     let primary_region = config.primary.region.as_deref();
     let secondary_region = config.secondary.region.as_deref();
     let timeouts = &config.aws_timeouts;
-    Services {
+    // The original solution saved the primary's definition at its backup bucket's root.
+    let original_root: Arc<dyn BackupStore> = match config.store("failover")? {
+        StoreLocation::S3 { bucket, prefix } if !prefix.is_empty() => {
+            Arc::from(open_store(&StoreLocation::s3(bucket, ""), config).await?)
+        }
+        _ => store.clone(),
+    };
+    Ok(Services {
         primary_mwaa: Box::new(SdkMwaa::new(primary_region, timeouts).await),
         secondary_mwaa: Box::new(SdkMwaa::new(secondary_region, timeouts).await),
         heartbeat: Box::new(CloudWatchHeartbeat::new(primary_region, timeouts).await),
         schedules: Box::new(AwsSchedules::new(secondary_region, timeouts).await),
         notifier: Box::new(SnsNotifier::new(secondary_region, timeouts).await),
         store,
-    }
+        original_root,
+    })
 }
 
 /// The restore step: the latest backup, with cleanup, into the secondary database.
@@ -413,6 +421,7 @@ fn targets(config: &Config, force: bool) -> Result<Targets> {
         create_env_polling_interval: config.failover.create_env_polling_interval,
         timeout: config.failover.timeout,
         restore_dag: (!config.has_target_db()).then(|| config.deployment.import_dag_name.clone()),
+        original_file: config.failover.backup_file_name.clone(),
     })
 }
 

@@ -72,6 +72,9 @@ pub struct Resolved {
     pub source: Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Set by the user but changing nothing in this build: why, and what will use it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_effect: Option<&'static str>,
 }
 
 /// The validated configuration of one run.
@@ -152,7 +155,7 @@ impl Config {
             s3_encryption,
             variable_strategy,
             connection_strategy,
-            health_check: values.health_check(),
+            health_check: values.health_check(&mut entries),
             failover: values.failover(),
             deployment: values.deployment(),
             log_filter: values.text("MWAA_DR_LOG"),
@@ -286,6 +289,12 @@ impl Config {
     }
 }
 
+/// The health-check schedule's name when only STACK_NAME_PREFIX is set: the original's
+/// secondary stack names it `conf.get_name("scheduler")`, i.e. `<prefix>-scheduler`.
+pub fn default_schedule_name(stack_name_prefix: &str) -> String {
+    format!("{stack_name_prefix}-scheduler")
+}
+
 /// A fallback variable that is valid, or the description of why it is not.
 #[derive(Debug, Clone)]
 enum Fallback<T> {
@@ -306,6 +315,14 @@ struct Resolution {
     entries: Vec<Resolved>,
 }
 
+/// Why `spec` changes nothing, when the user set it (a default is not worth a remark).
+fn set_without_effect(spec: &VarSpec, source: &Source) -> Option<&'static str> {
+    match source {
+        Source::Flag | Source::Env | Source::EnvFile => spec.no_effect,
+        Source::Default | Source::Unset => None,
+    }
+}
+
 /// Looks every variable up in the layers (or its default) and parses it; an invalid value
 /// fails here, unless the variable is only checked when used.
 fn resolve(layers: &Layers, versions: &VersionTable) -> Result<Resolution> {
@@ -323,6 +340,7 @@ fn resolve(layers: &Layers, versions: &VersionTable) -> Result<Resolution> {
                 value: serde_json::Value::Null,
                 source: Source::Unset,
                 note: None,
+                no_effect: None,
             });
             continue;
         };
@@ -333,6 +351,7 @@ fn resolve(layers: &Layers, versions: &VersionTable) -> Result<Resolution> {
                     value: value.to_display_json(),
                     source: source.clone(),
                     note: None,
+                    no_effect: set_without_effect(spec, &source),
                 });
                 values.push((spec, Some(value), source));
             }
@@ -342,6 +361,7 @@ fn resolve(layers: &Layers, versions: &VersionTable) -> Result<Resolution> {
                     value: serde_json::Value::String(shown_value(spec, &raw)),
                     source: source.clone(),
                     note: Some(format!("not usable: {problem}")),
+                    no_effect: set_without_effect(spec, &source),
                 });
                 lazy.push(InvalidFallback {
                     variable: spec.name,
@@ -608,7 +628,24 @@ impl Values {
         }
     }
 
-    fn health_check(&self) -> HealthCheckSettings {
+    /// HEALTH_CHECK_SCHEDULE_NAME, else the name the original's stack gives the schedule:
+    /// `<STACK_NAME_PREFIX>-scheduler`.
+    fn schedule_name(&self, entries: &mut [Resolved]) -> Option<String> {
+        if let Some(name) = self.text("HEALTH_CHECK_SCHEDULE_NAME") {
+            return Some(name);
+        }
+        let derived = default_schedule_name(&self.text("STACK_NAME_PREFIX")?);
+        if let Some(entry) = entries
+            .iter_mut()
+            .find(|e| e.name == "HEALTH_CHECK_SCHEDULE_NAME")
+        {
+            entry.value = serde_json::Value::String(derived.clone());
+            entry.note = Some("from STACK_NAME_PREFIX".into());
+        }
+        Some(derived)
+    }
+
+    fn health_check(&self, entries: &mut [Resolved]) -> HealthCheckSettings {
         HealthCheckSettings {
             enabled: self.flag("HEALTH_CHECK_ENABLED"),
             interval: self.minutes("HEALTH_CHECK_INTERVAL_MINS"),
@@ -620,7 +657,7 @@ impl Values {
             },
             // A wait longer than the whole recovery may take is never useful.
             max_retry_wait: self.minutes("STATE_MACHINE_TIMEOUT_MINS"),
-            schedule_name: self.text("HEALTH_CHECK_SCHEDULE_NAME"),
+            schedule_name: self.schedule_name(entries),
             simulate_dr: self.flag("MWAA_SIMULATE_DR"),
         }
     }
@@ -827,6 +864,36 @@ mod tests {
             r#"{"username": "adminuser", "password": "hunter2"}"#,
         ),
     ];
+
+    #[test]
+    fn schedule_name_defaults_to_the_originals_name_from_the_stack_prefix() {
+        let derived = config(&[("STACK_NAME_PREFIX", "mwaa-2-10-3")]).expect("config");
+        assert_eq!(
+            derived.health_check.schedule_name.as_deref(),
+            Some("mwaa-2-10-3-scheduler")
+        );
+        let entry = derived
+            .entries()
+            .iter()
+            .find(|e| e.name == "HEALTH_CHECK_SCHEDULE_NAME")
+            .expect("entry");
+        assert_eq!(entry.value, "mwaa-2-10-3-scheduler");
+        assert_eq!(entry.note.as_deref(), Some("from STACK_NAME_PREFIX"));
+
+        let explicit = config(&[
+            ("STACK_NAME_PREFIX", "mwaa-2-10-3"),
+            ("HEALTH_CHECK_SCHEDULE_NAME", "my-health-check"),
+        ])
+        .expect("config");
+        assert_eq!(
+            explicit.health_check.schedule_name.as_deref(),
+            Some("my-health-check")
+        );
+        assert_eq!(
+            config(&[]).expect("config").health_check.schedule_name,
+            None
+        );
+    }
 
     #[test]
     fn mwaas_raw_variables_are_the_database_fallback_after_airflows_url() {

@@ -94,6 +94,19 @@ pub struct VarSpec {
     pub help: &'static str,
     /// Checked only when a command uses it (a fallback that may hold anything otherwise).
     pub lazy: bool,
+    /// Why the variable changes nothing in this build, and what will use it: accepted so
+    /// that the original's `.env` works unchanged, and marked by `config` when set.
+    pub no_effect: Option<&'static str>,
+}
+
+impl VarSpec {
+    /// Marks a variable that is accepted but changes nothing in this build.
+    const fn no_effect(self, why: &'static str) -> VarSpec {
+        VarSpec {
+            no_effect: Some(why),
+            ..self
+        }
+    }
 }
 
 const fn var(
@@ -110,6 +123,7 @@ const fn var(
         group,
         help,
         lazy: false,
+        no_effect: None,
     }
 }
 
@@ -151,13 +165,16 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Strategy,
         "Your AWS account id (12 digits).",
+    )
+    .no_effect(
+        "the original's stacks build ARNs from it; `deploy` (not in this build) will use it for its templates",
     ),
     var(
         "STACK_NAME_PREFIX",
         K::Text,
         None,
         G::Strategy,
-        "Name prefix for the deployed resources (state machine, schedule).",
+        "Name prefix for the deployed resources (state machine, schedule); `failover` disables the schedule `<prefix>-scheduler` unless HEALTH_CHECK_SCHEDULE_NAME names another.",
     ),
     var(
         "PRIMARY_REGION",
@@ -179,6 +196,9 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Primary,
         "Execution role ARN of the primary environment.",
+    )
+    .no_effect(
+        "the original's primary stack grants it the backup bucket; `deploy` (not in this build) will use it",
     ),
     var(
         "PRIMARY_DAGS_BUCKET_NAME",
@@ -186,6 +206,9 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Primary,
         "DAGs S3 bucket of the primary environment.",
+    )
+    .no_effect(
+        "the original's primary stack uploads the DAGs there; `deploy` (not in this build) will use it (`dags render --out` writes the files to upload)",
     ),
     var(
         "PRIMARY_VPC_ID",
@@ -193,6 +216,9 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Primary,
         "VPC of the primary environment.",
+    )
+    .no_effect(
+        "the original's primary stack places its Lambda functions there; `deploy` (not in this build) will use it",
     ),
     var(
         "PRIMARY_SUBNET_IDS",
@@ -200,6 +226,9 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Primary,
         "Subnets of the primary environment, as a JSON list: '[\"subnet-1\", \"subnet-2\"]'.",
+    )
+    .no_effect(
+        "the original's primary stack places its Lambda functions there; `deploy` (not in this build) will use it",
     ),
     var(
         "PRIMARY_SECURITY_GROUP_IDS",
@@ -207,6 +236,9 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Primary,
         "Security groups of the primary environment, as a JSON list: '[\"sg-1\"]'.",
+    )
+    .no_effect(
+        "the original's primary stack places its Lambda functions there; `deploy` (not in this build) will use it",
     ),
     var(
         "SECONDARY_REGION",
@@ -242,6 +274,9 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Secondary,
         "VPC of the secondary environment.",
+    )
+    .no_effect(
+        "the original's secondary stack places its Lambda functions and VPC endpoint there; `deploy` (not in this build) will use it",
     ),
     var(
         "SECONDARY_SUBNET_IDS",
@@ -263,6 +298,9 @@ pub const VARS: &[VarSpec] = &[
         Some("NO"),
         G::Secondary,
         "Whether the deployment creates a Step Functions VPC endpoint in the secondary VPC.",
+    )
+    .no_effect(
+        "the Step Functions VPC endpoint is created by `deploy` (not in this build)",
     ),
     var(
         "DR_BACKUP_STORE",
@@ -536,6 +574,9 @@ pub const VARS: &[VarSpec] = &[
         Some("30"),
         G::Restore,
         "The original's wait between cleanup and restore. Accepted and shown; mwaa-dr cleans and restores in one transaction, so it does not wait.",
+    )
+    .no_effect(
+        "`failover` and `restore --clean` empty the tables and restore in one transaction, so there is no pause between cleanup and restore to configure",
     ),
     var(
         "HEALTH_CHECK_ENABLED",
@@ -543,6 +584,9 @@ pub const VARS: &[VarSpec] = &[
         Some("YES"),
         G::HealthCheck,
         "Whether the deployed schedule runs the health check (and the recovery when it fails).",
+    )
+    .no_effect(
+        "the schedule that runs the health check is created by `deploy` (not in this build); `failover` disables an existing one by HEALTH_CHECK_SCHEDULE_NAME",
     ),
     var(
         "HEALTH_CHECK_INTERVAL_MINS",
@@ -550,6 +594,9 @@ pub const VARS: &[VarSpec] = &[
         Some("5"),
         G::HealthCheck,
         "Minutes between scheduled health checks.",
+    )
+    .no_effect(
+        "the schedule that runs the health check is created by `deploy` (not in this build); run `mwaa-dr health-check` from your own scheduler meanwhile",
     ),
     var(
         "HEALTH_CHECK_MAX_RETRY",
@@ -583,7 +630,7 @@ pub const VARS: &[VarSpec] = &[
         K::Text,
         None,
         G::HealthCheck,
-        "EventBridge Scheduler schedule (or EventBridge rule) that runs the health check; `failover` disables it.",
+        "EventBridge Scheduler schedule (or EventBridge rule) that runs the health check; `failover` disables it. Default: `<STACK_NAME_PREFIX>-scheduler` (the original's name for it) when STACK_NAME_PREFIX is set.",
     ),
     var(
         "MWAA_SIMULATE_DR",
@@ -624,7 +671,7 @@ pub const VARS: &[VarSpec] = &[
         K::Text,
         Some("environment.json"),
         G::Failover,
-        "File name of the saved primary environment definition in the original layout.",
+        "Key, at the root of the backup bucket (the store's bucket; a directory store's root), of the primary's definition that the original solution's Step Functions workflow saved. A Backup-Restore `failover` recreates the environment from it when the store holds no definition saved by `mwaa-dr` (`environments/<name>/`). `mwaa-dr` reads it and never writes it.",
     ),
     var(
         "MWAA_NOTIFICATION_EMAILS",
@@ -632,13 +679,16 @@ pub const VARS: &[VarSpec] = &[
         Some("[]"),
         G::Failover,
         "Emails notified of the recovery, as a JSON list: '[\"ops@example.com\"]'.",
+    )
+    .no_effect(
+        "the SNS topic and its e-mail subscriptions are created by `deploy` (not in this build); notifications go to DR_SNS_TOPIC_ARN",
     ),
     var(
         "DR_SNS_TOPIC_ARN",
         K::Arn("sns"),
         None,
         G::Failover,
-        "SNS topic notified when a failover succeeds or fails.",
+        "SNS topic notified when a failover succeeds or fails, and when a `backup` fails (a successful backup notifies nobody, as in the original). Published in the topic's own region.",
     ),
     var(
         "MWAA_UPDATE_EXECUTION_ROLE",
@@ -646,6 +696,9 @@ pub const VARS: &[VarSpec] = &[
         Some("NO"),
         G::Deployment,
         "Whether the deployment adds the Step Functions task-token policy to the secondary execution role.",
+    )
+    .no_effect(
+        "the execution role's policy is changed by `deploy` (not in this build)",
     ),
     var(
         "METADATA_EXPORT_DAG_NAME",
@@ -681,6 +734,9 @@ pub const VARS: &[VarSpec] = &[
         Some("dags"),
         G::Deployment,
         "Folder of the DAGs bucket where DAGs are deployed.",
+    )
+    .no_effect(
+        "the DAGs are uploaded by `deploy` (not in this build); upload what `mwaa-dr dags render --out DIR` writes yourself",
     ),
     var(
         "PRIMARY_BACKUP_SCHEDULE",
@@ -695,6 +751,9 @@ pub const VARS: &[VarSpec] = &[
         Some("30"),
         G::Deployment,
         "Seconds between checks of the one-time DAGs bucket replication job.",
+    )
+    .no_effect(
+        "the one-time bucket replication job is started by `deploy` (not in this build)",
     ),
     var(
         "MWAA_DR_LOG",
@@ -1248,13 +1307,18 @@ pub fn markdown_reference() -> String {
         } else {
             ""
         };
+        let no_effect = v
+            .no_effect
+            .map(|why| format!(" **No effect in this build:** {why}."))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "| `{}` | {} | {} | {}{} |\n",
+            "| `{}` | {} | {} | {}{}{} |\n",
             v.name,
             default,
             v.kind.accepted(&versions).replace('|', "\\|"),
             v.help.replace('|', "\\|"),
-            secret
+            secret,
+            no_effect.replace('|', "\\|")
         ));
     }
     out

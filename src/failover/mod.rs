@@ -81,6 +81,9 @@ pub struct Targets {
     /// The restore DAG that restores inside the secondary through its REST API, when no
     /// database URL of the secondary is given (`None`: the restore writes the database).
     pub restore_dag: Option<String>,
+    /// MWAA_BACKUP_FILE_NAME: the original solution's saved definition, read when the store
+    /// holds none of the primary.
+    pub original_file: String,
 }
 
 /// The secondary's own role, network and DAGs bucket, for a Backup-Restore failover.
@@ -120,8 +123,8 @@ impl Targets {
                 steps.push((
                     StepKind::CreateSecondaryEnvironment,
                     format!(
-                        "create {} from the saved definition of {}",
-                        self.secondary, self.primary
+                        "create {} from the saved definition of {} (else the original solution's {})",
+                        self.secondary, self.primary, self.original_file
                     ),
                 ));
                 steps.push((
@@ -165,6 +168,9 @@ pub struct Services {
     pub schedules: Box<dyn Schedules>,
     pub notifier: Box<dyn Notifier>,
     pub store: Arc<dyn BackupStore>,
+    /// The root of the store's bucket (the store itself when it is a directory), where the
+    /// original solution's workflow saved the primary's definition.
+    pub original_root: Arc<dyn BackupStore>,
 }
 
 /// The restore step's work, provided by the caller (it owns the database side).

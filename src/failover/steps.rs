@@ -87,15 +87,33 @@ async fn create_secondary(targets: &Targets, services: &Services) -> Result<Stri
             )),
         };
     }
-    let (key, saved) = environments::latest(services.store.as_ref(), &targets.primary).await?;
-    let definition = secondary_definition(&saved, &targets.new_environment, &targets.secondary);
+    let original = environments::OriginalFile {
+        root: services.original_root.as_ref(),
+        file: &targets.original_file,
+    };
+    let saved =
+        environments::latest_or_original(services.store.as_ref(), &original, &targets.primary)
+            .await?;
+    let source = if saved.original {
+        format!(
+            "{} (saved by the original solution's workflow; MWAA_BACKUP_FILE_NAME)",
+            saved.source
+        )
+    } else {
+        saved.source
+    };
+    let definition = secondary_definition(
+        &saved.definition,
+        &targets.new_environment,
+        &targets.secondary,
+    );
     let notes = kms_region_note(&definition, targets.secondary_region.as_deref());
     let arn = services
         .secondary_mwaa
         .create_environment(&definition)
         .await?;
     Ok(format!(
-        "CreateEnvironment accepted from {key}: {arn}{notes}"
+        "CreateEnvironment accepted from {source}: {arn}{notes}"
     ))
 }
 

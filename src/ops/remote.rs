@@ -56,6 +56,14 @@ pub struct RemoteReport {
     pub report_note: Option<String>,
 }
 
+/// Whether a DAG run was triggered by `mwaa-dr` from outside (see [`run_id`]): the caller
+/// follows it and reports its outcome itself.
+pub fn triggered_by_mwaa_dr(run_id: &str) -> bool {
+    run_id.starts_with(RUN_ID_PREFIX)
+}
+
+const RUN_ID_PREFIX: &str = "mwaa-dr__";
+
 /// The run id of attempt `attempt` for `seed`: `mwaa-dr__<UTC yyyymmddThhmmssZ>__<4 hex>`,
 /// the same for the same inputs.
 pub fn run_id(started_at: DateTime<Utc>, seed: &str, attempt: u32) -> String {
@@ -66,7 +74,7 @@ pub fn run_id(started_at: DateTime<Utc>, seed: &str, attempt: u32) -> String {
         hash = hash.wrapping_mul(0x0100_0193);
     }
     format!(
-        "mwaa-dr__{}__{:04x}",
+        "{RUN_ID_PREFIX}{}__{:04x}",
         started_at.format("%Y%m%dT%H%M%SZ"),
         hash & 0xffff
     )

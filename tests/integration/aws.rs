@@ -109,6 +109,51 @@ impl Aws {
             .build()
     }
 
+    fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.shared(PRIMARY_REGION))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// A new, empty bucket on moto named after the test.
+    pub async fn bucket(&self, purpose: &str) -> String {
+        let name = format!("{purpose}-{}", self.tag).to_lowercase();
+        self.s3()
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .expect("create bucket");
+        name
+    }
+
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        self.s3()
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .expect("put object");
+    }
+
+    /// Every key in `bucket`.
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .s3()
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list objects");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
     /// One SchedulerHeartbeat datapoint, now.
     pub async fn put_heartbeat(&self, environment: &str, value: f64) {
         let cw = aws_sdk_cloudwatch::Client::new(&self.shared(PRIMARY_REGION));

@@ -136,11 +136,29 @@ struct Scenario {
     queue: String,
     standby_db: String,
     bench: Bench,
+    /// The S3 bucket holding the store under `mwaa-dr/`, when the store is on moto rather
+    /// than in `dir`.
+    bucket: Option<String>,
 }
 
 impl Scenario {
     async fn new(test: &str) -> Option<Scenario> {
+        Self::create(test, false).await
+    }
+
+    /// A scenario whose store is `s3://<bucket>/mwaa-dr` on moto, as DR_BACKUP_BUCKET with
+    /// the default DR_BACKUP_PREFIX gives.
+    async fn on_s3(test: &str) -> Option<Scenario> {
+        Self::create(test, true).await
+    }
+
+    async fn create(test: &str, on_s3: bool) -> Option<Scenario> {
         let aws = Aws::get(test)?;
+        let bucket = if on_s3 {
+            Some(aws.bucket("dr").await)
+        } else {
+            None
+        };
         let bench = Bench::get()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let src = bench.airflow_db(&format!("{test}_src"), "2.10.3", true);
@@ -156,6 +174,7 @@ impl Scenario {
             dir,
             bench,
             aws,
+            bucket,
         };
         let out = run(s.cmd().args(["backup", "--db", &src]));
         assert_eq!(out.code, 0, "{}", out.stderr);
@@ -169,9 +188,11 @@ impl Scenario {
     fn cmd(&self) -> assert_cmd::Command {
         let mut cmd = mwaa_dr(self.dir.path());
         self.aws.env(&mut cmd);
-        cmd.arg("--store")
-            .arg(self.store())
-            .env("PRIMARY_MWAA_ENVIRONMENT_NAME", &self.primary)
+        match &self.bucket {
+            Some(bucket) => cmd.env("DR_BACKUP_BUCKET", bucket),
+            None => cmd.arg("--store").arg(self.store()),
+        };
+        cmd.env("PRIMARY_MWAA_ENVIRONMENT_NAME", &self.primary)
             .env("SECONDARY_MWAA_ENVIRONMENT_NAME", &self.secondary)
             .env("SECONDARY_DB_URL", &self.standby_db)
             .env("HEALTH_CHECK_SCHEDULE_NAME", &self.schedule)
@@ -391,6 +412,121 @@ async fn backup_restore_failover_creates_the_environment_with_mapped_fields() {
     assert!(steps.contains(&"wait_secondary_available"), "{steps:?}");
     assert_eq!(s.restored_runs().await, 10);
     assert!(!s.dag_paused("etl").await);
+}
+
+/// What the original solution's workflow stores at its backup bucket's root, made by
+/// tests/fixtures/original/make-environment-json.py, for the environment `name`.
+fn originals_environment_file(name: &str) -> Vec<u8> {
+    include_str!("../fixtures/original/environment.json")
+        .replace("mwaa-2-10-3-primary", name)
+        .into_bytes()
+}
+
+/// Migrating from the original: the store has no definition of the primary (and the primary's
+/// region is gone), but the original's workflow left MWAA_BACKUP_FILE_NAME at the bucket's
+/// root; the failover recreates the environment from it and says so.
+#[tokio::test]
+async fn backup_restore_failover_recreates_from_the_originals_environment_file() {
+    let Some(s) = Scenario::on_s3("br_original").await else {
+        return;
+    };
+    let s = s.with_schedule_and_topic().await;
+    let bucket = s.bucket.clone().expect("bucket");
+    // A malformed file under another name: refused with the key named, nothing created.
+    let mut bad =
+        serde_json::from_slice::<Value>(&originals_environment_file(&s.primary)).expect("fixture");
+    let mut payload: Value =
+        serde_json::from_str(bad["Payload"].as_str().expect("payload")).expect("payload");
+    payload["Environment"]["MaxWorkers"] = json!("seven");
+    bad["Payload"] = json!(payload.to_string());
+    s.aws
+        .put_object(&bucket, "saved/env.json", bad.to_string().into_bytes())
+        .await;
+    let out = s.backup_restore_failover(&[("MWAA_BACKUP_FILE_NAME", "saved/env.json")]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains(&format!("s3://{bucket}/saved/env.json"))
+            && out.stderr.contains("Environment.MaxWorkers"),
+        "{}",
+        out.stderr
+    );
+    assert!(s.aws.requests("CreateEnvironment", &s.secondary).is_empty());
+
+    // The file as the original writes it, under the default name: the resumed run creates.
+    s.aws
+        .put_object(
+            &bucket,
+            "environment.json",
+            originals_environment_file(&s.primary),
+        )
+        .await;
+    s.aws.standin(
+        "POST",
+        "next-create",
+        Some(json!({"Name": s.secondary, "Delay": 2})),
+    );
+    let out = s.backup_restore_failover(&[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let creates = s.aws.requests("CreateEnvironment", &s.secondary);
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    assert_eq!(creates[0]["region"], SECONDARY_REGION);
+    let body = &creates[0]["body"];
+    let expected = json!({
+        "Name": s.secondary,
+        "ExecutionRoleArn": SECONDARY_ROLE,
+        "SourceBucketArn": "arn:aws:s3:::secondary-dags",
+        "NetworkConfiguration": {"SubnetIds": ["subnet-s1", "subnet-s2"], "SecurityGroupIds": ["sg-s"]},
+        "AirflowVersion": "2.10.3",
+        "DagS3Path": "dags",
+        "EnvironmentClass": "mw1.medium",
+        "MaxWorkers": 7,
+        "MinWorkers": 2,
+        "MaxWebservers": 4,
+        "MinWebservers": 2,
+        "Schedulers": 3,
+        "KmsKey": "arn:aws:kms:us-east-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+        "EndpointManagement": "SERVICE",
+        "WebserverAccessMode": "PUBLIC_ONLY",
+        "WeeklyMaintenanceWindowStart": "TUE:03:30",
+        "AirflowConfigurationOptions": {"celery.worker_autoscale": "5,5", "core.default_timezone": "utc"},
+        "PluginsS3Path": "plugins.zip",
+        "PluginsS3ObjectVersion": "Xk7rQ3plugins",
+        "RequirementsS3Path": "requirements.txt",
+        "RequirementsS3ObjectVersion": "y1Hq8requirements",
+        "StartupScriptS3Path": "startup.sh",
+        "StartupScriptS3ObjectVersion": "Vb2startup",
+        "LoggingConfiguration": {
+            "DagProcessingLogs": {"Enabled": true, "LogLevel": "WARNING"},
+            "SchedulerLogs": {"Enabled": true, "LogLevel": "INFO"},
+            "TaskLogs": {"Enabled": true, "LogLevel": "INFO"},
+            "WebserverLogs": {"Enabled": false, "LogLevel": "ERROR"},
+            "WorkerLogs": {"Enabled": true, "LogLevel": "CRITICAL"}
+        },
+        "Tags": {"team": "data", "cost-center": "42"}
+    });
+    assert_eq!(body, &expected, "CreateEnvironment body");
+    let timeline = doc(&out);
+    let create = timeline["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|r| r["step"] == "create_secondary_environment" && r["outcome"] == "ok")
+        .unwrap_or_else(|| panic!("create step in {timeline}"));
+    let detail = create.to_string();
+    assert!(
+        detail.contains(&format!("s3://{bucket}/environment.json"))
+            && detail.contains("original solution"),
+        "{detail}"
+    );
+    assert_eq!(s.restored_runs().await, 10);
+    // The original's file is read, never rewritten; the store keeps its own layout.
+    let keys = s.aws.keys(&bucket).await;
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("mwaa-dr/") || k == "environment.json" || k == "saved/env.json"),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test]
