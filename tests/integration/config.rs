@@ -217,6 +217,74 @@ fn backup_restore_tutorial_env_works_unchanged() {
     }
 }
 
+/// The original's variables that this build accepts but that change nothing say so, in
+/// JSON and in text, when set; those that act (or are only defaults) do not.
+#[test]
+fn config_marks_the_set_variables_that_have_no_effect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_env(
+        dir.path(),
+        &format!(
+            "{TUTORIAL_BACKUP_RESTORE}HEALTH_CHECK_ENABLED=YES\nHEALTH_CHECK_INTERVAL_MINS=5\nMWAA_NOTIFICATION_EMAILS='[\"ops@example.com\"]'\nMWAA_DAGS_S3_PATH=dags\nSECONDARY_CLEANUP_COOL_OFF_SECS=30\nPRIMARY_REPLICATION_POLLING_INTERVAL_SECS=30\nMWAA_BACKUP_FILE_NAME=environment.json\n"
+        ),
+    );
+    let doc = config_json(&run(
+        mwaa_dr(dir.path()).args(["--output", "json", "config"])
+    ));
+    let marked: serde_json::Map<String, Value> = doc["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter(|v| !v["no_effect"].is_null())
+        .map(|v| {
+            (
+                v["name"].as_str().expect("name").to_string(),
+                v["no_effect"].clone(),
+            )
+        })
+        .collect();
+    insta::assert_json_snapshot!("config-no-effect", marked);
+    for acting in [
+        "DR_TYPE",
+        "STACK_NAME_PREFIX",
+        "MWAA_BACKUP_FILE_NAME",
+        "SECONDARY_MWAA_ROLE_ARN",
+        "SECONDARY_SUBNET_IDS",
+        "PRIMARY_MWAA_ENVIRONMENT_NAME",
+    ] {
+        assert!(!marked.contains_key(acting), "{acting} acts: {marked:?}");
+    }
+    // A default is no user's choice: not marked.
+    let bare = config_json(&run(
+        mwaa_dr(dir.path()).args(["--no-dotenv", "--output", "json", "config"])
+    ));
+    assert!(var(&bare, "HEALTH_CHECK_INTERVAL_MINS")["no_effect"].is_null());
+
+    let text = run(mwaa_dr(dir.path()).arg("config"));
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    let line = |name: &str| {
+        text.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{}", text.stdout))
+            .to_string()
+    };
+    assert!(
+        line("MWAA_NOTIFICATION_EMAILS").contains("no effect: the SNS topic"),
+        "{}",
+        text.stdout
+    );
+    assert!(line("MWAA_UPDATE_EXECUTION_ROLE").contains("no effect: "));
+    assert!(!line("DR_TYPE").contains("no effect"));
+    // STACK_NAME_PREFIX names the health-check schedule when HEALTH_CHECK_SCHEDULE_NAME is unset.
+    assert!(
+        line("HEALTH_CHECK_SCHEDULE_NAME").contains("mwaa-2-5-1-scheduler")
+            && line("HEALTH_CHECK_SCHEDULE_NAME").contains("from STACK_NAME_PREFIX"),
+        "{}",
+        text.stdout
+    );
+}
+
 #[test]
 fn warm_standby_tutorial_env_keeps_append() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -139,6 +139,9 @@ struct Scenario {
     /// The S3 bucket holding the store under `mwaa-dr/`, when the store is on moto rather
     /// than in `dir`.
     bucket: Option<String>,
+    /// STACK_NAME_PREFIX, when the schedule is named as the original names it
+    /// (`<prefix>-scheduler`) and HEALTH_CHECK_SCHEDULE_NAME is unset.
+    stack_prefix: Option<String>,
 }
 
 impl Scenario {
@@ -146,18 +149,19 @@ impl Scenario {
         Self::create(test, false).await
     }
 
-    /// A scenario whose store is `s3://<bucket>/mwaa-dr` on moto, as DR_BACKUP_BUCKET with
-    /// the default DR_BACKUP_PREFIX gives.
+    /// An operator's setup carried over from the original: the store is
+    /// `s3://<bucket>/mwaa-dr` on moto (DR_BACKUP_BUCKET with the default DR_BACKUP_PREFIX)
+    /// and the health-check schedule is named from STACK_NAME_PREFIX alone.
     async fn on_s3(test: &str) -> Option<Scenario> {
         Self::create(test, true).await
     }
 
     async fn create(test: &str, on_s3: bool) -> Option<Scenario> {
         let aws = Aws::get(test)?;
-        let bucket = if on_s3 {
-            Some(aws.bucket("dr").await)
+        let (bucket, stack_prefix) = if on_s3 {
+            (Some(aws.bucket("dr").await), Some(format!("stack-{}", aws.tag)))
         } else {
-            None
+            (None, None)
         };
         let bench = Bench::get()?;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -167,7 +171,10 @@ impl Scenario {
         let s = Scenario {
             primary: format!("primary-{}", aws.tag),
             secondary: format!("secondary-{}", aws.tag),
-            schedule: format!("health-{}", aws.tag),
+            schedule: match &stack_prefix {
+                Some(prefix) => format!("{prefix}-scheduler"),
+                None => format!("health-{}", aws.tag),
+            },
             topic: String::new(),
             queue: String::new(),
             standby_db,
@@ -175,6 +182,7 @@ impl Scenario {
             bench,
             aws,
             bucket,
+            stack_prefix,
         };
         let out = run(s.cmd().args(["backup", "--db", &src]));
         assert_eq!(out.code, 0, "{}", out.stderr);
@@ -192,10 +200,13 @@ impl Scenario {
             Some(bucket) => cmd.env("DR_BACKUP_BUCKET", bucket),
             None => cmd.arg("--store").arg(self.store()),
         };
+        match &self.stack_prefix {
+            Some(prefix) => cmd.env("STACK_NAME_PREFIX", prefix),
+            None => cmd.env("HEALTH_CHECK_SCHEDULE_NAME", &self.schedule),
+        };
         cmd.env("PRIMARY_MWAA_ENVIRONMENT_NAME", &self.primary)
             .env("SECONDARY_MWAA_ENVIRONMENT_NAME", &self.secondary)
             .env("SECONDARY_DB_URL", &self.standby_db)
-            .env("HEALTH_CHECK_SCHEDULE_NAME", &self.schedule)
             .env("HEALTH_CHECK_MAX_RETRY", "0")
             .env("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS", "1");
         if !self.topic.is_empty() {
@@ -471,9 +482,9 @@ async fn backup_restore_failover_recreates_from_the_originals_environment_file()
     let creates = s.aws.requests("CreateEnvironment", &s.secondary);
     assert_eq!(creates.len(), 1, "{creates:?}");
     assert_eq!(creates[0]["region"], SECONDARY_REGION);
+    // The name travels in the request's path (CreateEnvironment is PUT /environments/{Name}).
     let body = &creates[0]["body"];
     let expected = json!({
-        "Name": s.secondary,
         "ExecutionRoleArn": SECONDARY_ROLE,
         "SourceBucketArn": "arn:aws:s3:::secondary-dags",
         "NetworkConfiguration": {"SubnetIds": ["subnet-s1", "subnet-s2"], "SecurityGroupIds": ["sg-s"]},
@@ -520,6 +531,16 @@ async fn backup_restore_failover_recreates_from_the_originals_environment_file()
         "{detail}"
     );
     assert_eq!(s.restored_runs().await, 10);
+    // The schedule named only by STACK_NAME_PREFIX, as the original names it, is disabled.
+    assert_eq!(s.aws.schedule_state(&s.schedule).await, "DISABLED");
+    let disabled = timeline["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|r| r["step"] == "disable_health_check")
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(disabled.contains(&s.schedule), "{disabled}");
     // The original's file is read, never rewritten; the store keeps its own layout.
     let keys = s.aws.keys(&bucket).await;
     assert!(
