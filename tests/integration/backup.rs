@@ -1311,3 +1311,74 @@ async fn clean_restore_keeps_the_dr_runs_ids_and_moves_colliding_restored_runs()
         "the sequence is past both the kept and the restored ids"
     );
 }
+
+/// A failed backup publishes what failed to DR_SNS_TOPIC_ARN (read back through an SQS
+/// subscription on moto), as the original's backup DAG does; a successful one publishes
+/// nothing.
+#[tokio::test]
+async fn a_failed_backup_notifies_the_topic_and_a_successful_one_does_not() {
+    let Some(aws) = crate::aws::Aws::get("backup_sns") else {
+        return;
+    };
+    let Some(bench) = Bench::get() else {
+        return;
+    };
+    let src = bench.airflow_db("backup_sns_src", "2.10.3", true);
+    let environment = format!("primary-{}", aws.tag);
+    aws.seed_environment(
+        crate::aws::PRIMARY_REGION,
+        serde_json::json!({"Name": environment, "Status": "AVAILABLE", "AirflowVersion": "2.10.3"}),
+    );
+    let (topic, queue) = aws.topic_with_queue(&format!("backups-{}", aws.tag)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let backup = |fault: Option<&str>| {
+        let mut cmd = mwaa_dr(dir.path());
+        aws.env(&mut cmd);
+        cmd.env("DR_SNS_TOPIC_ARN", &topic)
+            .env("PRIMARY_MWAA_ENVIRONMENT_NAME", &environment)
+            .arg("--store")
+            .arg(&store);
+        if let Some(fault) = fault {
+            cmd.env("MWAA_DR_TEST_STORE_FAULT", fault);
+        }
+        run(cmd.args(["backup", "--jobs", "1", "--db", &src]))
+    };
+
+    let ok = backup(None);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(aws.notifications(&queue).await, Vec::new());
+
+    // The lock file is the first object created, then the backup's objects.
+    let failed = backup(Some("create#3"));
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let notes = aws.notifications(&queue).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let (subject, message) = &notes[0];
+    assert_eq!(subject, &format!("mwaa-dr backup of {environment} FAILED"));
+    let doc: Value = serde_json::from_str(message).expect("JSON message");
+    assert_eq!(doc["command"], "backup");
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["what"], "backup of the metadata database");
+    assert_eq!(doc["environment"], environment.as_str());
+    assert_eq!(doc["store"], store.display().to_string());
+    assert_eq!(doc["error"]["class"], "transient");
+    let error = doc["error"]["message"].as_str().expect("message");
+    assert!(error.contains("injected fault"), "{doc}");
+    let id = doc["backup_id"].as_str().expect("backup id");
+    assert!(error.contains(&format!("backups/{id}/")), "{doc}");
+
+    // A dry run that fails notifies nobody.
+    let mut cmd = mwaa_dr(dir.path());
+    aws.env(&mut cmd);
+    let dry = run(cmd.env("DR_SNS_TOPIC_ARN", &topic).args([
+        "--dry-run",
+        "backup",
+        "--airflow-version",
+        "9.9.9",
+        "--db",
+        &src,
+    ]));
+    assert_ne!(dry.code, 0, "{}", dry.stdout);
+    assert_eq!(aws.notifications(&queue).await, Vec::new());
+}

@@ -255,9 +255,12 @@ fn config_marks_the_set_variables_that_have_no_effect() {
         assert!(!marked.contains_key(acting), "{acting} acts: {marked:?}");
     }
     // A default is no user's choice: not marked.
-    let bare = config_json(&run(
-        mwaa_dr(dir.path()).args(["--no-dotenv", "--output", "json", "config"])
-    ));
+    let bare = config_json(&run(mwaa_dr(dir.path()).args([
+        "--no-dotenv",
+        "--output",
+        "json",
+        "config",
+    ])));
     assert!(var(&bare, "HEALTH_CHECK_INTERVAL_MINS")["no_effect"].is_null());
 
     let text = run(mwaa_dr(dir.path()).arg("config"));

@@ -159,7 +159,10 @@ impl Scenario {
     async fn create(test: &str, on_s3: bool) -> Option<Scenario> {
         let aws = Aws::get(test)?;
         let (bucket, stack_prefix) = if on_s3 {
-            (Some(aws.bucket("dr").await), Some(format!("stack-{}", aws.tag)))
+            (
+                Some(aws.bucket("dr").await),
+                Some(format!("stack-{}", aws.tag)),
+            )
         } else {
             (None, None)
         };
