@@ -24,6 +24,7 @@ fn render(dir: &Path, binary_uri: &str, sha: &str) -> PathBuf {
         .env("PRIMARY_REGION", "us-east-1")
         .env("METADATA_EXPORT_DAG_NAME", "dr_backup")
         .env("PRIMARY_BACKUP_SCHEDULE", "@daily")
+        .env("DR_SNS_TOPIC_ARN", TOPIC)
         .env(
             "PRIMARY_DB_URL",
             format!("postgresql://airflow:{PASSWORD}@primary/db"),
@@ -71,7 +72,11 @@ fn rendered_dags_carry_the_settings_and_no_secret() {
     let backup = std::fs::read_to_string(out.join("dr_backup.py")).expect("read");
     assert!(backup.contains("s3://dr-bucket/backups"), "{backup}");
     assert!(backup.contains("schedule=\"@daily\""), "{backup}");
+    // A failed scheduled backup notifies the topic from the worker.
+    assert!(backup.contains(TOPIC), "{backup}");
 }
+
+const TOPIC: &str = "arn:aws:sns:us-east-2:123456789012:mwaa-dr";
 
 /// Imports the rendered DAGs with Airflow's own DagBag; no import error, no warning raised
 /// from the DAG files themselves.
