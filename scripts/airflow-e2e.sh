@@ -62,11 +62,9 @@ readonly target_min_seconds=40
 readonly target_timeout=150
 readonly stop_timeout=45
 
-log() { echo "airflow-e2e: $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+e2e_name=airflow-e2e
+# shellcheck source=scripts/lib/e2e.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/e2e.sh"
 usage() {
     sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
@@ -152,28 +150,9 @@ done < <(compgen -e | grep -E '^AIRFLOW(_HOME$|__)' || true)
 python=$venv/bin/python
 readonly python
 
-# One end-to-end run at a time on a machine: two would compete for the cores and for the
-# bounded waits below.
-lock_dir=${XDG_CACHE_HOME:-$HOME/.cache}/mwaa-dr
-mkdir -p "$lock_dir"
-if command -v flock >/dev/null 2>&1; then
-    exec 8>"$lock_dir/airflow-e2e.lock"
-    if ! flock -n 8; then
-        log "waiting for another airflow-e2e run on this machine"
-        flock -w 1800 8 || die "another airflow-e2e run holds $lock_dir/airflow-e2e.lock"
-    fi
-fi
+take_airflow_lock
 SECONDS=0 # the times reported leave the wait out
 
-# URL of another database on the same server: replace the path, keep the query string.
-url_with_db() {
-    local url=$1 db=$2 scheme=$3 base query rest authority
-    base=${url%%\?*}
-    query=${url#"$base"}
-    rest=${base#*://}
-    authority=${rest%%/*}
-    echo "$scheme://$authority/$db$query"
-}
 
 tag=${version//./}_$$
 readonly src_db=af_e2e_src_$tag dst_db=af_e2e_dst_$tag
@@ -186,44 +165,7 @@ readonly work store=$work/store
 mkdir -p "$work/state" "$work/cli" "$store"
 
 status=1
-bg_pids=()
-declare -A log_bytes_before_stop=()
-psql_admin() {
-    PGOPTIONS='-c client_min_messages=warning' "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 \
-        -d "$admin_url" "$@"
-}
 
-# Stops a background Airflow process (its own process group): SIGTERM, then SIGKILL.
-stop_process() {
-    local pid=$1 name=$2 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < stop_timeout * 5; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$name (pid $pid) did not stop after ${stop_timeout}s; killing its process group"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-    # Workers it forked and left behind.
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# Stops the background Airflow processes newest first: the scheduler before the API server it
-# sends task runs to (stopped the other way round, a task it starts meanwhile cannot reach the
-# API server and logs an error).
-stop_background() {
-    local i f
-    for f in "$work"/*.log; do
-        [[ -f $f ]] && log_bytes_before_stop[$f]=$(stat -c %s "$f")
-    done
-    for ((i = ${#bg_pids[@]} - 1; i >= 0; i--)); do
-        stop_process "${bg_pids[i]}" "airflow process"
-    done
-    bg_pids=()
-}
 
 finish() {
     trap - EXIT INT TERM
@@ -244,31 +186,6 @@ trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# ---------------------------------------------------------------------------------------
-# Helpers
-
-timings=()
-phase_start=$SECONDS
-phase_name=
-step() {
-    if [[ -n $phase_name ]]; then timings+=("$(printf '%4d s  %s' $((SECONDS - phase_start)) "$phase_name")"); fi
-    phase_name=$1
-    phase_start=$SECONDS
-    printf '\n==> %s\n' "$*"
-}
-checks=()
-pass() {
-    checks+=("$*")
-    echo "  ok: $*"
-}
-fail() {
-    log "FAILED: $*"
-    exit 1
-}
-
-psql_v() {
-    "$pg_bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$1" -c "$2"
-}
 
 fernet_key=$("$python" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')
 readonly fernet_key
@@ -314,46 +231,14 @@ side_env() {
     fi
 }
 
-# Runs the Airflow CLI on one side with warnings-level logging (a clean stdout); on a failure
-# shows its output and stops.
-af() {
-    local side=$1 out rc=0
-    shift
-    out=$work/cli/last-$side.log
-    side_env "$side"
-    env "${side_vars[@]}" AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING \
-        "$venv/bin/airflow" "$@" >"$out" 2>&1 8>&- || rc=$?
-    if ((rc != 0)); then
-        sed 's/^/    /' "$out" | tail -n 40 >&2
-        fail "airflow $* on the $side database exited with $rc"
-    fi
-}
-
-# Starts a long-running Airflow command on one side in its own process group; prints its pid.
-af_start() {
-    local side=$1 name=$2 pidfile=$work/$2-$1.pid
-    shift 2
-    rm -f "$pidfile"
-    side_env "$side"
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    env "${side_vars[@]}" setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' af-launch \
-        "$pidfile" "$venv/bin/airflow" "$@" </dev/null >"$work/$name-$side.log" 2>&1 8>&- &
-    local i
-    for ((i = 0; i < 50; i++)); do
-        [[ -s $pidfile ]] && break
-        sleep 0.1
-    done
-    [[ -s $pidfile ]] || fail "airflow $name did not start on the $side database"
-    cat "$pidfile"
-}
 
 # Scheduler (and on Airflow 3 the API server for the task runners and the DAG processor) on
 # one side; the pids go to bg_pids.
 start_scheduler() {
     local side=$1 pid
     if ((major >= 3)); then
-        pid=$(af_start "$side" api-server api-server --host 127.0.0.1 --port "$api_port")
-        bg_pids+=("$pid")
+        af_start "$side" api-server api-server --host 127.0.0.1 --port "$api_port"
+        pid=$started_pid
         # Task runners that find no API server fail at once: wait until it answers.
         "$python" - "http://127.0.0.1:$api_port/api/v2/monitor/health" "$pid" <<'PY' ||
 import os
@@ -383,36 +268,15 @@ PY
                 tail -n 30 "$work/api-server-$side.log" | cut -c1-300 >&2
                 fail "airflow api-server did not start on the $side database (log: $work/api-server-$side.log)"
             }
-        pid=$(af_start "$side" dag-processor dag-processor)
-        bg_pids+=("$pid")
+        af_start "$side" dag-processor dag-processor
     fi
-    pid=$(af_start "$side" scheduler scheduler --skip-serve-logs)
-    bg_pids+=("$pid")
+    af_start "$side" scheduler scheduler --skip-serve-logs
 }
 
 stop_scheduler() {
     stop_background
 }
 
-# Errors in the logs of one side's scheduler (and API server, DAG processor): a Traceback, a
-# duplicate key or another integrity error. A Traceback counts up to the moment the process was
-# told to stop: what Python prints while it exits on SIGTERM (or is killed after the stop
-# timeout on a busy machine) is not about the database. Integrity errors count in the whole log.
-readonly error_pattern='Traceback|IntegrityError|UniqueViolation|duplicate key|ForeignKeyViolation|NotNullViolation'
-readonly integrity_pattern='IntegrityError|UniqueViolation|duplicate key|ForeignKeyViolation|NotNullViolation'
-check_logs() {
-    local side=$1 f bad=0 limit
-    for f in "$work"/*-"$side".log; do
-        [[ -f $f ]] || continue
-        limit=${log_bytes_before_stop[$f]:-$(stat -c %s "$f")}
-        if head -c "$limit" "$f" | grep -qE "$error_pattern" || grep -qE "$integrity_pattern" "$f"; then
-            log "errors in $f (the first $limit bytes were written before the stop signal):"
-            grep -nE -B2 -A12 "$error_pattern" "$f" | cut -c1-300 | head -n 80 >&2
-            bad=1
-        fi
-    done
-    return "$bad"
-}
 
 scheduler_alive() {
     local pid

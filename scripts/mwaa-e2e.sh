@@ -45,11 +45,9 @@ readonly paused_dag=e2e_retry
 readonly triggered=(e2e_xcom e2e_retry e2e_mapped)
 readonly settle_timeout=240 stop_timeout=30
 
-log() { echo "mwaa-e2e: $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+e2e_name=mwaa-e2e
+# shellcheck source=scripts/lib/e2e.sh
+. "$repo/scripts/lib/e2e.sh"
 usage() {
     sed -n '7,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
@@ -122,24 +120,9 @@ done < <(compgen -e | grep -E '^AIRFLOW(_HOME$|__)' || true)
 command -v curl >/dev/null 2>&1 || die "curl not found"
 
 # The machine-wide lock of the real-Airflow runs (scripts/airflow-e2e.sh takes it too).
-lock_dir=${XDG_CACHE_HOME:-$HOME/.cache}/mwaa-dr
-mkdir -p "$lock_dir"
-if command -v flock >/dev/null 2>&1; then
-    exec 8>"$lock_dir/airflow-e2e.lock"
-    if ! flock -n 8; then
-        log "waiting for another real-Airflow run on this machine"
-        flock -w 1800 8 || die "another run holds $lock_dir/airflow-e2e.lock"
-    fi
-fi
+take_airflow_lock
 SECONDS=0
 
-url_with_db() {
-    local url=$1 db=$2 scheme=$3 base query rest
-    base=${url%%\?*}
-    query=${url#"$base"}
-    rest=${base#*://}
-    echo "$scheme://${rest%%/*}/$db$query"
-}
 
 tag=${version//./}-$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/mwaa-dr-mwaa-e2e.XXXXXX")
@@ -159,39 +142,13 @@ jwt_secret=$("$python" -c 'import secrets; print(secrets.token_hex(32))')
 readonly travel_key jwt_secret
 
 status=1
-bg_pids=()
 standin_pid=
-psql_admin() {
-    PGOPTIONS='-c client_min_messages=warning' "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$admin_url" "$@"
-}
-psql_v() { "$pg_bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
 db_url() { url_with_db "$admin_url" "${db_of[$1]}" postgresql; }
 
-stop_process() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < stop_timeout * 5; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-declare -A log_bytes_before_stop=()
-stop_airflow() {
-    local i f
-    for f in "$work"/*.log; do
-        [[ -f $f ]] && log_bytes_before_stop[$f]=$(stat -c %s "$f")
-    done
-    # The scheduler before the API server its task runners report to.
-    for ((i = ${#bg_pids[@]} - 1; i >= 0; i--)); do stop_process "${bg_pids[i]}"; done
-    bg_pids=()
-}
 finish() {
     trap - EXIT INT TERM
-    stop_airflow
-    [[ -n $standin_pid ]] && stop_process "$standin_pid"
+    stop_background
+    [[ -n $standin_pid ]] && stop_process "$standin_pid" "the MWAA stand-in"
     if ((keep)); then
         log "kept: $work, databases ${db_of[*]}"
         return
@@ -205,24 +162,6 @@ trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-timings=()
-phase_start=$SECONDS
-phase_name=
-step() {
-    if [[ -n $phase_name ]]; then timings+=("$(printf '%4d s  %s' $((SECONDS - phase_start)) "$phase_name")"); fi
-    phase_name=$1
-    phase_start=$SECONDS
-    printf '\n==> %s\n' "$*"
-}
-checks=()
-pass() {
-    checks+=("$*")
-    echo "  ok: $*"
-}
-fail() {
-    log "FAILED: $*"
-    exit 1
-}
 
 # The AWS side every process sees: moto for everything, the stand-in for MWAA.
 aws_vars() {
@@ -293,33 +232,6 @@ side_env() {
     fi
 }
 
-af() {
-    local side=$1 rc=0 out=$work/cli/last-$1.log
-    shift
-    side_env "$side"
-    env "${side_vars[@]}" AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING "$venv/bin/airflow" "$@" \
-        >"$out" 2>&1 8>&- || rc=$?
-    if ((rc != 0)); then
-        tail -n 40 "$out" | sed 's/^/    /' >&2
-        fail "airflow $* ($side) exited with $rc"
-    fi
-}
-
-af_start() {
-    local side=$1 name=$2 pidfile=$work/$2-$1.pid i
-    shift 2
-    rm -f "$pidfile"
-    side_env "$side"
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    env "${side_vars[@]}" setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' af-launch \
-        "$pidfile" "$venv/bin/airflow" "$@" </dev/null >"$work/$name-$side.log" 2>&1 8>&- &
-    for ((i = 0; i < 50; i++)); do
-        [[ -s $pidfile ]] && break
-        sleep 0.1
-    done
-    [[ -s $pidfile ]] || fail "airflow $name did not start ($side)"
-    bg_pids+=("$(cat "$pidfile")")
-}
 
 # Waits until URL answers anything over HTTP.
 wait_http() {
@@ -357,21 +269,6 @@ start_side() {
     af_start "$side" scheduler scheduler --skip-serve-logs
 }
 
-readonly error_pattern='Traceback|IntegrityError|UniqueViolation|duplicate key|ForeignKeyViolation|NotNullViolation'
-readonly integrity_pattern='IntegrityError|UniqueViolation|duplicate key|ForeignKeyViolation|NotNullViolation'
-check_logs() {
-    local side=$1 f bad=0 limit
-    for f in "$work"/*-"$side".log; do
-        [[ -f $f ]] || continue
-        limit=${log_bytes_before_stop[$f]:-$(stat -c %s "$f")}
-        if head -c "$limit" "$f" | grep -qE "$error_pattern" || grep -qE "$integrity_pattern" "$f"; then
-            log "errors in $f:"
-            grep -nE -B2 -A12 "$error_pattern" "$f" | cut -c1-300 | head -n 80 >&2
-            bad=1
-        fi
-    done
-    return "$bad"
-}
 
 standin_call() {
     local method=$1 path=$2 body=${3:-}
@@ -541,7 +438,7 @@ if [[ -n $bench_source ]]; then
     # A backup leaves in-flight runs and task instances out, and the standby keeps the restore
     # DAG's own: the counts differ by those; the end to end proper compares run by run.
     ((restored > 0)) || fail "the standby has no restored run or task instance (the source has $expected)"
-    stop_airflow
+    stop_background
     check_logs s || fail "the standby's Airflow logged errors (above)"
     status=0
     echo "bench: recovery_seconds=$recovery_s restored_rows=$restored source_rows=$expected"
@@ -598,7 +495,7 @@ print(doc["report"]["backup_id"])' "$work/backup.out") || {
 pass "mwaa-dr backup: the backup DAG ran in the primary's scheduler and reported backup $backup_id"
 run_mwaa_dr verify --output json verify "$backup_id"
 pass "mwaa-dr verify accepts backup $backup_id"
-stop_airflow
+stop_background
 check_logs p || fail "the primary's Airflow logged errors (above)"
 
 # One failover into a side: its checks; prints the recovery time.
@@ -614,7 +511,7 @@ failover_checks() {
     pass "$kind: Airflow's CLI on the secondary shows $(cat "$work/cli/compare-$side.out"); password decrypted under the secondary's own key"
     grep -q "$backup_id" "$work/failover-$side.out" ||
         fail "$kind: the timeline does not name backup $backup_id"
-    stop_airflow
+    stop_background
     check_logs "$side" || fail "$kind: the secondary's Airflow logged errors (above)"
     pass "$kind: no Traceback or integrity error in the secondary's logs"
 }
