@@ -28,17 +28,6 @@ pub async fn save(store: &dyn BackupStore, definition: &EnvironmentDefinition) -
 
 const READ: &str = "read the saved environment";
 
-/// The newest saved definition of `name`, with its key.
-pub async fn latest(
-    store: &dyn BackupStore,
-    name: &str,
-) -> Result<(String, EnvironmentDefinition)> {
-    match newest(store, name).await? {
-        Some(found) => Ok(found),
-        None => Err(none_saved(store, name, None)),
-    }
-}
-
 /// Where the original solution saved the primary's definition: `file` (MWAA_BACKUP_FILE_NAME)
 /// at the root of `root`, the backup bucket.
 pub struct OriginalFile<'a> {
@@ -72,7 +61,7 @@ pub async fn latest_or_original(
     }
     let file = original.file.trim_matches('/');
     if file.is_empty() || !original.root.exists(file).await? {
-        return Err(none_saved(store, name, Some(original)));
+        return Err(none_saved(store, name, original));
     }
     let source = format!("{}/{file}", original.root.describe());
     let bytes = original.root.get_bytes(file).await?;
@@ -114,14 +103,12 @@ async fn newest(
     Ok(Some((newest.key, definition)))
 }
 
-fn none_saved(store: &dyn BackupStore, name: &str, original: Option<&OriginalFile<'_>>) -> Error {
-    let also = original.map_or_else(String::new, |o| {
-        format!(
-            ", and there is no {} (MWAA_BACKUP_FILE_NAME) of the original solution at {}",
-            o.file,
-            o.root.describe()
-        )
-    });
+fn none_saved(store: &dyn BackupStore, name: &str, original: &OriginalFile<'_>) -> Error {
+    let also = format!(
+        ", and there is no {} (MWAA_BACKUP_FILE_NAME) of the original solution at {}",
+        original.file,
+        original.root.describe()
+    );
     Error::failed(
         READ,
         format!("{}/{PREFIX}{name}/", store.describe()),
