@@ -238,7 +238,7 @@ fn too_young(
             .to_std()
             .is_ok_and(|age| age >= after)
     };
-    let after_text = humantime(after);
+    let after_text = humantime::format_duration(after);
     if !older(started) {
         return Some(format!(
             "started less than {after_text} ago (it may still be running)"
@@ -249,16 +249,6 @@ fn too_young(
             "last written less than {after_text} ago (it may still be running)"
         )),
         _ => None,
-    }
-}
-
-fn humantime(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
     }
 }
 
