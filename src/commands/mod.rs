@@ -8,6 +8,7 @@ pub mod failover;
 pub mod health_check;
 pub mod list;
 pub mod prune;
+pub mod remote;
 pub mod restore;
 pub mod restore_legacy;
 pub mod verify;

@@ -26,6 +26,7 @@ pub async fn health(
         &options.settings,
         services.primary_mwaa()?,
         services.heartbeat()?,
+        &services.clock,
     )
     .await
 }

@@ -166,8 +166,12 @@ fn has_endpoint_override(shared: Option<&str>, s3_variable: Option<&str>) -> boo
 /// An SDK error as `Error::Failed`, with the full chain of causes.
 fn sdk_failed<E, R>(operation: &str, resource: String, err: SdkError<E, R>) -> Error
 where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error
+        + aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     crate::aws::sdk_error(operation, resource, err)
 }
