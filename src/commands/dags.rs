@@ -41,8 +41,47 @@ struct RenderReport {
 pub fn render(config: &Config, args: &DagsRenderArgs) -> Result<()> {
     let command = "dags render";
     let store = config.store(command)?;
-    let binary_sha256 = match (&args.binary_sha256, &args.binary_file) {
-        (Some(hex), _) => hex.clone(),
+    let binary = Binary {
+        uri: &args.binary_uri,
+        version: args.binary_version.as_deref(),
+        sha256: args.binary_sha256.as_deref(),
+        file: args.binary_file.as_deref(),
+        install_path: &args.install_path,
+    };
+    let (files, binary_sha256) = render_files(config, &store.to_string(), &binary)?;
+    if config.dry_run {
+        return report(config, args, &files, binary_sha256);
+    }
+    let out = &args.out;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::failed("create", out.display().to_string(), e))?;
+    for file in &files {
+        let path = out.join(&file.name);
+        std::fs::write(&path, &file.contents)
+            .map_err(|e| Error::failed("write", path.display().to_string(), e))?;
+    }
+    report(config, args, &files, binary_sha256)
+}
+
+/// The binary the startup script installs.
+pub struct Binary<'a> {
+    pub uri: &'a str,
+    pub version: Option<&'a str>,
+    /// The SHA-256 (hex), or the local copy to take it from.
+    pub sha256: Option<&'a str>,
+    pub file: Option<&'a std::path::Path>,
+    pub install_path: &'a str,
+}
+
+/// The three DR DAGs and the startup script, with the DAGs reading and writing backups at
+/// `store`; also returns the binary's SHA-256.
+pub fn render_files(
+    config: &Config,
+    store: &str,
+    binary: &Binary<'_>,
+) -> Result<(Vec<RenderedFile>, String)> {
+    let binary_sha256 = match (binary.sha256, binary.file) {
+        (Some(hex), _) => hex.to_string(),
         (None, Some(path)) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| Error::failed("read", path.display().to_string(), e))?;
@@ -70,29 +109,18 @@ pub fn render(config: &Config, args: &DagsRenderArgs) -> Result<()> {
         cleanup_dag: deployment.cleanup_dag_name.clone(),
         backup_schedule: deployment.backup_schedule.clone(),
         settings,
-        install_path: args.install_path.clone(),
+        install_path: binary.install_path.to_string(),
     })?;
     files.push(RenderedFile {
         name: startup::FILE_NAME.into(),
         contents: render_startup(&StartupSettings {
-            binary_uri: args.binary_uri.clone(),
-            binary_version: args.binary_version.clone(),
+            binary_uri: binary.uri.to_string(),
+            binary_version: binary.version.map(str::to_string),
             binary_sha256: binary_sha256.clone(),
-            install_path: args.install_path.clone(),
+            install_path: binary.install_path.to_string(),
         })?,
     });
-    if config.dry_run {
-        return report(config, args, &files, binary_sha256);
-    }
-    let out = &args.out;
-    std::fs::create_dir_all(out)
-        .map_err(|e| Error::failed("create", out.display().to_string(), e))?;
-    for file in &files {
-        let path = out.join(&file.name);
-        std::fs::write(&path, &file.contents)
-            .map_err(|e| Error::failed("write", path.display().to_string(), e))?;
-    }
-    report(config, args, &files, binary_sha256)
+    Ok((files, binary_sha256))
 }
 
 fn report(
