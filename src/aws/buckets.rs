@@ -48,18 +48,14 @@ impl S3Buckets {
         {
             Ok(out) => out,
             Err(e)
-                if e.as_service_error()
-                    .and_then(|s| aws_smithy_types::error::metadata::ProvideErrorMetadata::code(s))
-                    == Some("NoSuchBucket") =>
+                if e.as_service_error().and_then(|s| {
+                    aws_smithy_types::error::metadata::ProvideErrorMetadata::code(s)
+                }) == Some("NoSuchBucket") =>
             {
                 return Ok(None);
             }
             Err(e) => {
-                return Err(sdk_error(
-                    "ListObjectVersions",
-                    format!("s3://{bucket}"),
-                    e,
-                ));
+                return Err(sdk_error("ListObjectVersions", format!("s3://{bucket}"), e));
             }
         };
         let mut ids = Vec::new();
@@ -67,7 +63,11 @@ impl S3Buckets {
             .versions()
             .iter()
             .map(|v| (v.key(), v.version_id()))
-            .chain(out.delete_markers().iter().map(|m| (m.key(), m.version_id())));
+            .chain(
+                out.delete_markers()
+                    .iter()
+                    .map(|m| (m.key(), m.version_id())),
+            );
         for (key, version) in pairs {
             let Some(key) = key else { continue };
             let id = ObjectIdentifier::builder()

@@ -87,7 +87,9 @@ impl Stacks for SdkStacks {
             // CloudFormation answers a missing stack with a ValidationError "does not exist".
             Err(e)
                 if e.as_service_error()
-                    .and_then(|s| aws_smithy_types::error::metadata::ProvideErrorMetadata::message(s))
+                    .and_then(|s| {
+                        aws_smithy_types::error::metadata::ProvideErrorMetadata::message(s)
+                    })
                     .is_some_and(|m| m.contains("does not exist")) =>
             {
                 return Ok(None);
@@ -148,7 +150,10 @@ impl Stacks for SdkStacks {
             for change in out.changes() {
                 if let Some(r) = change.resource_change() {
                     changes.push(ResourceChange {
-                        action: r.action().map(|a| a.as_str().to_string()).unwrap_or_default(),
+                        action: r
+                            .action()
+                            .map(|a| a.as_str().to_string())
+                            .unwrap_or_default(),
                         logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
                         resource_type: r.resource_type().unwrap_or_default().to_string(),
                         replacement: r.replacement().map(|x| x.as_str().to_string()),

@@ -222,15 +222,8 @@ pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
         let body = template(&settings, side, &definition).to_string();
         let stack = names.stack(side);
         tracing::info!(stack = %stack, region, "applying the template through a change set");
-        let applied = apply::apply(
-            &stacks,
-            &stack,
-            &change_set,
-            &body,
-            config.dry_run,
-            waiting,
-        )
-        .await?;
+        let applied =
+            apply::apply(&stacks, &stack, &change_set, &body, config.dry_run, waiting).await?;
         report.stacks.push(StackReport {
             side,
             region: region.to_string(),

@@ -66,7 +66,10 @@ pub async fn apply(
         None => true,
         // Left by an earlier change set that was never executed.
         Some(s) if s.status == "REVIEW_IN_PROGRESS" => true,
-        Some(s) if s.status == "ROLLBACK_COMPLETE" || s.status.ends_with("_FAILED") && s.status.starts_with("CREATE") => {
+        Some(s)
+            if s.status == "ROLLBACK_COMPLETE"
+                || s.status.ends_with("_FAILED") && s.status.starts_with("CREATE") =>
+        {
             return Err(Error::refused(
                 "deploy",
                 format!("stack {stack}"),
@@ -107,7 +110,9 @@ pub async fn apply(
         return Err(Error::failed(
             "CreateChangeSet",
             format!("stack {stack}"),
-            state.reason.unwrap_or_else(|| "the change set failed".into()),
+            state
+                .reason
+                .unwrap_or_else(|| "the change set failed".into()),
         ));
     }
     if dry_run {

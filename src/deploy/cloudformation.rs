@@ -188,8 +188,7 @@ impl StackSettings {
         }
         if self.create_sfn_vpce {
             let s = &self.secondary;
-            if s.vpc_id.is_none() || s.subnet_ids.is_empty() || s.security_group_ids.is_empty()
-            {
+            if s.vpc_id.is_none() || s.subnet_ids.is_empty() || s.security_group_ids.is_empty() {
                 return Err(Error::MissingValue {
                     variable: "SECONDARY_VPC_ID, SECONDARY_SUBNET_IDS and SECONDARY_SECURITY_GROUP_IDS".into(),
                     command: "deploy".into(),
@@ -527,7 +526,10 @@ pub fn state_machine_statements(settings: &StackSettings) -> Vec<Value> {
             json!([
                 format!("arn:aws:ec2:{}:{account}:vpc/*", secondary.region),
                 format!("arn:aws:ec2:{}:{account}:vpc-endpoint/*", secondary.region),
-                format!("arn:aws:ec2:{}:{account}:security-group/*", secondary.region),
+                format!(
+                    "arn:aws:ec2:{}:{account}:security-group/*",
+                    secondary.region
+                ),
                 format!("arn:aws:ec2:{}:{account}:subnet/*", secondary.region),
             ]),
         ));
@@ -861,8 +863,8 @@ mod tests {
                 "Enabled"
             );
         }
-        let rule = &of_type(&primary, "AWS::S3::Bucket")[0]["Properties"]
-            ["ReplicationConfiguration"]["Rules"][0];
+        let rule = &of_type(&primary, "AWS::S3::Bucket")[0]["Properties"]["ReplicationConfiguration"]
+            ["Rules"][0];
         assert_eq!(
             rule["Destination"]["Bucket"],
             "arn:aws:s3:::mwaa-dr-test-backup-123456789012-us-east-2"
@@ -921,15 +923,15 @@ mod tests {
                 continue;
             };
             if action == "iam:PassRole" {
-                assert!(
-                    statement["Condition"]["StringEquals"]["iam:PassedToService"].is_string()
-                );
+                assert!(statement["Condition"]["StringEquals"]["iam:PassedToService"].is_string());
             }
         }
         // Only the environment's role may be passed to MWAA.
         let passes: Vec<_> = state_machine_statements(&s)
             .into_iter()
-            .filter(|st| st["Condition"]["StringEquals"]["iam:PassedToService"] == "airflow.amazonaws.com")
+            .filter(|st| {
+                st["Condition"]["StringEquals"]["iam:PassedToService"] == "airflow.amazonaws.com"
+            })
             .collect();
         assert_eq!(
             passes[0]["Resource"][0],
@@ -951,11 +953,8 @@ mod tests {
         assert_eq!(schedule["Name"], "my-schedule");
         assert_eq!(schedule["Target"]["Input"], r#"{"simulate_dr":"YES"}"#);
         let role = state_machine_statements(&s);
-        assert!(
-            role.iter()
-                .any(|st| st["Resource"][0]
-                    == "arn:aws:scheduler:us-east-2:123456789012:schedule/default/my-schedule")
-        );
+        assert!(role.iter().any(|st| st["Resource"][0]
+            == "arn:aws:scheduler:us-east-2:123456789012:schedule/default/my-schedule"));
     }
 
     #[test]
@@ -1020,7 +1019,10 @@ mod tests {
             role_name("arn:aws:iam::123456789012:role/service-role/x-role"),
             Some("x-role")
         );
-        assert_eq!(role_name("arn:aws:iam::123456789012:role/plain"), Some("plain"));
+        assert_eq!(
+            role_name("arn:aws:iam::123456789012:role/plain"),
+            Some("plain")
+        );
         assert_eq!(role_name("arn:aws:iam::123456789012:user/u"), None);
     }
 }

@@ -72,7 +72,10 @@ fn deploy_template_out_writes_templates_that_pass_cfn_lint() {
             .env("SECONDARY_CREATE_SFN_VPCE", vpce)
             .env("SECONDARY_VPC_ID", "vpc-0123456789abcdef0")
             .env("SECONDARY_SUBNET_IDS", r#"["subnet-0123456789abcdef0"]"#)
-            .env("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-0123456789abcdef0"]"#)
+            .env(
+                "SECONDARY_SECURITY_GROUP_IDS",
+                r#"["sg-0123456789abcdef0"]"#,
+            )
             .args(["deploy", "--template-out"])
             .arg(&out);
         let r = run(&mut cmd);
@@ -172,7 +175,12 @@ async fn stack_status(moto: &Moto, region: &str, stack: &str) -> Option<String> 
 }
 
 async fn bucket_exists(moto: &Moto, region: &str, bucket: &str) -> bool {
-    moto.s3(region).head_bucket().bucket(bucket).send().await.is_ok()
+    moto.s3(region)
+        .head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .is_ok()
 }
 
 async fn object(moto: &Moto, region: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
@@ -261,7 +269,12 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
         let mut cmd = mwaa_dr(dir.path());
         moto.env(&mut cmd);
         cmd.envs(env.clone())
-            .args(["deploy", "--binary-uri", "s3://artifacts/mwaa-dr", "--binary-file"])
+            .args([
+                "deploy",
+                "--binary-uri",
+                "s3://artifacts/mwaa-dr",
+                "--binary-file",
+            ])
             .arg(&binary)
             .args(extra);
         run(&mut cmd)
@@ -275,16 +288,25 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
     let r = deploy(&["--dry-run"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
-        r.stdout
-            .contains(&format!("stack {primary_stack} ({PRIMARY}): would be created")),
+        r.stdout.contains(&format!(
+            "stack {primary_stack} ({PRIMARY}): would be created"
+        )),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("AWS::StepFunctions::StateMachine"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("AWS::StepFunctions::StateMachine"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("would upload"), "{}", r.stdout);
     assert_eq!(stack_status(&moto, PRIMARY, &primary_stack).await, None);
     assert_eq!(stack_status(&moto, SECONDARY, &secondary_stack).await, None);
-    assert!(object(&moto, SECONDARY, &dags[1].1, dag_key).await.is_none());
+    assert!(
+        object(&moto, SECONDARY, &dags[1].1, dag_key)
+            .await
+            .is_none()
+    );
 
     // Deploy creates both stacks and uploads the DAGs.
     let r = deploy(&["--output", "json"]);
@@ -298,11 +320,15 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
         .collect();
     assert_eq!(outcomes, ["created", "created"], "{report}");
     assert_eq!(
-        stack_status(&moto, PRIMARY, &primary_stack).await.as_deref(),
+        stack_status(&moto, PRIMARY, &primary_stack)
+            .await
+            .as_deref(),
         Some("CREATE_COMPLETE")
     );
     assert_eq!(
-        stack_status(&moto, SECONDARY, &secondary_stack).await.as_deref(),
+        stack_status(&moto, SECONDARY, &secondary_stack)
+            .await
+            .as_deref(),
         Some("CREATE_COMPLETE")
     );
     assert!(bucket_exists(&moto, PRIMARY, &backup(PRIMARY)).await);
@@ -317,8 +343,11 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
     );
     assert!(rule_exists(&moto, &format!("{prefix}-sfn-failure-rule")).await);
     assert!(
-        moto.iam(&[("Action", "GetRole"), ("RoleName", &format!("{prefix}-state-machine-role"))])
-            .contains("GetRoleResult")
+        moto.iam(&[
+            ("Action", "GetRole"),
+            ("RoleName", &format!("{prefix}-state-machine-role"))
+        ])
+        .contains("GetRoleResult")
     );
     // moto's CloudFormation lacks AWS::Scheduler::Schedule: the schedule is not created there.
     let scheduler = aws_sdk_scheduler::Client::new(&moto.shared(SECONDARY));
@@ -357,8 +386,9 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
         r.stdout
     );
     assert!(
-        r.stdout
-            .contains(&format!("stack {secondary_stack} ({SECONDARY}): no changes")),
+        r.stdout.contains(&format!(
+            "stack {secondary_stack} ({SECONDARY}): no changes"
+        )),
         "{}",
         r.stdout
     );
@@ -376,7 +406,9 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
     let undeploy = |extra: &[&str]| {
         let mut cmd = mwaa_dr(dir.path());
         moto.env(&mut cmd);
-        cmd.envs(env.clone()).args(["undeploy", "--yes"]).args(extra);
+        cmd.envs(env.clone())
+            .args(["undeploy", "--yes"])
+            .args(extra);
         run(&mut cmd)
     };
     let r = undeploy(&[]);
@@ -401,7 +433,10 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
     );
     assert!(!rule_exists(&moto, &format!("{prefix}-sfn-failure-rule")).await);
     for role in ["state-machine-role", "scheduler-role", "replication-role"] {
-        let xml = moto.iam(&[("Action", "GetRole"), ("RoleName", &format!("{prefix}-{role}"))]);
+        let xml = moto.iam(&[
+            ("Action", "GetRole"),
+            ("RoleName", &format!("{prefix}-{role}")),
+        ]);
         assert!(xml.contains("NoSuchEntity"), "{role} left behind: {xml}");
     }
     for (region, bucket) in &dags {
