@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
-use super::{sdk_config, sdk_error};
+use super::{endpoint_override, sdk_config, sdk_error};
 use crate::error::{Error, Result};
 use crate::model::AwsTimeouts;
 
@@ -23,10 +23,14 @@ pub struct S3Buckets {
 
 impl S3Buckets {
     pub async fn new(region: &str, timeouts: &AwsTimeouts) -> Self {
+        let shared = sdk_config(Some(region), timeouts).await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+        if let Some(endpoint) = endpoint_override(&shared, "S3") {
+            // An emulator or a VPC endpoint: no bucket-named host there.
+            builder = builder.endpoint_url(endpoint).force_path_style(true);
+        }
         S3Buckets {
-            client: crate::store::s3::client_from_sdk_config(
-                &sdk_config(Some(region), timeouts).await,
-            ),
+            client: Client::from_conf(builder.build()),
         }
     }
 
