@@ -221,3 +221,220 @@ async fn wait_for_stack(
         tokio::time::sleep(waiting.poll).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::aws::cloudformation::ChangeSetState;
+
+    /// CloudFormation as far as change sets go: stacks with a status and a template, change
+    /// sets that are empty when the template is the stack's, and an execution that can be
+    /// made to roll back.
+    #[derive(Default)]
+    struct FakeStacks {
+        stacks: Mutex<HashMap<String, (String, String)>>,
+        change_sets: Mutex<HashMap<(String, String), (String, bool)>>,
+        roll_back: bool,
+    }
+
+    impl FakeStacks {
+        fn status(&self, stack: &str) -> Option<String> {
+            self.stacks
+                .lock()
+                .expect("lock")
+                .get(stack)
+                .map(|(s, _)| s.clone())
+        }
+        fn change_sets_left(&self) -> usize {
+            self.change_sets.lock().expect("lock").len()
+        }
+    }
+
+    #[async_trait]
+    impl Stacks for FakeStacks {
+        async fn describe(&self, stack: &str) -> Result<Option<StackState>> {
+            Ok(self.status(stack).map(|status| StackState {
+                status,
+                reason: None,
+            }))
+        }
+        async fn create_change_set(
+            &self,
+            stack: &str,
+            name: &str,
+            template: &str,
+            new_stack: bool,
+        ) -> Result<()> {
+            let mut stacks = self.stacks.lock().expect("lock");
+            match (new_stack, stacks.get(stack)) {
+                (true, Some((s, _))) if s != "REVIEW_IN_PROGRESS" => {
+                    return Err(Error::failed("CreateChangeSet", stack, "already exists"));
+                }
+                (false, None) => return Err(Error::failed("CreateChangeSet", stack, "missing")),
+                (true, _) => {
+                    stacks.insert(stack.into(), ("REVIEW_IN_PROGRESS".into(), String::new()));
+                }
+                _ => {}
+            }
+            self.change_sets
+                .lock()
+                .expect("lock")
+                .insert((stack.into(), name.into()), (template.into(), new_stack));
+            Ok(())
+        }
+        async fn describe_change_set(&self, stack: &str, name: &str) -> Result<ChangeSetState> {
+            let sets = self.change_sets.lock().expect("lock");
+            let (template, new) = sets
+                .get(&(stack.to_string(), name.to_string()))
+                .ok_or_else(|| Error::failed("DescribeChangeSet", name, "no such change set"))?;
+            let current = self
+                .stacks
+                .lock()
+                .expect("lock")
+                .get(stack)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default();
+            Ok(if !new && *template == current {
+                ChangeSetState {
+                    status: "FAILED".into(),
+                    reason: Some("The submitted information didn't contain changes. Submit different information to create a change set.".into()),
+                    changes: vec![],
+                }
+            } else {
+                ChangeSetState {
+                    status: "CREATE_COMPLETE".into(),
+                    reason: None,
+                    changes: vec![ResourceChange {
+                        action: if *new { "Add" } else { "Modify" }.into(),
+                        logical_id: "BackupBucket".into(),
+                        resource_type: "AWS::S3::Bucket".into(),
+                        replacement: (!new).then(|| "False".into()),
+                    }],
+                }
+            })
+        }
+        async fn execute_change_set(&self, stack: &str, name: &str) -> Result<()> {
+            let (template, new) = self
+                .change_sets
+                .lock()
+                .expect("lock")
+                .remove(&(stack.to_string(), name.to_string()))
+                .ok_or_else(|| Error::failed("ExecuteChangeSet", name, "no such change set"))?;
+            let status = match (self.roll_back, new) {
+                (true, true) => "ROLLBACK_COMPLETE",
+                (true, false) => "UPDATE_ROLLBACK_COMPLETE",
+                (false, true) => "CREATE_COMPLETE",
+                (false, false) => "UPDATE_COMPLETE",
+            };
+            self.stacks
+                .lock()
+                .expect("lock")
+                .insert(stack.into(), (status.into(), template));
+            Ok(())
+        }
+        async fn delete_change_set(&self, stack: &str, name: &str) -> Result<()> {
+            self.change_sets
+                .lock()
+                .expect("lock")
+                .remove(&(stack.to_string(), name.to_string()));
+            Ok(())
+        }
+        async fn delete_stack(&self, stack: &str) -> Result<()> {
+            self.stacks.lock().expect("lock").remove(stack);
+            Ok(())
+        }
+    }
+
+    const NOW: Waiting = Waiting {
+        poll: Duration::ZERO,
+        timeout: Duration::from_secs(5),
+    };
+
+    #[tokio::test]
+    async fn creates_then_an_identical_template_changes_nothing() {
+        let cfn = FakeStacks::default();
+        let first = apply(&cfn, "p-primary", "c1", "{\"a\":1}", false, NOW)
+            .await
+            .expect("created");
+        assert_eq!(first.outcome, Outcome::Created);
+        assert_eq!(first.changes[0].action, "Add");
+        assert_eq!(cfn.status("p-primary").as_deref(), Some("CREATE_COMPLETE"));
+        let second = apply(&cfn, "p-primary", "c2", "{\"a\":1}", false, NOW)
+            .await
+            .expect("unchanged");
+        assert_eq!(second.outcome, Outcome::Unchanged);
+        assert!(second.changes.is_empty());
+        assert_eq!(cfn.change_sets_left(), 0, "the empty change set is deleted");
+        let third = apply(&cfn, "p-primary", "c3", "{\"a\":2}", false, NOW)
+            .await
+            .expect("updated");
+        assert_eq!(third.outcome, Outcome::Updated);
+        assert_eq!(cfn.status("p-primary").as_deref(), Some("UPDATE_COMPLETE"));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_describes_and_leaves_nothing_behind() {
+        let cfn = FakeStacks::default();
+        let plan = apply(&cfn, "p-secondary", "c1", "{}", true, NOW)
+            .await
+            .expect("described");
+        assert_eq!(plan.outcome, Outcome::WouldCreate);
+        assert_eq!(plan.changes.len(), 1);
+        assert_eq!(
+            cfn.status("p-secondary"),
+            None,
+            "the holder stack is deleted"
+        );
+        assert_eq!(cfn.change_sets_left(), 0);
+
+        apply(&cfn, "p-secondary", "c2", "{}", false, NOW)
+            .await
+            .expect("created");
+        let plan = apply(&cfn, "p-secondary", "c3", "{\"b\":1}", true, NOW)
+            .await
+            .expect("described");
+        assert_eq!(plan.outcome, Outcome::WouldUpdate);
+        assert_eq!(plan.changes[0].replacement.as_deref(), Some("False"));
+        assert_eq!(
+            cfn.stacks.lock().expect("lock")["p-secondary"].1,
+            "{}",
+            "the stack keeps its template"
+        );
+        assert_eq!(cfn.change_sets_left(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_fails_and_a_failed_stack_is_refused_with_advice() {
+        let cfn = FakeStacks {
+            roll_back: true,
+            ..FakeStacks::default()
+        };
+        let err = apply(&cfn, "p-primary", "c1", "{}", false, NOW)
+            .await
+            .expect_err("rolled back")
+            .to_string();
+        assert!(err.contains("ROLLBACK_COMPLETE"), "{err}");
+        let err = apply(&cfn, "p-primary", "c2", "{}", false, NOW)
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("ROLLBACK_COMPLETE"), "{err}");
+        let hint = err.hint().unwrap_or_default();
+        assert!(hint.contains("mwaa-dr undeploy"), "{hint}");
+    }
+
+    #[tokio::test]
+    async fn delete_says_whether_there_was_a_stack() {
+        let cfn = FakeStacks::default();
+        assert!(!delete(&cfn, "p-primary", NOW).await.expect("absent"));
+        apply(&cfn, "p-primary", "c1", "{}", false, NOW)
+            .await
+            .expect("created");
+        assert!(delete(&cfn, "p-primary", NOW).await.expect("deleted"));
+        assert_eq!(cfn.status("p-primary"), None);
+    }
+}
