@@ -34,6 +34,9 @@ pub struct ChangeSetState {
     /// CREATE_PENDING, CREATE_IN_PROGRESS, CREATE_COMPLETE, FAILED, ...
     pub status: String,
     pub reason: Option<String>,
+    /// UNAVAILABLE, AVAILABLE, EXECUTE_IN_PROGRESS, EXECUTE_COMPLETE, EXECUTE_FAILED,
+    /// OBSOLETE.
+    pub execution_status: Option<String>,
     pub changes: Vec<ResourceChange>,
 }
 
@@ -169,6 +172,7 @@ impl Stacks for SdkStacks {
                             .map(|s| s.as_str().to_string())
                             .unwrap_or_default(),
                         reason: out.status_reason().map(str::to_string),
+                        execution_status: out.execution_status().map(|s| s.as_str().to_string()),
                         changes,
                     });
                 }

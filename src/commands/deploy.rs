@@ -38,8 +38,9 @@ pub fn workflow_definition(config: &Config, _settings: &StackSettings) -> Value 
 }
 
 /// The deployment settings from the configuration; every variable a template needs is
-/// checked before anything is called.
-fn stack_settings(config: &Config, command: &str) -> Result<StackSettings> {
+/// checked before anything is called. `undeploy` needs only what names the stacks and
+/// buckets (`templates` false): the prefix, the account and the Regions.
+fn stack_settings(config: &Config, command: &str, templates: bool) -> Result<StackSettings> {
     let need = |value: &Option<String>, variable: &str, purpose: &str| {
         config
             .require(value, variable, command, purpose)
@@ -53,22 +54,32 @@ fn stack_settings(config: &Config, command: &str) -> Result<StackSettings> {
                 &format!("{prefix}_REGION"),
                 "the Region of that stack",
             )?,
-            environment_name: need(
-                &side.environment_name,
-                &format!("{prefix}_MWAA_ENVIRONMENT_NAME"),
-                "the workflow checks and restores the environments",
-            )?,
+            environment_name: if templates {
+                need(
+                    &side.environment_name,
+                    &format!("{prefix}_MWAA_ENVIRONMENT_NAME"),
+                    "the workflow checks and restores the environments",
+                )?
+            } else {
+                side.environment_name.clone().unwrap_or_default()
+            },
             execution_role_arn: side.role_arn.clone(),
             vpc_id: side.vpc_id.clone(),
             subnet_ids: side.subnet_ids.clone(),
             security_group_ids: side.security_group_ids.clone(),
         })
     };
-    let dr_type = config.dr_type.ok_or_else(|| Error::MissingValue {
-        variable: "DR_TYPE".into(),
-        command: command.into(),
-        purpose: "the workflow differs between BACKUP_RESTORE and WARM_STANDBY".into(),
-    })?;
+    let dr_type = match config.dr_type {
+        Some(dr_type) => dr_type,
+        None if !templates => DrType::WarmStandby,
+        None => {
+            return Err(Error::MissingValue {
+                variable: "DR_TYPE".into(),
+                command: command.into(),
+                purpose: "the workflow differs between BACKUP_RESTORE and WARM_STANDBY".into(),
+            });
+        }
+    };
     let settings = StackSettings {
         prefix: need(
             &deployment.stack_name_prefix,
@@ -89,7 +100,17 @@ fn stack_settings(config: &Config, command: &str) -> Result<StackSettings> {
         schedule_name: config.health_check.schedule_name.clone(),
         notification_emails: config.failover.notification_emails.clone(),
         update_execution_role: deployment.update_execution_role,
-        create_sfn_vpce: deployment.create_sfn_vpce,
+        // Only a template needs the network and the roles checked.
+        create_sfn_vpce: templates && deployment.create_sfn_vpce,
+    };
+    let settings = if templates {
+        settings
+    } else {
+        StackSettings {
+            creates_environment: false,
+            update_execution_role: false,
+            ..settings
+        }
     };
     settings.check()?;
     Ok(settings)
@@ -174,7 +195,7 @@ struct TemplatesReport {
 
 pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
     let command = "deploy";
-    let settings = stack_settings(config, command)?;
+    let settings = stack_settings(config, command, true)?;
     let definition = workflow_definition(config, &settings);
     let names = settings.names();
     let sides = sides(args.region_only);
@@ -356,7 +377,7 @@ struct UndeployedStack {
 
 pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
     let command = "undeploy";
-    let settings = stack_settings(config, command)?;
+    let settings = stack_settings(config, command, false)?;
     let names = settings.names();
     // The primary first: its bucket replicates into the secondary's.
     let mut sides = sides(args.region_only);

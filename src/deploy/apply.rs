@@ -127,6 +127,7 @@ pub async fn apply(
         });
     }
     stacks.execute_change_set(stack, change_set).await?;
+    wait_for_execution(stacks, stack, change_set, waiting).await?;
     let done = wait_for_stack(stacks, stack, waiting).await?;
     match done {
         Some(s) if s.status == "CREATE_COMPLETE" || s.status == "UPDATE_COMPLETE" => Ok(Applied {
@@ -197,6 +198,29 @@ async fn wait_for_change_set(
     }
 }
 
+/// Waits until CloudFormation has taken up the executed change set: right after
+/// ExecuteChangeSet the stack may still show its previous, settled status. A change set that
+/// can no longer be described leaves the wait to the stack's status.
+async fn wait_for_execution(
+    stacks: &dyn Stacks,
+    stack: &str,
+    change_set: &str,
+    waiting: Waiting,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let Ok(state) = stacks.describe_change_set(stack, change_set).await else {
+            return Ok(());
+        };
+        match state.execution_status.as_deref() {
+            Some("AVAILABLE" | "EXECUTE_IN_PROGRESS") if start.elapsed() <= waiting.timeout => {
+                tokio::time::sleep(waiting.poll).await;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// Waits until the stack is in no *_IN_PROGRESS state; `None` once it is gone.
 async fn wait_for_stack(
     stacks: &dyn Stacks,
@@ -239,6 +263,7 @@ mod tests {
     struct FakeStacks {
         stacks: Mutex<HashMap<String, (String, String)>>,
         change_sets: Mutex<HashMap<(String, String), (String, bool)>>,
+        executed: Mutex<Vec<(String, String)>>,
         roll_back: bool,
     }
 
@@ -288,6 +313,19 @@ mod tests {
             Ok(())
         }
         async fn describe_change_set(&self, stack: &str, name: &str) -> Result<ChangeSetState> {
+            if self
+                .executed
+                .lock()
+                .expect("lock")
+                .contains(&(stack.to_string(), name.to_string()))
+            {
+                return Ok(ChangeSetState {
+                    status: "CREATE_COMPLETE".into(),
+                    reason: None,
+                    execution_status: Some("EXECUTE_COMPLETE".into()),
+                    changes: vec![],
+                });
+            }
             let sets = self.change_sets.lock().expect("lock");
             let (template, new) = sets
                 .get(&(stack.to_string(), name.to_string()))
@@ -303,12 +341,14 @@ mod tests {
                 ChangeSetState {
                     status: "FAILED".into(),
                     reason: Some("The submitted information didn't contain changes. Submit different information to create a change set.".into()),
+                    execution_status: Some("UNAVAILABLE".into()),
                     changes: vec![],
                 }
             } else {
                 ChangeSetState {
                     status: "CREATE_COMPLETE".into(),
                     reason: None,
+                    execution_status: Some("AVAILABLE".into()),
                     changes: vec![ResourceChange {
                         action: if *new { "Add" } else { "Modify" }.into(),
                         logical_id: "BackupBucket".into(),
@@ -325,6 +365,10 @@ mod tests {
                 .expect("lock")
                 .remove(&(stack.to_string(), name.to_string()))
                 .ok_or_else(|| Error::failed("ExecuteChangeSet", name, "no such change set"))?;
+            self.executed
+                .lock()
+                .expect("lock")
+                .push((stack.to_string(), name.to_string()));
             let status = match (self.roll_back, new) {
                 (true, true) => "ROLLBACK_COMPLETE",
                 (true, false) => "UPDATE_ROLLBACK_COMPLETE",

@@ -418,8 +418,44 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
     assert!(stack_status(&moto, PRIMARY, &primary_stack).await.is_some());
     assert!(object(&moto, PRIMARY, &dags[0].1, dag_key).await.is_some());
 
-    // With --delete-backups it removes everything deploy made.
-    let r = undeploy(&["--delete-backups"]);
+    // A dry run lists what would go, and changes nothing.
+    let r = undeploy(&["--delete-backups", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "stack {secondary_stack} ({SECONDARY}): would delete"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("would delete"), "{}", r.stdout);
+    assert!(
+        stack_status(&moto, SECONDARY, &secondary_stack)
+            .await
+            .is_some()
+    );
+    assert!(
+        object(
+            &moto,
+            SECONDARY,
+            &backup(SECONDARY),
+            "mwaa-dr/some-backup/manifest.json"
+        )
+        .await
+        .is_some()
+    );
+
+    // With --delete-backups it removes everything deploy made; it needs only the variables
+    // that name things (no environment names, no DR_TYPE).
+    let mut cmd = mwaa_dr(dir.path());
+    moto.env(&mut cmd);
+    cmd.envs(
+        env.iter()
+            .filter(|(k, _)| !k.ends_with("_MWAA_ENVIRONMENT_NAME") && *k != "DR_TYPE")
+            .cloned(),
+    )
+    .args(["undeploy", "--yes", "--delete-backups"]);
+    let r = run(&mut cmd);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(stack_status(&moto, PRIMARY, &primary_stack).await, None);
     assert_eq!(stack_status(&moto, SECONDARY, &secondary_stack).await, None);
