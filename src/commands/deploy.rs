@@ -338,20 +338,29 @@ fn write_templates(
     sides: &[Side],
     dir: &std::path::Path,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::failed("create", dir.display().to_string(), e))?;
+    if !config.dry_run {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::failed("create", dir.display().to_string(), e))?;
+    }
     let mut written = Vec::new();
     for &side in sides {
         let path = dir.join(format!("{}.template.json", settings.names().stack(side)));
         let body = serde_json::to_string_pretty(&template(settings, side, definition))
             .map_err(|e| Error::failed("render", path.display().to_string(), e))?;
-        std::fs::write(&path, body + "\n")
-            .map_err(|e| Error::failed("write", path.display().to_string(), e))?;
+        if !config.dry_run {
+            std::fs::write(&path, body + "\n")
+                .map_err(|e| Error::failed("write", path.display().to_string(), e))?;
+        }
         written.push(path.display().to_string());
     }
     let doc = TemplatesReport { templates: written };
+    let verb = if config.dry_run {
+        "would write"
+    } else {
+        "wrote"
+    };
     output::emit(config.output, &doc, || {
-        format!("wrote {}; nothing was deployed", doc.templates.join(", "))
+        format!("{verb} {}; nothing was deployed", doc.templates.join(", "))
     });
     Ok(())
 }

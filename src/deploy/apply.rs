@@ -127,6 +127,7 @@ pub async fn apply(
         });
     }
     stacks.execute_change_set(stack, change_set).await?;
+    tracing::info!(stack, "change set executed; waiting for the stack");
     wait_for_execution(stacks, stack, change_set, waiting).await?;
     let done = wait_for_stack(stacks, stack, waiting).await?;
     match done {

@@ -106,6 +106,28 @@ fn deploy_needs_its_variables_and_names_the_missing_one() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("STACK_NAME_PREFIX"), "{}", r.stderr);
     assert!(!dir.path().join("out").exists(), "nothing written");
+
+    // --dry-run with --template-out says what it would write, and writes nothing.
+    let mut cmd = mwaa_dr(dir.path());
+    cmd.envs(deployment_env("x", "WARM_STANDBY")).args([
+        "deploy",
+        "--dry-run",
+        "--template-out",
+        "out",
+    ]);
+    let r = run(&mut cmd);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("would write"), "{}", r.stdout);
+    assert!(!dir.path().join("out").exists(), "nothing written");
+
+    // Without the binary to install, deploy says what to pass and calls nothing.
+    let mut cmd = mwaa_dr(dir.path());
+    cmd.envs(deployment_env("x", "WARM_STANDBY"))
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .arg("deploy");
+    let r = run(&mut cmd);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--binary-uri"), "{}", r.stderr);
 }
 
 struct Moto {
