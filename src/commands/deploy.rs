@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::aws::buckets::{S3Buckets, VersionedBuckets};
 use crate::aws::cloudformation::{ResourceChange, SdkStacks};
 use crate::cli::{DeployArgs, RegionChoice, UndeployArgs};
-use crate::commands::dags::{Binary, render_files};
+use crate::commands::dag_files::{Binary, render_files};
 use crate::config::Config;
 use crate::deploy::RenderedFile;
 use crate::deploy::apply::{self, Outcome, Waiting};
