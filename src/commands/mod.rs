@@ -3,7 +3,9 @@
 pub mod backup;
 pub mod cleanup;
 pub mod config;
+pub mod dag_files;
 pub mod dags;
+pub mod deploy;
 pub mod failover;
 pub mod health_check;
 pub mod list;

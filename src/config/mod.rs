@@ -289,12 +289,6 @@ impl Config {
     }
 }
 
-/// The health-check schedule's name when only STACK_NAME_PREFIX is set: the original's
-/// secondary stack names it `conf.get_name("scheduler")`, i.e. `<prefix>-scheduler`.
-pub fn default_schedule_name(stack_name_prefix: &str) -> String {
-    format!("{stack_name_prefix}-scheduler")
-}
-
 /// A fallback variable that is valid, or the description of why it is not.
 #[derive(Debug, Clone)]
 enum Fallback<T> {
@@ -634,7 +628,8 @@ impl Values {
         if let Some(name) = self.text("HEALTH_CHECK_SCHEDULE_NAME") {
             return Some(name);
         }
-        let derived = default_schedule_name(&self.text("STACK_NAME_PREFIX")?);
+        let derived =
+            crate::deploy::cloudformation::default_schedule_name(&self.text("STACK_NAME_PREFIX")?);
         if let Some(entry) = entries
             .iter_mut()
             .find(|e| e.name == "HEALTH_CHECK_SCHEDULE_NAME")

@@ -165,16 +165,13 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Strategy,
         "Your AWS account id (12 digits).",
-    )
-    .no_effect(
-        "the original's stacks build ARNs from it; `deploy` (not in this build) will use it for its templates",
     ),
     var(
         "STACK_NAME_PREFIX",
         K::Text,
         None,
         G::Strategy,
-        "Name prefix for the deployed resources (state machine, schedule); `failover` disables the schedule `<prefix>-scheduler` unless HEALTH_CHECK_SCHEDULE_NAME names another.",
+        "Name prefix of everything `deploy` creates: the stacks <prefix>-primary and <prefix>-secondary, the backup buckets, roles, topics, state machine and schedule (lowercase letters, digits and hyphens; see docs/DEPLOY.md). `failover` disables the schedule `<prefix>-scheduler` (the original's name for it) unless HEALTH_CHECK_SCHEDULE_NAME names another.",
     ),
     var(
         "PRIMARY_REGION",
@@ -196,9 +193,6 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Primary,
         "Execution role ARN of the primary environment.",
-    )
-    .no_effect(
-        "the original's primary stack grants it the backup bucket; `deploy` (not in this build) will use it",
     ),
     var(
         "PRIMARY_DAGS_BUCKET_NAME",
@@ -206,9 +200,6 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Primary,
         "DAGs S3 bucket of the primary environment.",
-    )
-    .no_effect(
-        "the original's primary stack uploads the DAGs there; `deploy` (not in this build) will use it (`dags render --out` writes the files to upload)",
     ),
     var(
         "PRIMARY_VPC_ID",
@@ -218,7 +209,7 @@ pub const VARS: &[VarSpec] = &[
         "VPC of the primary environment.",
     )
     .no_effect(
-        "the original's primary stack places its Lambda functions there; `deploy` (not in this build) will use it",
+        "the original's primary stack places its Lambda functions there; `deploy` needs no network in the primary Region",
     ),
     var(
         "PRIMARY_SUBNET_IDS",
@@ -228,7 +219,7 @@ pub const VARS: &[VarSpec] = &[
         "Subnets of the primary environment, as a JSON list: '[\"subnet-1\", \"subnet-2\"]'.",
     )
     .no_effect(
-        "the original's primary stack places its Lambda functions there; `deploy` (not in this build) will use it",
+        "the original's primary stack places its Lambda functions there; `deploy` needs no network in the primary Region",
     ),
     var(
         "PRIMARY_SECURITY_GROUP_IDS",
@@ -238,7 +229,7 @@ pub const VARS: &[VarSpec] = &[
         "Security groups of the primary environment, as a JSON list: '[\"sg-1\"]'.",
     )
     .no_effect(
-        "the original's primary stack places its Lambda functions there; `deploy` (not in this build) will use it",
+        "the original's primary stack places its Lambda functions there; `deploy` needs no network in the primary Region",
     ),
     var(
         "SECONDARY_REGION",
@@ -274,9 +265,6 @@ pub const VARS: &[VarSpec] = &[
         None,
         G::Secondary,
         "VPC of the secondary environment.",
-    )
-    .no_effect(
-        "the original's secondary stack places its Lambda functions and VPC endpoint there; `deploy` (not in this build) will use it",
     ),
     var(
         "SECONDARY_SUBNET_IDS",
@@ -297,10 +285,7 @@ pub const VARS: &[VarSpec] = &[
         K::YesNo,
         Some("NO"),
         G::Secondary,
-        "Whether the deployment creates a Step Functions VPC endpoint in the secondary VPC.",
-    )
-    .no_effect(
-        "the Step Functions VPC endpoint is created by `deploy` (not in this build)",
+        "Whether `deploy` creates the Step Functions interface VPC endpoint in SECONDARY_VPC_ID (in SECONDARY_SUBNET_IDS, with SECONDARY_SECURITY_GROUP_IDS), for private environments whose workers answer the workflow's task token.",
     ),
     var(
         "DR_BACKUP_STORE",
@@ -584,9 +569,6 @@ pub const VARS: &[VarSpec] = &[
         Some("YES"),
         G::HealthCheck,
         "Whether the deployed schedule runs the health check (and the recovery when it fails).",
-    )
-    .no_effect(
-        "the schedule that runs the health check is created by `deploy` (not in this build); `failover` disables an existing one by HEALTH_CHECK_SCHEDULE_NAME",
     ),
     var(
         "HEALTH_CHECK_INTERVAL_MINS",
@@ -594,9 +576,6 @@ pub const VARS: &[VarSpec] = &[
         Some("5"),
         G::HealthCheck,
         "Minutes between scheduled health checks.",
-    )
-    .no_effect(
-        "the schedule that runs the health check is created by `deploy` (not in this build); run `mwaa-dr health-check` from your own scheduler meanwhile",
     ),
     var(
         "HEALTH_CHECK_MAX_RETRY",
@@ -678,10 +657,7 @@ pub const VARS: &[VarSpec] = &[
         K::List,
         Some("[]"),
         G::Failover,
-        "Emails notified of the recovery, as a JSON list: '[\"ops@example.com\"]'.",
-    )
-    .no_effect(
-        "the SNS topic and its e-mail subscriptions are created by `deploy` (not in this build); notifications go to DR_SNS_TOPIC_ARN",
+        "Emails `deploy` subscribes to the SNS topics of both Regions (failed, timed-out or aborted workflow executions, failover outcomes), as a JSON list: '[\"ops@example.com\"]'.",
     ),
     var(
         "DR_SNS_TOPIC_ARN",
@@ -695,10 +671,7 @@ pub const VARS: &[VarSpec] = &[
         K::YesNo,
         Some("NO"),
         G::Deployment,
-        "Whether the deployment adds the Step Functions task-token policy to the secondary execution role.",
-    )
-    .no_effect(
-        "the execution role's policy is changed by `deploy` (not in this build)",
+        "Whether `deploy` adds a policy to the execution roles: on the secondary's, the Step Functions task-token calls (states:SendTaskSuccess/Failure/Heartbeat) and the backup bucket; on the primary's, the backup bucket and the notification topic.",
     ),
     var(
         "METADATA_EXPORT_DAG_NAME",
@@ -734,9 +707,6 @@ pub const VARS: &[VarSpec] = &[
         Some("dags"),
         G::Deployment,
         "Folder of the DAGs bucket where DAGs are deployed.",
-    )
-    .no_effect(
-        "the DAGs are uploaded by `deploy` (not in this build); upload what `mwaa-dr dags render --out DIR` writes yourself",
     ),
     var(
         "PRIMARY_BACKUP_SCHEDULE",
@@ -750,10 +720,10 @@ pub const VARS: &[VarSpec] = &[
         K::Count { min: 1, max: 3_600 },
         Some("30"),
         G::Deployment,
-        "Seconds between checks of the one-time DAGs bucket replication job.",
+        "The original's polling interval of its one-time DAGs-bucket replication job.",
     )
     .no_effect(
-        "the one-time bucket replication job is started by `deploy` (not in this build)",
+        "`deploy` uploads the DR DAGs to both DAGs buckets instead of replicating them once (see docs/DEPLOY.md)",
     ),
     var(
         "MWAA_DR_LOG",

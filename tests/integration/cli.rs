@@ -15,6 +15,8 @@ const COMMANDS: &[&[&str]] = &[
     &["config"],
     &["dags"],
     &["dags", "render"],
+    &["deploy"],
+    &["undeploy"],
 ];
 
 /// The subcommands a `--help` page lists under "Commands:", without `help`.

@@ -245,6 +245,12 @@ fn config_marks_the_set_variables_that_have_no_effect() {
         .collect();
     insta::assert_json_snapshot!("config-no-effect", marked);
     for acting in [
+        "AWS_ACCOUNT_ID",
+        "MWAA_NOTIFICATION_EMAILS",
+        "MWAA_UPDATE_EXECUTION_ROLE",
+        "HEALTH_CHECK_ENABLED",
+        "MWAA_DAGS_S3_PATH",
+        "SECONDARY_CREATE_SFN_VPCE",
         "DR_TYPE",
         "STACK_NAME_PREFIX",
         "MWAA_BACKUP_FILE_NAME",
@@ -261,7 +267,7 @@ fn config_marks_the_set_variables_that_have_no_effect() {
         "json",
         "config",
     ])));
-    assert!(var(&bare, "HEALTH_CHECK_INTERVAL_MINS")["no_effect"].is_null());
+    assert!(var(&bare, "SECONDARY_CLEANUP_COOL_OFF_SECS")["no_effect"].is_null());
 
     let text = run(mwaa_dr(dir.path()).arg("config"));
     assert_eq!(text.code, 0, "{}", text.stderr);
@@ -273,11 +279,12 @@ fn config_marks_the_set_variables_that_have_no_effect() {
             .to_string()
     };
     assert!(
-        line("MWAA_NOTIFICATION_EMAILS").contains("no effect: the SNS topic"),
+        line("PRIMARY_VPC_ID").contains("no effect: the original's primary stack"),
         "{}",
         text.stdout
     );
-    assert!(line("MWAA_UPDATE_EXECUTION_ROLE").contains("no effect: "));
+    assert!(line("SECONDARY_CLEANUP_COOL_OFF_SECS").contains("no effect: "));
+    assert!(!line("MWAA_UPDATE_EXECUTION_ROLE").contains("no effect"));
     assert!(!line("DR_TYPE").contains("no effect"));
     // STACK_NAME_PREFIX names the health-check schedule when HEALTH_CHECK_SCHEDULE_NAME is unset.
     assert!(
