@@ -116,6 +116,19 @@ pub enum Command {
     /// Render what runs mwaa-dr inside MWAA: the DR DAGs and the startup script
     #[command(subcommand)]
     Dags(DagsCommand),
+
+    /// Generate what runs the recovery unattended on AWS Step Functions
+    ///
+    /// The state machine is generated from the same failover plan `failover` runs, for the
+    /// configured DR_TYPE (see docs/FAILOVER.md, "Unattended").
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Print the Step Functions state machine definition (Amazon States Language JSON)
+    #[arg(long, required = true)]
+    pub print_definition: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +284,15 @@ pub struct FailoverArgs {
     /// Treat the primary as unhealthy (for drills)
     #[arg(long)]
     pub simulate_dr: bool,
+
+    /// Run the recovery as an execution of the deployed Step Functions state machine,
+    /// follow it, and print its timeline
+    #[arg(long, conflicts_with = "force")]
+    pub via_step_functions: bool,
+
+    /// The state machine to start: a name or an ARN [default: <STACK_NAME_PREFIX>-failover]
+    #[arg(long, value_name = "NAME|ARN", requires = "via_step_functions")]
+    pub state_machine: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +337,7 @@ impl Command {
             Command::Prune(_) => "prune",
             Command::Config => "config",
             Command::Dags(DagsCommand::Render(_)) => "dags render",
+            Command::Deploy(_) => "deploy",
         }
     }
 }

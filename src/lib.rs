@@ -168,6 +168,7 @@ pub async fn run(cli: Cli, config: Config, cancel: CancellationToken) -> Result<
         Command::HealthCheck(_) => commands::health_check::run(&config).await,
         Command::Failover(args) => commands::failover::run(&config, args, &cancel).await,
         Command::Dags(cli::DagsCommand::Render(args)) => commands::dags::render(&config, args),
+        Command::Deploy(args) => commands::deploy::run(&config, args),
     }
 }
 

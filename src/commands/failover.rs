@@ -242,7 +242,7 @@ fn render_timeline(t: &Timeline) -> String {
 
 /// The failover's options from the configuration: what each DR type needs is required here,
 /// before anything is touched.
-fn targets(config: &Config, force: bool) -> Result<Targets> {
+pub(crate) fn targets(config: &Config, force: bool) -> Result<Targets> {
     let command = "failover";
     let dr_type = config.dr_type.ok_or_else(|| Error::MissingValue {
         variable: "DR_TYPE".into(),

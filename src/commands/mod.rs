@@ -4,6 +4,7 @@ pub mod backup;
 pub mod cleanup;
 pub mod config;
 pub mod dags;
+pub mod deploy;
 pub mod failover;
 pub mod health_check;
 pub mod list;
