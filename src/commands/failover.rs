@@ -34,6 +34,9 @@ struct PlanDoc<'a> {
 }
 
 pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToken) -> Result<()> {
+    if args.via_step_functions {
+        return via_step_functions(config, args, cancel).await;
+    }
     let targets = targets(config, args.force)?;
     // Without a database URL the restore DAG does the restore inside the secondary.
     let db = if config.has_target_db() {
@@ -319,4 +322,105 @@ fn require_new_environment(config: &Config, command: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--via-step-functions`: starts an execution of the deployed state machine, shows each
+/// state it enters on stderr, and prints the timeline from its history. The outcome decides
+/// the exit code: 0 recovered, 6 the primary was healthy, 1 failed, timed out or aborted.
+async fn via_step_functions(
+    config: &Config,
+    args: &FailoverArgs,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    use crate::aws::sfn::SfnExecutions;
+    use crate::deploy::state_machine;
+    let targets = targets(config, false)?;
+    let name = args.state_machine.clone().unwrap_or_else(|| {
+        state_machine::state_machine_name(config.deployment.stack_name_prefix.as_deref())
+    });
+    let sfn = SfnExecutions::new(config.secondary.region.as_deref(), &config.aws_timeouts).await;
+    let machine = sfn.find(&name).await?;
+    let simulate = args.simulate_dr || config.health_check.simulate_dr;
+    let input = serde_json::json!({ "simulate_dr": simulate }).to_string();
+    if config.dry_run {
+        let doc = serde_json::json!({"dry_run": true, "state_machine": machine, "input": input});
+        output::emit(config.output, &doc, || {
+            format!(
+                "dry run: would start an execution of {machine} with input {input}; nothing is changed"
+            )
+        });
+        return Ok(());
+    }
+    super::confirm(
+        config,
+        &format!(
+            "Start the failover state machine {machine} ({:?}, {} to {}{})? The recovery overwrites the metadata of {}.",
+            targets.dr_type,
+            targets.primary,
+            targets.secondary,
+            if simulate { ", simulated disaster" } else { "" },
+            targets.secondary
+        ),
+    )?;
+    let execution_name =
+        format!("mwaa-dr-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ")).replace('.', "-");
+    let execution = sfn.start(&machine, &execution_name, &input).await?;
+    progress_line(config, &format!("started {execution}"));
+    let mut shown = 0;
+    let (state, events) = loop {
+        let events = sfn.state_events(&execution).await?;
+        for e in events.iter().skip(shown).filter(|e| e.entered) {
+            progress_line(config, &format!("{} {}", e.at.format("%H:%M:%S"), e.state));
+        }
+        shown = events.len();
+        let state = sfn.describe(&execution).await?;
+        if state.status != "RUNNING" {
+            // The last states may land in the history after the status changed.
+            let events = sfn.state_events(&execution).await?;
+            break (state, events);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            () = cancel.cancelled() => {
+                tracing::warn!(execution = %execution, "stopped following; the execution keeps running (stop it with `aws stepfunctions stop-execution`)");
+                return Err(Error::Interrupted);
+            }
+        }
+    };
+    let timeline = state_machine::timeline(targets.dr_type, &execution_name, &state, &events);
+    output::emit(config.output, &timeline, || render_timeline(&timeline));
+    if state_machine::ended_healthy(&state, &events) {
+        return Err(Error::refused(
+            "fail over",
+            &targets.primary,
+            format!(
+                "the primary is healthy; execution {execution} changed nothing but the saved definition"
+            ),
+            "start it with --simulate-dr for a drill",
+        ));
+    }
+    if state.status == "SUCCEEDED" {
+        return Ok(());
+    }
+    let detail = format!(
+        "execution {execution} ended {}: {} {}",
+        state.status,
+        state.error.as_deref().unwrap_or(""),
+        state.cause.as_deref().unwrap_or("")
+    );
+    if state.error.as_deref() == Some("mwaa-dr.transient") {
+        return Err(Error::transient("fail over", &targets.secondary, detail));
+    }
+    Err(Error::failed(
+        "fail over",
+        &targets.secondary,
+        detail.trim_end(),
+    ))
+}
+
+/// One line of progress on stderr (not with --quiet).
+fn progress_line(config: &Config, line: &str) {
+    if !config.quiet {
+        eprintln!("{line}");
+    }
 }

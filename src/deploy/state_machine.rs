@@ -36,9 +36,11 @@ use serde_json::{Map, Value, json};
 
 use crate::aws::TRANSIENT_CODES;
 use crate::aws::cloudwatch::{METRIC, NAMESPACE, PERIOD_SECS};
-use crate::failover::{StepKind, Targets};
+use crate::aws::sfn::{ExecutionState, StateEvent};
+use crate::failover::state::StepRecord;
+use crate::failover::{StepKind, Targets, Timeline};
 use crate::health;
-use crate::model::DrType;
+use crate::model::{DrType, StepOutcome};
 
 /// The state names that are not a step's.
 pub const HEALTHY: &str = "healthy";
@@ -186,9 +188,16 @@ fn retry(service: Option<&str>) -> Value {
     let mut names = vec!["mwaa-dr.transient".to_string()];
     if let Some(service) = service {
         for code in TRANSIENT_CODES {
-            names.push(format!("{service}.{code}"));
-            if !code.ends_with("Exception") {
-                names.push(format!("{service}.{code}Exception"));
+            for code in [code.to_string(), format!("{code}Exception")] {
+                if code.ends_with("ExceptionException") {
+                    continue;
+                }
+                names.push(format!("{service}.{code}"));
+                // The interpreter of moto (and LocalStack) names the service in lower case.
+                let lower = format!("{}.{code}", service.to_lowercase());
+                if !names.contains(&lower) {
+                    names.push(lower);
+                }
             }
         }
     }
@@ -339,8 +348,9 @@ impl Machine<'_> {
                         "EndTime.$": "$.clock.end",
                         "ScanBy": "TimestampDescending",
                     },
-                    // Timestamps dropped: only the values decide.
-                    "ResultSelector": {"values.$": "$.MetricDataResults[0].Values"},
+                    // The values, newest first (ScanBy); the timestamps are dropped, an
+                    // indefinite path gives a flat array on every interpreter.
+                    "ResultSelector": {"values.$": "$.MetricDataResults[*].Values[*]"},
                     "ResultPath": "$.heartbeat",
                     "Next": format!("{s}.judge{n}"),
                 }),
@@ -419,7 +429,7 @@ impl Machine<'_> {
                     "Parameters": {
                         "Bucket": self.settings.bucket,
                         "Key.$": format!("States.Format('{}{{}}.json', $.clock.stamp)", self.environments_prefix()),
-                        "Body.$": "$.saved.definition",
+                        "Body.$": "States.JsonToString($.saved.definition)",
                         "ContentType": "application/json",
                     },
                     "ResultSelector": {"ETag.$": "$.ETag"},
@@ -521,7 +531,7 @@ impl Machine<'_> {
         // Only "does not exist" leads on to CreateEnvironment.
         if let Some(c) = self.states.get_mut(s).and_then(|t| t.get_mut("Catch")) {
             *c = json!([
-                {"ErrorEquals": ["Mwaa.ResourceNotFoundException"], "ResultPath": null, "Next": format!("{s}.list")},
+                {"ErrorEquals": ["Mwaa.ResourceNotFoundException", "mwaa.ResourceNotFoundException"], "ResultPath": null, "Next": format!("{s}.list")},
                 {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": format!("failed.{s}")},
             ]);
         }
@@ -974,6 +984,98 @@ fn successors(state: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The failover timeline of an execution of the generated machine, from its history: one
+/// record per planned step it reached, from the first state of the step entered to the last
+/// one left; a step whose `failed.<step>` state was entered, or at which the execution
+/// stopped, failed with the execution's error.
+pub fn timeline(
+    dr_type: DrType,
+    execution_name: &str,
+    execution: &ExecutionState,
+    events: &[StateEvent],
+) -> Timeline {
+    let mut steps: Vec<StepRecord> = Vec::new();
+    let mut failed_at: Option<StepKind> = None;
+    for e in events {
+        if let Some(failed) = e.state.strip_prefix("failed.") {
+            if e.entered {
+                failed_at = step_of_state(failed);
+            }
+            continue;
+        }
+        let Some(step) = step_of_state(&e.state) else {
+            continue;
+        };
+        match steps.iter_mut().find(|r| r.step == step) {
+            Some(r) => r.finished_at = e.at,
+            None => steps.push(StepRecord {
+                step,
+                started_at: e.at,
+                finished_at: e.at,
+                outcome: StepOutcome::Ok,
+                details: String::new(),
+            }),
+        }
+    }
+    let visited = |name: &str| events.iter().any(|e| e.entered && e.state == name);
+    let failure = || {
+        let mut d = format!(
+            "execution {}: {}",
+            execution.status,
+            execution.error.as_deref().unwrap_or("")
+        );
+        if let Some(c) = execution.cause.as_deref().filter(|c| !c.is_empty()) {
+            d.push_str(&format!(": {}", c.chars().take(500).collect::<String>()));
+        }
+        d
+    };
+    let running = execution.status == "RUNNING";
+    let last = steps.len().saturating_sub(1);
+    for (i, r) in steps.iter_mut().enumerate() {
+        let stopped_here =
+            i == last && !running && execution.status != "SUCCEEDED" && failed_at.is_none();
+        if failed_at == Some(r.step) || stopped_here {
+            r.outcome = StepOutcome::Failed;
+            r.details = failure();
+        } else if r.step == StepKind::ConfirmPrimaryUnhealthy {
+            r.details = if visited(&format!("{}.simulated", r.step.as_str())) {
+                "unhealthy: simulated disaster (simulate_dr)".into()
+            } else if visited(HEALTHY) {
+                "healthy: nothing to recover".into()
+            } else {
+                "unhealthy: no heartbeat above 0 in any look".into()
+            };
+        } else {
+            r.details = "done in Step Functions".into();
+        }
+    }
+    let recovered = execution.status == "SUCCEEDED" && visited(RECOVERED);
+    let restored = steps
+        .iter()
+        .find(|r| r.step == StepKind::RestoreLatestBackup && r.outcome == StepOutcome::Ok)
+        .map(|r| r.finished_at);
+    Timeline {
+        run_id: execution_name.to_string(),
+        dr_type,
+        resumed: false,
+        started_at: execution.started_at,
+        finished_at: if recovered {
+            execution.stopped_at
+        } else {
+            None
+        },
+        recovery_seconds: restored
+            .filter(|_| recovered)
+            .map(|end| (end - execution.started_at).num_milliseconds() as f64 / 1000.0),
+        steps,
+    }
+}
+
+/// Whether a finished execution stopped because the primary was healthy.
+pub fn ended_healthy(execution: &ExecutionState, events: &[StateEvent]) -> bool {
+    execution.status == "SUCCEEDED" && events.iter().any(|e| e.entered && e.state == HEALTHY)
 }
 
 #[cfg(test)]
