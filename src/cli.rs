@@ -290,7 +290,8 @@ pub struct FailoverArgs {
     #[arg(long, conflicts_with = "force")]
     pub via_step_functions: bool,
 
-    /// The state machine to start: a name or an ARN [default: <STACK_NAME_PREFIX>-failover]
+    /// The state machine to start: a name or an ARN [default: <STACK_NAME_PREFIX>-failover, or
+    /// mwaa-dr-failover without STACK_NAME_PREFIX]
     #[arg(long, value_name = "NAME|ARN", requires = "via_step_functions")]
     pub state_machine: Option<String>,
 }

@@ -15,6 +15,7 @@ const COMMANDS: &[&[&str]] = &[
     &["config"],
     &["dags"],
     &["dags", "render"],
+    &["deploy"],
 ];
 
 /// The subcommands a `--help` page lists under "Commands:", without `help`.
