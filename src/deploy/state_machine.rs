@@ -315,7 +315,7 @@ impl Machine<'_> {
                 json!({
                     "Type": "Pass",
                     "QueryLanguage": "JSONata",
-                    "Comment": format!("look {n} of {looks}: the heartbeat window (two {PERIOD_SECS} s periods before now) and the time stamp of a saved definition"),
+                    "Comment": format!("look {n} of {looks}: the heartbeat window (two {PERIOD_SECS} s periods before now) and the day stamp of a saved definition"),
                     "Output": CLOCK,
                     "Next": format!("{s}.heartbeat{n}"),
                 }),
@@ -831,9 +831,11 @@ impl Machine<'_> {
     }
 }
 
-/// A JSONata Pass state's output: the input plus `clock` (`start`/`end` of the heartbeat
-/// window, `stamp` in the key format of store/environments.rs).
-const CLOCK: &str = "{% $merge([$states.input, {'clock': {'start': $fromMillis($millis() - 600000), 'end': $fromMillis($millis() + 60000), 'stamp': $fromMillis($millis(), '[Y0001][M01][D01]T[H01][m01][s01].[f001]000Z')}}]) %}";
+/// A JSONata Pass state's output: the input plus `clock`: `start`/`end` of the heartbeat
+/// window, and `stamp`, the start of the day in the key format of store/environments.rs: a
+/// healthy primary's definition is saved once a day (overwritten through the day), so the
+/// folder grows by one object a day and the newest still sorts last among the CLI's saves.
+const CLOCK: &str = "{% $merge([$states.input, {'clock': {'start': $fromMillis($millis() - 600000), 'end': $fromMillis($millis() + 60000), 'stamp': $fromMillis($millis(), '[Y0001][M01][D01]T000000.000000Z')}}]) %}";
 
 /// The JSONata expression of CreateEnvironment's arguments: the saved definition's fields
 /// that CreateEnvironment accepts, logging without the primary's log groups, and
@@ -1251,8 +1253,8 @@ mod tests {
             save["Parameters"]["Key.$"],
             "States.Format('dr/environments/prim/{}.json', $.clock.stamp)"
         );
-        // The key sorts with the CLI's: environments/<name>/%Y%m%dT%H%M%S%.6fZ.json.
-        assert!(CLOCK.contains("[Y0001][M01][D01]T[H01][m01][s01].[f001]000Z"));
+        // The key sorts with the CLI's: environments/<name>/%Y%m%dT%H%M%S%.6fZ.json, one a day.
+        assert!(CLOCK.contains("[Y0001][M01][D01]T000000.000000Z"));
     }
 
     #[test]

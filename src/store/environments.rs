@@ -1,5 +1,6 @@
 //! Saved environment definitions: `environments/<name>/<time>.json`, one immutable object per
-//! save; the newest is the one a Backup-Restore failover recreates.
+//! save (the Step Functions state machine saves at the start of each day's time, overwritten
+//! through the day); the newest is the one a Backup-Restore failover recreates.
 
 use chrono::Utc;
 

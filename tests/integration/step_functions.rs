@@ -7,7 +7,7 @@
 //! hit exactly the state it names:
 //! - JSONata states (`confirm_primary_unhealthy.clock1`): moto evaluates JSONata through a
 //!   JVM bridge that its server does not ship; the replacement is a Pass with the window the
-//!   JSONata computes (the last 10 minutes) and a time stamp in the CLI's key format;
+//!   JSONata computes (the last 10 minutes) and the day stamp in the CLI's key format;
 //! - `aws-sdk:mwaa:*` (moto has no MWAA): `healthy.get_environment` and
 //!   `confirm_secondary_available.status` become Pass states with GetEnvironment's answer,
 //!   and the restore's `aws-sdk:mwaa:invokeRestApi.waitForTaskToken` becomes
@@ -140,7 +140,7 @@ fn clock_now(def: &mut Value) {
             "Result": {
                 "start": (now - chrono::Duration::minutes(10)).to_rfc3339(),
                 "end": (now + chrono::Duration::minutes(1)).to_rfc3339(),
-                "stamp": now.format("%Y%m%dT%H%M%S%.6fZ").to_string(),
+                "stamp": now.format("%Y%m%dT000000.000000Z").to_string(),
             },
             "ResultPath": "$.clock",
         }),
