@@ -1082,6 +1082,8 @@ pub fn ended_healthy(execution: &ExecutionState, events: &[StateEvent]) -> bool 
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+
     use super::*;
     use crate::failover::NewEnvironment;
     use crate::model::HealthCheckSettings;
@@ -1311,6 +1313,108 @@ mod tests {
         assert_eq!(step_of_state("failed.notify"), None);
         assert_eq!(step_of_state(RECOVERED), None);
         assert_eq!(state_machine_name(Some("acme")), "acme-failover");
+    }
+
+
+    fn event(secs: i64, state: &str, entered: bool) -> StateEvent {
+        StateEvent {
+            at: DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default(),
+            state: state.into(),
+            entered,
+        }
+    }
+
+    fn execution(status: &str, error: Option<&str>) -> ExecutionState {
+        ExecutionState {
+            status: status.into(),
+            started_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+            stopped_at: DateTime::from_timestamp(1_700_000_100, 0),
+            error: error.map(str::to_string),
+            cause: error.map(|_| "the cause".to_string()),
+            output: None,
+        }
+    }
+
+    #[test]
+    fn the_history_becomes_the_cli_timeline() {
+        let events = [
+            event(0, "confirm_primary_unhealthy", true),
+            event(0, "confirm_primary_unhealthy", false),
+            event(1, "confirm_primary_unhealthy.simulated", true),
+            event(1, "confirm_primary_unhealthy.unhealthy", false),
+            event(2, "disable_health_check", true),
+            event(4, "disable_health_check.update", false),
+            event(5, "restore_latest_backup", true),
+            event(60, "restore_latest_backup.check_unpaused", false),
+            event(61, "notify", true),
+            event(62, "notify", false),
+            event(62, RECOVERED, true),
+        ];
+        let t = timeline(
+            DrType::WarmStandby,
+            "run-1",
+            &execution("SUCCEEDED", None),
+            &events,
+        );
+        let steps: Vec<(StepKind, StepOutcome)> =
+            t.steps.iter().map(|r| (r.step, r.outcome)).collect();
+        assert_eq!(
+            steps,
+            vec![
+                (StepKind::ConfirmPrimaryUnhealthy, StepOutcome::Ok),
+                (StepKind::DisableHealthCheck, StepOutcome::Ok),
+                (StepKind::RestoreLatestBackup, StepOutcome::Ok),
+                (StepKind::Notify, StepOutcome::Ok),
+            ]
+        );
+        assert!(t.steps[0].details.contains("simulated"));
+        assert_eq!((t.steps[1].finished_at - t.steps[1].started_at).num_seconds(), 2);
+        assert_eq!(t.recovery_seconds, Some(60.0));
+        assert!(t.finished_at.is_some());
+        assert!(!ended_healthy(&execution("SUCCEEDED", None), &events));
+
+        // Failed at the schedule: that step carries the error, the run is not finished.
+        let failed = [
+            event(0, "confirm_primary_unhealthy", true),
+            event(1, "confirm_primary_unhealthy.unhealthy", false),
+            event(2, "disable_health_check", true),
+            event(3, "disable_health_check", false),
+            event(3, "failed.disable_health_check", true),
+            event(4, NOTIFY_FAILURE, true),
+            event(5, FAILED, true),
+        ];
+        let t = timeline(
+            DrType::WarmStandby,
+            "run-2",
+            &execution("FAILED", Some("Scheduler.ResourceNotFoundException")),
+            &failed,
+        );
+        assert_eq!(t.steps.len(), 2);
+        assert_eq!(t.steps[1].outcome, StepOutcome::Failed);
+        assert!(t.steps[1].details.contains("ResourceNotFoundException: the cause"));
+        assert_eq!(t.steps[0].outcome, StepOutcome::Ok);
+        assert!(t.finished_at.is_none() && t.recovery_seconds.is_none());
+
+        // Timed out while restoring: the step it stopped in failed.
+        let t = timeline(
+            DrType::WarmStandby,
+            "run-3",
+            &execution("TIMED_OUT", Some("States.Timeout")),
+            &events[..7],
+        );
+        assert_eq!(t.steps[2].step, StepKind::RestoreLatestBackup);
+        assert_eq!(t.steps[2].outcome, StepOutcome::Failed);
+
+        // A healthy primary: the check passed and the run ended there.
+        let healthy = [
+            event(0, "confirm_primary_unhealthy", true),
+            event(1, "confirm_primary_unhealthy.judge1", false),
+            event(1, HEALTHY, true),
+        ];
+        let done = execution("SUCCEEDED", None);
+        let t = timeline(DrType::WarmStandby, "run-4", &done, &healthy);
+        assert!(t.steps[0].details.starts_with("healthy"));
+        assert!(ended_healthy(&done, &healthy));
     }
 
     #[test]
