@@ -48,6 +48,8 @@ pub const RECOVERED: &str = "recovered";
 pub const FAILED: &str = "failed";
 pub const NOTIFY_FAILURE: &str = "notify_failure";
 const INVALID_INPUT: &str = "input.invalid";
+const FAILED_WITH_ERROR: &str = "failed.with_error";
+const FAILED_RESERVED: &str = "failed.reserved_error";
 
 /// How the health-check schedule is disabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -819,12 +821,32 @@ impl Machine<'_> {
                 json!({"Type": "Pass", "Comment": "no SNS topic configured (DR_SNS_TOPIC_ARN)", "Next": FAILED}),
             ),
         }
+        // A Fail state may not raise the reserved `States.*` names (States.Runtime,
+        // States.Timeout, ...): those end under the project's own name, the original in the
+        // cause.
         self.add(
             FAILED,
+            json!({
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.failure.error", "StringMatches": "States.*", "Next": FAILED_RESERVED}],
+                "Default": FAILED_WITH_ERROR,
+            }),
+        );
+        self.add(
+            FAILED_WITH_ERROR,
             json!({
                 "Type": "Fail",
                 "Comment": "the failover failed; the topic was told",
                 "ErrorPath": "$.failure.error",
+                "CausePath": "$.failure.cause",
+            }),
+        );
+        self.add(
+            FAILED_RESERVED,
+            json!({
+                "Type": "Fail",
+                "Comment": "the failover failed on a Step Functions error; the topic was told",
+                "Error": "mwaa-dr.failed",
                 "CausePath": "$.failure.cause",
             }),
         );
@@ -1002,8 +1024,10 @@ pub fn timeline(
     let mut failed_at: Option<StepKind> = None;
     for e in events {
         if let Some(failed) = e.state.strip_prefix("failed.") {
-            if e.entered {
-                failed_at = step_of_state(failed);
+            if e.entered
+                && let Some(step) = step_of_state(failed)
+            {
+                failed_at = Some(step);
             }
             continue;
         }
@@ -1315,7 +1339,6 @@ mod tests {
         assert_eq!(state_machine_name(Some("acme")), "acme-failover");
     }
 
-
     fn event(secs: i64, state: &str, entered: bool) -> StateEvent {
         StateEvent {
             at: DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default(),
@@ -1368,7 +1391,10 @@ mod tests {
             ]
         );
         assert!(t.steps[0].details.contains("simulated"));
-        assert_eq!((t.steps[1].finished_at - t.steps[1].started_at).num_seconds(), 2);
+        assert_eq!(
+            (t.steps[1].finished_at - t.steps[1].started_at).num_seconds(),
+            2
+        );
         assert_eq!(t.recovery_seconds, Some(60.0));
         assert!(t.finished_at.is_some());
         assert!(!ended_healthy(&execution("SUCCEEDED", None), &events));
@@ -1382,6 +1408,7 @@ mod tests {
             event(3, "failed.disable_health_check", true),
             event(4, NOTIFY_FAILURE, true),
             event(5, FAILED, true),
+            event(5, FAILED_WITH_ERROR, true),
         ];
         let t = timeline(
             DrType::WarmStandby,
@@ -1391,7 +1418,11 @@ mod tests {
         );
         assert_eq!(t.steps.len(), 2);
         assert_eq!(t.steps[1].outcome, StepOutcome::Failed);
-        assert!(t.steps[1].details.contains("ResourceNotFoundException: the cause"));
+        assert!(
+            t.steps[1]
+                .details
+                .contains("ResourceNotFoundException: the cause")
+        );
         assert_eq!(t.steps[0].outcome, StepOutcome::Ok);
         assert!(t.finished_at.is_none() && t.recovery_seconds.is_none());
 

@@ -13,7 +13,10 @@
 //!   and the restore's `aws-sdk:mwaa:invokeRestApi.waitForTaskToken` becomes
 //!   `sns:publish.waitForTaskToken` publishing the very parameters the REST call would send
 //!   (the DAG run and its conf with the task token), so the waiting and the answer by
-//!   `mwaa-dr ... --task-token` are the real ones.
+//!   `mwaa-dr ... --task-token` are the real ones;
+//! - `aws-sdk:s3:getObject` (moto hands the interpreter an unread stream as `Body`):
+//!   `create_secondary_environment.read` becomes `s3:headObject` of the same key, and the
+//!   test checks the key it was given.
 
 use std::path::Path;
 use std::time::Duration;
@@ -522,4 +525,206 @@ async fn a_failure_notifies_the_topic_and_fails_the_run() {
                 && m.contains("FAILED at step disable_health_check")),
         "{published:?}"
     );
+}
+
+/// The Backup-Restore drill up to the restore: the definition `mwaa-dr backup
+/// --environment-only` saved (the newest of two) is what the state machine reads back from
+/// S3 and hands to CreateEnvironment.
+#[tokio::test]
+async fn a_backup_restore_drill_recreates_from_the_definition_the_cli_saved() {
+    let Some(aws) = Aws::get("sfn_br") else {
+        return;
+    };
+    let Some(bench) = Bench::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = Setup::new(&aws, "BACKUP_RESTORE", "br");
+    setup.set("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS", "1");
+    let primary = setup.get("PRIMARY_MWAA_ENVIRONMENT_NAME");
+    let secondary = setup.get("SECONDARY_MWAA_ENVIRONMENT_NAME");
+    let s3 = create_bucket(&aws, &setup.bucket).await;
+    // An older save, then the CLI's own save of the primary (from the MWAA stand-in).
+    s3.put_object()
+        .bucket(&setup.bucket)
+        .key(format!(
+            "dr/environments/{primary}/20200101T000000.000000Z.json"
+        ))
+        .body(
+            json!({"Name": primary, "AirflowVersion": "2.5.1"})
+                .to_string()
+                .into_bytes()
+                .into(),
+        )
+        .send()
+        .await
+        .expect("older definition");
+    aws.seed_environment(
+        crate::aws::PRIMARY_REGION,
+        json!({"Name": primary, "Status": "AVAILABLE", "AirflowVersion": "2.10.3",
+               "EnvironmentClass": "mw1.medium", "MaxWorkers": 7}),
+    );
+    let saved = run(&mut setup.cmd(dir.path(), &["backup", "--environment-only"]));
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    let (token_topic, token_queue) = aws
+        .topic_with_queue(&format!("sfn-br-token-{}", aws.tag))
+        .await;
+
+    let mut def = setup.definition(dir.path());
+    stand_in(
+        &mut def,
+        "create_secondary_environment",
+        "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
+        // GetEnvironment's ResourceNotFoundException, caught: on to the saved definitions.
+        json!({"Type": "Pass", "Result": null, "Next": "create_secondary_environment.list"}),
+    );
+    // moto's s3:getObject hands the interpreter an unread stream as Body; HeadObject of the
+    // same key shows which definition the state reads.
+    let read = def["States"]["create_secondary_environment.read"].clone();
+    let mut head = read.clone();
+    head["Resource"] = json!("arn:aws:states:::aws-sdk:s3:headObject");
+    head["ResultSelector"] = json!({"ContentLength.$": "$.ContentLength"});
+    stand_in(
+        &mut def,
+        "create_secondary_environment.read",
+        "arn:aws:states:::aws-sdk:s3:getObject",
+        head,
+    );
+    assert_eq!(
+        read["ResultSelector"]["definition.$"],
+        "States.StringToJson($.Body)"
+    );
+    let create = stand_in(
+        &mut def,
+        "create_secondary_environment.create",
+        "JSONata",
+        json!({"Type": "Pass"}),
+    );
+    assert_eq!(
+        create["Resource"],
+        "arn:aws:states:::aws-sdk:mwaa:createEnvironment"
+    );
+    stand_in(
+        &mut def,
+        "wait_secondary_available.status",
+        "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
+        json!({"Type": "Pass", "Result": {"status": "AVAILABLE"}}),
+    );
+    let restore = def["States"]["restore_latest_backup"].clone();
+    let mut waiting = restore.clone();
+    waiting["Resource"] = json!("arn:aws:states:::sns:publish.waitForTaskToken");
+    waiting["Parameters"] = json!({"TopicArn": token_topic, "Message": restore["Parameters"]});
+    stand_in(
+        &mut def,
+        "restore_latest_backup",
+        "arn:aws:states:::aws-sdk:mwaa:invokeRestApi.waitForTaskToken",
+        waiting,
+    );
+    let machine = create_machine(&aws, &def, "sfn-br").await;
+    let mut failover = setup.cmd(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "--yes",
+            "failover",
+            "--via-step-functions",
+            "--simulate-dr",
+            "--state-machine",
+            &machine,
+        ],
+    );
+    let following = std::thread::spawn(move || run(&mut failover));
+    let mut request = Value::Null;
+    for _ in 0..80 {
+        if let Some((_, m)) = aws.notifications(&token_queue).await.into_iter().next() {
+            request = serde_json::from_str(&m).expect("the REST call's parameters");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if request.is_null() {
+        let out = following.join().expect("the follower");
+        panic!("no restore was started: {}\n{}", out.stdout, out.stderr);
+    }
+    assert_eq!(request["Name"], secondary.as_str(), "{request}");
+    let token = request["Body"]["conf"]["task_token"]
+        .as_str()
+        .expect("a task token")
+        .to_string();
+    setup.set("AWS_REGION", SECONDARY_REGION);
+    let db = bench.airflow_db("sfn_br", "2.10.3", false);
+    let store = dir.path().join("answer-store");
+    let answer = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--store",
+            store.to_str().expect("utf-8"),
+            "--yes",
+            "cleanup",
+            "--db",
+            &db,
+            "--task-token",
+            &token,
+        ],
+    ));
+    assert_eq!(answer.code, 0, "{}", answer.stderr);
+    let out = following.join().expect("the follower");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let t = timeline(&out);
+    assert_eq!(
+        step_outcomes(&t)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Vec<_>>(),
+        [
+            "confirm_primary_unhealthy",
+            "disable_health_check",
+            "create_secondary_environment",
+            "wait_secondary_available",
+            "restore_latest_backup",
+            "notify"
+        ]
+    );
+
+    // The key the read state was given: the newest saved definition, the CLI's.
+    let keys = s3
+        .list_objects_v2()
+        .bucket(&setup.bucket)
+        .prefix(format!("dr/environments/{primary}/"))
+        .send()
+        .await
+        .expect("list");
+    let newest = keys
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .max()
+        .expect("saved definitions")
+        .to_string();
+    assert!(!newest.contains("20200101T"), "{newest}");
+    let sfn = aws_sdk_sfn::Client::new(&shared(&aws));
+    let execution = sfn
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await
+        .expect("executions")
+        .executions()
+        .first()
+        .map(|e| e.execution_arn().to_string())
+        .expect("one execution");
+    let history = sfn
+        .get_execution_history()
+        .execution_arn(&execution)
+        .send()
+        .await
+        .expect("history");
+    let read: Vec<Value> = history
+        .events()
+        .iter()
+        .filter_map(|e| e.task_scheduled_event_details())
+        .filter(|d| d.resource() == "headObject")
+        .filter_map(|d| serde_json::from_str(d.parameters()).ok())
+        .collect();
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0]["Key"], newest.as_str());
 }
