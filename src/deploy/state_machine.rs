@@ -584,7 +584,7 @@ impl Machine<'_> {
                 "QueryLanguage": "JSONata",
                 "Comment": "CreateEnvironment: the saved definition's settings with the secondary's name, role, network and DAGs bucket (as failover::secondary_definition)",
                 "Resource": sdk("mwaa", "createEnvironment"),
-                "Arguments": format!("{{% {} %}}", create_arguments(&overrides)),
+                "Arguments": create_arguments(&overrides),
                 "Output": "{% $states.input %}",
                 "Next": next,
             }),
@@ -859,10 +859,12 @@ impl Machine<'_> {
 /// folder grows by one object a day and the newest still sorts last among the CLI's saves.
 const CLOCK: &str = "{% $merge([$states.input, {'clock': {'start': $fromMillis($millis() - 600000), 'end': $fromMillis($millis() + 60000), 'stamp': $fromMillis($millis(), '[Y0001][M01][D01]T000000.000000Z')}}]) %}";
 
-/// The JSONata expression of CreateEnvironment's arguments: the saved definition's fields
-/// that CreateEnvironment accepts, logging without the primary's log groups, and
-/// `overrides` (the secondary's own values) on top.
-fn create_arguments(overrides: &Value) -> String {
+/// CreateEnvironment's arguments: each setting CreateEnvironment accepts, taken from the
+/// saved definition by a JSONata expression (null when the definition has none: the SDK
+/// leaves it unset), logging without the primary's log groups, and `overrides` (the
+/// secondary's own name, role, network and DAGs bucket) as they are. An object, not one
+/// expression, as the States Language schema of CloudFormation requires.
+fn create_arguments(overrides: &Value) -> Value {
     const ACCEPTED: &[&str] = &[
         "AirflowConfigurationOptions",
         "AirflowVersion",
@@ -885,20 +887,27 @@ fn create_arguments(overrides: &Value) -> String {
         "WebserverAccessMode",
         "WeeklyMaintenanceWindowStart",
     ];
-    let accepted = ACCEPTED
-        .iter()
-        .map(|k| format!("'{k}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "( $d := $states.input.saved.definition; $merge([$sift($d, function($v, $k) {{ $k in [{accepted}] }}), {{'LoggingConfiguration': $merge($each($d.LoggingConfiguration, function($v, $k) {{ {{$k: {{'Enabled': $v.Enabled, 'LogLevel': $v.LogLevel}}}} }}))}}, {}]) )",
-        jsonata_object(overrides)
-    )
-}
-
-/// A JSON value as a JSONata literal (JSON is JSONata; strings stay double-quoted).
-fn jsonata_object(v: &Value) -> String {
-    v.to_string()
+    const SAVED: &str = "$states.input.saved.definition";
+    let mut args = Map::new();
+    for key in ACCEPTED {
+        args.insert(
+            (*key).to_string(),
+            format!("{{% $exists({SAVED}.{key}) ? {SAVED}.{key} : null %}}").into(),
+        );
+    }
+    args.insert(
+        "LoggingConfiguration".into(),
+        format!(
+            "{{% $exists({SAVED}.LoggingConfiguration) ? $merge($each({SAVED}.LoggingConfiguration, function($v, $k) {{ {{$k: {{'Enabled': $v.Enabled, 'LogLevel': $v.LogLevel}}}} }})) : null %}}"
+        )
+        .into(),
+    );
+    if let Some(o) = overrides.as_object() {
+        for (k, v) in o {
+            args.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(args)
 }
 
 /// A string safe inside a single-quoted `States.Format` literal.
@@ -1446,6 +1455,43 @@ mod tests {
         let t = timeline(DrType::WarmStandby, "run-4", &done, &healthy);
         assert!(t.steps[0].details.starts_with("healthy"));
         assert!(ended_healthy(&done, &healthy));
+    }
+
+    #[test]
+    fn create_environment_takes_the_saved_settings_and_the_secondary_own_values() {
+        let def = definition(&targets(DrType::BackupRestore, 0), &settings());
+        let create = &states(&def)["create_secondary_environment.create"];
+        assert_eq!(create["QueryLanguage"], "JSONata");
+        let args = create["Arguments"]
+            .as_object()
+            .expect("an object, as cfn-lint requires");
+        assert_eq!(args["Name"], "sec");
+        assert_eq!(
+            args["ExecutionRoleArn"],
+            "arn:aws:iam::123456789012:role/sec"
+        );
+        assert_eq!(args["SourceBucketArn"], "arn:aws:s3:::sec-dags");
+        assert_eq!(
+            args["NetworkConfiguration"]["SubnetIds"],
+            json!(["subnet-1", "subnet-2"])
+        );
+        assert_eq!(
+            args["RequirementsS3Path"],
+            "{% $exists($states.input.saved.definition.RequirementsS3Path) ? $states.input.saved.definition.RequirementsS3Path : null %}"
+        );
+        // Not copied: what names the primary, or only describes it.
+        for key in [
+            "Arn",
+            "Status",
+            "WebserverUrl",
+            "ServiceRoleArn",
+            "CreatedAt",
+        ] {
+            assert!(!args.contains_key(key), "{key}");
+        }
+        assert!(args["LoggingConfiguration"].as_str().is_some_and(|e| {
+            e.contains("'LogLevel': $v.LogLevel") && !e.contains("CloudWatchLogGroupArn")
+        }));
     }
 
     #[test]

@@ -150,17 +150,30 @@ fn clock_now(def: &mut Value) {
     );
 }
 
+/// Creates the state machine in moto. moto's definition parser is not safe under concurrent
+/// CreateStateMachine calls (tests in parallel processes): it then refuses a valid definition
+/// with "Unsupported declaration ..." now and then, so a refusal is retried a few times.
 async fn create_machine(aws: &Aws, def: &Value, name: &str) -> String {
     let sfn = aws_sdk_sfn::Client::new(&shared(aws));
-    sfn.create_state_machine()
-        .name(format!("{name}-{}", aws.tag))
-        .role_arn("arn:aws:iam::123456789012:role/mwaa-dr-test")
-        .definition(def.to_string())
-        .send()
-        .await
-        .expect("state machine")
-        .state_machine_arn()
-        .to_string()
+    let mut last = String::new();
+    for _ in 0..5 {
+        match sfn
+            .create_state_machine()
+            .name(format!("{name}-{}", aws.tag))
+            .role_arn("arn:aws:iam::123456789012:role/mwaa-dr-test")
+            .definition(def.to_string())
+            .send()
+            .await
+        {
+            Ok(out) => return out.state_machine_arn().to_string(),
+            Err(e) => last = format!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!(
+        "state machine: {}",
+        last.chars().take(2000).collect::<String>()
+    );
 }
 
 async fn put_heartbeat(aws: &Aws, environment: &str, value: f64) {
