@@ -154,12 +154,16 @@ fn clock_now(def: &mut Value) {
 /// CreateStateMachine calls (tests in parallel processes): it then refuses a valid definition
 /// with "Unsupported declaration ..." now and then, so a refusal is retried a few times.
 async fn create_machine(aws: &Aws, def: &Value, name: &str) -> String {
+    create_named_machine(aws, def, &format!("{name}-{}", aws.tag)).await
+}
+
+async fn create_named_machine(aws: &Aws, def: &Value, name: &str) -> String {
     let sfn = aws_sdk_sfn::Client::new(&shared(aws));
     let mut last = String::new();
     for _ in 0..5 {
         match sfn
             .create_state_machine()
-            .name(format!("{name}-{}", aws.tag))
+            .name(name)
             .role_arn("arn:aws:iam::123456789012:role/mwaa-dr-test")
             .definition(def.to_string())
             .send()
@@ -498,7 +502,44 @@ async fn a_failure_notifies_the_topic_and_fails_the_run() {
     setup.set("DR_SNS_TOPIC_ARN", &topic);
     let mut def = setup.definition(dir.path());
     clock_now(&mut def);
-    let machine = create_machine(&aws, &def, "sfn-fail").await;
+    // Found by the name `deploy` gives it: <STACK_NAME_PREFIX>-failover.
+    let prefix = format!("sfn-{}", aws.tag);
+    setup.set("STACK_NAME_PREFIX", &prefix);
+    let machine = create_named_machine(&aws, &def, &format!("{prefix}-failover")).await;
+
+    let missing = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--yes",
+            "failover",
+            "--via-step-functions",
+            "--state-machine",
+            "nope",
+        ],
+    ));
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no state machine"),
+        "{}",
+        missing.stderr
+    );
+    let dry = run(&mut setup.cmd(
+        dir.path(),
+        &["--dry-run", "failover", "--via-step-functions"],
+    ));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains(&machine), "{}", dry.stdout);
+    let sfn = aws_sdk_sfn::Client::new(&shared(&aws));
+    let executions = sfn
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await
+        .expect("executions");
+    assert!(
+        executions.executions().is_empty(),
+        "a dry run starts nothing"
+    );
 
     let out = run(&mut setup.cmd(
         dir.path(),
@@ -508,8 +549,6 @@ async fn a_failure_notifies_the_topic_and_fails_the_run() {
             "--yes",
             "failover",
             "--via-step-functions",
-            "--state-machine",
-            &machine,
         ],
     ));
     assert_eq!(out.code, 1, "{}", out.stderr);
