@@ -19,7 +19,7 @@ pub fn run(config: &Config, args: &DeployArgs) -> Result<()> {
 
 /// The state machine definition for the configuration, checked for consistency.
 pub fn definition(config: &Config, command: &str) -> Result<serde_json::Value> {
-    let targets = super::failover::targets(config, false)?;
+    let targets = super::failover_plan::targets(config, command, false)?;
     let settings = workflow_settings(config, command)?;
     let definition = state_machine::definition(&targets, &settings);
     state_machine::check_structure(&definition)
@@ -42,7 +42,7 @@ pub fn workflow_settings(config: &Config, command: &str) -> Result<WorkflowSetti
             });
         }
     };
-    let mut restore_conf = super::restore::restore_conf(config, None, true);
+    let mut restore_conf = super::remote::restore_conf(config, None, true);
     restore_conf.remove("clean");
     Ok(WorkflowSettings {
         bucket,

@@ -12,14 +12,12 @@ use crate::aws::sns::SnsNotifier;
 use crate::cli::FailoverArgs;
 use tokio_util::sync::CancellationToken;
 
+use super::failover_plan::targets;
 use super::open_store;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::failover::restore::{DirectRestore, RemoteRestore};
-use crate::failover::{
-    self, NewEnvironment, PlannedStep, RestoreStep, Services, Targets, Timeline, state,
-};
-use crate::model::DrType;
+use crate::failover::{self, PlannedStep, RestoreStep, Services, Targets, Timeline, state};
 use crate::ops::{self, restore::RestoreOptions};
 use crate::output;
 use crate::store::BackupStore;
@@ -37,7 +35,7 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
     if args.via_step_functions {
         return via_step_functions(config, args, cancel).await;
     }
-    let targets = targets(config, args.force)?;
+    let targets = targets(config, "failover", args.force)?;
     // Without a database URL the restore DAG does the restore inside the secondary.
     let db = if config.has_target_db() {
         Some(config.target_db("failover")?)
@@ -243,87 +241,6 @@ fn render_timeline(t: &Timeline) -> String {
     out
 }
 
-/// The failover's options from the configuration: what each DR type needs is required here,
-/// before anything is touched.
-pub(crate) fn targets(config: &Config, force: bool) -> Result<Targets> {
-    let command = "failover";
-    let dr_type = config.dr_type.ok_or_else(|| Error::MissingValue {
-        variable: "DR_TYPE".into(),
-        command: command.into(),
-        purpose: "the recovery strategy, BACKUP_RESTORE or WARM_STANDBY".into(),
-    })?;
-    let secondary = config
-        .require(
-            &config.secondary.environment_name,
-            "SECONDARY_MWAA_ENVIRONMENT_NAME",
-            command,
-            "the environment that takes over",
-        )?
-        .to_string();
-    let primary = config
-        .require(
-            &config.primary.environment_name,
-            "PRIMARY_MWAA_ENVIRONMENT_NAME",
-            command,
-            "the environment that failed",
-        )?
-        .to_string();
-    if dr_type == DrType::BackupRestore {
-        require_new_environment(config, command)?;
-    }
-    Ok(Targets {
-        dr_type,
-        primary,
-        secondary,
-        secondary_region: config.secondary.region.clone(),
-        schedule: config.health_check.schedule_name.clone(),
-        sns_topic: config.failover.sns_topic_arn.clone(),
-        force,
-        health: config.health_check.clone(),
-        new_environment: NewEnvironment {
-            role_arn: config.secondary.role_arn.clone(),
-            dags_bucket: config.secondary.dags_bucket.clone(),
-            subnet_ids: config.secondary.subnet_ids.clone(),
-            security_group_ids: config.secondary.security_group_ids.clone(),
-        },
-        create_env_polling_interval: config.failover.create_env_polling_interval,
-        timeout: config.failover.timeout,
-        restore_dag: (!config.has_target_db()).then(|| config.deployment.import_dag_name.clone()),
-    })
-}
-
-/// Backup-Restore creates the secondary: its role, DAGs bucket and network must be set.
-fn require_new_environment(config: &Config, command: &str) -> Result<()> {
-    config.require(
-        &config.secondary.role_arn,
-        "SECONDARY_MWAA_ROLE_ARN",
-        command,
-        "the execution role of the new environment",
-    )?;
-    config.require(
-        &config.secondary.dags_bucket,
-        "SECONDARY_DAGS_BUCKET_NAME",
-        command,
-        "the DAGs bucket of the new environment",
-    )?;
-    for (variable, list) in [
-        ("SECONDARY_SUBNET_IDS", &config.secondary.subnet_ids),
-        (
-            "SECONDARY_SECURITY_GROUP_IDS",
-            &config.secondary.security_group_ids,
-        ),
-    ] {
-        if list.is_empty() {
-            return Err(Error::MissingValue {
-                variable: variable.into(),
-                command: command.into(),
-                purpose: "the network of the new environment".into(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// `--via-step-functions`: starts an execution of the deployed state machine, shows each
 /// state it enters on stderr, and prints the timeline from its history. The outcome decides
 /// the exit code: 0 recovered, 6 the primary was healthy, 1 failed, timed out or aborted.
@@ -334,7 +251,7 @@ async fn via_step_functions(
 ) -> Result<()> {
     use crate::aws::sfn::SfnExecutions;
     use crate::deploy::state_machine;
-    let targets = targets(config, false)?;
+    let targets = targets(config, "failover", false)?;
     let name = args.state_machine.clone().unwrap_or_else(|| {
         state_machine::state_machine_name(config.deployment.stack_name_prefix.as_deref())
     });

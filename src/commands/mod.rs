@@ -6,6 +6,7 @@ pub mod config;
 pub mod dags;
 pub mod deploy;
 pub mod failover;
+pub mod failover_plan;
 pub mod health_check;
 pub mod list;
 pub mod prune;
