@@ -105,7 +105,8 @@ const ALL_STEPS: [StepKind; 7] = [
 /// `{"simulate_dr": true}` is the drill, and the restore always runs through the DAG.
 ///
 /// An execution takes `{}` (check, and fail over when unhealthy) or `{"simulate_dr": true}`
-/// (fail over whatever the heartbeat says, as `--simulate-dr`).
+/// (fail over whatever the heartbeat says, as `--simulate-dr`); `"YES"` / `"NO"`, as the
+/// schedule passes MWAA_SIMULATE_DR, are read the same way.
 pub fn definition(targets: &Targets, settings: &WorkflowSettings) -> Value {
     let plan = targets.steps();
     let mut m = Machine {
@@ -273,20 +274,48 @@ impl Machine<'_> {
                 "Comment": action,
                 "Choices": [
                     {"Not": {"Variable": "$.simulate_dr", "IsPresent": true}, "Next": format!("{s}.clock1")},
-                    {"Not": {"Variable": "$.simulate_dr", "IsBoolean": true}, "Next": INVALID_INPUT},
-                    {"Variable": "$.simulate_dr", "BooleanEquals": true, "Next": format!("{s}.simulated")},
+                    {"Variable": "$.simulate_dr", "IsBoolean": true, "Next": format!("{s}.simulate_flag")},
+                    {"Variable": "$.simulate_dr", "IsString": true, "Next": format!("{s}.simulate_text")},
                 ],
+                "Default": INVALID_INPUT,
+            }),
+        );
+        self.add(
+            &format!("{s}.simulate_flag"),
+            json!({
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.simulate_dr", "BooleanEquals": true, "Next": format!("{s}.simulated")}],
                 "Default": format!("{s}.clock1"),
+            }),
+        );
+        // The schedule `deploy` creates passes MWAA_SIMULATE_DR as it is spelled: YES or NO.
+        self.add(
+            &format!("{s}.simulate_text"),
+            json!({
+                "Type": "Choice",
+                "Choices": [
+                    {"Or": [
+                        {"Variable": "$.simulate_dr", "StringEquals": "YES"},
+                        {"Variable": "$.simulate_dr", "StringEquals": "yes"},
+                        {"Variable": "$.simulate_dr", "StringEquals": "true"},
+                    ], "Next": format!("{s}.simulated")},
+                    {"Or": [
+                        {"Variable": "$.simulate_dr", "StringEquals": "NO"},
+                        {"Variable": "$.simulate_dr", "StringEquals": "no"},
+                        {"Variable": "$.simulate_dr", "StringEquals": "false"},
+                    ], "Next": format!("{s}.clock1")},
+                ],
+                "Default": INVALID_INPUT,
             }),
         );
         self.add(
             INVALID_INPUT,
             json!({
                 "Type": "Pass",
-                "Comment": "the execution input is {} or {\"simulate_dr\": true|false}",
+                "Comment": "the execution input is {} or {\"simulate_dr\": true|false|\"YES\"|\"NO\"}",
                 "Parameters": {
                     "Error": "mwaa-dr.usage",
-                    "Cause": "simulate_dr must be true or false",
+                    "Cause": "simulate_dr must be true, false, \"YES\" or \"NO\"",
                 },
                 "ResultPath": "$.failure",
                 "Next": format!("failed.{s}"),
