@@ -117,18 +117,78 @@ pub enum Command {
     #[command(subcommand)]
     Dags(DagsCommand),
 
-    /// Generate what runs the recovery unattended on AWS Step Functions
+    /// Deploy the unattended recovery: one CloudFormation stack per Region, and the DR DAGs
     ///
-    /// The state machine is generated from the same failover plan `failover` runs, for the
-    /// configured DR_TYPE (see docs/FAILOVER.md, "Unattended").
+    /// Creates or updates the stacks STACK_NAME_PREFIX-primary and STACK_NAME_PREFIX-secondary
+    /// through change sets (an empty change set changes nothing), then uploads the DR DAGs and
+    /// the startup script to each DAGs bucket where they differ. With --dry-run, prints each
+    /// change set and the files that would be uploaded, and changes nothing.
     Deploy(DeployArgs),
+
+    /// Delete what `deploy` created: both stacks and the uploaded DAGs and startup script
+    ///
+    /// Refuses while a backup bucket holds objects, unless --delete-backups.
+    Undeploy(UndeployArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegionChoice {
+    Primary,
+    Secondary,
 }
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Print the Step Functions state machine definition (Amazon States Language JSON)
-    #[arg(long, required = true)]
+    /// Print the Step Functions state machine definition (Amazon States Language JSON) the
+    /// secondary's stack carries, and change nothing
+    #[arg(long, conflicts_with_all = ["template_out", "region_only", "binary_uri"])]
     pub print_definition: bool,
+
+    /// Write the two templates (JSON) into this folder and change nothing, for your own
+    /// pipeline
+    #[arg(long, value_name = "DIR")]
+    pub template_out: Option<PathBuf>,
+
+    /// Deploy only this Region's stack and DAGs [default: both]
+    #[arg(long, value_enum, value_name = "REGION")]
+    pub region_only: Option<RegionChoice>,
+
+    /// S3 URI of the mwaa-dr binary the startup script installs (needed unless
+    /// --template-out)
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub binary_uri: Option<String>,
+
+    /// S3 object version of the binary to install [default: the latest]
+    #[arg(long, value_name = "VERSION")]
+    pub binary_version: Option<String>,
+
+    /// SHA-256 the binary must have (hex); the startup script refuses any other
+    #[arg(long, value_name = "HEX", conflicts_with = "binary_file")]
+    pub binary_sha256: Option<String>,
+
+    /// Take the SHA-256 from this local copy of the binary instead
+    #[arg(long, value_name = "PATH")]
+    pub binary_file: Option<PathBuf>,
+
+    /// Where the startup script installs the binary
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/usr/local/airflow/mwaa-dr/bin/mwaa-dr"
+    )]
+    pub install_path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UndeployArgs {
+    /// Also delete the backups: empty the versioned backup buckets (every version) so that
+    /// their stacks can delete them
+    #[arg(long)]
+    pub delete_backups: bool,
+
+    /// Remove only this Region's stack and DAGs [default: both]
+    #[arg(long, value_enum, value_name = "REGION")]
+    pub region_only: Option<RegionChoice>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,8 +350,8 @@ pub struct FailoverArgs {
     #[arg(long, conflicts_with = "force")]
     pub via_step_functions: bool,
 
-    /// The state machine to start: a name or an ARN [default: <STACK_NAME_PREFIX>-failover, or
-    /// mwaa-dr-failover without STACK_NAME_PREFIX]
+    /// The state machine to start: a name or an ARN [default: <STACK_NAME_PREFIX>-state-machine,
+    /// the one `deploy` creates]
     #[arg(long, value_name = "NAME|ARN", requires = "via_step_functions")]
     pub state_machine: Option<String>,
 }
@@ -339,6 +399,7 @@ impl Command {
             Command::Config => "config",
             Command::Dags(DagsCommand::Render(_)) => "dags render",
             Command::Deploy(_) => "deploy",
+            Command::Undeploy(_) => "undeploy",
         }
     }
 }

@@ -3,6 +3,8 @@
 //! the standard AWS chain only.
 
 pub mod airflow_api;
+pub mod buckets;
+pub mod cloudformation;
 pub mod cloudwatch;
 pub mod kms;
 pub mod mwaa;

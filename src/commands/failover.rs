@@ -252,9 +252,15 @@ async fn via_step_functions(
     use crate::aws::sfn::SfnExecutions;
     use crate::deploy::state_machine;
     let targets = targets(config, "failover", false)?;
-    let name = args.state_machine.clone().unwrap_or_else(|| {
-        state_machine::state_machine_name(config.deployment.stack_name_prefix.as_deref())
-    });
+    let name = match &args.state_machine {
+        Some(name) => name.clone(),
+        None => state_machine::state_machine_name(config.require(
+            &config.deployment.stack_name_prefix,
+            "STACK_NAME_PREFIX",
+            "failover",
+            "the state machine `deploy` created is <prefix>-state-machine (or name it with --state-machine)",
+        )?),
+    };
     let sfn = SfnExecutions::new(config.secondary.region.as_deref(), &config.aws_timeouts).await;
     let machine = sfn.find(&name).await?;
     let simulate = args.simulate_dr || config.health_check.simulate_dr;

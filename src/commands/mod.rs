@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod cleanup;
 pub mod config;
+pub mod dag_files;
 pub mod dags;
 pub mod deploy;
 pub mod failover;

@@ -962,8 +962,8 @@ pub fn machine_timeout(targets: &Targets) -> Duration {
 }
 
 /// The name `deploy` gives the state machine, and `failover --via-step-functions` looks for.
-pub fn state_machine_name(stack_name_prefix: Option<&str>) -> String {
-    format!("{}-failover", stack_name_prefix.unwrap_or("mwaa-dr"))
+pub fn state_machine_name(stack_name_prefix: &str) -> String {
+    crate::deploy::cloudformation::Names::new(stack_name_prefix, "").state_machine()
 }
 
 /// Checks a definition's graph: `StartAt` and every `Next` / `Default` / `Choices[].Next` /
@@ -1374,7 +1374,7 @@ mod tests {
         assert_eq!(step_of_state("notify"), Some(StepKind::Notify));
         assert_eq!(step_of_state("failed.notify"), None);
         assert_eq!(step_of_state(RECOVERED), None);
-        assert_eq!(state_machine_name(Some("acme")), "acme-failover");
+        assert_eq!(state_machine_name("acme"), "acme-state-machine");
     }
 
     fn event(secs: i64, state: &str, entered: bool) -> StateEvent {

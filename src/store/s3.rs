@@ -87,6 +87,23 @@ impl S3Store {
         )
     }
 
+    /// A store whose client is bound to `region` (a bucket of another Region than the
+    /// chain's), otherwise as [`S3Store::from_env`].
+    pub async fn in_region(
+        bucket: &str,
+        prefix: &str,
+        region: &str,
+        timeouts: &AwsTimeouts,
+    ) -> Self {
+        S3Store::new(
+            client_from_sdk_config(&crate::aws::sdk_config(Some(region), timeouts).await),
+            bucket,
+            prefix,
+            None,
+            DEFAULT_PART_SIZE,
+        )
+    }
+
     /// Asks ListObjectsV2 for at most `keys` keys per page (the service's default is 1000).
     pub fn with_page_size(mut self, keys: i32) -> Self {
         self.page_size = Some(keys.max(1));

@@ -16,6 +16,7 @@ const COMMANDS: &[&[&str]] = &[
     &["dags"],
     &["dags", "render"],
     &["deploy"],
+    &["undeploy"],
 ];
 
 /// The subcommands a `--help` page lists under "Commands:", without `help`.

@@ -65,6 +65,8 @@ impl Setup {
             ),
             ("DR_BACKUP_STORE", format!("s3://{bucket}/dr")),
             ("HEALTH_CHECK_MAX_RETRY", "0".into()),
+            ("STACK_NAME_PREFIX", format!("t-{}", aws.tag)),
+            ("AWS_ACCOUNT_ID", "123456789012".into()),
             ("STATE_MACHINE_TIMEOUT_MINS", "5".into()),
             (
                 "SECONDARY_MWAA_ROLE_ARN",
@@ -502,10 +504,10 @@ async fn a_failure_notifies_the_topic_and_fails_the_run() {
     setup.set("DR_SNS_TOPIC_ARN", &topic);
     let mut def = setup.definition(dir.path());
     clock_now(&mut def);
-    // Found by the name `deploy` gives it: <STACK_NAME_PREFIX>-failover.
+    // Found by the name `deploy` gives it: <STACK_NAME_PREFIX>-state-machine.
     let prefix = format!("sfn-{}", aws.tag);
     setup.set("STACK_NAME_PREFIX", &prefix);
-    let machine = create_named_machine(&aws, &def, &format!("{prefix}-failover")).await;
+    let machine = create_named_machine(&aws, &def, &format!("{prefix}-state-machine")).await;
 
     let missing = run(&mut setup.cmd(
         dir.path(),
@@ -619,6 +621,11 @@ async fn a_backup_restore_drill_recreates_from_the_definition_the_cli_saved() {
     let (token_topic, token_queue) = aws
         .topic_with_queue(&format!("sfn-br-token-{}", aws.tag))
         .await;
+    let schedule = format!("health-{}", aws.tag);
+    aws.create_schedule(&schedule).await;
+    setup.set("HEALTH_CHECK_SCHEDULE_NAME", &schedule);
+    let (topic, _queue) = aws.topic_with_queue(&format!("sfn-br-{}", aws.tag)).await;
+    setup.set("DR_SNS_TOPIC_ARN", &topic);
 
     let mut def = setup.definition(dir.path());
     stand_in(
