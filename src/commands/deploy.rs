@@ -15,7 +15,7 @@ use crate::deploy::cloudformation::{RegionSide, Side, StackSettings, template};
 use crate::deploy::startup;
 use crate::deploy::state_machine::{self, ScheduleKind, WorkflowSettings};
 use crate::error::{Error, Result};
-use crate::model::{DrType, StoreLocation};
+use crate::model::DrType;
 use crate::output;
 use crate::store::BackupStore;
 use crate::store::s3::S3Store;
@@ -44,37 +44,26 @@ pub fn workflow_definition(
             settings.names().topic(Side::Secondary)
         ));
     }
-    let workflow = workflow_settings(config, command)?;
+    // The secondary's own backup bucket, where its DAGs keep the backups (as deploy renders
+    // them) and the workflow's role may read and write.
+    let workflow = WorkflowSettings {
+        bucket: settings.names().backup_bucket(&settings.secondary.region),
+        prefix: text_value(config, "DR_BACKUP_PREFIX").unwrap_or_default(),
+        schedule_kind: ScheduleKind::Scheduler { group: None },
+        restore_dag: config.deployment.import_dag_name.clone(),
+        restore_conf: restore_conf(config),
+    };
     let definition = state_machine::definition(&targets, &workflow);
     state_machine::check_structure(&definition)
         .map_err(|problem| Error::failed("generate", "the state machine definition", problem))?;
     Ok(definition)
 }
 
-/// The state machine's settings beyond the plan: the store must be S3 (the state machine
-/// reads and writes it through S3's API).
-fn workflow_settings(config: &Config, command: &str) -> Result<WorkflowSettings> {
-    let (bucket, prefix) = match config.store(command)? {
-        StoreLocation::S3 { bucket, prefix } => (bucket.clone(), prefix.clone()),
-        other => {
-            return Err(Error::InvalidValue {
-                variable: "DR_BACKUP_STORE".into(),
-                value: other.to_string(),
-                problem: "the Step Functions state machine reaches the store through S3 only"
-                    .into(),
-                accepted: "s3://bucket/prefix".into(),
-            });
-        }
-    };
-    let mut restore_conf = super::remote::restore_conf(config, None, true);
-    restore_conf.remove("clean");
-    Ok(WorkflowSettings {
-        bucket,
-        prefix,
-        schedule_kind: ScheduleKind::Scheduler { group: None },
-        restore_dag: config.deployment.import_dag_name.clone(),
-        restore_conf,
-    })
+/// The restore DAG run's conf besides `clean` and the token: the strategies.
+fn restore_conf(config: &Config) -> serde_json::Map<String, Value> {
+    let mut conf = super::remote::restore_conf(config, None, true);
+    conf.remove("clean");
+    conf
 }
 
 /// `deploy --print-definition`: the definition on stdout, nothing changed.

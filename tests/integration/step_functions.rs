@@ -49,8 +49,9 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(aws: &Aws, dr_type: &str, name: &str) -> Setup {
-        let bucket = format!("sfn-{name}-{}", std::process::id());
+    fn new(aws: &Aws, dr_type: &str) -> Setup {
+        // The secondary's backup bucket as `deploy` names it: the state machine's store.
+        let bucket = format!("t-{}-backup-123456789012-{SECONDARY_REGION}", aws.tag);
         let mut vars: Vec<(String, String)> = aws
             .vars()
             .into_iter()
@@ -64,6 +65,7 @@ impl Setup {
                 format!("sec-{}", aws.tag),
             ),
             ("DR_BACKUP_STORE", format!("s3://{bucket}/dr")),
+            ("DR_BACKUP_PREFIX", "dr".into()),
             ("HEALTH_CHECK_MAX_RETRY", "0".into()),
             ("STACK_NAME_PREFIX", format!("t-{}", aws.tag)),
             ("AWS_ACCOUNT_ID", "123456789012".into()),
@@ -249,7 +251,7 @@ async fn the_healthy_path_saves_the_primary_definition_where_the_cli_reads_it() 
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let setup = Setup::new(&aws, "BACKUP_RESTORE", "healthy");
+    let setup = Setup::new(&aws, "BACKUP_RESTORE");
     let primary = setup.get("PRIMARY_MWAA_ENVIRONMENT_NAME");
     let s3 = create_bucket(&aws, &setup.bucket).await;
     let mut def = setup.definition(dir.path());
@@ -342,7 +344,7 @@ async fn a_drill_disables_the_schedule_and_waits_for_the_restore_task_token() {
     };
     let Some(bench) = Bench::get() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut setup = Setup::new(&aws, "WARM_STANDBY", "drill");
+    let mut setup = Setup::new(&aws, "WARM_STANDBY");
     let secondary = setup.get("SECONDARY_MWAA_ENVIRONMENT_NAME");
     create_bucket(&aws, &setup.bucket).await;
     let schedule = format!("health-{}", aws.tag);
@@ -493,7 +495,7 @@ async fn a_failure_notifies_the_topic_and_fails_the_run() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut setup = Setup::new(&aws, "WARM_STANDBY", "failure");
+    let mut setup = Setup::new(&aws, "WARM_STANDBY");
     create_bucket(&aws, &setup.bucket).await;
     // No heartbeat at all: unhealthy; and a schedule that does not exist: the step fails.
     setup.set(
@@ -591,7 +593,7 @@ async fn a_backup_restore_drill_recreates_from_the_definition_the_cli_saved() {
     };
     let Some(bench) = Bench::get() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut setup = Setup::new(&aws, "BACKUP_RESTORE", "br");
+    let mut setup = Setup::new(&aws, "BACKUP_RESTORE");
     setup.set("MWAA_CREATE_ENV_POLLING_INTERVAL_SECS", "1");
     let primary = setup.get("PRIMARY_MWAA_ENVIRONMENT_NAME");
     let secondary = setup.get("SECONDARY_MWAA_ENVIRONMENT_NAME");
