@@ -139,6 +139,11 @@ pub enum RegionChoice {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
+    /// Print the Step Functions state machine definition (Amazon States Language JSON) the
+    /// secondary's stack carries, and change nothing
+    #[arg(long, conflicts_with_all = ["template_out", "region_only", "binary_uri"])]
+    pub print_definition: bool,
+
     /// Write the two templates (JSON) into this folder and change nothing, for your own
     /// pipeline
     #[arg(long, value_name = "DIR")]
@@ -339,6 +344,16 @@ pub struct FailoverArgs {
     /// Treat the primary as unhealthy (for drills)
     #[arg(long)]
     pub simulate_dr: bool,
+
+    /// Run the recovery as an execution of the deployed Step Functions state machine,
+    /// follow it, and print its timeline
+    #[arg(long, conflicts_with = "force")]
+    pub via_step_functions: bool,
+
+    /// The state machine to start: a name or an ARN [default: <STACK_NAME_PREFIX>-state-machine,
+    /// the one `deploy` creates]
+    #[arg(long, value_name = "NAME|ARN", requires = "via_step_functions")]
+    pub state_machine: Option<String>,
 }
 
 #[derive(Debug, Args)]

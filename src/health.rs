@@ -68,12 +68,10 @@ pub async fn check(
         });
         return Ok(report);
     }
-    let cap = settings.max_retry_wait;
-    let mut wait = settings.retry_interval.min(cap);
+    let waits = retry_waits(settings);
     for attempt in 1..=settings.max_retry.saturating_add(1) {
-        if attempt > 1 {
-            tokio::time::sleep(wait).await;
-            wait = next_wait(wait, settings.backoff_rate, cap);
+        if let Some(wait) = (attempt as usize).checked_sub(2).and_then(|i| waits.get(i)) {
+            tokio::time::sleep(*wait).await;
         }
         let look = look(environment, attempt, mwaa, heartbeat, clock).await;
         let healthy = look.healthy;
@@ -84,6 +82,20 @@ pub async fn check(
         }
     }
     Ok(report)
+}
+
+/// The waits before the 2nd, 3rd, ... look: `retry_interval * rate^n`, at most
+/// `max_retry_wait`, one per retry. The CLI sleeps them; the Step Functions workflow has one
+/// Wait state per entry.
+pub fn retry_waits(settings: &HealthCheckSettings) -> Vec<Duration> {
+    let cap = settings.max_retry_wait;
+    let mut wait = settings.retry_interval.min(cap);
+    let mut waits = Vec::new();
+    for _ in 0..settings.max_retry {
+        waits.push(wait);
+        wait = next_wait(wait, settings.backoff_rate, cap);
+    }
+    waits
 }
 
 /// The wait after `wait`: `rate` times longer, saturating at `cap`. A large rate reaches

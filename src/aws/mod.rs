@@ -60,7 +60,7 @@ pub async fn sdk_config(region: Option<&str>, timeouts: &AwsTimeouts) -> SdkConf
 }
 
 /// Error codes of AWS services that mean "later": throttling and passing server trouble.
-const TRANSIENT_CODES: &[&str] = &[
+pub const TRANSIENT_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",

@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 use aws_sdk_sfn::Client;
+use chrono::{DateTime, Utc};
 
 use super::{endpoint_override, sdk_config, sdk_error};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::AwsTimeouts;
 
 /// SendTaskFailure's limits (characters): `error` 256, `cause` 32768.
@@ -76,5 +77,150 @@ mod tests {
         let long = "é".repeat(300);
         assert_eq!(truncate(&long, MAX_ERROR).chars().count(), 256);
         assert_eq!(truncate("short", MAX_ERROR), "short");
+    }
+}
+
+/// How an execution stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionState {
+    /// RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED, PENDING_REDRIVE.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+    pub output: Option<String>,
+}
+
+/// One state entered or left, from an execution's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateEvent {
+    pub at: DateTime<Utc>,
+    pub state: String,
+    /// Entered (`true`) or exited.
+    pub entered: bool,
+}
+
+/// Starting and following executions of a state machine.
+pub struct SfnExecutions {
+    client: Client,
+}
+
+fn time_of(t: &aws_sdk_sfn::primitives::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
+}
+
+impl SfnExecutions {
+    pub async fn new(region: Option<&str>, timeouts: &AwsTimeouts) -> Self {
+        let shared = sdk_config(region, timeouts).await;
+        let mut builder = aws_sdk_sfn::config::Builder::from(&shared);
+        if let Some(endpoint) = endpoint_override(&shared, "SFN") {
+            builder = builder.endpoint_url(endpoint);
+        }
+        SfnExecutions {
+            client: Client::from_conf(builder.build()),
+        }
+    }
+
+    /// The ARN of the state machine `name_or_arn` (an ARN is taken as it is).
+    pub async fn find(&self, name_or_arn: &str) -> Result<String> {
+        if name_or_arn.starts_with("arn:") {
+            return Ok(name_or_arn.to_string());
+        }
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_state_machines()
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_error("ListStateMachines", name_or_arn, e))?;
+            if let Some(m) = page
+                .state_machines()
+                .iter()
+                .find(|m| m.name() == name_or_arn)
+            {
+                return Ok(m.state_machine_arn().to_string());
+            }
+            match page.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => {
+                    return Err(Error::failed(
+                        "find the state machine",
+                        name_or_arn,
+                        "no state machine of this name in the secondary region (deploy it with `mwaa-dr deploy`, or name it with --state-machine)",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Starts an execution named `name` with `input`; returns its ARN.
+    pub async fn start(&self, machine: &str, name: &str, input: &str) -> Result<String> {
+        let out = self
+            .client
+            .start_execution()
+            .state_machine_arn(machine)
+            .name(name)
+            .input(input)
+            .send()
+            .await
+            .map_err(|e| sdk_error("StartExecution", machine, e))?;
+        Ok(out.execution_arn().to_string())
+    }
+
+    pub async fn describe(&self, execution: &str) -> Result<ExecutionState> {
+        let d = self
+            .client
+            .describe_execution()
+            .execution_arn(execution)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeExecution", execution, e))?;
+        Ok(ExecutionState {
+            status: d.status().as_str().to_string(),
+            started_at: time_of(d.start_date()),
+            stopped_at: d.stop_date().map(time_of),
+            error: d.error().map(str::to_string),
+            cause: d.cause().map(str::to_string),
+            output: d.output().map(str::to_string),
+        })
+    }
+
+    /// The states the execution entered and left so far, oldest first.
+    pub async fn state_events(&self, execution: &str) -> Result<Vec<StateEvent>> {
+        let mut events = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .get_execution_history()
+                .execution_arn(execution)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_error("GetExecutionHistory", execution, e))?;
+            for e in page.events() {
+                let at = time_of(e.timestamp());
+                if let Some(d) = e.state_entered_event_details() {
+                    events.push(StateEvent {
+                        at,
+                        state: d.name().to_string(),
+                        entered: true,
+                    });
+                } else if let Some(d) = e.state_exited_event_details() {
+                    events.push(StateEvent {
+                        at,
+                        state: d.name().to_string(),
+                        entered: false,
+                    });
+                }
+            }
+            match page.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(events),
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::deploy::RenderedFile;
 use crate::deploy::apply::{self, Outcome, Waiting};
 use crate::deploy::cloudformation::{RegionSide, Side, StackSettings, template};
 use crate::deploy::startup;
+use crate::deploy::state_machine::{self, ScheduleKind, WorkflowSettings};
 use crate::error::{Error, Result};
 use crate::model::DrType;
 use crate::output;
@@ -24,17 +25,54 @@ const DAGS_SUBFOLDER: &str = "mwaa_dr";
 /// Where the startup script goes in each DAGs bucket.
 const STARTUP_FOLDER: &str = "mwaa-dr";
 
-/// The failover workflow's Amazon States Language definition.
-///
-/// A minimal valid workflow (one Pass state, with STATE_MACHINE_TIMEOUT_MINS) stands here
-/// until the workflow generated from the failover plan takes its place.
-pub fn workflow_definition(config: &Config, _settings: &StackSettings) -> Value {
-    serde_json::json!({
-        "Comment": "mwaa-dr failover workflow",
-        "TimeoutSeconds": config.failover.timeout.as_secs(),
-        "StartAt": "Health check",
-        "States": {"Health check": {"Type": "Pass", "End": true}},
-    })
+/// The failover workflow's Amazon States Language definition: the state machine generated
+/// from the failover plan (`deploy::state_machine`), acting on what the stacks create: the
+/// schedule `settings` names, and the secondary's notification topic unless
+/// DR_SNS_TOPIC_ARN names another.
+pub fn workflow_definition(
+    config: &Config,
+    settings: &StackSettings,
+    command: &str,
+) -> Result<Value> {
+    let mut targets = super::failover_plan::targets(config, command, false)?;
+    targets.schedule = Some(settings.schedule_name());
+    if targets.sns_topic.is_none() {
+        targets.sns_topic = Some(format!(
+            "arn:aws:sns:{}:{}:{}",
+            settings.secondary.region,
+            settings.account_id,
+            settings.names().topic(Side::Secondary)
+        ));
+    }
+    // The secondary's own backup bucket, where its DAGs keep the backups (as deploy renders
+    // them) and the workflow's role may read and write.
+    let workflow = WorkflowSettings {
+        bucket: settings.names().backup_bucket(&settings.secondary.region),
+        prefix: text_value(config, "DR_BACKUP_PREFIX").unwrap_or_default(),
+        schedule_kind: ScheduleKind::Scheduler { group: None },
+        restore_dag: config.deployment.import_dag_name.clone(),
+        restore_conf: restore_conf(config),
+    };
+    let definition = state_machine::definition(&targets, &workflow);
+    state_machine::check_structure(&definition)
+        .map_err(|problem| Error::failed("generate", "the state machine definition", problem))?;
+    Ok(definition)
+}
+
+/// The restore DAG run's conf besides `clean` and the token: the strategies.
+fn restore_conf(config: &Config) -> serde_json::Map<String, Value> {
+    let mut conf = super::remote::restore_conf(config, None, true);
+    conf.remove("clean");
+    conf
+}
+
+/// `deploy --print-definition`: the definition on stdout, nothing changed.
+fn print_definition(config: &Config, settings: &StackSettings) -> Result<()> {
+    let definition = workflow_definition(config, settings, "deploy")?;
+    let text = serde_json::to_string_pretty(&definition)
+        .map_err(|e| Error::failed("print", "the state machine definition", e))?;
+    println!("{text}");
+    Ok(())
 }
 
 /// The deployment settings from the configuration; every variable a template needs is
@@ -196,7 +234,10 @@ struct TemplatesReport {
 pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
     let command = "deploy";
     let settings = stack_settings(config, command, true)?;
-    let definition = workflow_definition(config, &settings);
+    if args.print_definition {
+        return print_definition(config, &settings);
+    }
+    let definition = workflow_definition(config, &settings, command)?;
     let names = settings.names();
     let sides = sides(args.region_only);
     if let Some(dir) = &args.template_out {

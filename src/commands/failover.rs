@@ -12,14 +12,12 @@ use crate::aws::sns::SnsNotifier;
 use crate::cli::FailoverArgs;
 use tokio_util::sync::CancellationToken;
 
+use super::failover_plan::targets;
 use super::open_store;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::failover::restore::{DirectRestore, RemoteRestore};
-use crate::failover::{
-    self, NewEnvironment, PlannedStep, RestoreStep, Services, Targets, Timeline, state,
-};
-use crate::model::DrType;
+use crate::failover::{self, PlannedStep, RestoreStep, Services, Targets, Timeline, state};
 use crate::ops::{self, restore::RestoreOptions};
 use crate::output;
 use crate::store::lock::{self, LockScope};
@@ -34,7 +32,10 @@ struct PlanDoc<'a> {
 }
 
 pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToken) -> Result<()> {
-    let targets = targets(config, args.force)?;
+    if args.via_step_functions {
+        return via_step_functions(config, args, cancel).await;
+    }
+    let targets = targets(config, "failover", args.force)?;
     // Without a database URL the restore DAG does the restore inside the secondary.
     let db = if config.has_target_db() {
         Some(config.target_db("failover")?)
@@ -248,84 +249,109 @@ fn render_timeline(t: &Timeline) -> String {
     out
 }
 
-/// The failover's options from the configuration: what each DR type needs is required here,
-/// before anything is touched.
-fn targets(config: &Config, force: bool) -> Result<Targets> {
-    let command = "failover";
-    let dr_type = config.dr_type.ok_or_else(|| Error::MissingValue {
-        variable: "DR_TYPE".into(),
-        command: command.into(),
-        purpose: "the recovery strategy, BACKUP_RESTORE or WARM_STANDBY".into(),
-    })?;
-    let secondary = config
-        .require(
-            &config.secondary.environment_name,
-            "SECONDARY_MWAA_ENVIRONMENT_NAME",
-            command,
-            "the environment that takes over",
-        )?
-        .to_string();
-    let primary = config
-        .require(
-            &config.primary.environment_name,
-            "PRIMARY_MWAA_ENVIRONMENT_NAME",
-            command,
-            "the environment that failed",
-        )?
-        .to_string();
-    if dr_type == DrType::BackupRestore {
-        require_new_environment(config, command)?;
+/// `--via-step-functions`: starts an execution of the deployed state machine, shows each
+/// state it enters on stderr, and prints the timeline from its history. The outcome decides
+/// the exit code: 0 recovered, 6 the primary was healthy, 1 failed, timed out or aborted.
+async fn via_step_functions(
+    config: &Config,
+    args: &FailoverArgs,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    use crate::aws::sfn::SfnExecutions;
+    use crate::deploy::state_machine;
+    let targets = targets(config, "failover", false)?;
+    let name = match &args.state_machine {
+        Some(name) => name.clone(),
+        None => state_machine::state_machine_name(config.require(
+            &config.deployment.stack_name_prefix,
+            "STACK_NAME_PREFIX",
+            "failover",
+            "the state machine `deploy` created is <prefix>-state-machine (or name it with --state-machine)",
+        )?),
+    };
+    let sfn = SfnExecutions::new(config.secondary.region.as_deref(), &config.aws_timeouts).await;
+    let machine = sfn.find(&name).await?;
+    let simulate = args.simulate_dr || config.health_check.simulate_dr;
+    let input = serde_json::json!({ "simulate_dr": simulate }).to_string();
+    if config.dry_run {
+        let doc = serde_json::json!({"dry_run": true, "state_machine": machine, "input": input});
+        output::emit(config.output, &doc, || {
+            format!(
+                "dry run: would start an execution of {machine} with input {input}; nothing is changed"
+            )
+        });
+        return Ok(());
     }
-    Ok(Targets {
-        dr_type,
-        primary,
-        secondary,
-        secondary_region: config.secondary.region.clone(),
-        schedule: config.health_check.schedule_name.clone(),
-        sns_topic: config.failover.sns_topic_arn.clone(),
-        force,
-        health: config.health_check.clone(),
-        new_environment: NewEnvironment {
-            role_arn: config.secondary.role_arn.clone(),
-            dags_bucket: config.secondary.dags_bucket.clone(),
-            subnet_ids: config.secondary.subnet_ids.clone(),
-            security_group_ids: config.secondary.security_group_ids.clone(),
-        },
-        create_env_polling_interval: config.failover.create_env_polling_interval,
-        timeout: config.failover.timeout,
-        restore_dag: (!config.has_target_db()).then(|| config.deployment.import_dag_name.clone()),
-        original_file: config.failover.backup_file_name.clone(),
-    })
+    super::confirm(
+        config,
+        &format!(
+            "Start the failover state machine {machine} ({:?}, {} to {}{})? The recovery overwrites the metadata of {}.",
+            targets.dr_type,
+            targets.primary,
+            targets.secondary,
+            if simulate { ", simulated disaster" } else { "" },
+            targets.secondary
+        ),
+    )?;
+    let execution_name =
+        format!("mwaa-dr-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ")).replace('.', "-");
+    let execution = sfn.start(&machine, &execution_name, &input).await?;
+    progress_line(config, &format!("started {execution}"));
+    let mut shown = 0;
+    let (state, events) = loop {
+        let events = sfn.state_events(&execution).await?;
+        for e in events.iter().skip(shown).filter(|e| e.entered) {
+            progress_line(config, &format!("{} {}", e.at.format("%H:%M:%S"), e.state));
+        }
+        shown = events.len();
+        let state = sfn.describe(&execution).await?;
+        if state.status != "RUNNING" {
+            // The last states may land in the history after the status changed.
+            let events = sfn.state_events(&execution).await?;
+            break (state, events);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            () = cancel.cancelled() => {
+                tracing::warn!(execution = %execution, "stopped following; the execution keeps running (stop it with `aws stepfunctions stop-execution`)");
+                return Err(Error::Interrupted);
+            }
+        }
+    };
+    let timeline = state_machine::timeline(targets.dr_type, &execution_name, &state, &events);
+    output::emit(config.output, &timeline, || render_timeline(&timeline));
+    if state_machine::ended_healthy(&state, &events) {
+        return Err(Error::refused(
+            "fail over",
+            &targets.primary,
+            format!(
+                "the primary is healthy; execution {execution} changed nothing but the saved definition"
+            ),
+            "start it with --simulate-dr for a drill",
+        ));
+    }
+    if state.status == "SUCCEEDED" {
+        return Ok(());
+    }
+    let detail = format!(
+        "execution {execution} ended {}: {} {}",
+        state.status,
+        state.error.as_deref().unwrap_or(""),
+        state.cause.as_deref().unwrap_or("")
+    );
+    if state.error.as_deref() == Some("mwaa-dr.transient") {
+        return Err(Error::transient("fail over", &targets.secondary, detail));
+    }
+    Err(Error::failed(
+        "fail over",
+        &targets.secondary,
+        detail.trim_end(),
+    ))
 }
 
-/// Backup-Restore creates the secondary: its role, DAGs bucket and network must be set.
-fn require_new_environment(config: &Config, command: &str) -> Result<()> {
-    config.require(
-        &config.secondary.role_arn,
-        "SECONDARY_MWAA_ROLE_ARN",
-        command,
-        "the execution role of the new environment",
-    )?;
-    config.require(
-        &config.secondary.dags_bucket,
-        "SECONDARY_DAGS_BUCKET_NAME",
-        command,
-        "the DAGs bucket of the new environment",
-    )?;
-    for (variable, list) in [
-        ("SECONDARY_SUBNET_IDS", &config.secondary.subnet_ids),
-        (
-            "SECONDARY_SECURITY_GROUP_IDS",
-            &config.secondary.security_group_ids,
-        ),
-    ] {
-        if list.is_empty() {
-            return Err(Error::MissingValue {
-                variable: variable.into(),
-                command: command.into(),
-                purpose: "the network of the new environment".into(),
-            });
-        }
+/// One line of progress on stderr (not with --quiet).
+fn progress_line(config: &Config, line: &str) {
+    if !config.quiet {
+        eprintln!("{line}");
     }
-    Ok(())
 }

@@ -7,6 +7,7 @@ pub mod dag_files;
 pub mod dags;
 pub mod deploy;
 pub mod failover;
+pub mod failover_plan;
 pub mod health_check;
 pub mod list;
 pub mod prune;

@@ -491,6 +491,8 @@ pub fn state_machine_statements(settings: &StackSettings) -> Vec<Value> {
             &["s3:GetObject", "s3:PutObject"],
             json!([format!("{}/*", bucket_arn(&bucket))]),
         ),
+        // The newest saved definition is found by listing them.
+        statement(&["s3:ListBucket"], json!([bucket_arn(&bucket)])),
         statement(
             &["scheduler:GetSchedule", "scheduler:UpdateSchedule"],
             json!([names.schedule_arn(&secondary.region, &schedule)]),
@@ -912,6 +914,7 @@ mod tests {
                 "cloudwatch:GetMetricData",
                 "iam:PassRole",
                 "s3:GetObject",
+                "s3:ListBucket",
                 "s3:PutObject",
                 "scheduler:GetSchedule",
                 "scheduler:UpdateSchedule",

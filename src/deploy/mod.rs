@@ -5,6 +5,7 @@ pub mod apply;
 pub mod cloudformation;
 pub mod dags;
 pub mod startup;
+pub mod state_machine;
 
 /// Where the startup script installs the binary, and where a DAG looks when `MWAA_DR_BIN`
 /// is unset.

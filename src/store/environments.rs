@@ -1,7 +1,8 @@
 //! Saved environment definitions: `environments/<name>/<time>.json`, one immutable object per
-//! save; the newest is the one a Backup-Restore failover recreates. When none is saved, the
-//! definition the original solution's Step Functions workflow saved (MWAA_BACKUP_FILE_NAME at
-//! the backup bucket's root) stands in.
+//! save (the Step Functions state machine saves at the start of each day's time, overwritten
+//! through the day); the newest is the one a Backup-Restore failover recreates. When none is
+//! saved, the definition the original solution's Step Functions workflow saved
+//! (MWAA_BACKUP_FILE_NAME at the backup bucket's root) stands in.
 
 use chrono::Utc;
 use serde_json::{Map, Value};

@@ -22,6 +22,7 @@ mod mwaa_e2e;
 mod pg;
 mod rekey;
 mod remote;
+mod step_functions;
 mod store;
 mod task_token;
 mod upgrade;
