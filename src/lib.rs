@@ -163,9 +163,9 @@ pub async fn run(cli: Cli, config: Config, cancel: CancellationToken) -> Result<
         Command::Restore(args) => commands::restore::run(&config, args, &cancel).await,
         Command::Cleanup(args) => commands::cleanup::run(&config, args, &cancel).await,
         Command::List => commands::list::run(&config).await,
-        Command::Verify(args) => commands::verify::run(&config, args).await,
+        Command::Verify(args) => commands::verify::run(&config, args, &cancel).await,
         Command::Prune(args) => commands::prune::run(&config, args, &cancel).await,
-        Command::HealthCheck(_) => commands::health_check::run(&config).await,
+        Command::HealthCheck(_) => commands::health_check::run(&config, &cancel).await,
         Command::Failover(args) => commands::failover::run(&config, args, &cancel).await,
         Command::Dags(cli::DagsCommand::Render(args)) => commands::dags::render(&config, args),
     }
