@@ -960,3 +960,33 @@ async fn legacy_restore_from_s3() {
         count(&src, &format!("SELECT count(*) FROM xcom t WHERE {OF_SETTLED_TI}")).await
     );
 }
+
+/// `restore --from-legacy` takes the shared lock of the store it reads: a live exclusive
+/// lock of another host (a prune there) refuses it with the locked code, naming the holder,
+/// and the target is left as it was; once the lock is gone the same restore runs.
+#[tokio::test]
+async fn legacy_restore_refuses_a_store_locked_by_another_host() {
+    let Some(bench) = Bench::get() else { return };
+    let key = fernet::Fernet::generate_key();
+    let src = source_db(&bench, "lg_lock_src", "2.10.3", &key);
+    let dst = target_db(&bench, "lg_lock_dst", "2.10.3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().join("legacy");
+    write_legacy_backup(&src, "2.10.3", &key, &location).await;
+    std::fs::create_dir_all(location.join("locks")).expect("locks dir");
+    let now = chrono::Utc::now().to_rfc3339();
+    let holder = serde_json::json!({
+        "exclusive": true, "command": "prune", "hostname": "other-host", "pid": 4242,
+        "time": now, "refreshed": now,
+    });
+    std::fs::write(location.join("locks/other.json"), holder.to_string()).expect("lock");
+    let before = whole_db_digest(&dst).await;
+    let env = [("SECONDARY_FERNET_KEY", key.as_str())];
+    let out = restore_legacy(dir.path(), &location, &dst, "2.10.3", &env, &[]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("other-host"), "{}", out.stderr);
+    assert_eq!(whole_db_digest(&dst).await, before, "target unchanged");
+    std::fs::remove_file(location.join("locks/other.json")).expect("unlock");
+    let out = restore_legacy(dir.path(), &location, &dst, "2.10.3", &env, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
