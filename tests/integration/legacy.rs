@@ -159,7 +159,12 @@ async fn column_kinds(url: &str, table: &str) -> HashMap<String, String> {
 }
 
 /// Writes the original library's backup of `src` (Airflow `version`) into `<root>/data/`.
-async fn write_legacy_backup(src: &str, version: &str, source_keys: &str, root: &Path) -> PathBuf {
+pub async fn write_legacy_backup(
+    src: &str,
+    version: &str,
+    source_keys: &str,
+    root: &Path,
+) -> PathBuf {
     let data = root.join("data");
     std::fs::create_dir_all(&data).expect("data directory");
     let reprs = python_reprs();
@@ -275,7 +280,7 @@ async fn write_legacy_backup(src: &str, version: &str, source_keys: &str, root: 
 
 /// The sample metadata with real secrets, a tricky variable, next_kwargs, a deferred task
 /// instance with its trigger, and a finished task of the backup DAG.
-fn source_db(bench: &Bench, name: &str, version: &str, keys: &str) -> String {
+pub fn source_db(bench: &Bench, name: &str, version: &str, keys: &str) -> String {
     let src = bench.airflow_db(name, version, true);
     let encrypt = |plain: &str| {
         FernetKeys::parse(keys)
@@ -313,7 +318,7 @@ fn source_db(bench: &Bench, name: &str, version: &str, keys: &str) -> String {
 }
 
 /// A target as its scheduler left it: the DAGs parsed, all paused.
-fn target_db(bench: &Bench, name: &str, version: &str) -> String {
+pub fn target_db(bench: &Bench, name: &str, version: &str) -> String {
     let dst = bench.airflow_db(name, version, false);
     bench.sql(
         &dst,
@@ -330,7 +335,7 @@ fn target_db(bench: &Bench, name: &str, version: &str) -> String {
     dst
 }
 
-fn restore_legacy(
+pub fn restore_legacy(
     dir: &Path,
     location: &Path,
     db: &str,
