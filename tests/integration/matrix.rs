@@ -1893,6 +1893,9 @@ async fn frozen_s3_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
 
     // A restore: S3 freezes at the load's first object, after the verification's reads.
     let mut trial = Trial::new("restore", "the S3 endpoint freezes mid-restore".into());
+    // A proxy of its own: the frozen one holds its connections for good.
+    let proxy = crate::common::FreezingProxy::start(&moto, ".csv.zst");
+    let frozen = env_of(&proxy.url);
     proxy.freeze_at(usize::MAX);
     let out = run_with(&frozen, &["--store", &store, "verify"]);
     trial.check(out.code == 0, format!("verify: {}", out.stderr));
