@@ -116,6 +116,74 @@ pub enum Command {
     /// Render what runs mwaa-dr inside MWAA: the DR DAGs and the startup script
     #[command(subcommand)]
     Dags(DagsCommand),
+
+    /// Deploy the unattended recovery: one CloudFormation stack per Region, and the DR DAGs
+    ///
+    /// Creates or updates the stacks STACK_NAME_PREFIX-primary and STACK_NAME_PREFIX-secondary
+    /// through change sets (an empty change set changes nothing), then uploads the DR DAGs and
+    /// the startup script to each DAGs bucket where they differ. With --dry-run, prints each
+    /// change set and the files that would be uploaded, and changes nothing.
+    Deploy(DeployArgs),
+
+    /// Delete what `deploy` created: both stacks and the uploaded DAGs and startup script
+    ///
+    /// Refuses while a backup bucket holds objects, unless --delete-backups.
+    Undeploy(UndeployArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegionChoice {
+    Primary,
+    Secondary,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Write the two templates (JSON) into this folder and change nothing, for your own
+    /// pipeline
+    #[arg(long, value_name = "DIR")]
+    pub template_out: Option<PathBuf>,
+
+    /// Deploy only this Region's stack and DAGs [default: both]
+    #[arg(long, value_enum, value_name = "REGION")]
+    pub region_only: Option<RegionChoice>,
+
+    /// S3 URI of the mwaa-dr binary the startup script installs (needed unless
+    /// --template-out)
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub binary_uri: Option<String>,
+
+    /// S3 object version of the binary to install [default: the latest]
+    #[arg(long, value_name = "VERSION")]
+    pub binary_version: Option<String>,
+
+    /// SHA-256 the binary must have (hex); the startup script refuses any other
+    #[arg(long, value_name = "HEX", conflicts_with = "binary_file")]
+    pub binary_sha256: Option<String>,
+
+    /// Take the SHA-256 from this local copy of the binary instead
+    #[arg(long, value_name = "PATH")]
+    pub binary_file: Option<PathBuf>,
+
+    /// Where the startup script installs the binary
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/usr/local/airflow/mwaa-dr/bin/mwaa-dr"
+    )]
+    pub install_path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UndeployArgs {
+    /// Also delete the backups: empty the versioned backup buckets (every version) so that
+    /// their stacks can delete them
+    #[arg(long)]
+    pub delete_backups: bool,
+
+    /// Remove only this Region's stack and DAGs [default: both]
+    #[arg(long, value_enum, value_name = "REGION")]
+    pub region_only: Option<RegionChoice>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -315,6 +383,8 @@ impl Command {
             Command::Prune(_) => "prune",
             Command::Config => "config",
             Command::Dags(DagsCommand::Render(_)) => "dags render",
+            Command::Deploy(_) => "deploy",
+            Command::Undeploy(_) => "undeploy",
         }
     }
 }

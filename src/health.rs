@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::aws::cloudwatch::Heartbeat;
 use crate::aws::mwaa::Mwaa;
 use crate::error::Result;
-use crate::model::EnvironmentStatus;
 use crate::model::HealthCheckSettings;
+use crate::model::{Clock, EnvironmentStatus};
 
 /// One look at the primary.
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +49,7 @@ pub async fn check(
     settings: &HealthCheckSettings,
     mwaa: &dyn Mwaa,
     heartbeat: &dyn Heartbeat,
+    clock: &Clock,
 ) -> Result<HealthReport> {
     let mut report = HealthReport {
         environment: environment.to_string(),
@@ -59,7 +60,7 @@ pub async fn check(
     if settings.simulate_dr {
         report.attempts.push(Attempt {
             attempt: 1,
-            at: Utc::now(),
+            at: clock.now(),
             status: None,
             heartbeat: None,
             healthy: false,
@@ -74,7 +75,7 @@ pub async fn check(
             tokio::time::sleep(wait).await;
             wait = next_wait(wait, settings.backoff_rate, cap);
         }
-        let look = look(environment, attempt, mwaa, heartbeat).await;
+        let look = look(environment, attempt, mwaa, heartbeat, clock).await;
         let healthy = look.healthy;
         report.attempts.push(look);
         if healthy {
@@ -97,8 +98,9 @@ async fn look(
     attempt: u32,
     mwaa: &dyn Mwaa,
     heartbeat: &dyn Heartbeat,
+    clock: &Clock,
 ) -> Attempt {
-    let now = Utc::now();
+    let now = clock.now();
     // An API that does not answer is evidence too: in a regional outage it is the
     // primary's region that fails.
     let (status, beat) = match (

@@ -168,6 +168,8 @@ pub async fn run(cli: Cli, config: Config, cancel: CancellationToken) -> Result<
         Command::HealthCheck(_) => commands::health_check::run(&config, &cancel).await,
         Command::Failover(args) => commands::failover::run(&config, args, &cancel).await,
         Command::Dags(cli::DagsCommand::Render(args)) => commands::dags::render(&config, args),
+        Command::Deploy(args) => commands::deploy::deploy(&config, args).await,
+        Command::Undeploy(args) => commands::deploy::undeploy(&config, args).await,
     }
 }
 

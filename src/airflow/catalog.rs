@@ -181,87 +181,12 @@ impl Catalog {
     pub fn parse(text: &str, origin: &str) -> Result<Catalog> {
         let catalog: Catalog = serde_json::from_str(text)
             .map_err(|e| Error::failed("read table catalog", origin, e))?;
-        for t in &catalog.tables {
-            if !is_identifier(&t.name)
-                || t.key
-                    .iter()
-                    .chain(&t.exclude_columns)
-                    .any(|c| !is_identifier(c))
-            {
-                return Err(Error::failed(
-                    "read table catalog",
-                    origin,
-                    format!(
-                        "table {} has a name that is not a plain SQL identifier",
-                        t.name
-                    ),
-                ));
-            }
-            for (column, added) in &t.added_columns {
-                let problem = if !is_identifier(column) {
-                    Some("is not a plain SQL identifier".to_string())
-                } else if !is_version(&added.since) {
-                    Some(format!(
-                        "has since {:?}, not an Airflow version such as 2.7.0",
-                        added.since
-                    ))
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
-                    return Err(Error::failed(
-                        "read table catalog",
-                        origin,
-                        format!("table {}: added column {column} {problem}", t.name),
-                    ));
-                }
-            }
-            if matches!(
-                t.restore,
-                RestoreMode::MissingRows | RestoreMode::Merge | RestoreMode::Strategy
-            ) && t.key.is_empty()
-            {
-                return Err(Error::failed(
-                    "read table catalog",
-                    origin,
-                    format!("table {} needs a key for its restore mode", t.name),
-                ));
-            }
-        }
+        let invalid = |problem: String| Error::failed("read table catalog", origin, problem);
         for (index, t) in catalog.tables.iter().enumerate() {
+            table_problem(t).map_err(invalid)?;
             for (column, referenced) in &t.references {
-                let earlier = catalog.tables[..index]
-                    .iter()
-                    .find(|e| &e.name == referenced);
-                let problem = if !is_identifier(column) || !is_identifier(referenced) {
-                    Some("is not a plain SQL identifier".to_string())
-                } else {
-                    match earlier {
-                        None => Some(format!(
-                            "refers to {referenced}, which is not listed before it"
-                        )),
-                        Some(e)
-                            if !(matches!(
-                                e.restore,
-                                RestoreMode::MissingRows | RestoreMode::Merge
-                            ) || (e.restore == RestoreMode::Copy
-                                && RENUMBERED_COPY_TABLES.contains(&e.name.as_str()))) =>
-                        {
-                            Some(format!(
-                                "refers to {referenced}, whose restore mode keeps the backup's ids (only missing_rows and merge give rows the target's ids, and among copied tables {})",
-                                RENUMBERED_COPY_TABLES.join(", ")
-                            ))
-                        }
-                        Some(_) => None,
-                    }
-                };
-                if let Some(problem) = problem {
-                    return Err(Error::failed(
-                        "read table catalog",
-                        origin,
-                        format!("table {}: reference {column} {problem}", t.name),
-                    ));
-                }
+                reference_problem(&catalog.tables[..index], column, referenced)
+                    .map_err(|p| invalid(format!("table {}: reference {column} {p}", t.name)))?;
             }
         }
         Ok(catalog)
@@ -343,6 +268,69 @@ pub fn major_version(version: &str) -> u64 {
 fn is_version(text: &str) -> bool {
     text.split('.')
         .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// What is wrong with one table's entry on its own: names, added columns, a key its mode needs.
+fn table_problem(t: &TableSpec) -> std::result::Result<(), String> {
+    if !is_identifier(&t.name)
+        || t.key
+            .iter()
+            .chain(&t.exclude_columns)
+            .any(|c| !is_identifier(c))
+    {
+        return Err(format!(
+            "table {} has a name that is not a plain SQL identifier",
+            t.name
+        ));
+    }
+    for (column, added) in &t.added_columns {
+        if !is_identifier(column) {
+            return Err(format!(
+                "table {}: added column {column} is not a plain SQL identifier",
+                t.name
+            ));
+        }
+        if !is_version(&added.since) {
+            return Err(format!(
+                "table {}: added column {column} has since {:?}, not an Airflow version such as 2.7.0",
+                t.name, added.since
+            ));
+        }
+    }
+    if matches!(
+        t.restore,
+        RestoreMode::MissingRows | RestoreMode::Merge | RestoreMode::Strategy
+    ) && t.key.is_empty()
+    {
+        return Err(format!("table {} needs a key for its restore mode", t.name));
+    }
+    Ok(())
+}
+
+/// Why a reference to `referenced` cannot be followed from the tables listed before it: it
+/// must be listed earlier and give its restored rows the target's ids.
+fn reference_problem(
+    earlier: &[TableSpec],
+    column: &str,
+    referenced: &str,
+) -> std::result::Result<(), String> {
+    if !is_identifier(column) || !is_identifier(referenced) {
+        return Err("is not a plain SQL identifier".to_string());
+    }
+    let Some(e) = earlier.iter().find(|e| e.name == referenced) else {
+        return Err(format!(
+            "refers to {referenced}, which is not listed before it"
+        ));
+    };
+    let renumbered = matches!(e.restore, RestoreMode::MissingRows | RestoreMode::Merge)
+        || (e.restore == RestoreMode::Copy && RENUMBERED_COPY_TABLES.contains(&e.name.as_str()));
+    if !renumbered {
+        return Err(format!(
+            "refers to {referenced}, whose restore mode keeps the backup's ids (only missing_rows and merge give rows the target's ids, and among copied tables {})",
+            RENUMBERED_COPY_TABLES.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn is_identifier(name: &str) -> bool {

@@ -3,6 +3,8 @@
 //! the standard AWS chain only.
 
 pub mod airflow_api;
+pub mod buckets;
+pub mod cloudformation;
 pub mod cloudwatch;
 pub mod kms;
 pub mod mwaa;
@@ -79,8 +81,8 @@ const TRANSIENT_CODES: &[&str] = &[
 /// the call timed out, never reached the service, or the service said "later".
 pub fn sdk_error<E, R>(operation: &str, resource: impl Into<String>, err: SdkError<E, R>) -> Error
 where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let transient = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
@@ -103,7 +105,7 @@ where
     } else {
         message
     };
-    Error::of_class(operation, resource, message, transient)
+    Error::caused(operation, resource, message, transient, err)
 }
 
 /// The endpoint override for a service, however it was given: `AWS_ENDPOINT_URL_<SERVICE>`,
@@ -191,5 +193,31 @@ mod tests {
             strip.rewrite("https://api.airflow.us-east-1.amazonaws.com/x"),
             None
         );
+    }
+
+    fn service_error(code: &str) -> Error {
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let status = StatusCode::try_from(400).expect("a valid status");
+        let err =
+            GetObjectError::generic(ErrorMetadata::builder().code(code).message("no").build());
+        sdk_error(
+            "get",
+            "s3://b/k",
+            SdkError::service_error(err, Response::new(status, SdkBody::empty())),
+        )
+    }
+
+    #[test]
+    fn throttling_is_transient_and_a_denial_is_not_and_both_keep_the_sdk_error() {
+        let throttled = service_error("ThrottlingException");
+        assert!(throttled.retryable(), "{throttled}");
+        let denied = service_error("AccessDenied");
+        assert!(!denied.retryable(), "{denied}");
+        for err in [throttled, denied] {
+            assert!(std::error::Error::source(&err).is_some(), "{err}");
+        }
     }
 }

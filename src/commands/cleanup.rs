@@ -24,13 +24,13 @@ async fn cleanup_command(
     args: &CleanupArgs,
     cancel: &CancellationToken,
 ) -> Result<Option<serde_json::Value>> {
-    if let Some(environment) = super::restore::remote_environment(config, args.environment.as_ref())
+    if let Some(environment) = super::remote::remote_environment(config, args.environment.as_ref())
     {
-        return super::backup::run_remote(
+        return super::remote::run_remote(
             config,
             "cleanup",
             &environment,
-            super::restore::region_of(config, &environment),
+            super::remote::region_of(config, &environment),
             &config.deployment.cleanup_dag_name,
             serde_json::Map::new(),
             cancel,

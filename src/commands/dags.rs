@@ -1,35 +1,14 @@
 //! `mwaa-dr dags render`: the DR DAGs and the startup script, from the resolved configuration.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::cli::DagsRenderArgs;
+use crate::commands::dag_files::{Binary, render_files};
 use crate::config::Config;
-use crate::config::vars::spec;
 use crate::deploy::RenderedFile;
-use crate::deploy::dags::{DagSettings, render_dags};
-use crate::deploy::startup::{self, StartupSettings, render_startup, sha256_hex};
+use crate::deploy::startup;
 use crate::error::{Error, Result};
 use crate::output;
-
-/// The variables written into the DAGs when set: what the binary in the worker needs beyond
-/// the worker's own environment. Database URLs and keys never are (the DAGs bucket is not a
-/// secret store); the worker has its own.
-const WRITTEN_IN: &[&str] = &[
-    "DR_TYPE",
-    "MWAA_VERSION",
-    "PRIMARY_REGION",
-    "PRIMARY_MWAA_ENVIRONMENT_NAME",
-    "SECONDARY_REGION",
-    "SECONDARY_MWAA_ENVIRONMENT_NAME",
-    "DR_S3_SSE",
-    "DR_S3_KMS_KEY_ID",
-    "DR_KMS_KEY_ID",
-    "DR_BACKUP_JOBS",
-    "DR_VARIABLE_RESTORE_STRATEGY",
-    "DR_CONNECTION_RESTORE_STRATEGY",
-];
 
 #[derive(Serialize)]
 struct RenderReport {
@@ -41,46 +20,14 @@ struct RenderReport {
 pub fn render(config: &Config, args: &DagsRenderArgs) -> Result<()> {
     let command = "dags render";
     let store = config.store(command)?;
-    let binary_sha256 = match (&args.binary_sha256, &args.binary_file) {
-        (Some(hex), _) => hex.clone(),
-        (None, Some(path)) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| Error::failed("read", path.display().to_string(), e))?;
-            sha256_hex(&bytes)
-        }
-        (None, None) => {
-            return Err(Error::Usage {
-                message: "pass --binary-sha256 HEX or --binary-file PATH".into(),
-            });
-        }
+    let binary = Binary {
+        uri: &args.binary_uri,
+        version: args.binary_version.as_deref(),
+        sha256: args.binary_sha256.as_deref(),
+        file: args.binary_file.as_deref(),
+        install_path: &args.install_path,
     };
-    let deployment = &config.deployment;
-    let mut settings = written_in(config);
-    settings.insert("DR_BACKUP_STORE".into(), store.to_string());
-    for (name, value) in [
-        ("METADATA_EXPORT_DAG_NAME", &deployment.export_dag_name),
-        ("METADATA_IMPORT_DAG_NAME", &deployment.import_dag_name),
-        ("METADATA_CLEANUP_DAG_NAME", &deployment.cleanup_dag_name),
-    ] {
-        settings.insert(name.into(), value.clone());
-    }
-    let mut files = render_dags(&DagSettings {
-        export_dag: deployment.export_dag_name.clone(),
-        import_dag: deployment.import_dag_name.clone(),
-        cleanup_dag: deployment.cleanup_dag_name.clone(),
-        backup_schedule: deployment.backup_schedule.clone(),
-        settings,
-        install_path: args.install_path.clone(),
-    })?;
-    files.push(RenderedFile {
-        name: startup::FILE_NAME.into(),
-        contents: render_startup(&StartupSettings {
-            binary_uri: args.binary_uri.clone(),
-            binary_version: args.binary_version.clone(),
-            binary_sha256: binary_sha256.clone(),
-            install_path: args.install_path.clone(),
-        })?,
-    });
+    let (files, binary_sha256) = render_files(config, &store.to_string(), &binary)?;
     if config.dry_run {
         return report(config, args, &files, binary_sha256);
     }
@@ -120,47 +67,4 @@ fn report(
         )
     });
     Ok(())
-}
-
-/// The [`WRITTEN_IN`] variables that are set (not defaults: the binary has those too).
-fn written_in(config: &Config) -> BTreeMap<String, String> {
-    config
-        .entries()
-        .iter()
-        .filter(|e| WRITTEN_IN.contains(&e.name))
-        .filter(|e| {
-            !matches!(
-                e.source,
-                crate::config::Source::Default | crate::config::Source::Unset
-            )
-        })
-        .filter(|e| !spec(e.name).is_some_and(|s| s.kind.is_secret()))
-        .filter_map(|e| {
-            let value = match &e.value {
-                serde_json::Value::Null => return None,
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            Some((e.name.to_string(), value))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_variable_written_in_is_a_known_variable() {
-        for name in WRITTEN_IN {
-            assert!(
-                spec(name).is_some(),
-                "{name} is not a variable mwaa-dr reads"
-            );
-            assert!(
-                !spec(name).is_some_and(|s| s.kind.is_secret()),
-                "{name} is a secret and must not be written into a DAG file"
-            );
-        }
-    }
 }

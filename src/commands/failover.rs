@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::Utc;
 use serde::Serialize;
 
@@ -15,16 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::open_store;
 use crate::config::Config;
-use crate::db::PgConnector;
 use crate::error::{Error, Result};
+use crate::failover::restore::{DirectRestore, RemoteRestore};
 use crate::failover::{
     self, NewEnvironment, PlannedStep, RestoreStep, Services, Targets, Timeline, state,
 };
 use crate::model::DrType;
-use crate::ops::{
-    self,
-    restore::{RestoreOptions, restore},
-};
+use crate::ops::{self, restore::RestoreOptions};
 use crate::output;
 use crate::store::BackupStore;
 use crate::store::lock::{self, LockScope};
@@ -78,20 +74,7 @@ pub async fn run(config: &Config, args: &FailoverArgs, cancel: &CancellationToke
         ),
     )?;
     let services = aws_services(config, store.clone()).await;
-    let restore: Box<dyn RestoreStep + '_> = match db {
-        Some(db) => Box::new(LatestBackup {
-            config,
-            store: store.clone(),
-            db: super::connector(config, db),
-            cancel,
-        }),
-        None => Box::new(RemoteRestore {
-            config,
-            store: store.clone(),
-            secondary: targets.secondary.clone(),
-            cancel,
-        }),
-    };
+    let restore = restore_step(config, &targets, store.clone(), db, cancel).await?;
     // One failover at a time: two runs resuming the same failover would both act on it.
     let outcome = lock::with_lock(
         store.as_ref(),
@@ -146,161 +129,51 @@ async fn aws_services(config: &Config, store: Arc<dyn BackupStore>) -> Services 
         schedules: Box::new(AwsSchedules::new(secondary_region, timeouts).await),
         notifier: Box::new(SnsNotifier::new(secondary_region, timeouts).await),
         store,
+        clock: Default::default(),
     }
 }
 
-/// The restore step: the latest backup, with cleanup, into the secondary database.
-struct LatestBackup<'a> {
+/// The restore step: straight into the secondary's database when its URL is known, else
+/// through the restore DAG in the secondary.
+async fn restore_step<'a>(
     config: &'a Config,
+    targets: &Targets,
     store: Arc<dyn BackupStore>,
-    db: PgConnector,
+    db: Option<crate::model::DbUrl>,
     cancel: &'a CancellationToken,
-}
-
-#[async_trait]
-impl RestoreStep for LatestBackup<'_> {
-    async fn restore_latest(&self) -> Result<String> {
-        let progress = crate::progress::Silent;
-        let options = RestoreOptions {
-            backup_id: None,
-            clean: true,
-            dry_run: false,
-            variable_strategy: self.config.variable_strategy,
-            connection_strategy: self.config.connection_strategy,
-            fernet: super::fernet_keyring(self.config)?,
-            catalogs: self.config.catalogs(),
-            confirm: None,
-        };
-        let services = ops::Services {
-            store: Some(self.store.clone()),
-            target: Some(self.db.clone()),
-            kms: Some(super::kms(
-                self.config,
-                self.config.secondary.region.as_deref(),
-            )),
-            ..ops::Services::default()
-        };
-        let summary = restore(&options, &services, &progress, self.cancel).await?;
-        // Only a dry run comes back without a report, and this is none.
-        let Some(report) = &summary.report else {
-            return Ok(String::new());
-        };
-        let manifest = &summary.manifest;
-        let rows: u64 = report.loaded.iter().map(|t| t.rows).sum();
-        let mut line = format!(
-            "backup {} ({} rows) restored into {}; {} DAGs unpaused",
-            manifest.backup_id,
-            rows,
-            self.db.describe(),
-            report.unpaused.len()
-        );
-        if !report.missing_dags.is_empty() {
-            line.push_str(&format!(
-                "; not yet parsed by the secondary (unpause later): {}",
-                report.missing_dags.join(", ")
-            ));
-        }
-        Ok(line)
-    }
-}
-
-/// The restore step without a database URL: the restore DAG runs in the secondary through
-/// its REST API, then the DAGs active in the primary are unpaused there the same way.
-struct RemoteRestore<'a> {
-    config: &'a Config,
-    store: Arc<dyn BackupStore>,
-    secondary: String,
-    cancel: &'a CancellationToken,
-}
-
-#[async_trait]
-impl RestoreStep for RemoteRestore<'_> {
-    async fn restore_latest(&self) -> Result<String> {
-        let manifest = crate::store::manifest::resolve(self.store.as_ref(), None).await?;
-        // The failover's own run seeds the DAG run ids: a rerun finds the run it started.
-        let run = state::unfinished(self.store.as_ref())
-            .await?
-            .ok_or_else(|| {
-                Error::failed("restore", &self.secondary, "no failover run is recorded")
-            })?;
-        let options = ops::remote::RemoteOptions {
-            environment: self.secondary.clone(),
-            dag_id: self.config.deployment.import_dag_name.clone(),
-            conf: super::restore::restore_conf(self.config, Some(&manifest.backup_id), true),
-            seed: run.started.run_id.clone(),
-            started_at: run.started.started_at,
-            timeout: self.config.failover.timeout,
-            poll: std::time::Duration::from_secs(2),
-            retry_for: std::time::Duration::from_secs(60),
-        };
-        let mwaa = SdkMwaa::new(
-            self.config.secondary.region.as_deref(),
-            &self.config.aws_timeouts,
-        )
-        .await;
-        let report =
-            ops::remote::run_dag(&options, &mwaa, self.store.as_ref(), self.cancel).await?;
-        let (unpaused, missing) = unpause_remote(
-            &mwaa,
-            &self.secondary,
-            &manifest.active_dags,
-            self.config.failover.unpause_wait,
-            self.cancel,
-        )
-        .await?;
-        let mut line = format!(
-            "backup {} restored by run {} of {} in {} ({:.0} s); {} DAGs unpaused",
-            manifest.backup_id,
-            report.dag_run_id,
-            report.dag_id,
-            self.secondary,
-            report.seconds,
-            unpaused
-        );
-        if let Some(task) = &report.report {
-            line.push_str(&format!("; task report: {task}"));
-        }
-        if !missing.is_empty() {
-            line.push_str(&format!(
-                "; not parsed by the secondary within SECONDARY_UNPAUSE_WAIT_SECS (unpause later): {}",
-                missing.join(", ")
-            ));
-        }
-        Ok(line)
-    }
-}
-
-/// Unpauses `dags` in `environment` through the REST API, waiting up to `timeout` for those
-/// the scheduler has not parsed yet; returns how many were unpaused and those still missing.
-async fn unpause_remote(
-    mwaa: &SdkMwaa,
-    environment: &str,
-    dags: &[String],
-    timeout: std::time::Duration,
-    cancel: &CancellationToken,
-) -> Result<(usize, Vec<String>)> {
-    use crate::aws::airflow_api::AirflowApi;
-    let api = AirflowApi::connect(mwaa, environment, std::time::Duration::from_secs(60)).await?;
-    let started = std::time::Instant::now();
-    let mut missing: Vec<String> = dags.to_vec();
-    let mut unpaused = 0;
-    loop {
-        let mut still = Vec::new();
-        for dag in &missing {
-            match api.set_paused(dag, false).await? {
-                Some(_) => unpaused += 1,
-                None => still.push(dag.clone()),
-            }
-        }
-        missing = still;
-        if missing.is_empty() || started.elapsed() >= timeout {
-            return Ok((unpaused, missing));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-            () = cancel.cancelled() => return Err(Error::Interrupted),
-        }
-    }
+) -> Result<Box<dyn RestoreStep + 'a>> {
+    let region = config.secondary.region.as_deref();
+    Ok(match db {
+        Some(db) => Box::new(DirectRestore {
+            options: RestoreOptions {
+                backup_id: None,
+                clean: true,
+                dry_run: false,
+                variable_strategy: config.variable_strategy,
+                connection_strategy: config.connection_strategy,
+                fernet: super::fernet_keyring(config)?,
+                catalogs: config.catalogs(),
+                confirm: None,
+            },
+            services: ops::Services {
+                store: Some(store),
+                target: Some(super::connector(config, db)),
+                kms: Some(super::kms(config, region)),
+                ..ops::Services::default()
+            },
+            cancel,
+        }),
+        None => Box::new(RemoteRestore {
+            store,
+            mwaa: Box::new(SdkMwaa::new(region, &config.aws_timeouts).await),
+            secondary: targets.secondary.clone(),
+            dag_id: config.deployment.import_dag_name.clone(),
+            conf: super::remote::restore_conf(config, None, true),
+            timeout: config.failover.timeout,
+            unpause_wait: config.failover.unpause_wait,
+            cancel,
+        }),
+    })
 }
 
 fn render_plan(

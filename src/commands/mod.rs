@@ -3,11 +3,14 @@
 pub mod backup;
 pub mod cleanup;
 pub mod config;
+pub mod dag_files;
 pub mod dags;
+pub mod deploy;
 pub mod failover;
 pub mod health_check;
 pub mod list;
 pub mod prune;
+pub mod remote;
 pub mod restore;
 pub mod restore_legacy;
 pub mod verify;

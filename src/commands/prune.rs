@@ -97,38 +97,19 @@ fn incomplete_after(raw: &str) -> Result<Duration> {
     Ok(d)
 }
 
-/// `36h`, `7d`, `2w`, `1d12h`, `90m`, `30s`.
+/// `36h`, `7d`, `2w`, `1d12h`, `1d 12h`, `90m`, `30s` (humantime's units).
 pub fn parse_duration(raw: &str, flag: &str) -> Result<Duration> {
-    let bad = || Error::Usage {
-        message: format!(
-            "{flag} {raw:?} is not a duration; accepted: a number with a unit s, m, h, d or w, e.g. 36h, 7d, 2w, 1d12h"
-        ),
-    };
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in raw.trim().chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        number.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => return Err(bad()),
-        };
-        total = total
-            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
-            .ok_or_else(bad)?;
+    match humantime::parse_duration(raw.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(Error::Usage {
+            message: format!("{flag} {raw:?} is zero; give a positive duration, e.g. 36h, 7d, 2w"),
+        }),
+        Err(e) => Err(Error::Usage {
+            message: format!(
+                "{flag} {raw:?} is not a duration ({e}); accepted: numbers with a unit s, m, h, d, w, M (months) or y, e.g. 36h, 7d, 2w, 1d12h"
+            ),
+        }),
     }
-    if !number.is_empty() || total == 0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
 }
 
 #[cfg(test)]
@@ -149,7 +130,7 @@ mod tests {
             parse_duration("2w", "--keep-within").ok(),
             Some(Duration::from_secs(14 * 86_400))
         );
-        for bad in ["", "7", "h", "7y", "-1d"] {
+        for bad in ["", "7", "h", "7x", "-1d", "0s"] {
             assert!(parse_duration(bad, "--keep-within").is_err(), "{bad}");
         }
     }

@@ -29,14 +29,15 @@ async fn restore_command(
             .await
             .map(|()| None);
     }
-    if let Some(environment) = remote_environment(config, args.environment.as_ref()) {
-        return super::backup::run_remote(
+    if let Some(environment) = super::remote::remote_environment(config, args.environment.as_ref())
+    {
+        return super::remote::run_remote(
             config,
             "restore",
             &environment,
-            region_of(config, &environment),
+            super::remote::region_of(config, &environment),
             &config.deployment.import_dag_name,
-            restore_conf(config, args.backup_id.as_deref(), args.clean),
+            super::remote::restore_conf(config, args.backup_id.as_deref(), args.clean),
             cancel,
         )
         .await;
@@ -61,47 +62,6 @@ async fn restore_command(
     } else {
         super::emitted(config, &summary, || render(&summary))
     })
-}
-
-/// The environment whose DR DAG runs the command: `--environment`, else the secondary's name
-/// when no database URL is given.
-pub(super) fn remote_environment(config: &Config, flag: Option<&String>) -> Option<String> {
-    flag.cloned().or_else(|| {
-        (!config.has_target_db())
-            .then(|| config.secondary.environment_name.clone())
-            .flatten()
-    })
-}
-
-/// The primary's region for the primary's environment, else the secondary's.
-pub(super) fn region_of<'a>(config: &'a Config, environment: &str) -> Option<&'a str> {
-    if config.primary.environment_name.as_deref() == Some(environment) {
-        config.primary.region.as_deref()
-    } else {
-        config.secondary.region.as_deref()
-    }
-}
-
-/// The restore DAG run's conf (the contract's keys).
-pub fn restore_conf(
-    config: &Config,
-    backup_id: Option<&str>,
-    clean: bool,
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut conf = serde_json::Map::new();
-    if let Some(id) = backup_id {
-        conf.insert("backup_id".into(), id.into());
-    }
-    conf.insert(
-        "variable_strategy".into(),
-        serde_json::to_value(config.variable_strategy).unwrap_or_default(),
-    );
-    conf.insert(
-        "connection_strategy".into(),
-        serde_json::to_value(config.connection_strategy).unwrap_or_default(),
-    );
-    conf.insert("clean".into(), clean.into());
-    conf
 }
 
 fn render_plan(summary: &RestoreSummary, options: &RestoreOptions<'_>) -> String {

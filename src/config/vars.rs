@@ -157,7 +157,7 @@ pub const VARS: &[VarSpec] = &[
         K::Text,
         None,
         G::Strategy,
-        "Name prefix for the deployed resources (state machine, schedule).",
+        "Name prefix of everything `deploy` creates: the stacks <prefix>-primary and <prefix>-secondary, the backup buckets, roles, topics, state machine and schedule (lowercase letters, digits and hyphens; see docs/DEPLOY.md).",
     ),
     var(
         "PRIMARY_REGION",
@@ -262,7 +262,7 @@ pub const VARS: &[VarSpec] = &[
         K::YesNo,
         Some("NO"),
         G::Secondary,
-        "Whether the deployment creates a Step Functions VPC endpoint in the secondary VPC.",
+        "Whether `deploy` creates the Step Functions interface VPC endpoint in SECONDARY_VPC_ID (in SECONDARY_SUBNET_IDS, with SECONDARY_SECURITY_GROUP_IDS), for private environments whose workers answer the workflow's task token.",
     ),
     var(
         "DR_BACKUP_STORE",
@@ -631,7 +631,7 @@ pub const VARS: &[VarSpec] = &[
         K::List,
         Some("[]"),
         G::Failover,
-        "Emails notified of the recovery, as a JSON list: '[\"ops@example.com\"]'.",
+        "Emails `deploy` subscribes to the SNS topics of both Regions (failed, timed-out or aborted workflow executions, failover outcomes), as a JSON list: '[\"ops@example.com\"]'.",
     ),
     var(
         "DR_SNS_TOPIC_ARN",
@@ -645,7 +645,7 @@ pub const VARS: &[VarSpec] = &[
         K::YesNo,
         Some("NO"),
         G::Deployment,
-        "Whether the deployment adds the Step Functions task-token policy to the secondary execution role.",
+        "Whether `deploy` adds a policy to the execution roles: on the secondary's, the Step Functions task-token calls (states:SendTaskSuccess/Failure/Heartbeat) and the backup bucket; on the primary's, the backup bucket and the notification topic.",
     ),
     var(
         "METADATA_EXPORT_DAG_NAME",
@@ -694,7 +694,7 @@ pub const VARS: &[VarSpec] = &[
         K::Count { min: 1, max: 3_600 },
         Some("30"),
         G::Deployment,
-        "Seconds between checks of the one-time DAGs bucket replication job.",
+        "The original's polling interval of its one-time DAGs-bucket replication job. No effect: `deploy` uploads the DR DAGs to both DAGs buckets instead (see docs/DEPLOY.md).",
     ),
     var(
         "MWAA_DR_LOG",

@@ -104,100 +104,137 @@ pub async fn export_tables(
     rekey: Option<Rekey>,
     cancel: &CancellationToken,
 ) -> Result<Vec<TableEntry>> {
-    let rekey = rekey.map(Arc::new);
-    let stop = cancel.child_token();
-    let total = tables.len();
-    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let order: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+    let jobs = jobs.max(1).min(order.len().max(1));
     let mut queue: Vec<TableExport> = tables;
     queue.sort_by(|a, b| b.estimate.total_cmp(&a.estimate));
-    let queue = Arc::new(Mutex::new(VecDeque::from(queue)));
-    let jobs = jobs.max(1).min(order.len().max(1));
-    let mut workers = Vec::new();
-    for worker in 0..jobs {
-        let queue = queue.clone();
-        let store = store.clone();
-        let db = db.clone();
-        let stop = stop.clone();
-        let snapshot = snapshot.to_string();
-        let backup_id = backup_id.to_string();
-        let progress = progress.clone();
-        let started = started.clone();
-        let rekey = rekey.clone();
-        workers.push(tokio::spawn(async move {
-            let read_timeout = db.timeouts().read;
-            let connector = db;
-            let mut conn = connector.connect().await?;
-            let db = connector.describe().to_string();
-            let pid = super::backend_pid(&mut conn, &db).await?;
-            sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut conn)
-                .await
-                .map_err(|e| db_error("begin", &db, e))?;
-            sqlx::query(&format!(
-                "SET TRANSACTION SNAPSHOT {}",
-                crate::airflow::catalog::quote_literal(&snapshot)
-            ))
-            .execute(&mut conn)
-            .await
-            .map_err(|e| db_error("join snapshot", &db, e))?;
-            debug!(worker, "joined snapshot");
-            let mut done = Vec::new();
-            loop {
-                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some(table) = next else { break };
-                let index = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                progress.start(&table.name, index, total);
-                let entry = match export_table(
-                    &mut conn,
-                    &table,
-                    store.as_ref(),
-                    &backup_id,
-                    progress.as_ref(),
-                    Limits {
-                        stop: &stop,
-                        read_timeout,
-                    },
-                    rekey.as_deref(),
-                )
-                .await
-                {
-                    Ok(entry) => entry,
-                    Err(e) => {
-                        stop.cancel();
-                        drop(conn);
-                        super::terminate_backend(&connector, pid).await;
-                        return Err(e);
-                    }
-                };
-                progress.finish(&table.name, entry.rows);
-                done.push(entry);
-                if index == 0
-                    && let Err(e) = crate::failpoint::reach("backup.table_written", &stop).await
-                {
-                    drop(conn);
-                    super::terminate_backend(&connector, pid).await;
-                    return Err(e);
-                }
-            }
-            let _ = sqlx::query("COMMIT").execute(&mut conn).await;
-            Ok::<_, Error>(done)
-        }));
+    let shared = Arc::new(ExportRun {
+        db: db.clone(),
+        snapshot: snapshot.to_string(),
+        backup_id: backup_id.to_string(),
+        store,
+        progress,
+        rekey,
+        total: order.len(),
+        queue: Mutex::new(VecDeque::from(queue)),
+        started: std::sync::atomic::AtomicUsize::new(0),
+        stop: cancel.child_token(),
+    });
+    let workers = (0..jobs)
+        .map(|worker| tokio::spawn(export_worker(shared.clone(), worker)))
+        .collect();
+    let mut entries = join_workers(workers, &shared, cancel).await?;
+    entries.sort_by_key(|e| order.iter().position(|n| *n == e.name));
+    Ok(entries)
+}
+
+/// What the export workers share: the snapshot they join, the queue of tables (largest
+/// first) and the token that stops them all when one fails.
+struct ExportRun {
+    db: PgConnector,
+    snapshot: String,
+    backup_id: String,
+    store: Arc<dyn BackupStore>,
+    progress: Arc<dyn Progress>,
+    rekey: Option<Rekey>,
+    total: usize,
+    queue: Mutex<VecDeque<TableExport>>,
+    started: std::sync::atomic::AtomicUsize,
+    stop: CancellationToken,
+}
+
+impl ExportRun {
+    fn next_table(&self) -> Option<TableExport> {
+        self.queue.lock().ok().and_then(|mut q| q.pop_front())
     }
+
+    /// Stops the other workers from starting new tables.
+    fn drain(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.clear();
+        }
+    }
+}
+
+/// One connection in the shared snapshot, exporting tables from the queue until it is empty.
+/// On an error it stops the others and ends its server-side statement before returning.
+async fn export_worker(run: Arc<ExportRun>, worker: usize) -> Result<Vec<TableEntry>> {
+    let connector = &run.db;
+    let read_timeout = connector.timeouts().read;
+    let mut conn = connector.connect().await?;
+    let db = connector.describe().to_string();
+    let pid = super::backend_pid(&mut conn, &db).await?;
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| db_error("begin", &db, e))?;
+    sqlx::query(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        crate::airflow::catalog::quote_literal(&run.snapshot)
+    ))
+    .execute(&mut conn)
+    .await
+    .map_err(|e| db_error("join snapshot", &db, e))?;
+    debug!(worker, "joined snapshot");
+    let mut done = Vec::new();
+    while let Some(table) = run.next_table() {
+        let index = run
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        run.progress.start(&table.name, index, run.total);
+        let limits = Limits {
+            stop: &run.stop,
+            read_timeout,
+        };
+        let written = export_table(
+            &mut conn,
+            &table,
+            run.store.as_ref(),
+            &run.backup_id,
+            run.progress.as_ref(),
+            limits,
+            run.rekey.as_ref(),
+        )
+        .await;
+        let entry = match written {
+            Ok(entry) => entry,
+            Err(e) => {
+                run.stop.cancel();
+                drop(conn);
+                super::terminate_backend(connector, pid).await;
+                return Err(e);
+            }
+        };
+        run.progress.finish(&table.name, entry.rows);
+        done.push(entry);
+        if index == 0
+            && let Err(e) = crate::failpoint::reach("backup.table_written", &run.stop).await
+        {
+            drop(conn);
+            super::terminate_backend(connector, pid).await;
+            return Err(e);
+        }
+    }
+    let _ = sqlx::query("COMMIT").execute(&mut conn).await;
+    Ok(done)
+}
+
+/// Waits for every worker and returns the error of the one that failed first, not the
+/// "interrupted" of the workers it stopped (unless the run itself was interrupted).
+async fn join_workers(
+    workers: Vec<tokio::task::JoinHandle<Result<Vec<TableEntry>>>>,
+    run: &ExportRun,
+    cancel: &CancellationToken,
+) -> Result<Vec<TableEntry>> {
     let mut entries = Vec::new();
     let mut first_error = None;
     for worker in workers {
         match worker.await {
             Ok(Ok(done)) => entries.extend(done),
-            // The error of the worker that failed first, not the "interrupted" of the
-            // workers it stopped (unless the run itself was interrupted).
-            Ok(Err(e)) if matches!(e, Error::Interrupted) && !cancel.is_cancelled() => {}
+            Ok(Err(Error::Interrupted)) if !cancel.is_cancelled() => {}
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
-                // Stop the other workers from starting new tables.
-                if let Ok(mut q) = queue.lock() {
-                    q.clear();
-                }
+                run.drain();
             }
             Err(join) => {
                 first_error.get_or_insert(Error::failed("export", "worker", join));
@@ -207,10 +244,9 @@ pub async fn export_tables(
     if let Some(e) = first_error {
         return Err(e);
     }
-    if stop.is_cancelled() {
+    if run.stop.is_cancelled() {
         return Err(Error::Interrupted);
     }
-    entries.sort_by_key(|e| order.iter().position(|n| *n == e.name));
     Ok(entries)
 }
 

@@ -286,3 +286,30 @@ pub fn column_list(columns: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_serialization_deadlock_and_timeouts_are_transient() {
+        for code in [
+            "08006", "08001", "40001", "40P01", "55P03", "57014", "57P01", "53300",
+        ] {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02", "42501", ""] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_lost_connection_keeps_its_cause_and_may_be_retried() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let err = db_error("copy", "task_instance", sqlx::Error::Io(io));
+        assert!(err.retryable());
+        assert!(err.to_string().contains("reset by peer"), "{err}");
+        let source = std::error::Error::source(&err).expect("the cause is kept");
+        assert!(source.downcast_ref::<sqlx::Error>().is_some());
+    }
+}

@@ -1,6 +1,8 @@
 //! What gets deployed into an MWAA environment: the rendered DR DAGs and the startup script
 //! that installs the binary.
 
+pub mod apply;
+pub mod cloudformation;
 pub mod dags;
 pub mod startup;
 

@@ -2,6 +2,7 @@
 //! each recorded in the store so a rerun resumes at the failed step and never repeats a
 //! finished one.
 
+pub mod restore;
 pub mod result;
 pub mod state;
 mod steps;
@@ -165,6 +166,8 @@ pub struct Services {
     pub schedules: Box<dyn Schedules>,
     pub notifier: Box<dyn Notifier>,
     pub store: Arc<dyn BackupStore>,
+    /// Where "now" comes from: step times and the timeline.
+    pub clock: crate::model::Clock,
 }
 
 /// The restore step's work, provided by the caller (it owns the database side).
@@ -229,7 +232,7 @@ pub async fn execute(
             return Err((failure.error, Timeline::of(run, None)));
         }
     }
-    let finished_at = Utc::now();
+    let finished_at = services.clock.now();
     if let Err(e) = run.finish(services.store.as_ref(), finished_at).await {
         return Err((e, Timeline::of(run, None)));
     }
@@ -260,9 +263,9 @@ pub async fn run_one(
 ) -> std::result::Result<StepResult, StepFailure> {
     if counts_as_done(run, step) {
         info!(step = step.as_str(), "finished in an earlier run; skipped");
-        return Ok(StepResult::skipped(step, Utc::now()));
+        return Ok(StepResult::skipped(step, services.clock.now()));
     }
-    let started_at = Utc::now();
+    let started_at = services.clock.now();
     info!(step = step.as_str(), "{action}");
     let outcome = tokio::select! {
         outcome = async {
@@ -271,7 +274,7 @@ pub async fn run_one(
         } => outcome,
         () = cancel.cancelled() => Err(Error::Interrupted),
     };
-    let result = StepResult::of(step, started_at, Utc::now(), &outcome);
+    let result = StepResult::of(step, started_at, services.clock.now(), &outcome);
     let recorded = run.record(services.store.as_ref(), result.record()).await;
     match (outcome, recorded) {
         (Ok(_), Ok(())) => Ok(result),

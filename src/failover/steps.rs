@@ -37,6 +37,7 @@ async fn confirm_primary_unhealthy(targets: &Targets, services: &Services) -> Re
         &targets.health,
         services.primary_mwaa.as_ref(),
         services.heartbeat.as_ref(),
+        &services.clock,
     )
     .await?;
     match (report.healthy, targets.force) {

@@ -1,6 +1,7 @@
 //! Value types shared by every layer, with no behaviour beyond validation. This module
 //! depends on nothing else in the crate.
 
+mod clock;
 mod dag_run;
 mod db_url;
 mod location;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use self::clock::Clock;
 pub use self::dag_run::{ACCEPTED_DAG_RUN, DAG_RUN_VARIABLE, DagRunRef};
 pub use self::db_url::{ACCEPTED as ACCEPTED_DB_URLS, DbUrl, mwaa_credentials, stored_location};
 pub use self::location::{ACCEPTED_LOCATIONS, StoreLocation};

@@ -144,7 +144,7 @@ pub async fn backup(
         return Err(missing_source_key(&options.backup_key));
     }
     let started = Instant::now();
-    let started_at = Utc::now();
+    let started_at = services.clock.now();
     let connector = services.source()?;
     let mut conn = connector.connect().await?;
     let plan = plan(options, &mut conn, connector.describe(), cancel).await?;
@@ -333,7 +333,7 @@ async fn with_lock_export(
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             backup_id: backup_id.to_string(),
             started_at,
-            finished_at: Utc::now(),
+            finished_at: services.clock.now(),
             source: SourceInfo {
                 database: connector.url().location(),
                 environment: options.environment.clone(),

@@ -22,9 +22,16 @@ pub async fn health(
     cancel: &CancellationToken,
 ) -> Result<HealthReport> {
     let (mwaa, heartbeat) = (services.primary_mwaa()?, services.heartbeat()?);
+    let looks = check(
+        &options.environment,
+        &options.settings,
+        mwaa,
+        heartbeat,
+        &services.clock,
+    );
     // Only looks and waits between looks: stopped anywhere, nothing is left to undo.
     tokio::select! {
-        report = check(&options.environment, &options.settings, mwaa, heartbeat) => report,
+        report = looks => report,
         () = cancel.cancelled() => Err(Error::Interrupted),
     }
 }

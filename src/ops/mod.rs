@@ -40,6 +40,8 @@ pub struct Services {
     pub heartbeat: Option<Box<dyn Heartbeat>>,
     /// KMS in the region of the run (the backup key of DR_KMS_KEY_ID).
     pub kms: Option<Arc<dyn Kms>>,
+    /// Where "now" comes from (backup ids and times, retention ages, health attempts).
+    pub clock: crate::model::Clock,
 }
 
 fn missing(what: &str) -> Error {

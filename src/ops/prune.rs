@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::Services;
 use crate::error::{Error, Result};
 use crate::failpoint;
+use crate::model::Clock;
 use crate::progress::Progress;
 use crate::store::BackupStore;
 use crate::store::manifest::{self, Incomplete, Unreadable};
@@ -67,9 +68,15 @@ pub async fn prune(
     let store = services.store()?;
     let store = store.as_ref();
     let report = if options.dry_run {
-        prune_scanned(options, store, cancel).await?
+        prune_scanned(options, store, &services.clock, cancel).await?
     } else {
-        super::with_store_lock(store, true, "prune", prune_scanned(options, store, cancel)).await?
+        super::with_store_lock(
+            store,
+            true,
+            "prune",
+            prune_scanned(options, store, &services.clock, cancel),
+        )
+        .await?
     };
     super::list::warn_unreadable(&report.unreadable, "kept (prune never deletes it)");
     Ok(report)
@@ -79,12 +86,13 @@ pub async fn prune(
 async fn prune_scanned(
     options: &PruneOptions,
     store: &dyn BackupStore,
+    clock: &Clock,
     cancel: &CancellationToken,
 ) -> Result<PruneReport> {
     failpoint::reach("prune.locked", cancel).await?;
     // Read under the lock: a backup that commits meanwhile is not taken for incomplete.
     let scan = manifest::scan(store).await?;
-    let now = Utc::now();
+    let now = clock.now();
     let (kept, removed) = retention(options, &scan.backups, now);
     let (mut incomplete_removed, mut incomplete_kept) = (Vec::new(), Vec::new());
     for folder in &scan.incomplete {
@@ -239,7 +247,7 @@ fn too_young(
             .to_std()
             .is_ok_and(|age| age >= after)
     };
-    let after_text = humantime(after);
+    let after_text = humantime::format_duration(after);
     if !older(started) {
         return Some(format!(
             "started less than {after_text} ago (it may still be running)"
@@ -250,16 +258,6 @@ fn too_young(
             "last written less than {after_text} ago (it may still be running)"
         )),
         _ => None,
-    }
-}
-
-fn humantime(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
     }
 }
 

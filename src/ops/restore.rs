@@ -201,70 +201,9 @@ async fn fernet_plan(
     if info.kind == FernetKeyKind::Source && ring.target.is_none() {
         return Ok((FernetPlan::new(ring.source.clone(), None), None));
     }
-    let mut tried: Vec<String> = Vec::new();
-    let mut obtained: Option<(FernetKeys, String)> = None;
-    if info.kind == FernetKeyKind::Kms {
-        match unwrap_kms(services, info).await {
-            Ok(keys) if keys.has_fingerprint(&info.fingerprint) => {
-                obtained = Some((keys, "kms:Decrypt".into()));
-            }
-            Ok(_) => tried.push(
-                "KMS Decrypt of the backup's wrapped key (it unwrapped a key of another fingerprint)"
-                    .into(),
-            ),
-            Err(e) => tried.push(format!(
-                "KMS Decrypt of the backup's wrapped key, which failed: {e}"
-            )),
-        }
-    }
-    if obtained.is_none() {
-        let candidates = [
-            ("DR_BACKUP_FERNET_KEY", &ring.backup_key),
-            (
-                "PRIMARY_FERNET_KEY (else AIRFLOW__CORE__FERNET_KEY)",
-                &ring.source,
-            ),
-            (
-                "SECONDARY_FERNET_KEY (else AIRFLOW__CORE__FERNET_KEY)",
-                &ring.target,
-            ),
-        ];
-        for (variable, keys) in candidates {
-            let Some(keys) = keys else { continue };
-            if keys.has_fingerprint(&info.fingerprint) {
-                obtained = Some((keys.clone(), variable.to_string()));
-                break;
-            }
-            tried.push(format!("{variable} (fingerprint {})", keys.fingerprint()));
-        }
-    }
-    let Some((keys, from)) = obtained else {
-        return Err(Error::refused(
-            "restore",
-            &manifest.backup_id,
-            format!(
-                "its Fernet secrets are under the key of fingerprint {} ({}), and no key available here has it; tried: {}; nothing was restored",
-                info.fingerprint,
-                kind_name(info),
-                if tried.is_empty() {
-                    "no key is set".to_string()
-                } else {
-                    tried.join("; ")
-                },
-            ),
-            match info.kind {
-                FernetKeyKind::Kms => {
-                    "allow kms:Decrypt on the backup's KMS key in this Region (a replica of the multi-Region key), or set DR_BACKUP_FERNET_KEY"
-                }
-                FernetKeyKind::BackupKey => {
-                    "set DR_BACKUP_FERNET_KEY to the key the backup was taken with"
-                }
-                FernetKeyKind::Source => {
-                    "set PRIMARY_FERNET_KEY to the source environment's Fernet key"
-                }
-            },
-        ));
-    };
+    let (keys, from) = obtain_backup_key(ring, services, info)
+        .await
+        .map_err(|tried| no_backup_key(manifest, info, &tried))?;
     let Some(target) = ring.target.clone() else {
         return Err(Error::MissingValue {
             variable: "SECONDARY_FERNET_KEY".into(),
@@ -280,6 +219,78 @@ async fn fernet_plan(
             obtained_from: from,
         }),
     ))
+}
+
+/// The key the backup's secrets are under, and where it came from: KMS for a KMS backup,
+/// then the keys this side knows, matched by fingerprint. Otherwise what was tried.
+async fn obtain_backup_key(
+    ring: &FernetKeyring,
+    services: &Services,
+    info: &FernetKeyInfo,
+) -> std::result::Result<(FernetKeys, String), Vec<String>> {
+    let mut tried: Vec<String> = Vec::new();
+    if info.kind == FernetKeyKind::Kms {
+        match unwrap_kms(services, info).await {
+            Ok(keys) if keys.has_fingerprint(&info.fingerprint) => {
+                return Ok((keys, "kms:Decrypt".into()));
+            }
+            Ok(_) => tried.push(
+                "KMS Decrypt of the backup's wrapped key (it unwrapped a key of another fingerprint)"
+                    .into(),
+            ),
+            Err(e) => tried.push(format!(
+                "KMS Decrypt of the backup's wrapped key, which failed: {e}"
+            )),
+        }
+    }
+    let candidates = [
+        ("DR_BACKUP_FERNET_KEY", &ring.backup_key),
+        (
+            "PRIMARY_FERNET_KEY (else AIRFLOW__CORE__FERNET_KEY)",
+            &ring.source,
+        ),
+        (
+            "SECONDARY_FERNET_KEY (else AIRFLOW__CORE__FERNET_KEY)",
+            &ring.target,
+        ),
+    ];
+    for (variable, keys) in candidates {
+        let Some(keys) = keys else { continue };
+        if keys.has_fingerprint(&info.fingerprint) {
+            return Ok((keys.clone(), variable.to_string()));
+        }
+        tried.push(format!("{variable} (fingerprint {})", keys.fingerprint()));
+    }
+    Err(tried)
+}
+
+/// The refusal of a backup whose key no source here gives, before anything is written.
+fn no_backup_key(manifest: &Manifest, info: &FernetKeyInfo, tried: &[String]) -> Error {
+    Error::refused(
+        "restore",
+        &manifest.backup_id,
+        format!(
+            "its Fernet secrets are under the key of fingerprint {} ({}), and no key available here has it; tried: {}; nothing was restored",
+            info.fingerprint,
+            kind_name(info),
+            if tried.is_empty() {
+                "no key is set".to_string()
+            } else {
+                tried.join("; ")
+            },
+        ),
+        match info.kind {
+            FernetKeyKind::Kms => {
+                "allow kms:Decrypt on the backup's KMS key in this Region (a replica of the multi-Region key), or set DR_BACKUP_FERNET_KEY"
+            }
+            FernetKeyKind::BackupKey => {
+                "set DR_BACKUP_FERNET_KEY to the key the backup was taken with"
+            }
+            FernetKeyKind::Source => {
+                "set PRIMARY_FERNET_KEY to the source environment's Fernet key"
+            }
+        },
+    )
 }
 
 fn kind_name(info: &FernetKeyInfo) -> String {

@@ -87,6 +87,23 @@ impl S3Store {
         )
     }
 
+    /// A store whose client is bound to `region` (a bucket of another Region than the
+    /// chain's), otherwise as [`S3Store::from_env`].
+    pub async fn in_region(
+        bucket: &str,
+        prefix: &str,
+        region: &str,
+        timeouts: &AwsTimeouts,
+    ) -> Self {
+        S3Store::new(
+            client_from_sdk_config(&crate::aws::sdk_config(Some(region), timeouts).await),
+            bucket,
+            prefix,
+            None,
+            DEFAULT_PART_SIZE,
+        )
+    }
+
     /// Asks ListObjectsV2 for at most `keys` keys per page (the service's default is 1000).
     pub fn with_page_size(mut self, keys: i32) -> Self {
         self.page_size = Some(keys.max(1));
@@ -166,8 +183,12 @@ fn has_endpoint_override(shared: Option<&str>, s3_variable: Option<&str>) -> boo
 /// An SDK error as `Error::Failed`, with the full chain of causes.
 fn sdk_failed<E, R>(operation: &str, resource: String, err: SdkError<E, R>) -> Error
 where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error
+        + aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     crate::aws::sdk_error(operation, resource, err)
 }

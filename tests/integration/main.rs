@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod config;
 mod dags;
+mod deploy;
 mod failover;
 mod faults;
 mod integrity;

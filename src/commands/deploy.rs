@@ -1,0 +1,537 @@
+//! `mwaa-dr deploy` and `mwaa-dr undeploy`: the CloudFormation stacks of both Regions and the
+//! DR DAGs in each DAGs bucket.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::aws::buckets::{S3Buckets, VersionedBuckets};
+use crate::aws::cloudformation::{ResourceChange, SdkStacks};
+use crate::cli::{DeployArgs, RegionChoice, UndeployArgs};
+use crate::commands::dag_files::{Binary, render_files};
+use crate::config::Config;
+use crate::deploy::RenderedFile;
+use crate::deploy::apply::{self, Outcome, Waiting};
+use crate::deploy::cloudformation::{RegionSide, Side, StackSettings, template};
+use crate::deploy::startup;
+use crate::error::{Error, Result};
+use crate::model::DrType;
+use crate::output;
+use crate::store::BackupStore;
+use crate::store::s3::S3Store;
+
+/// The folder of the DAGs folder the DR DAGs go into (as the original's `mwaa_dr`).
+const DAGS_SUBFOLDER: &str = "mwaa_dr";
+/// Where the startup script goes in each DAGs bucket.
+const STARTUP_FOLDER: &str = "mwaa-dr";
+
+/// The failover workflow's Amazon States Language definition.
+///
+/// A minimal valid workflow (one Pass state, with STATE_MACHINE_TIMEOUT_MINS) stands here
+/// until the workflow generated from the failover plan takes its place.
+pub fn workflow_definition(config: &Config, _settings: &StackSettings) -> Value {
+    serde_json::json!({
+        "Comment": "mwaa-dr failover workflow",
+        "TimeoutSeconds": config.failover.timeout.as_secs(),
+        "StartAt": "Health check",
+        "States": {"Health check": {"Type": "Pass", "End": true}},
+    })
+}
+
+/// The deployment settings from the configuration; every variable a template needs is
+/// checked before anything is called. `undeploy` needs only what names the stacks and
+/// buckets (`templates` false): the prefix, the account and the Regions.
+fn stack_settings(config: &Config, command: &str, templates: bool) -> Result<StackSettings> {
+    let need = |value: &Option<String>, variable: &str, purpose: &str| {
+        config
+            .require(value, variable, command, purpose)
+            .map(str::to_string)
+    };
+    let deployment = &config.deployment;
+    let side = |side: &crate::config::Side, prefix: &str| -> Result<RegionSide> {
+        Ok(RegionSide {
+            region: need(
+                &side.region,
+                &format!("{prefix}_REGION"),
+                "the Region of that stack",
+            )?,
+            environment_name: if templates {
+                need(
+                    &side.environment_name,
+                    &format!("{prefix}_MWAA_ENVIRONMENT_NAME"),
+                    "the workflow checks and restores the environments",
+                )?
+            } else {
+                side.environment_name.clone().unwrap_or_default()
+            },
+            execution_role_arn: side.role_arn.clone(),
+            vpc_id: side.vpc_id.clone(),
+            subnet_ids: side.subnet_ids.clone(),
+            security_group_ids: side.security_group_ids.clone(),
+        })
+    };
+    let dr_type = match config.dr_type {
+        Some(dr_type) => dr_type,
+        None if !templates => DrType::WarmStandby,
+        None => {
+            return Err(Error::MissingValue {
+                variable: "DR_TYPE".into(),
+                command: command.into(),
+                purpose: "the workflow differs between BACKUP_RESTORE and WARM_STANDBY".into(),
+            });
+        }
+    };
+    let settings = StackSettings {
+        prefix: need(
+            &deployment.stack_name_prefix,
+            "STACK_NAME_PREFIX",
+            "the stacks and everything in them are named from it",
+        )?,
+        account_id: need(
+            &deployment.aws_account_id,
+            "AWS_ACCOUNT_ID",
+            "ARNs and bucket names hold it",
+        )?,
+        creates_environment: dr_type == DrType::BackupRestore,
+        primary: side(&config.primary, "PRIMARY")?,
+        secondary: side(&config.secondary, "SECONDARY")?,
+        health_check_enabled: config.health_check.enabled,
+        health_check_interval_mins: (config.health_check.interval.as_secs() / 60).max(1),
+        simulate_dr: config.health_check.simulate_dr,
+        schedule_name: config.health_check.schedule_name.clone(),
+        notification_emails: config.failover.notification_emails.clone(),
+        update_execution_role: deployment.update_execution_role,
+        // Only a template needs the network and the roles checked.
+        create_sfn_vpce: templates && deployment.create_sfn_vpce,
+    };
+    let settings = if templates {
+        settings
+    } else {
+        StackSettings {
+            creates_environment: false,
+            update_execution_role: false,
+            ..settings
+        }
+    };
+    settings.check()?;
+    Ok(settings)
+}
+
+/// The sides a command acts on, in the order deploy creates them: the secondary first (the
+/// primary's bucket replicates into the secondary's).
+fn sides(choice: Option<RegionChoice>) -> Vec<Side> {
+    match choice {
+        Some(RegionChoice::Primary) => vec![Side::Primary],
+        Some(RegionChoice::Secondary) => vec![Side::Secondary],
+        None => vec![Side::Secondary, Side::Primary],
+    }
+}
+
+fn region_of(settings: &StackSettings, side: Side) -> &str {
+    match side {
+        Side::Primary => &settings.primary.region,
+        Side::Secondary => &settings.secondary.region,
+    }
+}
+
+fn dags_bucket(config: &Config, side: Side) -> Option<&str> {
+    match side {
+        Side::Primary => config.primary.dags_bucket.as_deref(),
+        Side::Secondary => config.secondary.dags_bucket.as_deref(),
+    }
+}
+
+/// A text variable's resolved value (its default included).
+fn text_value(config: &Config, name: &str) -> Option<String> {
+    config
+        .entries()
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_str().map(str::to_string))
+}
+
+/// The object keys of the DR files in a DAGs bucket.
+fn file_key(config: &Config, file: &str) -> String {
+    if file == startup::FILE_NAME {
+        return format!("{STARTUP_FOLDER}/{file}");
+    }
+    let folder = config.deployment.dags_s3_path.trim_matches('/');
+    if folder.is_empty() {
+        format!("{DAGS_SUBFOLDER}/{file}")
+    } else {
+        format!("{folder}/{DAGS_SUBFOLDER}/{file}")
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct StackReport {
+    side: Side,
+    region: String,
+    stack: String,
+    outcome: Outcome,
+    changes: Vec<ResourceChange>,
+}
+
+#[derive(Debug, Serialize)]
+struct FileReport {
+    side: Side,
+    bucket: String,
+    key: String,
+    /// uploaded, unchanged, would_upload, deleted, would_delete
+    outcome: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct DeployReport {
+    dry_run: bool,
+    stacks: Vec<StackReport>,
+    files: Vec<FileReport>,
+    backup_buckets: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TemplatesReport {
+    templates: Vec<String>,
+}
+
+pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
+    let command = "deploy";
+    let settings = stack_settings(config, command, true)?;
+    let definition = workflow_definition(config, &settings);
+    let names = settings.names();
+    let sides = sides(args.region_only);
+    if let Some(dir) = &args.template_out {
+        return write_templates(config, &settings, &definition, &sides, dir);
+    }
+    // Everything is rendered and checked before the first call.
+    let binary_uri = args.binary_uri.as_deref().ok_or_else(|| Error::Usage {
+        message: "pass --binary-uri s3://BUCKET/KEY (the binary the startup script installs) with --binary-sha256 or --binary-file, or --template-out DIR to only write the templates".into(),
+    })?;
+    let binary = Binary {
+        uri: binary_uri,
+        version: args.binary_version.as_deref(),
+        sha256: args.binary_sha256.as_deref(),
+        file: args.binary_file.as_deref(),
+        install_path: &args.install_path,
+    };
+    let store_prefix = text_value(config, "DR_BACKUP_PREFIX").unwrap_or_default();
+    let mut uploads = Vec::new();
+    for &side in &sides {
+        let variable = format!("{}_DAGS_BUCKET_NAME", side.as_str().to_uppercase());
+        let configured = dags_bucket(config, side).map(str::to_string);
+        let bucket = config.require(
+            &configured,
+            &variable,
+            command,
+            "the DR DAGs and the startup script are uploaded there",
+        )?;
+        let backup_bucket = names.backup_bucket(region_of(&settings, side));
+        let store = crate::store::StoreLocation::s3(&backup_bucket, &store_prefix);
+        let (files, _) = render_files(config, &store.to_string(), &binary)?;
+        uploads.push((side, bucket.to_string(), files));
+    }
+    let waiting = Waiting::default();
+    let change_set = format!("mwaa-dr-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let mut report = DeployReport {
+        dry_run: config.dry_run,
+        stacks: Vec::new(),
+        files: Vec::new(),
+        backup_buckets: Vec::new(),
+    };
+    for &side in &sides {
+        let region = region_of(&settings, side);
+        let stacks = SdkStacks::new(region, &config.aws_timeouts).await;
+        let body = template(&settings, side, &definition).to_string();
+        let stack = names.stack(side);
+        tracing::info!(stack = %stack, region, "applying the template through a change set");
+        let applied =
+            apply::apply(&stacks, &stack, &change_set, &body, config.dry_run, waiting).await?;
+        report.stacks.push(StackReport {
+            side,
+            region: region.to_string(),
+            stack,
+            outcome: applied.outcome,
+            changes: applied.changes,
+        });
+        report.backup_buckets.push(names.backup_bucket(region));
+    }
+    for (side, bucket, files) in &uploads {
+        let region = region_of(&settings, *side);
+        let store = S3Store::in_region(bucket, "", region, &config.aws_timeouts).await;
+        for file in files {
+            let key = file_key(config, &file.name);
+            let outcome = upload(&store, &key, file, config.dry_run).await?;
+            report.files.push(FileReport {
+                side: *side,
+                bucket: bucket.clone(),
+                key,
+                outcome,
+            });
+        }
+    }
+    output::emit(config.output, &report, || deploy_text(&report));
+    Ok(())
+}
+
+/// Uploads `file` at `key` unless the object there has the same content.
+async fn upload(
+    store: &S3Store,
+    key: &str,
+    file: &RenderedFile,
+    dry_run: bool,
+) -> Result<&'static str> {
+    if store.exists(key).await? && store.get_bytes(key).await? == file.contents.as_bytes() {
+        return Ok("unchanged");
+    }
+    if dry_run {
+        return Ok("would_upload");
+    }
+    store.put_bytes(key, file.contents.as_bytes()).await?;
+    Ok("uploaded")
+}
+
+fn deploy_text(report: &DeployReport) -> String {
+    let mut lines = Vec::new();
+    for s in &report.stacks {
+        let what = match s.outcome {
+            Outcome::Created => "created",
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "no changes",
+            Outcome::WouldCreate => "would be created",
+            Outcome::WouldUpdate => "would be updated",
+        };
+        lines.push(format!("stack {} ({}): {what}", s.stack, s.region));
+        for c in &s.changes {
+            let replacement = match c.replacement.as_deref() {
+                Some("True") => " (replaced)",
+                Some("Conditional") => " (may be replaced)",
+                _ => "",
+            };
+            lines.push(format!(
+                "  {:<7} {} {}{replacement}",
+                c.action, c.logical_id, c.resource_type
+            ));
+        }
+    }
+    for f in &report.files {
+        lines.push(format!(
+            "s3://{}/{}: {}",
+            f.bucket,
+            f.key,
+            f.outcome.replace('_', " ")
+        ));
+    }
+    if report.dry_run {
+        lines.push("dry run: nothing was changed".into());
+    } else {
+        lines.push(format!(
+            "backup buckets: {} (the DR DAGs read and write backups there)",
+            report.backup_buckets.join(", ")
+        ));
+    }
+    lines.join("\n")
+}
+
+fn write_templates(
+    config: &Config,
+    settings: &StackSettings,
+    definition: &Value,
+    sides: &[Side],
+    dir: &std::path::Path,
+) -> Result<()> {
+    if !config.dry_run {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::failed("create", dir.display().to_string(), e))?;
+    }
+    let mut written = Vec::new();
+    for &side in sides {
+        let path = dir.join(format!("{}.template.json", settings.names().stack(side)));
+        let body = serde_json::to_string_pretty(&template(settings, side, definition))
+            .map_err(|e| Error::failed("render", path.display().to_string(), e))?;
+        if !config.dry_run {
+            std::fs::write(&path, body + "\n")
+                .map_err(|e| Error::failed("write", path.display().to_string(), e))?;
+        }
+        written.push(path.display().to_string());
+    }
+    let doc = TemplatesReport { templates: written };
+    let verb = if config.dry_run {
+        "would write"
+    } else {
+        "wrote"
+    };
+    output::emit(config.output, &doc, || {
+        format!("{verb} {}; nothing was deployed", doc.templates.join(", "))
+    });
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct UndeployReport {
+    dry_run: bool,
+    stacks: Vec<UndeployedStack>,
+    files: Vec<FileReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct UndeployedStack {
+    side: Side,
+    region: String,
+    stack: String,
+    /// deleted, absent, would_delete
+    outcome: &'static str,
+    backup_bucket: String,
+    /// Object versions and delete markers deleted (or, in a dry run, that would be).
+    backup_objects: u64,
+}
+
+pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
+    let command = "undeploy";
+    let settings = stack_settings(config, command, false)?;
+    let names = settings.names();
+    // The primary first: its bucket replicates into the secondary's.
+    let mut sides = sides(args.region_only);
+    sides.reverse();
+    // Look at every backup bucket before changing anything.
+    let mut held = Vec::new();
+    for &side in &sides {
+        let region = region_of(&settings, side);
+        let bucket = names.backup_bucket(region);
+        let buckets = S3Buckets::new(region, &config.aws_timeouts).await;
+        let count = buckets.count_versions(&bucket).await?.unwrap_or(0);
+        held.push((side, bucket, count));
+    }
+    if !args.delete_backups
+        && let Some((_, bucket, count)) = held.iter().find(|(_, _, count)| *count > 0)
+    {
+        return Err(Error::refused(
+            "undeploy",
+            format!("s3://{bucket}"),
+            format!("the backup bucket holds {count} object versions (backups)"),
+            "copy what you want to keep, then run `mwaa-dr undeploy --delete-backups`; nothing was changed",
+        ));
+    }
+    if !config.dry_run {
+        let stacks: Vec<String> = sides.iter().map(|&s| names.stack(s)).collect();
+        crate::commands::confirm(
+            config,
+            &format!(
+                "delete the stacks {}{}",
+                stacks.join(" and "),
+                if args.delete_backups {
+                    " and every backup in their buckets"
+                } else {
+                    ""
+                }
+            ),
+        )?;
+    }
+    let mut report = UndeployReport {
+        dry_run: config.dry_run,
+        stacks: Vec::new(),
+        files: Vec::new(),
+    };
+    for &side in &sides {
+        let region = region_of(&settings, side);
+        if let Some(bucket) = dags_bucket(config, side) {
+            let store = S3Store::in_region(bucket, "", region, &config.aws_timeouts).await;
+            let deployment = &config.deployment;
+            let names = [
+                format!("{}.py", deployment.export_dag_name),
+                format!("{}.py", deployment.import_dag_name),
+                format!("{}.py", deployment.cleanup_dag_name),
+                startup::FILE_NAME.to_string(),
+            ];
+            for name in names {
+                let key = file_key(config, &name);
+                if !store.exists(&key).await? {
+                    continue;
+                }
+                if !config.dry_run {
+                    store.delete(&key).await?;
+                }
+                report.files.push(FileReport {
+                    side,
+                    bucket: bucket.to_string(),
+                    key,
+                    outcome: if config.dry_run {
+                        "would_delete"
+                    } else {
+                        "deleted"
+                    },
+                });
+            }
+        }
+        let stacks = SdkStacks::new(region, &config.aws_timeouts).await;
+        let stack = names.stack(side);
+        let (_, bucket, count) = held
+            .iter()
+            .find(|(s, _, _)| *s == side)
+            .cloned()
+            .unwrap_or((side, names.backup_bucket(region), 0));
+        let outcome = if config.dry_run {
+            if crate::aws::cloudformation::Stacks::describe(&stacks, &stack)
+                .await?
+                .is_some()
+            {
+                "would_delete"
+            } else {
+                "absent"
+            }
+        } else {
+            if count > 0 {
+                S3Buckets::new(region, &config.aws_timeouts)
+                    .await
+                    .empty(&bucket)
+                    .await?;
+            }
+            if apply::delete(&stacks, &stack, Waiting::default()).await? {
+                "deleted"
+            } else {
+                "absent"
+            }
+        };
+        report.stacks.push(UndeployedStack {
+            side,
+            region: region.to_string(),
+            stack,
+            outcome,
+            backup_bucket: bucket,
+            backup_objects: count,
+        });
+    }
+    output::emit(config.output, &report, || {
+        let mut lines: Vec<String> = report
+            .stacks
+            .iter()
+            .map(|s| {
+                format!(
+                    "stack {} ({}): {}{}",
+                    s.stack,
+                    s.region,
+                    s.outcome.replace('_', " "),
+                    if s.backup_objects > 0 {
+                        format!(
+                            " (backup bucket {}: {} object versions)",
+                            s.backup_bucket, s.backup_objects
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
+        lines.extend(report.files.iter().map(|f| {
+            format!(
+                "s3://{}/{}: {}",
+                f.bucket,
+                f.key,
+                f.outcome.replace('_', " ")
+            )
+        }));
+        if report.dry_run {
+            lines.push("dry run: nothing was changed".into());
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}
