@@ -9,7 +9,7 @@ use crate::health::HealthReport;
 use crate::ops::health::{HealthOptions, health};
 use crate::output;
 
-pub async fn run(config: &Config) -> Result<()> {
+pub async fn run(config: &Config, cancel: &CancellationToken) -> Result<()> {
     let environment = config.require(
         &config.primary.environment_name,
         "PRIMARY_MWAA_ENVIRONMENT_NAME",
@@ -27,7 +27,7 @@ pub async fn run(config: &Config) -> Result<()> {
     )
     .await?;
     let progress = crate::progress::Silent;
-    let report = health(&options, &services, &progress, &CancellationToken::new()).await?;
+    let report = health(&options, &services, &progress, cancel).await?;
     output::emit(config.output, &report, || render(&report));
     if report.healthy {
         Ok(())

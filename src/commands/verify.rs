@@ -9,14 +9,14 @@ use crate::error::Result;
 use crate::ops::verify::{VerifyOptions, verify};
 use crate::output;
 
-pub async fn run(config: &Config, args: &VerifyArgs) -> Result<()> {
+pub async fn run(config: &Config, args: &VerifyArgs, cancel: &CancellationToken) -> Result<()> {
     let options = VerifyOptions {
         backup_id: args.backup_id.clone(),
         catalogs: config.catalogs(),
     };
     let services = super::services(config, "verify", &[Need::Store]).await?;
     let progress = crate::progress::Silent;
-    let report = verify(&options, &services, &progress, &CancellationToken::new()).await?;
+    let report = verify(&options, &services, &progress, cancel).await?;
     output::emit(config.output, &report, || {
         format!(
             "backup {} is intact: {} objects, {} rows, sizes and SHA-256 match the manifest",

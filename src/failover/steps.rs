@@ -113,6 +113,8 @@ async fn create_secondary(targets: &Targets, services: &Services) -> Result<Stri
         .secondary_mwaa
         .create_environment(&definition)
         .await?;
+    // Sent, not yet recorded: a run stopped here finds the environment on its rerun.
+    crate::failpoint::reach_raced("failover.create_sent").await?;
     Ok(format!(
         "CreateEnvironment accepted from {source}: {arn}{notes}"
     ))

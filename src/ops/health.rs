@@ -3,7 +3,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::Services;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::health::{HealthReport, check};
 use crate::model::HealthCheckSettings;
 use crate::progress::Progress;
@@ -19,14 +19,19 @@ pub async fn health(
     options: &HealthOptions,
     services: &Services,
     _progress: &dyn Progress,
-    _cancel: &CancellationToken,
+    cancel: &CancellationToken,
 ) -> Result<HealthReport> {
-    check(
+    let (mwaa, heartbeat) = (services.primary_mwaa()?, services.heartbeat()?);
+    let looks = check(
         &options.environment,
         &options.settings,
-        services.primary_mwaa()?,
-        services.heartbeat()?,
+        mwaa,
+        heartbeat,
         &services.clock,
-    )
-    .await
+    );
+    // Only looks and waits between looks: stopped anywhere, nothing is left to undo.
+    tokio::select! {
+        report = looks => report,
+        () = cancel.cancelled() => Err(Error::Interrupted),
+    }
 }

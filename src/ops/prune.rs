@@ -111,6 +111,7 @@ async fn prune_scanned(
         }
     }
     let run_reports_removed = stale_run_reports(store, &scan.backups, &kept).await?;
+    failpoint::reach("prune.scanned", cancel).await?;
     let mut abandoned_writes = Vec::new();
     if !options.dry_run {
         for key in &run_reports_removed {

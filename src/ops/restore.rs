@@ -85,7 +85,7 @@ pub async fn restore(
     let (manifest, plan, fernet_key, report) =
         super::with_store_lock(store.as_ref(), false, "restore", async {
             failpoint::reach("restore.locked", cancel).await?;
-            let mut prepared = prepare(options, services, store.clone(), db).await?;
+            let mut prepared = prepare(options, services, store.clone(), db, cancel).await?;
             if options.dry_run {
                 return Ok((
                     prepared.manifest,
@@ -141,10 +141,15 @@ async fn prepare(
     services: &Services,
     store: Arc<dyn BackupStore>,
     db: &PgConnector,
+    cancel: &CancellationToken,
 ) -> Result<Prepared> {
     let manifest = manifest::resolve(store.as_ref(), options.backup_id.as_deref()).await?;
     manifest.validate(&options.catalogs.for_version(&manifest.airflow_version)?)?;
-    verify_backup(store.clone(), &manifest).await?;
+    // Reading every object takes long for a large backup; stopped, it leaves nothing.
+    tokio::select! {
+        verified = verify_backup(store.clone(), &manifest) => verified?,
+        () = cancel.cancelled() => return Err(Error::Interrupted),
+    };
     let (fernet, fernet_key) = fernet_plan(&options.fernet, services, &manifest).await?;
     let mut conn = db.connect().await?;
     let backend_pid = backend_pid(&mut conn, db.describe()).await?;

@@ -14,6 +14,7 @@ use crate::airflow::versions::compare_versions;
 use crate::db::legacy::{LegacyOptions, LegacyReport, LegacySource, restore_legacy as load};
 use crate::db::{PgConnector, airflow_version, backend_pid, terminate_backend};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::legacy::secrets::{Connection, Variable, read_connections, read_variables};
 use crate::legacy::{
     ACTIVE_DAGS, CONNECTIONS, LegacyFormat, VARIABLES, file_key, parse_active_dags,
@@ -129,6 +130,7 @@ async fn restore_locked(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<LegacyRestoreSummary> {
+    failpoint::reach("restore_legacy.locked", cancel).await?;
     let started = Instant::now();
     let version = options.format.airflow_version.clone();
     let source = source_name(store, &options.prefix);

@@ -4,7 +4,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{Catalogs, Services};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::manifest;
 use crate::store::verify::{ObjectCheck, verify_backup};
@@ -27,16 +27,23 @@ pub async fn verify(
     options: &VerifyOptions,
     services: &Services,
     _progress: &dyn Progress,
-    _cancel: &CancellationToken,
+    cancel: &CancellationToken,
 ) -> Result<VerifyReport> {
     let store = services.store()?;
-    let manifest = manifest::resolve(store.as_ref(), options.backup_id.as_deref()).await?;
-    // What a restore would refuse, verify reports: a table of the catalog left unaccounted.
-    manifest.validate(&options.catalogs.for_version(&manifest.airflow_version)?)?;
-    let objects = verify_backup(store, &manifest).await?;
-    Ok(VerifyReport {
-        backup_id: manifest.backup_id,
-        ok: true,
-        objects,
-    })
+    // Only reads: stopped anywhere, nothing is left to undo.
+    let work = async {
+        let manifest = manifest::resolve(store.as_ref(), options.backup_id.as_deref()).await?;
+        // What a restore would refuse, verify reports: a table of the catalog left unaccounted.
+        manifest.validate(&options.catalogs.for_version(&manifest.airflow_version)?)?;
+        let objects = verify_backup(store.clone(), &manifest).await?;
+        Ok(VerifyReport {
+            backup_id: manifest.backup_id,
+            ok: true,
+            objects,
+        })
+    };
+    tokio::select! {
+        report = work => report,
+        () = cancel.cancelled() => Err(Error::Interrupted),
+    }
 }

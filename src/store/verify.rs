@@ -106,6 +106,8 @@ async fn verify_object(
     entry: &TableEntry,
 ) -> Result<ObjectCheck> {
     let mut object = open_table_object(store, manifest, entry).await?;
+    // The caller races the whole check against the run's cancellation.
+    crate::failpoint::reach_raced("verify.object_opened").await?;
     let (mut counting, tally) = TapReader::<_, CsvTally>::new(&mut object.csv);
     let decoded = tokio::io::copy(&mut counting, &mut tokio::io::sink()).await;
     let stored_bytes = check_stored(&object, entry, "verify")?;

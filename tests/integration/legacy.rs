@@ -159,7 +159,12 @@ async fn column_kinds(url: &str, table: &str) -> HashMap<String, String> {
 }
 
 /// Writes the original library's backup of `src` (Airflow `version`) into `<root>/data/`.
-async fn write_legacy_backup(src: &str, version: &str, source_keys: &str, root: &Path) -> PathBuf {
+pub async fn write_legacy_backup(
+    src: &str,
+    version: &str,
+    source_keys: &str,
+    root: &Path,
+) -> PathBuf {
     let data = root.join("data");
     std::fs::create_dir_all(&data).expect("data directory");
     let reprs = python_reprs();
@@ -275,7 +280,7 @@ async fn write_legacy_backup(src: &str, version: &str, source_keys: &str, root: 
 
 /// The sample metadata with real secrets, a tricky variable, next_kwargs, a deferred task
 /// instance with its trigger, and a finished task of the backup DAG.
-fn source_db(bench: &Bench, name: &str, version: &str, keys: &str) -> String {
+pub fn source_db(bench: &Bench, name: &str, version: &str, keys: &str) -> String {
     let src = bench.airflow_db(name, version, true);
     let encrypt = |plain: &str| {
         FernetKeys::parse(keys)
@@ -313,7 +318,7 @@ fn source_db(bench: &Bench, name: &str, version: &str, keys: &str) -> String {
 }
 
 /// A target as its scheduler left it: the DAGs parsed, all paused.
-fn target_db(bench: &Bench, name: &str, version: &str) -> String {
+pub fn target_db(bench: &Bench, name: &str, version: &str) -> String {
     let dst = bench.airflow_db(name, version, false);
     bench.sql(
         &dst,
@@ -330,7 +335,7 @@ fn target_db(bench: &Bench, name: &str, version: &str) -> String {
     dst
 }
 
-fn restore_legacy(
+pub fn restore_legacy(
     dir: &Path,
     location: &Path,
     db: &str,
@@ -959,4 +964,34 @@ async fn legacy_restore_from_s3() {
         count(&dst, "SELECT count(*) FROM xcom x JOIN dag_run d ON d.id = x.dag_run_id AND d.run_id = x.run_id").await,
         count(&src, &format!("SELECT count(*) FROM xcom t WHERE {OF_SETTLED_TI}")).await
     );
+}
+
+/// `restore --from-legacy` takes the shared lock of the store it reads: a live exclusive
+/// lock of another host (a prune there) refuses it with the locked code, naming the holder,
+/// and the target is left as it was; once the lock is gone the same restore runs.
+#[tokio::test]
+async fn legacy_restore_refuses_a_store_locked_by_another_host() {
+    let Some(bench) = Bench::get() else { return };
+    let key = fernet::Fernet::generate_key();
+    let src = source_db(&bench, "lg_lock_src", "2.10.3", &key);
+    let dst = target_db(&bench, "lg_lock_dst", "2.10.3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().join("legacy");
+    write_legacy_backup(&src, "2.10.3", &key, &location).await;
+    std::fs::create_dir_all(location.join("locks")).expect("locks dir");
+    let now = chrono::Utc::now().to_rfc3339();
+    let holder = serde_json::json!({
+        "exclusive": true, "command": "prune", "hostname": "other-host", "pid": 4242,
+        "time": now, "refreshed": now,
+    });
+    std::fs::write(location.join("locks/other.json"), holder.to_string()).expect("lock");
+    let before = whole_db_digest(&dst).await;
+    let env = [("SECONDARY_FERNET_KEY", key.as_str())];
+    let out = restore_legacy(dir.path(), &location, &dst, "2.10.3", &env, &[]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("other-host"), "{}", out.stderr);
+    assert_eq!(whole_db_digest(&dst).await, before, "target unchanged");
+    std::fs::remove_file(location.join("locks/other.json")).expect("unlock");
+    let out = restore_legacy(dir.path(), &location, &dst, "2.10.3", &env, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }

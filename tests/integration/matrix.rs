@@ -549,6 +549,7 @@ async fn cleanup_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
 async fn prune_trials(src: &str, trials: &mut Vec<Trial>) {
     let points = [
         "prune.locked",
+        "prune.scanned",
         "prune.manifest_deleted",
         "prune.backup_deleted",
         "prune.done",
@@ -875,6 +876,157 @@ async fn concurrency_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     }
 }
 
+/// Holds the first run at `point` while `second` runs to the end; returns the second's
+/// result, then the first's exit code after SIGTERM, and whether the first reached `point`.
+fn held_pair(
+    dir: &Path,
+    env: &[(&str, &str)],
+    first: &[&str],
+    point: &str,
+    second: &[&str],
+) -> (crate::common::Run, i32, bool) {
+    let mut armed = env.to_vec();
+    armed.push(("MWAA_DR_TEST_FAILPOINT", point));
+    let holder = spawn(dir, &armed, first);
+    let reached = holder.wait_for(point);
+    let out = run_env(dir, env, second);
+    (out, holder.terminate(), reached)
+}
+
+/// Failover beside prune and restore on the same store, and a legacy restore beside prune:
+/// a run that needs the store exclusively is refused (locked, 5) while another holds it;
+/// shared holders run side by side; every stopped run's rerun finishes.
+async fn command_pair_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
+    // (first, where it is held, second, the second's expected exit)
+    let failover_pairs: [(&str, &str, &str, i32); 4] = [
+        ("prune", "prune.locked", "failover", 5),
+        ("failover", "restore.locked", "prune", 5),
+        ("failover", "restore.locked", "restore", 0),
+        ("restore", "restore.locked", "failover", 0),
+    ];
+    for (first, point, second, expected) in failover_pairs {
+        let Some(ws) = WarmStandby::new(bench, src).await else {
+            return;
+        };
+        let env: Vec<(&str, &str)> = ws.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let other = fresh_db(bench, false);
+        let args_of = |command: &str| -> Vec<&str> {
+            match command {
+                "prune" => store_args(&ws.store, &["prune", "--keep-last", "1"]),
+                "restore" => {
+                    store_args(&ws.store, &["--yes", "restore", "--clean", "--db", &other])
+                }
+                _ => store_args(&ws.store, &["--yes", "failover"]),
+            }
+        };
+        let mut trial = Trial::new(
+            &format!("{first} + {second}"),
+            format!("{second} while {first} is held at {point}"),
+        );
+        let (out, code, reached) = held_pair(
+            ws.dir.path(),
+            &env,
+            &args_of(first),
+            point,
+            &args_of(second),
+        );
+        trial.check(reached, format!("the {first} never reached {point}"));
+        trial.exit = out.code;
+        trial.check(
+            out.code == expected,
+            format!("exit {} (expected {expected}): {}", out.code, out.stderr),
+        );
+        trial.check(code == 130, format!("the {first} exited {code}"));
+        trial.state = format!("second exit {}, first exit {code}", out.code);
+        // The failover, resumed, finishes (one that ran beside a shared holder finished
+        // already); the store keeps a verifiable backup.
+        let finished_beside = second == "failover" && out.code == 0;
+        let again = if finished_beside {
+            out
+        } else {
+            run_env(ws.dir.path(), &env, &args_of("failover"))
+        };
+        let finished = again.code == 0
+            && dag_runs(&ws.standby).await > 0
+            && ws.aws.schedule_state(&ws.schedule).await == "DISABLED";
+        trial.check(
+            finished,
+            format!("failover rerun exit {}: {}", again.code, again.stderr),
+        );
+        trial.rerun = match (finished, finished_beside) {
+            (false, _) => "FAILED",
+            (true, true) => "n/a (the failover finished)",
+            (true, false) => "failover finished",
+        }
+        .into();
+        check_store_allowing(&mut trial, ws.dir.path(), &ws.store, false);
+        trial.check(sessions_left(&ws.standby).await == 0, "server session left");
+        trials.push(trial);
+    }
+    // A legacy restore reads its store under a shared lock: prune is refused meanwhile, and
+    // it is refused while prune holds the store.
+    let key = fernet::Fernet::generate_key();
+    let legacy_src = crate::legacy::source_db(bench, "mx_lg_src", VERSION, &key);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().join("legacy");
+    crate::legacy::write_legacy_backup(&legacy_src, VERSION, &key, &location).await;
+    let location_arg = location.to_str().expect("utf-8 path");
+    let env = [("SECONDARY_FERNET_KEY", key.as_str())];
+    let legacy_pairs: [(&str, &str, &str); 2] = [
+        ("restore --from-legacy", "restore_legacy.locked", "prune"),
+        ("prune", "prune.locked", "restore --from-legacy"),
+    ];
+    for (n, (first, point, second)) in legacy_pairs.into_iter().enumerate() {
+        let dst = crate::legacy::target_db(bench, &format!("mx_lg_dst{n}"), VERSION);
+        let before = whole_db_digest(&dst).await;
+        let legacy = [
+            "--yes",
+            "restore",
+            "--db",
+            dst.as_str(),
+            "--from-legacy",
+            location_arg,
+            "--airflow-version",
+            VERSION,
+        ];
+        let prune = ["--store", location_arg, "prune", "--keep-last", "1"];
+        let args_of = |command: &str| -> Vec<&str> {
+            if command == "prune" {
+                prune.to_vec()
+            } else {
+                legacy.to_vec()
+            }
+        };
+        let mut trial = Trial::new(
+            &format!("{first} + {second}"),
+            format!("{second} while {first} is held at {point}"),
+        );
+        let (out, code, reached) =
+            held_pair(dir.path(), &env, &args_of(first), point, &args_of(second));
+        trial.check(reached, format!("the {first} never reached {point}"));
+        trial.exit = out.code;
+        trial.check(
+            out.code == 5,
+            format!("exit {} (expected 5): {}", out.code, out.stderr),
+        );
+        trial.check(code == 130, format!("the {first} exited {code}"));
+        let unchanged = whole_db_digest(&dst).await == before;
+        trial.check(unchanged, "target changed");
+        trial.state = format!(
+            "second exit {}, first exit {code}, target {}",
+            out.code,
+            if unchanged { "unchanged" } else { "CHANGED" }
+        );
+        let (_, locks) = leftovers(&location, &[]);
+        trial.leftovers = format!("{} locks", locks.len());
+        trial.check(locks.is_empty(), format!("locks left: {locks:?}"));
+        let again = run_env(dir.path(), &env, &legacy);
+        trial.check(again.code == 0, format!("rerun: {}", again.stderr));
+        trial.rerun = if again.code == 0 { "ok" } else { "FAILED" }.into();
+        trials.push(trial);
+    }
+}
+
 /// A restore and a cleanup of the same database at once: the one that comes second waits
 /// for the tables the first holds, gives up after MWAA_DR_DB_LOCK_TIMEOUT_SECS with a
 /// retryable error, and changes nothing; the first, stopped, leaves the target as it was.
@@ -961,8 +1113,123 @@ async fn database_concurrency_trials(bench: &Bench, src: &str, trials: &mut Vec<
     }
 }
 
-/// Every configuration variable with values outside what it accepts: `config` and a
-/// command fail with the usage code or accept the text, never panic, never touch anything.
+/// The command that consumes `variable`, run against servers that accept connections and
+/// never answer (the database, AWS): the value is resolved and used, not only parsed.
+fn consumer(variable: &str, out_dir: &str) -> Vec<String> {
+    let args: Vec<&str> = if variable.starts_with("HEALTH_CHECK_")
+        || variable.starts_with("MWAA_DR_AWS_")
+        || matches!(
+            variable,
+            "MWAA_SIMULATE_DR" | "PRIMARY_MWAA_ENVIRONMENT_NAME" | "PRIMARY_REGION"
+        ) {
+        vec!["health-check"]
+    } else if variable.starts_with("METADATA_")
+        || matches!(
+            variable,
+            "MWAA_DR_DAG_RUN"
+                | "PRIMARY_BACKUP_SCHEDULE"
+                | "MWAA_DAGS_S3_PATH"
+                | "MWAA_BACKUP_FILE_NAME"
+                | "PRIMARY_REPLICATION_POLLING_INTERVAL_SECS"
+        )
+    {
+        vec![
+            "dags",
+            "render",
+            "--out",
+            out_dir,
+            "--binary-uri",
+            "s3://bucket/mwaa-dr",
+            "--binary-sha256",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ]
+    } else if variable.starts_with("SECONDARY_")
+        || variable.starts_with("STACK_")
+        || matches!(
+            variable,
+            "DR_TYPE"
+                | "MWAA_VERSION"
+                | "AWS_ACCOUNT_ID"
+                | "STATE_MACHINE_TIMEOUT_MINS"
+                | "MWAA_CREATE_ENV_POLLING_INTERVAL_SECS"
+                | "DR_SNS_TOPIC_ARN"
+                | "MWAA_NOTIFICATION_EMAILS"
+                | "MWAA_UPDATE_EXECUTION_ROLE"
+                | "DR_VARIABLE_RESTORE_STRATEGY"
+                | "DR_CONNECTION_RESTORE_STRATEGY"
+                | "PRIMARY_MWAA_ROLE_ARN"
+                | "PRIMARY_DAGS_BUCKET_NAME"
+                | "PRIMARY_VPC_ID"
+                | "PRIMARY_SUBNET_IDS"
+                | "PRIMARY_SECURITY_GROUP_IDS"
+        )
+    {
+        vec!["--yes", "--dry-run", "failover"]
+    } else {
+        vec!["--dry-run", "backup"]
+    };
+    args.into_iter().map(str::to_string).collect()
+}
+
+/// Runs the binary with `env`, killed if it has not ended within `limit`; returns the exit
+/// code (`-2` when it had to be killed), stdout and stderr.
+fn run_bounded(
+    dir: &Path,
+    env: &[(String, String)],
+    args: &[String],
+    limit: Duration,
+) -> (i32, String, String) {
+    use std::io::Read;
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("mwaa-dr"));
+    cmd.env_clear().current_dir(dir);
+    for keep in ["PATH", "HOME"] {
+        if let Ok(value) = std::env::var(keep) {
+            cmd.env(keep, value);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code().unwrap_or(-1);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -2;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        code,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+/// Every configuration variable with values outside what it accepts: `config`, `list` and
+/// the command that consumes the variable fail with a code of the documented table or
+/// accept the text, never panic, never hang, never touch the store.
 fn configuration_trials(trials: &mut Vec<Trial>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = run(mwaa_dr(dir.path()).args(["--output", "json", "config"]));
@@ -974,6 +1241,30 @@ fn configuration_trials(trials: &mut Vec<Trial>) {
         .flatten()
         .filter_map(|v| v["name"].as_str().map(str::to_string))
         .collect();
+    let (_server, addr) = silent_server();
+    let store = dir.path().join("store");
+    let silent_db = format!("postgres://u:pw@{addr}/airflow");
+    let base: Vec<(String, String)> = [
+        ("DR_BACKUP_STORE", store.display().to_string()),
+        ("AWS_ENDPOINT_URL", format!("http://{addr}")),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("PRIMARY_REGION", "us-east-1".into()),
+        ("SECONDARY_REGION", "us-east-2".into()),
+        ("PRIMARY_MWAA_ENVIRONMENT_NAME", "primary".into()),
+        ("SECONDARY_MWAA_ENVIRONMENT_NAME", "secondary".into()),
+        ("PRIMARY_DB_URL", silent_db.clone()),
+        ("SECONDARY_DB_URL", silent_db),
+        ("DR_TYPE", "WARM_STANDBY".into()),
+        ("MWAA_DR_DB_CONNECT_TIMEOUT_SECS", "1".into()),
+        ("MWAA_DR_AWS_TIMEOUT_SECS", "1".into()),
+        ("MWAA_DR_AWS_MAX_ATTEMPTS", "1".into()),
+        ("HEALTH_CHECK_MAX_RETRY", "0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let bad = [
         "-1",
         "NaN",
@@ -984,14 +1275,18 @@ fn configuration_trials(trials: &mut Vec<Trial>) {
         "postgres://u:p@h",
         "",
     ];
-    for name in names {
+    // The documented exit codes (README "Exit codes"); 101 is a panic.
+    const DOCUMENTED: [i32; 7] = [0, 1, 2, 3, 4, 5, 6];
+    let trial_of = |name: &String| -> Trial {
         let mut trial = Trial::new("config", format!("{name} with {} bad values", bad.len()));
+        let out_dir = tempfile::tempdir().expect("tempdir");
+        let consuming = consumer(name, out_dir.path().to_str().expect("utf-8 path"));
         let mut codes = Vec::new();
         for value in bad {
             for command in [vec!["config"], vec!["list"]] {
                 let out = run(mwaa_dr(dir.path())
-                    .env(&name, value)
-                    .env("DR_BACKUP_STORE", dir.path().join("store"))
+                    .env(name, value)
+                    .env("DR_BACKUP_STORE", &store)
                     .args(&command));
                 codes.push(out.code);
                 trial.check(
@@ -1006,43 +1301,93 @@ fn configuration_trials(trials: &mut Vec<Trial>) {
                     format!("{name}: a raw escape reached the terminal"),
                 );
             }
+            let mut env = base.clone();
+            env.retain(|(k, _)| k != name);
+            env.push((name.clone(), value.to_string()));
+            let (code, stdout, stderr) =
+                run_bounded(dir.path(), &env, &consuming, Duration::from_secs(30));
+            codes.push(code);
+            trial.check(
+                DOCUMENTED.contains(&code),
+                format!("{name}={value:?} {consuming:?}: exit {code}: {stderr}"),
+            );
+            trial.check(
+                !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+                format!("{name}: a raw escape reached the terminal from {consuming:?}"),
+            );
         }
         codes.sort_unstable();
         codes.dedup();
         trial.exit = *codes.last().unwrap_or(&0);
-        trial.state = format!("exit codes {codes:?}");
-        trial.leftovers = if dir.path().join("store").exists() {
-            "store touched".into()
-        } else {
-            "none".into()
-        };
-        trial.check(
-            !dir.path().join("store").join("locks").exists()
-                || files_under(&dir.path().join("store")).is_empty(),
-            "store touched",
-        );
+        let command = consuming
+            .iter()
+            .find(|a| !a.starts_with('-'))
+            .cloned()
+            .unwrap_or_default();
+        trial.state = format!("exit codes {codes:?} (config, list, {command})");
         trial.rerun = "n/a".into();
+        trial
+    };
+    // The consuming commands mostly wait on the silent servers' timeouts: run the
+    // variables side by side.
+    let chunks: Vec<&[String]> = names.chunks(names.len().div_ceil(8).max(1)).collect();
+    let results: Vec<Trial> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(|| chunk.iter().map(trial_of).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("configuration trials"))
+            .collect()
+    });
+    let touched = files_under(&store);
+    for mut trial in results {
+        trial.leftovers = if touched.is_empty() {
+            "none".into()
+        } else {
+            "store touched".into()
+        };
+        trial.check(touched.is_empty(), format!("store touched: {touched:?}"));
         trials.push(trial);
     }
 }
 
-/// A database connection killed under a restore waiting on a table.
+/// A database connection killed under a restore, and under a cleanup, waiting on a table.
 async fn connection_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store_with_backup(dir.path(), src);
-    for table in ["task_instance", "xcom", "dag_run"] {
+    let cases = [
+        ("restore", "task_instance"),
+        ("restore", "xcom"),
+        ("restore", "dag_run"),
+        ("cleanup", "task_instance"),
+        ("cleanup", "dag_run"),
+    ];
+    for (command, table) in cases {
         let dst = fresh_db(bench, false);
+        let args: Vec<String> = if command == "restore" {
+            store_args(&store, &["--yes", "restore", "--clean", "--db", &dst])
+        } else {
+            // A cleanup empties a restored database.
+            let out = run(mwaa_dr(dir.path())
+                .arg("--store")
+                .arg(&store)
+                .args(["--yes", "restore", "--db", &dst]));
+            assert_eq!(out.code, 0, "restore: {}", out.stderr);
+            vec!["--yes", "cleanup", "--db", &dst]
+        }
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let before = whole_db_digest(&dst).await;
         let holder = crate::faults::hold_table(&dst, table).await;
         let mut trial = Trial::new(
-            "restore",
+            command,
             format!("connection killed while waiting on {table}"),
         );
-        let mut running = spawn(
-            dir.path(),
-            &[],
-            &store_args(&store, &["--yes", "restore", "--clean", "--db", &dst]),
-        );
+        let mut running = spawn(dir.path(), &[], &args);
         // Kill the session once it waits.
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut killed = 0i64;
@@ -1065,13 +1410,29 @@ async fn connection_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
         let stderr: String = running.lines.try_iter().collect::<Vec<_>>().join("\n");
         drop(holder);
         trial.exit = code;
-        trial.check(killed > 0, "the restore never waited");
+        trial.check(killed > 0, format!("the {command} never waited"));
         trial.check(code == 1, format!("exit {code}: {stderr}"));
         trial.check(
             stderr.contains("retryable") || stderr.contains("may pass"),
             format!("not transient: {stderr}"),
         );
-        restore_failed_cleanly(&mut trial, dir.path(), &store, &dst, &before).await;
+        if command == "restore" {
+            restore_failed_cleanly(&mut trial, dir.path(), &store, &dst, &before).await;
+        } else {
+            let unchanged = whole_db_digest(&dst).await == before;
+            trial.state = if unchanged {
+                "target unchanged"
+            } else {
+                "CHANGED"
+            }
+            .into();
+            trial.check(unchanged, "target changed");
+            trial.check(sessions_left(&dst).await == 0, "server session left");
+            trial.leftovers = "none".into();
+            let again = run(mwaa_dr(dir.path()).args(&args));
+            trial.check(again.code == 0, format!("rerun: {}", again.stderr));
+            trial.rerun = if again.code == 0 { "ok" } else { "FAILED" }.into();
+        }
         trials.push(trial);
     }
 }
@@ -1259,12 +1620,15 @@ async fn failover_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     two_failovers_trial(bench, src, trials).await;
 }
 
-/// A Backup-Restore failover stopped before it creates the secondary, while it waits for
-/// it, and before it restores: the rerun resumes, and MWAA receives exactly one
+/// A Backup-Restore failover stopped before it creates the secondary, after it sent
+/// CreateEnvironment but before it recorded that, while it waits for it, and before it
+/// restores: the rerun resumes, and MWAA receives exactly one
 /// CreateEnvironment in all.
 async fn backup_restore_trials(bench: &Bench, src: &str, full_runs: i64, trials: &mut Vec<Trial>) {
+    // `create_sent`: CreateEnvironment sent, the step not yet recorded.
     let steps = [
         "create_secondary_environment",
+        "create_sent",
         "wait_secondary_available",
         "restore_latest_backup",
     ];
@@ -1439,6 +1803,135 @@ fn silent_trials(src: &str, trials: &mut Vec<Trial>) {
     }
 }
 
+/// An S3 store that freezes mid-operation (a proxy in front of moto stops answering): a
+/// backup after its first object, a restore at the first object read of its load, with its
+/// transaction open. Each fails within the AWS timeout as transient, lists no partial
+/// backup, leaves the target as it was, and succeeds once S3 answers again.
+async fn frozen_s3_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
+    let Some((_s3, bucket)) = crate::store::moto_bucket("matrix_frozen").await else {
+        return;
+    };
+    let moto = std::env::var("MWAA_DR_TEST_MOTO_URL").expect("moto url");
+    let proxy = crate::common::FreezingProxy::start(&moto, ".csv.zst");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("s3://{bucket}/dr");
+    let env_of = |endpoint: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("MWAA_DR_AWS_TIMEOUT_SECS", "2".into()),
+            ("MWAA_DR_AWS_MAX_ATTEMPTS", "2".into()),
+        ]
+    };
+    let (frozen, working) = (env_of(&proxy.url), env_of(&moto));
+    let pairs = |env: &[(&'static str, String)]| -> Vec<(&str, String)> { env.to_vec() };
+    let run_with = |env: &[(&'static str, String)], args: &[&str]| {
+        let env = pairs(env);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_env(dir.path(), &env, args)
+    };
+    // The listed backups, each verified, through the working endpoint.
+    let listed_s3 = || -> Result<Vec<String>, String> {
+        let out = run_with(&working, &["--store", &store, "--output", "json", "list"]);
+        let doc: Value =
+            serde_json::from_str(&out.stdout).map_err(|e| format!("{e}: {}", out.stderr))?;
+        let ids: Vec<String> = doc
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["backup_id"].as_str().map(str::to_string))
+            .collect();
+        for id in &ids {
+            let v = run_with(&working, &["--store", &store, "verify", id]);
+            if v.code != 0 {
+                return Err(format!("listed backup {id} does not verify: {}", v.stderr));
+            }
+        }
+        Ok(ids)
+    };
+    let limit = Duration::from_secs(40);
+
+    // A backup: S3 freezes at its second object.
+    let mut trial = Trial::new("backup", "the S3 endpoint freezes mid-backup".into());
+    proxy.freeze_at(2);
+    let started = Instant::now();
+    let out = run_with(
+        &frozen,
+        &["--store", &store, "backup", "--jobs", "1", "--db", src],
+    );
+    let took = started.elapsed();
+    trial.exit = out.code;
+    trial.check(proxy.seen() >= 2, "S3 never froze");
+    trial.check(out.code == 1, format!("exit {}: {}", out.code, out.stderr));
+    trial.check(took < limit, format!("took {took:?}"));
+    trial.check(
+        out.stderr.contains("may pass"),
+        format!("not reported as transient: {}", out.stderr),
+    );
+    let ids = listed_s3().unwrap_or_else(|e| {
+        trial.check(false, e);
+        Vec::new()
+    });
+    trial.check(
+        ids.is_empty(),
+        format!("listed after the frozen backup: {ids:?}"),
+    );
+    trial.state = format!(
+        "failed after {} s, transient, {} listed",
+        took.as_secs(),
+        ids.len()
+    );
+    // What it wrote before S3 froze it cannot remove: unlisted, collected by `prune`.
+    trial.leftovers = "unlisted objects (collected by prune)".into();
+    let again = run_with(&working, &["--store", &store, "backup", "--db", src]);
+    let ok = again.code == 0 && listed_s3().map(|ids| ids.len()) == Ok(1);
+    trial.check(ok, format!("rerun: {}", again.stderr));
+    trial.rerun = if ok { "ok" } else { "FAILED" }.into();
+    trials.push(trial);
+
+    // A restore: S3 freezes at the load's first object, after the verification's reads.
+    let mut trial = Trial::new("restore", "the S3 endpoint freezes mid-restore".into());
+    // A proxy of its own: the frozen one holds its connections for good.
+    let proxy = crate::common::FreezingProxy::start(&moto, ".csv.zst");
+    let frozen = env_of(&proxy.url);
+    proxy.freeze_at(usize::MAX);
+    let out = run_with(&frozen, &["--store", &store, "verify"]);
+    trial.check(out.code == 0, format!("verify: {}", out.stderr));
+    let verified = proxy.seen();
+    let dst = fresh_db(bench, false);
+    let before = whole_db_digest(&dst).await;
+    proxy.freeze_at(verified + 1);
+    let args = [
+        "--store", &store, "--yes", "restore", "--clean", "--db", &dst,
+    ];
+    let started = Instant::now();
+    let out = run_with(&frozen, &args);
+    let took = started.elapsed();
+    trial.exit = out.code;
+    trial.check(proxy.seen() > verified, "S3 never froze");
+    trial.check(out.code == 1, format!("exit {}: {}", out.code, out.stderr));
+    trial.check(took < limit, format!("took {took:?}"));
+    trial.check(
+        out.stderr.contains("may pass"),
+        format!("not reported as transient: {}", out.stderr),
+    );
+    let unchanged = whole_db_digest(&dst).await == before;
+    trial.check(unchanged, "target changed");
+    trial.check(sessions_left(&dst).await == 0, "server session left");
+    trial.state = format!(
+        "failed after {} s, transient, target {}",
+        took.as_secs(),
+        if unchanged { "unchanged" } else { "CHANGED" }
+    );
+    trial.leftovers = "none".into();
+    let again = run_with(&working, &args);
+    trial.check(again.code == 0, format!("rerun: {}", again.stderr));
+    trial.rerun = if again.code == 0 { "ok" } else { "FAILED" }.into();
+    trials.push(trial);
+}
+
 fn render(trials: &[Trial]) -> String {
     let mut groups: Vec<(String, usize, usize)> = Vec::new();
     for t in trials {
@@ -1516,13 +2009,16 @@ async fn the_fault_matrix_has_no_failing_trial() {
     corruption_trials(&bench, &src, &mut trials).await;
     connection_trials(&bench, &src, &mut trials).await;
     silent_trials(&src, &mut trials);
+    frozen_s3_trials(&bench, &src, &mut trials).await;
     failover_trials(&bench, &src, &mut trials).await;
     concurrency_trials(&bench, &src, &mut trials).await;
+    command_pair_trials(&bench, &src, &mut trials).await;
     database_concurrency_trials(&bench, &src, &mut trials).await;
     configuration_trials(&mut trials);
     let doc = render(&trials);
-    if let Ok(path) = std::env::var("MWAA_DR_RELIABILITY_OUT") {
-        std::fs::write(&path, &doc).expect("write the reliability document");
+    let regenerating = std::env::var("MWAA_DR_RELIABILITY_OUT").ok();
+    if let Some(path) = &regenerating {
+        std::fs::write(path, &doc).expect("write the reliability document");
     }
     let failing: Vec<String> = trials
         .iter()
@@ -1535,4 +2031,75 @@ async fn the_fault_matrix_has_no_failing_trial() {
         failing.len(),
         failing.join("\n")
     );
+    if regenerating.is_none() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/RELIABILITY.md");
+        let checked_in = std::fs::read_to_string(&path).expect("docs/RELIABILITY.md");
+        if let Err(stale) = same_rows(&rows_of(&doc), &rows_of(&checked_in)) {
+            panic!(
+                "docs/RELIABILITY.md does not show the trials this matrix runs ({stale}); \
+                 regenerate it with scripts/fault-matrix.sh and commit it"
+            );
+        }
+    }
+}
+
+/// The (command, fault) rows of a rendered matrix.
+fn rows_of(doc: &str) -> Vec<(String, String)> {
+    doc.lines()
+        .skip_while(|line| !line.starts_with("| command | fault |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|line| {
+            let mut cells = line.split('|').skip(1).map(str::trim);
+            Some((cells.next()?.to_string(), cells.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// Whether the two documents list the same rows, and if not, which differ.
+fn same_rows(ran: &[(String, String)], documented: &[(String, String)]) -> Result<(), String> {
+    let show = |rows: Vec<&(String, String)>| -> String {
+        rows.iter()
+            .take(10)
+            .map(|(c, f)| format!("`{c} / {f}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing: Vec<_> = ran.iter().filter(|r| !documented.contains(r)).collect();
+    let extra: Vec<_> = documented.iter().filter(|r| !ran.contains(r)).collect();
+    if missing.is_empty() && extra.is_empty() && ran.len() == documented.len() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} trials run, {} rows documented; not documented: [{}]; documented but not run: [{}]",
+        ran.len(),
+        documented.len(),
+        show(missing),
+        show(extra)
+    ))
+}
+
+#[test]
+fn the_reliability_rows_are_compared_as_a_set_of_command_and_fault() {
+    let trial = |c: &str, f: &str| {
+        let mut t = Trial::new(c, f.to_string());
+        t.state = "x".into();
+        t
+    };
+    let doc = render(&[
+        trial("backup", "kill -9 at a"),
+        trial("prune", "SIGTERM at b"),
+    ]);
+    let rows = rows_of(&doc);
+    assert_eq!(
+        rows,
+        vec![
+            ("backup".to_string(), "kill -9 at a".to_string()),
+            ("prune".to_string(), "SIGTERM at b".to_string())
+        ]
+    );
+    assert!(same_rows(&rows, &rows).is_ok());
+    let fewer = rows_of(&render(&[trial("backup", "kill -9 at a")]));
+    let stale = same_rows(&rows, &fewer).expect_err("a row missing");
+    assert!(stale.contains("prune / SIGTERM at b"), "{stale}");
 }

@@ -19,7 +19,8 @@ pub fn fixture(relative: &str) -> PathBuf {
 }
 
 impl Bench {
-    /// The bench PostgreSQL, or `None` (loudly skipped; a failure under CI).
+    /// The bench PostgreSQL. Without it (MWAA_DR_TEST_PG_URL unset) the test fails: run the
+    /// suite through scripts/test.sh, which starts the server.
     pub fn get() -> Option<Bench> {
         let admin_url = bench_server("MWAA_DR_TEST_PG_URL")?;
         let bin = std::env::var("MWAA_DR_TEST_PG_BIN")

@@ -64,7 +64,8 @@ fn bucket_name(test: &str) -> String {
     name.trim_end_matches('-').to_string()
 }
 
-/// A fresh bucket on moto, or `None` (the test is skipped) without the bench.
+/// A fresh bucket on moto. Without the bench (MWAA_DR_TEST_MOTO_URL unset) the test fails:
+/// run the suite through scripts/test.sh, which starts moto.
 pub async fn moto_bucket(test: &str) -> Option<(Client, String)> {
     let endpoint = bench_server("MWAA_DR_TEST_MOTO_URL")?;
     let client = moto_client(&endpoint);
