@@ -216,6 +216,11 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub clean: bool,
 
+    /// Parallel database connections that load the copied tables into shadow tables before
+    /// the transaction, 1 to 64 [default: DR_BACKUP_JOBS, else 2]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<String>,
+
     /// Restore a backup written by the original Python mwaa-dr library instead: its CSV files
     /// at LOCATION (s3://bucket, or a directory such as the DAGs folder) [default: the store]
     #[arg(long, value_name = "LOCATION", num_args = 0..=1, default_missing_value = "", conflicts_with = "backup_id", help_heading = LEGACY)]

@@ -170,6 +170,7 @@ impl RestoreStep for LatestBackup<'_> {
             fernet: super::fernet_keyring(self.config)?,
             catalogs: self.config.catalogs(),
             confirm: None,
+            jobs: usize::from(self.config.backup_jobs),
         };
         let services = ops::Services {
             store: Some(self.store.clone()),

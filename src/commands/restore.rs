@@ -53,6 +53,7 @@ async fn restore_command(
         fernet: super::fernet_keyring(config)?,
         catalogs: config.catalogs(),
         confirm: Some(&confirm),
+        jobs: usize::from(config.backup_jobs),
     };
     let progress = super::BarOnFirstUse::new("restore", config.quiet);
     let summary = restore(&options, &services, &progress, cancel).await?;
