@@ -83,8 +83,10 @@ pub enum Command {
 
     /// Restore a backup into an Airflow metadata database
     ///
-    /// Verifies every object's checksum first, then loads all tables in one transaction
-    /// into the target (SECONDARY_DB_URL, or AIRFLOW__DATABASE__SQL_ALCHEMY_CONN).
+    /// Verifies every object's checksum first, loads the copied tables into shadow tables over
+    /// --jobs connections while the target stays readable, then switches them in and loads the
+    /// rest in one short transaction into the target (SECONDARY_DB_URL, or
+    /// AIRFLOW__DATABASE__SQL_ALCHEMY_CONN).
     Restore(RestoreArgs),
 
     /// Empty the restorable tables of a (standby) metadata database

@@ -388,7 +388,14 @@ mod tests {
             .as_deref(),
             Some("CREATE UNIQUE INDEX \"x y\" ON s.t USING btree (a) WHERE (b IS NULL)")
         );
-        assert_eq!(index_on("CREATE INDEX i ON other.t USING btree (a)", "public.t", "s.t"), None);
+        assert_eq!(
+            index_on(
+                "CREATE INDEX i ON other.t USING btree (a)",
+                "public.t",
+                "s.t"
+            ),
+            None
+        );
     }
 
     #[test]

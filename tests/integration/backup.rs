@@ -1216,7 +1216,9 @@ async fn restore_keeps_the_targets_schema(version: &str) {
     }
     let before = schema_of(&dst).await;
     assert!(
-        before.iter().any(|l| l.starts_with("constraint") && l.contains("FOREIGN KEY")),
+        before
+            .iter()
+            .any(|l| l.starts_with("constraint") && l.contains("FOREIGN KEY")),
         "the fixture has foreign keys"
     );
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1236,7 +1238,10 @@ async fn restore_keeps_the_targets_schema(version: &str) {
     }
     assert_eq!(doc["jobs"], 3, "{doc}");
     let window = doc["lock_window_seconds"].as_f64().expect("lock window");
-    assert!(window > 0.0 && window < doc["seconds"].as_f64().expect("seconds"), "{doc}");
+    assert!(
+        window > 0.0 && window < doc["seconds"].as_f64().expect("seconds"),
+        "{doc}"
+    );
     assert!(doc.get("foreign_keys_not_validated").is_none(), "{doc}");
     let after = schema_of(&dst).await;
     let lost: Vec<&String> = before.iter().filter(|l| !after.contains(l)).collect();
@@ -1298,7 +1303,8 @@ async fn restore_removes_leftover_shadow_tables_and_runs_alone() {
     let busy = restore(dir.path(), &store, &dst, &["--clean"]);
     assert_eq!(busy.code, 1, "{}", busy.stderr);
     assert!(
-        busy.stderr.contains("another restore into this database is running"),
+        busy.stderr
+            .contains("another restore into this database is running"),
         "{}",
         busy.stderr
     );
