@@ -1276,6 +1276,16 @@ async fn restore_keeps_the_targets_schema_3_0_6() {
     restore_keeps_the_targets_schema("3.0.6").await;
 }
 
+#[tokio::test]
+async fn restore_keeps_the_targets_schema_3_3_1() {
+    restore_keeps_the_targets_schema("3.3.1").await;
+}
+
+#[tokio::test]
+async fn restore_keeps_the_targets_schema_2_7_2() {
+    restore_keeps_the_targets_schema("2.7.2").await;
+}
+
 /// Shadow tables a killed restore left behind are removed by the next one, and a restore
 /// refuses to run beside another restore into the same database (they share the shadow
 /// schema), saying so, with nothing changed.
