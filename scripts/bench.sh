@@ -2,12 +2,14 @@
 # Benchmark of mwaa-dr backup and restore against the plain PostgreSQL tools doing the same
 # work (not a test: it prints numbers and whether they meet the targets).
 #
-# Usage: scripts/bench.sh [--scale S] [--jobs N] [--keep]
+# Usage: scripts/bench.sh [--scale S] [--jobs N] [--keep] [--no-rest]
 #
 #   --scale S   volume of the source database (default 1: 20,000 DAG runs, 1,000,000 task
 #               instances, ~1,000,000 XComs, 1,000,000 log rows, 50,000 jobs)
-#   --jobs N    parallel connections of `mwaa-dr backup` (default 2)
+#   --jobs N    parallel connections of `mwaa-dr backup`, `mwaa-dr restore` and
+#               `pg_restore -j` (default 2)
 #   --keep      keep the work directory (CSV files, backup store, logs) instead of removing it
+#   --no-rest   skip (g), the failover into a real Airflow standby (minutes; serialized)
 #
 # On a throwaway PostgreSQL server (scripts/testbench.sh; durability is off there), it makes a
 # source database from tests/fixtures/airflow/schema-2.10.3.sql filled by
@@ -20,7 +22,14 @@
 #   (c) backup   mwaa-dr --store DIR backup --db SRC --jobs N
 #   (d) load     psql, one transaction: \copy <table> (<columns>) FROM '<table>.csv' of the same
 #                tables (exported once beforehand) into an empty schema, in foreign-key order
-#   (e) restore  mwaa-dr --store DIR --yes restore --db TARGET --clean into an empty schema
+#   (e) restore  mwaa-dr --store DIR --yes restore --db TARGET --clean --jobs N into an empty
+#                schema; meanwhile a second session reads every restored table every 100 ms
+#                (one psql per probe, lock_timeout 100 ms): the longest span in which a probe
+#                found a table locked is the restore's lock window measured from outside,
+#                printed next to the one the restore reports (its transaction's duration)
+#   (h) anchor   pg_restore -j N of a custom-format pg_dump (schema and data; not measured) of
+#                the same tables and the tables they refer to, into an empty database: what
+#                PostgreSQL's own tools take to load and index the same rows
 #   (f) failover mwaa-dr failover, Warm-Standby, on the emulators (moto, the MWAA stand-in):
 #                primary UNAVAILABLE, standby AVAILABLE with its DAGs parsed and paused and its
 #                scheduler job running; one health look (HEALTH_CHECK_MAX_RETRY=0), schedule
@@ -33,7 +42,7 @@
 #                restores it there. Reports that failover's recovery time, the restore DAG's
 #                task start included, next to (f)'s.
 #
-# Targets: c/a <= 1.3, e/d <= 1.5, peak RSS of mwaa-dr <= 100 MB, Warm-Standby recovery
+# Targets: c/a <= 1.3, e/d <= 1.5, e/h <= 1.2, lock window <= 2 s, peak RSS of mwaa-dr <= 100 MB, Warm-Standby recovery
 # <= 60 s, through the REST path <= 90 s (reported, not enforced).
 # When mwaa-dr cannot be built or a step of it fails, (a), (b) and (d) are still measured,
 # (c) / (e) are marked failed and the exit code is 1.
@@ -56,7 +65,7 @@ readonly fill_sql=$repo/scripts/sql/fill-metadata.sql
 readonly backup_tables=(log_template slot_pool variable connection job trigger dag_run
     dag_run_note task_instance task_instance_note task_instance_history task_fail
     task_reschedule rendered_task_instance_fields xcom log)
-readonly target_ca=1.3 target_ed=1.5 target_rss_mb=100 target_recovery_s=60 target_rest_recovery_s=90
+readonly target_ca=1.3 target_ed=1.5 target_eh=1.2 target_lock_s=2 target_rss_mb=100 target_recovery_s=60 target_rest_recovery_s=90
 
 log() { echo "bench: $*" >&2; }
 die() {
@@ -64,13 +73,14 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '5,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 scale=1
 jobs=2
 keep=0
+rest=1
 while (($# > 0)); do
     case $1 in
     --scale)
@@ -93,6 +103,10 @@ while (($# > 0)); do
         ;;
     --keep)
         keep=1
+        shift
+        ;;
+    --no-rest)
+        rest=0
         shift
         ;;
     -h | --help) usage ;;
@@ -149,6 +163,7 @@ if [[ -z ${MWAA_DR_BENCH_INNER:-} ]]; then
     [[ -n $bin_error ]] && log "mwaa-dr steps will be marked failed: $bin_error"
     args=(--scale "$scale" --jobs "$jobs")
     ((keep)) && args+=(--keep)
+    ((rest)) || args+=(--no-rest)
     MWAA_DR_BENCH_INNER=1 MWAA_DR_BIN=$bin MWAA_DR_BENCH_BIN_ERROR=$bin_error \
         exec "$repo/scripts/testbench.sh" run pg moto mwaa -- "$repo/scripts/bench.sh" "${args[@]}"
 fi
@@ -166,6 +181,7 @@ readonly server_url=${admin_url%/*}
 readonly src_url=$server_url/mwaa_dr_bench_src
 readonly copy_url=$server_url/mwaa_dr_bench_copy
 readonly restore_url=$server_url/mwaa_dr_bench_restore
+readonly anchor_url=$server_url/mwaa_dr_bench_anchor
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mwaa-dr-bench-work.XXXXXX")
 finish() {
@@ -313,16 +329,76 @@ rows[d]=$(count_rows "$copy_url")
 # ---------------------------------------------------------------------------------------
 # (e) mwaa-dr restore
 
+# probe URL STOPFILE: until STOPFILE exists, every 100 ms one session reads a row of every
+# backup table with a 100 ms lock timeout; prints "<start epoch> ok|blocked" per probe.
+probe() {
+    local url=$1 stop=$2 sql="SELECT 1" t start
+    for t in "${tables[@]}"; do
+        sql+=", (SELECT count(*) FROM (SELECT 1 FROM \"$t\" LIMIT 1) x)"
+    done
+    while [[ ! -e $stop ]]; do
+        start=$(date +%s.%N)
+        if PGOPTIONS='-c lock_timeout=100' "$pg_bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$url" \
+            -c "$sql" >/dev/null 2>>"$work/logs/probe.err"; then
+            echo "$start ok"
+        else
+            echo "$start blocked"
+        fi
+        sleep 0.1
+    done
+}
+# The longest run of blocked probes, from the first blocked probe's start to the next
+# readable probe's start (an upper bound, to the probe's period); and the probe count.
+longest_blocked() {
+    awk '$2 == "blocked" && from == "" { from = $1 }
+        $2 == "ok" && from != "" { if ($1 - from > max) max = $1 - from; from = "" }
+        { last = $1; n++ }
+        END { if (from != "" && last - from > max) max = last - from
+              printf "%.2f %d\n", max, n }' "$1"
+}
+
 store_size=
+lock_outside=
+lock_reported=
 if [[ -n $bin && ${rc[c]} == 0 ]]; then
     store_size=$(du -sh "$work/store" | cut -f1)
     new_db mwaa_dr_bench_restore
-    log "(e) mwaa-dr restore --clean"
-    measure e "$bin" --no-dotenv --store "$work/store" --yes restore --db "$restore_url" --clean
+    log "(e) mwaa-dr restore --clean --jobs $jobs, probed every 100 ms by a reader"
+    rm -f "$work/probe.stop"
+    probe "$restore_url" "$work/probe.stop" >"$work/logs/probe.log" &
+    probe_pid=$!
+    sleep 1
+    measure e "$bin" --no-dotenv --store "$work/store" --yes restore --db "$restore_url" --clean \
+        --jobs "$jobs"
+    sleep 1
+    touch "$work/probe.stop"
+    wait "$probe_pid" || true
+    read -r lock_outside probes < <(longest_blocked "$work/logs/probe.log")
+    lock_reported=$(sed -n "s/.*tables were locked for \([0-9.]*\) s.*/\1/p" "$work/logs/e.log" | head -n 1)
     rows[e]=$(count_rows "$restore_url")
+    log "lock window: ${lock_outside} s seen by $probes probes, ${lock_reported:-?} s reported"
 else
     rc[e]=-1
 fi
+
+# ---------------------------------------------------------------------------------------
+# (h) the anchor: pg_restore -j N of a custom-format dump into an empty database
+
+# The backup tables and, transitively, the tables their foreign keys refer to (so that the
+# dump restores without errors into an empty database).
+dump_tables=$(psql_v "$src_url" "WITH RECURSIVE t(oid) AS (
+        SELECT to_regclass(quote_ident(n)) FROM unnest(string_to_array('${tables[*]}', ' ')) n
+        UNION SELECT c.confrelid FROM pg_constraint c JOIN t ON c.conrelid = t.oid WHERE c.contype = 'f')
+    SELECT string_agg(quote_ident(relname), ' ') FROM pg_class WHERE oid IN (SELECT oid FROM t)")
+anchor_args=()
+for t in $dump_tables; do anchor_args+=(--table="public.$t"); done
+log "dumping ${#anchor_args[@]} tables in pg_dump's custom format (not measured)"
+"$pg_bin/pg_dump" -Fc --no-owner --no-privileges -f "$work/anchor.dump" -d "$src_url" "${anchor_args[@]}"
+psql_q "$admin_url" -c "DROP DATABASE IF EXISTS mwaa_dr_bench_anchor" -c "CREATE DATABASE mwaa_dr_bench_anchor"
+log "(h) pg_restore -j $jobs into an empty database"
+measure h "$pg_bin/pg_restore" -j "$jobs" --no-owner --no-privileges --exit-on-error -d "$anchor_url" \
+    "$work/anchor.dump"
+rows[h]=$(count_rows "$anchor_url")
 
 # ---------------------------------------------------------------------------------------
 # (f) mwaa-dr failover, Warm-Standby, on the emulators
@@ -369,7 +445,9 @@ fi
 
 # (g) the Warm-Standby failover through the REST API into a real Airflow standby
 rest_recovery=
-if [[ -n $bin && ${rc[c]} == 0 && -n ${MWAA_DR_TEST_MOTO_URL:-} ]]; then
+if ((!rest)); then
+    rc[g]=-2
+elif [[ -n $bin && ${rc[c]} == 0 && -n ${MWAA_DR_TEST_MOTO_URL:-} ]]; then
     log "(g) mwaa-dr failover through the REST API (real Airflow 2.10.3 standby)"
     measure g env MWAA_DR_BIN="$bin" "$repo/scripts/mwaa-e2e.sh" --bench-source "$src_url" 2.10.3
     if [[ ${rc[g]} == 0 ]]; then
@@ -402,7 +480,10 @@ row() {
             "$(awk -v r="${rows[$id]:-0}" -v w="${wall[$id]}" 'BEGIN { if (w > 0) printf "%d", r / w; else print "-" }')" \
             "${rss[$id]:-n/a}"
     else
-        if [[ ${rc[$id]:-} == -1 ]]; then
+        if [[ ${rc[$id]:-} == -2 ]]; then
+            printf '%-44s %8s  skipped (--no-rest)\n' "$label" -
+            return
+        elif [[ ${rc[$id]:-} == -1 ]]; then
             why=${bin_error:-"not run: the backup failed"}
         else
             why="exit ${rc[$id]}: $(first_error "$id")"
@@ -414,7 +495,8 @@ row a "(a) psql \\copy TO /dev/null (floor)"
 row b "(b) pg_dump --data-only"
 row c "(c) mwaa-dr backup --jobs $jobs"
 row d "(d) psql \\copy FROM csv (1 transaction)"
-row e "(e) mwaa-dr restore --clean"
+row e "(e) mwaa-dr restore --clean --jobs $jobs"
+row h "(h) pg_restore -j $jobs (anchor)"
 row f "(f) mwaa-dr failover (Warm-Standby)"
 row g "(g) failover through the REST API"
 echo
@@ -436,6 +518,21 @@ if [[ ${rc[e]} == 0 ]]; then
 else
     echo "e/d = n/a (restore failed or not run)"
     verdict=1
+fi
+if [[ ${rc[e]} == 0 && ${rc[h]} == 0 ]]; then
+    r=$(ratio "${wall[e]}" "${wall[h]}")
+    if meets "$r" "$target_eh"; then s=ok; else s=MISSED verdict=1; fi
+    echo "e/h = $r (restore / pg_restore -j $jobs; target <= $target_eh): $s"
+else
+    echo "e/h = n/a (restore or pg_restore failed)"
+    verdict=1
+fi
+if [[ -n $lock_outside ]]; then
+    if meets "$lock_outside" "$target_lock_s"; then s=ok; else s=MISSED verdict=1; fi
+    echo "restore lock window = $lock_outside s seen by a reader probing every 100 ms ($probes probes;" \
+        "the restore reports ${lock_reported:-n/a} s; target <= $target_lock_s s): $s"
+else
+    echo "restore lock window = n/a"
 fi
 peak=
 for id in c e; do
@@ -465,8 +562,8 @@ else
     verdict=1
 fi
 failed=()
-for id in a b c d e f g; do
-    [[ ${rc[$id]} == 0 ]] || failed+=("($id)")
+for id in a b c d e f g h; do
+    [[ ${rc[$id]} == 0 || ${rc[$id]} == -2 ]] || failed+=("($id)")
 done
 if ((${#failed[@]} > 0)); then
     echo "result: failed steps: ${failed[*]}"

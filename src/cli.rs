@@ -83,8 +83,10 @@ pub enum Command {
 
     /// Restore a backup into an Airflow metadata database
     ///
-    /// Verifies every object's checksum first, then loads all tables in one transaction
-    /// into the target (SECONDARY_DB_URL, or AIRFLOW__DATABASE__SQL_ALCHEMY_CONN).
+    /// Verifies every object's checksum first, loads the copied tables into shadow tables over
+    /// --jobs connections while the target stays readable, then switches them in and loads the
+    /// rest in one short transaction into the target (SECONDARY_DB_URL, or
+    /// AIRFLOW__DATABASE__SQL_ALCHEMY_CONN).
     Restore(RestoreArgs),
 
     /// Empty the restorable tables of a (standby) metadata database
@@ -288,6 +290,11 @@ pub struct RestoreArgs {
     /// Empty the restorable tables first, in the same transaction
     #[arg(long)]
     pub clean: bool,
+
+    /// Parallel database connections that load the copied tables into shadow tables before
+    /// the transaction, 1 to 64 [default: DR_BACKUP_JOBS, else 2]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<String>,
 
     /// Restore a backup written by the original Python mwaa-dr library instead: its CSV files
     /// at LOCATION (s3://bucket, or a directory such as the DAGs folder) [default: the store]

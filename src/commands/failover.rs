@@ -163,6 +163,7 @@ async fn restore_step<'a>(
                 fernet: super::fernet_keyring(config)?,
                 catalogs: config.catalogs(),
                 confirm: None,
+                jobs: usize::from(config.backup_jobs),
             },
             services: ops::Services {
                 store: Some(store),

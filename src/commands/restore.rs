@@ -54,6 +54,7 @@ async fn restore_command(
         fernet: super::fernet_keyring(config)?,
         catalogs: config.catalogs(),
         confirm: Some(&confirm),
+        jobs: usize::from(config.backup_jobs),
     };
     let progress = super::BarOnFirstUse::new("restore", config.quiet);
     let summary = restore(&options, &services, &progress, cancel).await?;
@@ -102,6 +103,25 @@ fn render(summary: &RestoreSummary) -> String {
         report.loaded.len(),
         report.unpaused.len()
     );
+    text.push_str(&format!(
+        "\nthe target's tables were locked for {:.2} s (the transaction)",
+        report.lock_window_seconds
+    ));
+    if !report.switched.is_empty() {
+        text.push_str(&format!(
+            "; before it, {} tables were loaded into shadow tables over {} connections in {:.1} s and then switched in: {}",
+            report.switched.len(),
+            report.jobs,
+            report.shadow_load_seconds,
+            report.switched.join(", ")
+        ));
+    }
+    if !report.foreign_keys_not_validated.is_empty() {
+        text.push_str(&format!(
+            "\nwarning: foreign keys left NOT VALID (enforced for new rows; the restored rows do not satisfy them): {}",
+            report.foreign_keys_not_validated.join("; ")
+        ));
+    }
     if !report.missing_dags.is_empty() {
         text.push_str(&format!(
             "\nactive in the source but not yet known to the target (unpause them once parsed): {}",

@@ -102,7 +102,7 @@ pub struct Config {
     pub aws_timeouts: AwsTimeouts,
     /// The key backups put Fernet secrets under (DR_KMS_KEY_ID / DR_BACKUP_FERNET_KEY).
     pub backup_key: BackupKeySetting,
-    /// Parallel connections of `backup` (DR_BACKUP_JOBS or --jobs).
+    /// Parallel connections of `backup` and `restore` (DR_BACKUP_JOBS or --jobs).
     pub backup_jobs: u16,
     /// A user's table catalog replacing the built-in one.
     pub table_catalog: Option<PathBuf>,
@@ -813,9 +813,12 @@ fn add_flags(cli: &Cli, layers: &mut Layers) {
     if let Some(db) = db {
         layers.set_flag(db_var, "--db", db.clone());
     }
-    if let Command::Backup(args) = &cli.command
-        && let Some(jobs) = &args.jobs
-    {
+    let jobs = match &cli.command {
+        Command::Backup(args) => args.jobs.as_ref(),
+        Command::Restore(args) => args.jobs.as_ref(),
+        _ => None,
+    };
+    if let Some(jobs) = jobs {
         layers.set_flag("DR_BACKUP_JOBS", "--jobs", jobs.clone());
     }
     let simulate = match &cli.command {

@@ -327,7 +327,7 @@ pub const VARS: &[VarSpec] = &[
         K::Count { min: 1, max: 64 },
         Some("2"),
         G::Store,
-        "Parallel database connections that `backup` streams tables over (flag: backup --jobs).",
+        "Parallel database connections that `backup` streams tables over and `restore` (and a failover's restore) loads them into shadow tables over (flag: backup --jobs, restore --jobs).",
     ),
     var(
         "DR_TABLE_CATALOG",

@@ -3,8 +3,9 @@
 //! (`super::load`): ids kept, Fernet secrets re-encrypted for the target's key, references
 //! following the target's ids.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -18,7 +19,8 @@ use super::load::statements::{
 use super::load::{
     LoadReport, RowSource, begin, copy_rows, ensure_empty, extends_load_report, job_references,
 };
-use super::{column_list, db_error, table_columns};
+use super::shadow;
+use super::{PgConnector, column_list, db_error, table_columns};
 use crate::airflow::catalog::{
     Catalog, RENUMBERED_COPY_TABLES, RestoreMode, TableSpec, quote_ident, quote_literal,
 };
@@ -40,6 +42,9 @@ pub struct RestoreOptions {
     pub connection_strategy: RestoreStrategy,
     /// Re-encrypt Fernet secrets for the target's key, or copy the ciphertext as it is.
     pub fernet: FernetPlan,
+    /// Connections that load the copied tables into their shadow tables, before the
+    /// transaction.
+    pub jobs: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +68,20 @@ pub struct RestoreReport {
     /// Airflow's migration (the catalog's `added_columns`) on every restored row.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub added_columns: BTreeMap<String, String>,
+    /// Tables loaded into shadow tables over `jobs` connections before the transaction and
+    /// made the live tables in it.
+    pub switched: Vec<String>,
+    /// Connections the shadow tables were loaded over (0: none was).
+    pub jobs: usize,
+    /// Seconds spent loading and indexing the shadow tables, the target readable throughout.
+    pub shadow_load_seconds: f64,
+    /// Seconds of the restore's transaction, from its first statement to its commit: how
+    /// long the target's restored tables could be locked against Airflow.
+    pub lock_window_seconds: f64,
+    /// Foreign keys made again at a switch that the existing rows do not satisfy; they stay
+    /// `NOT VALID` (enforced for new rows).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys_not_validated: Vec<String>,
 }
 
 extends_load_report!(RestoreReport, load);
@@ -161,15 +180,241 @@ impl TableLoad<'_> {
     }
 }
 
-/// Runs the whole restore in one transaction on `conn`. Objects must have been verified.
+/// The server process ids of a restore's loading sessions, for an interrupted run to end.
+pub type Sessions = Mutex<Vec<i32>>;
+
+/// Restores on `conn`: the copied tables load into shadow tables over `options.jobs`
+/// connections of `connector` first (the target untouched and readable), then one
+/// transaction cleans, switches the shadow tables in, loads the other tables and commits.
+/// Objects must have been verified.
+#[allow(clippy::too_many_arguments)]
 pub async fn restore(
     conn: &mut PgConnection,
+    connector: &PgConnector,
     catalog: &Catalog,
     manifest: &Manifest,
     store: Arc<dyn BackupStore>,
     options: &RestoreOptions,
     progress: &dyn crate::progress::Progress,
+    sessions: &Sessions,
 ) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let source = Source {
+        catalog,
+        manifest,
+        store: store.as_ref(),
+        options,
+        progress,
+    };
+    let shadows = match load_shadows(conn, connector, &source, sessions).await {
+        Ok(shadows) => shadows,
+        Err(e) => {
+            let _ = shadow::drop_all(conn).await;
+            return Err(e);
+        }
+    };
+    let shadow_load_seconds = started.elapsed().as_secs_f64();
+    let mut result = transaction(conn, &source, &shadows).await;
+    if !shadows.is_empty() {
+        if let Ok(report) = &mut result {
+            report.jobs = options.jobs.max(1);
+            report.shadow_load_seconds = shadow_load_seconds;
+            report.foreign_keys_not_validated =
+                match shadow::validate_foreign_keys(conn, &report.switched).await {
+                    Ok(failed) => failed,
+                    Err(e) => vec![e.to_string()],
+                };
+            for failed in &report.foreign_keys_not_validated {
+                tracing::warn!("foreign key not validated: {failed}");
+            }
+        }
+        // What is left there went the transaction's other way; a failure to drop it is
+        // repaired by the next restore.
+        let _ = shadow::drop_all(conn).await;
+    }
+    result
+}
+
+/// What a restore reads from.
+struct Source<'a> {
+    catalog: &'a Catalog,
+    manifest: &'a Manifest,
+    store: &'a dyn BackupStore,
+    options: &'a RestoreOptions,
+    progress: &'a dyn crate::progress::Progress,
+}
+
+impl Source<'_> {
+    /// Steps the progress shows: each shadow load, then each table of the transaction.
+    fn steps(&self, shadows: usize) -> usize {
+        shadows
+            + self
+                .catalog
+                .tables
+                .iter()
+                .filter(|t| self.manifest.table(&t.name).is_some())
+                .count()
+    }
+}
+
+/// One table loaded into its shadow.
+struct ShadowLoad<'a> {
+    spec: &'a TableSpec,
+    entry: &'a TableEntry,
+    /// (column, migration value): columns the target has and the backup lacks.
+    added: Vec<(&'a str, &'a str)>,
+}
+
+/// Loads every copied table with rows into its shadow table, over the option's connections,
+/// largest first; returns the tables loaded (none when this session may not replace the
+/// target's tables). Without `clean`, refuses a target table holding rows first.
+async fn load_shadows(
+    conn: &mut PgConnection,
+    connector: &PgConnector,
+    source: &Source<'_>,
+    sessions: &Sessions,
+) -> Result<BTreeSet<String>> {
+    let mut loads = Vec::new();
+    for spec in &source.catalog.tables {
+        let Some(entry) = source.manifest.table(&spec.name) else {
+            continue;
+        };
+        if spec.restore != RestoreMode::Copy || entry.rows == 0 {
+            continue;
+        }
+        let Some(target_cols) = table_columns(conn, &spec.name).await? else {
+            continue;
+        };
+        if entry.columns.iter().any(|c| !target_cols.contains(c)) {
+            // The transaction refuses it, naming the column.
+            continue;
+        }
+        if !source.options.clean {
+            let keep = source.catalog.keep_condition(spec, &target_cols);
+            ensure_empty(conn, &spec.name, keep.as_deref()).await?;
+        }
+        loads.push(ShadowLoad {
+            spec,
+            entry,
+            added: spec.added_values(&target_cols, &entry.columns),
+        });
+    }
+    let names: BTreeSet<String> = loads.iter().map(|l| l.spec.name.clone()).collect();
+    let listed: Vec<String> = names.iter().cloned().collect();
+    if loads.is_empty() || !shadow::can_replace(conn, &listed).await? {
+        return Ok(BTreeSet::new());
+    }
+    shadow::lock_restores(conn, connector.describe()).await?;
+    shadow::reset(conn).await?;
+    loads.sort_by_key(|l| std::cmp::Reverse(l.entry.csv_bytes));
+    let workers = source.options.jobs.clamp(1, loads.len());
+    let steps = source.steps(loads.len());
+    let queue = Mutex::new(loads.into_iter().enumerate().collect::<VecDeque<_>>());
+    let running = (0..workers).map(|_| shadow_worker(connector, source, &queue, steps, sessions));
+    futures::future::try_join_all(running).await?;
+    info!(tables = names.len(), workers, "shadow tables loaded");
+    Ok(names)
+}
+
+/// One loading connection: takes the next table until none is left.
+async fn shadow_worker(
+    connector: &PgConnector,
+    source: &Source<'_>,
+    queue: &Mutex<VecDeque<(usize, ShadowLoad<'_>)>>,
+    steps: usize,
+    sessions: &Sessions,
+) -> Result<()> {
+    let mut conn = connector.connect().await?;
+    let pid = super::backend_pid(&mut conn, connector.describe()).await?;
+    if let Ok(mut pids) = sessions.lock() {
+        pids.push(pid);
+    }
+    // The shadow tables count only once the restore's transaction commits, which is durable
+    // and flushes their writes before it: their own commits need not wait for the disk.
+    for sql in [
+        "SET synchronous_commit = off",
+        "SET maintenance_work_mem = '256MB'",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| db_error("configure", "restore", e))?;
+    }
+    let mut rows = ManifestRows {
+        manifest: source.manifest,
+        store: source.store,
+    };
+    loop {
+        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+        let Some((index, load)) = next else {
+            return Ok(());
+        };
+        let name = &load.spec.name;
+        source.progress.start(name, index, steps);
+        source.progress.advance(name, load.entry.csv_bytes);
+        let loaded = load_shadow(&mut conn, &load, &mut rows).await?;
+        source.progress.finish(name, loaded);
+        crate::failpoint::reach_raced("restore.shadow_loaded").await?;
+    }
+}
+
+/// Creates the shadow of one table, loads it, builds its keys and indexes, analyzes it.
+#[instrument(skip_all, fields(table = %load.spec.name))]
+async fn load_shadow(
+    conn: &mut PgConnection,
+    load: &ShadowLoad<'_>,
+    rows_source: &mut ManifestRows<'_>,
+) -> Result<u64> {
+    let name = &load.spec.name;
+    let started = Instant::now();
+    shadow::create(conn, name).await?;
+    let dest = shadow::shadow_of(name);
+    let mut previous = Vec::new();
+    for (column, _) in &load.added {
+        previous.push(column_default(conn, name, column).await?);
+    }
+    let (set, reset) = load_defaults(&dest, &load.added, &previous);
+    for sql in set.iter() {
+        sqlx::query(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("set load default", name, e))?;
+    }
+    let rows = copy_rows(conn, &dest, rows_source, load.entry).await?;
+    let loaded = started.elapsed();
+    let mut statements = reset;
+    statements.extend(shadow::build_statements(conn, name).await?);
+    statements.push(format!("ANALYZE {dest}"));
+    for sql in &statements {
+        sqlx::query(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("build shadow table", name, e))?;
+    }
+    info!(
+        rows,
+        load_seconds = loaded.as_secs_f64(),
+        build_seconds = (started.elapsed() - loaded).as_secs_f64(),
+        "shadow table loaded"
+    );
+    Ok(rows)
+}
+
+/// The restore's transaction: cleanup, each table (shadow tables switched in, the others
+/// loaded), job references, sequences, unpause, commit. Returns its report with the
+/// transaction's duration.
+async fn transaction(
+    conn: &mut PgConnection,
+    source: &Source<'_>,
+    shadows: &BTreeSet<String>,
+) -> Result<RestoreReport> {
+    let (catalog, manifest, options, progress) = (
+        source.catalog,
+        source.manifest,
+        source.options,
+        source.progress,
+    );
+    let window = Instant::now();
     let (mut tx, cleaned) = begin(conn, catalog, options.clean).await?;
     let mut report = RestoreReport {
         load: LoadReport {
@@ -185,6 +430,11 @@ pub async fn restore(
             FernetPlan::Copy(_) => BTreeMap::new(),
         },
         added_columns: BTreeMap::new(),
+        switched: Vec::new(),
+        jobs: 0,
+        shadow_load_seconds: 0.0,
+        lock_window_seconds: 0.0,
+        foreign_keys_not_validated: Vec::new(),
     };
     let plan = plan_tables(&mut tx, catalog, manifest, options).await?;
     if let Some(extra) = manifest
@@ -196,19 +446,23 @@ pub async fn restore(
     }
     let mut rows_source = ManifestRows {
         manifest,
-        store: store.as_ref(),
+        store: source.store,
     };
-    let total = plan.len();
+    let total = source.steps(shadows.len());
     for (index, load) in plan.iter().enumerate() {
         let name = &load.spec.name;
-        progress.start(name, index, total);
-        progress.advance(name, load.entry.csv_bytes);
+        let shadowed = shadows.contains(name);
+        progress.start(name, shadows.len() + index, total);
+        if !shadowed {
+            progress.advance(name, load.entry.csv_bytes);
+        }
         if load.strategy == Some(RestoreStrategy::DoNothing) {
             progress.finish(name, 0);
             report.skipped.push(name.clone());
             continue;
         }
-        let rows = load_table(&mut tx, load, &mut rows_source, &mut report).await?;
+        let rows = load_table(&mut tx, load, shadowed, &mut rows_source, &mut report).await?;
+        progress.finish(name, rows);
         report.loaded(name, rows);
         if report.loaded.len() == 1 {
             crate::failpoint::reach_raced("restore.table_loaded").await?;
@@ -219,6 +473,12 @@ pub async fn restore(
         rewrite_job_references(&mut tx, catalog, &report.renumbered_jobs, &loaded).await?;
     }
     super::load::finish(tx, &mut report.load, &manifest.active_dags).await?;
+    report.lock_window_seconds = window.elapsed().as_secs_f64();
+    info!(
+        seconds = report.lock_window_seconds,
+        switched = report.switched.len(),
+        "restore transaction committed"
+    );
     Ok(report)
 }
 
@@ -315,17 +575,30 @@ fn id_map(table: &str) -> String {
     quote_ident(&format!("mwaa_dr_ids_{table}"))
 }
 
-/// Loads one table: straight into it when it is a plain copy, else through a staging table
-/// and the statements of its mode. Returns the rows written.
+/// Loads one table: a plain copy loaded into its shadow (`shadowed`) is switched in whole,
+/// one without a shadow goes straight into the table; any other is staged (from its shadow
+/// when it has one) and goes through the statements of its mode. Returns the rows written.
 #[instrument(skip_all, fields(table = %load.spec.name))]
 async fn load_table(
     conn: &mut PgConnection,
     load: &TableLoad<'_>,
+    shadowed: bool,
     rows_source: &mut ManifestRows<'_>,
     report: &mut RestoreReport,
 ) -> Result<u64> {
     let table = quote_ident(&load.spec.name);
     let direct = load.direct && load.follows.iter().all(|t| !renumbered(report, t));
+    if direct && shadowed {
+        let kept = shadow::switch(conn, &load.spec.name).await?;
+        for (column, value) in &load.added {
+            report
+                .added_columns
+                .insert(format!("{}.{column}", load.spec.name), value.to_string());
+        }
+        report.switched.push(load.spec.name.clone());
+        info!(rows = load.entry.rows, kept, "shadow table switched in");
+        return Ok(load.entry.rows);
+    }
     let dest = if direct {
         table.clone()
     } else {
@@ -347,7 +620,20 @@ async fn load_table(
         Vec::new()
     };
     let reset = set_added_defaults(conn, load, direct, &dest, report).await?;
-    let rows = copy_rows(conn, &dest, rows_source, load.entry).await?;
+    let rows = if shadowed {
+        // Checked against the manifest when the shadow was loaded.
+        let columns = column_list(&load.written());
+        sqlx::query(&format!(
+            "INSERT INTO {dest} ({columns}) SELECT {columns} FROM {}",
+            shadow::shadow_of(&load.spec.name)
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("load", &load.spec.name, e))?
+        .rows_affected()
+    } else {
+        copy_rows(conn, &dest, rows_source, load.entry).await?
+    };
     for sql in reset {
         sqlx::query(&sql)
             .execute(&mut *conn)

@@ -5,6 +5,7 @@ pub mod export;
 pub mod import;
 pub mod legacy;
 pub mod load;
+pub mod shadow;
 pub use crate::store::stream;
 
 use std::time::Duration;

@@ -12,6 +12,7 @@ use crate::airflow::catalog::major_version;
 use crate::airflow::fernet::{FernetKeyring, FernetKeys, FernetMode, FernetPlan};
 use crate::airflow::versions::compare_versions;
 use crate::db::import::{self, RestoreReport};
+use crate::db::shadow;
 use crate::db::{
     PgConnector, airflow_version, backend_pid, lock_holders, sqlstate, terminate_backend,
 };
@@ -37,6 +38,8 @@ pub struct RestoreOptions<'a> {
     pub catalogs: Catalogs,
     /// Asked before a clean restore deletes rows, once the backup is verified.
     pub confirm: Option<Confirm<'a>>,
+    /// Connections that load the copied tables into shadow tables before the transaction.
+    pub jobs: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -379,21 +382,33 @@ async fn apply(
         variable_strategy: options.variable_strategy,
         connection_strategy: options.connection_strategy,
         fernet: prepared.fernet.clone(),
+        jobs: options.jobs,
     };
+    let sessions = import::Sessions::default();
     let result = tokio::select! {
         result = import::restore(
             &mut prepared.conn,
+            db,
             &catalog,
             &prepared.manifest,
             store.clone(),
             &import_options,
             progress,
+            &sessions,
         ) => result,
         () = cancel.cancelled() => Err(Error::Interrupted),
     };
     match result {
         Err(Error::Interrupted) => {
             terminate_backend(db, prepared.backend_pid).await;
+            let loading: Vec<i32> = sessions.lock().map(|p| p.clone()).unwrap_or_default();
+            for pid in loading {
+                terminate_backend(db, pid).await;
+            }
+            // The shadow tables of the interrupted load (the next restore would remove them).
+            if let Ok(mut conn) = db.connect().await {
+                let _ = shadow::drop_all(&mut conn).await;
+            }
             Err(Error::Interrupted)
         }
         Err(e) if sqlstate(&e).as_deref() == Some("55P03") => {

@@ -1165,30 +1165,175 @@ async fn a_users_table_catalog_replaces_the_builtin_one() {
     assert!(bad.stderr.contains("DR_TABLE_CATALOG"), "{}", bad.stderr);
 }
 
-/// The restore rebuilds the indexes it drops for the load: the target ends with exactly the
-/// indexes it had.
-#[tokio::test]
-async fn restore_keeps_every_index_of_the_target() {
+/// The schema of `url` as Airflow sees it: every column (type, NOT NULL, default), index,
+/// constraint (with whether it is validated), sequence owner, table owner and grant of the
+/// public schema; and the schemas of the database.
+async fn schema_of(url: &str) -> Vec<String> {
+    let mut conn = connect(url).await;
+    let queries = [
+        "SELECT format('column %s.%s %s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)) \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped",
+        "SELECT format('index %s', indexdef) FROM pg_indexes WHERE schemaname = 'public'",
+        "SELECT format('constraint %s %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated) \
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
+        "SELECT format('sequence %s %s', s.relname, pg_get_serial_sequence(d.refobjid::regclass::text, a.attname)) \
+         FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+         JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+         WHERE d.deptype = 'a' AND s.relnamespace = 'public'::regnamespace",
+        "SELECT format('table %s %s %s', relname, pg_get_userbyid(relowner), relacl) FROM pg_class \
+         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'S')",
+        "SELECT format('schema %s', nspname) FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'",
+    ];
+    let mut out = Vec::new();
+    for sql in queries {
+        let rows: Vec<String> = sqlx::query_scalar(sql)
+            .fetch_all(&mut conn)
+            .await
+            .expect("schema");
+        out.extend(rows);
+    }
+    out.sort();
+    out
+}
+
+/// A restore switches the copied tables in from its shadow tables: the target ends with
+/// exactly the schema it had (columns, defaults, indexes, constraints all validated,
+/// sequences owned by their columns, owners and grants), the shadow schema gone, and the
+/// report says which tables were switched and how long the transaction held them.
+async fn restore_keeps_the_targets_schema(version: &str) {
     let Some(bench) = Bench::get() else { return };
-    let src = bench.airflow_db("idx_src", "2.10.3", true);
-    let dst = bench.airflow_db("idx_dst", "2.10.3", false);
-    let indexes = |url: String| async move {
-        let mut conn = connect(&url).await;
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexdef",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .expect("indexes");
-        rows
-    };
-    let before = indexes(dst.clone()).await;
+    let tag = version.replace('.', "");
+    let src = bench.airflow_db(&format!("idx_src_{tag}"), version, true);
+    let dst = bench.airflow_db(&format!("idx_dst_{tag}"), version, false);
+    {
+        let mut conn = connect(&dst).await;
+        sqlx::query("GRANT SELECT ON dag_run, task_instance TO PUBLIC")
+            .execute(&mut conn)
+            .await
+            .expect("grant");
+    }
+    let before = schema_of(&dst).await;
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("constraint") && l.contains("FOREIGN KEY")),
+        "the fixture has foreign keys"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     backup(dir.path(), &store, &src);
+    let out = restore(dir.path(), &store, &dst, &["--clean", "--jobs", "3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).expect("restore JSON");
+    let switched: Vec<&str> = doc["switched"]
+        .as_array()
+        .expect("switched")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for table in ["dag_run", "task_instance"] {
+        assert!(switched.contains(&table), "{table} not switched: {doc}");
+    }
+    assert_eq!(doc["jobs"], 3, "{doc}");
+    let window = doc["lock_window_seconds"].as_f64().expect("lock window");
+    assert!(
+        window > 0.0 && window < doc["seconds"].as_f64().expect("seconds"),
+        "{doc}"
+    );
+    assert!(doc.get("foreign_keys_not_validated").is_none(), "{doc}");
+    let after = schema_of(&dst).await;
+    let lost: Vec<&String> = before.iter().filter(|l| !after.contains(l)).collect();
+    let gained: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(
+        lost.is_empty() && gained.is_empty(),
+        "schema changed:\nlost {lost:#?}\ngained {gained:#?}"
+    );
+    // The ids go on from the restored ones: the sequences follow the switched tables.
+    let mut conn = connect(&dst).await;
+    let (max, next): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT max(id) FROM dag_run)::bigint, nextval(pg_get_serial_sequence('dag_run', 'id'))",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("sequence");
+    assert!(next > max, "next dag_run id {next} after {max}");
+}
+
+#[tokio::test]
+async fn restore_keeps_the_targets_schema_2_10_3() {
+    restore_keeps_the_targets_schema("2.10.3").await;
+}
+
+#[tokio::test]
+async fn restore_keeps_the_targets_schema_2_4_3() {
+    restore_keeps_the_targets_schema("2.4.3").await;
+}
+
+#[tokio::test]
+async fn restore_keeps_the_targets_schema_3_0_6() {
+    restore_keeps_the_targets_schema("3.0.6").await;
+}
+
+#[tokio::test]
+async fn restore_keeps_the_targets_schema_3_3_1() {
+    restore_keeps_the_targets_schema("3.3.1").await;
+}
+
+#[tokio::test]
+async fn restore_keeps_the_targets_schema_2_7_2() {
+    restore_keeps_the_targets_schema("2.7.2").await;
+}
+
+/// Shadow tables a killed restore left behind are removed by the next one, and a restore
+/// refuses to run beside another restore into the same database (they share the shadow
+/// schema), saying so, with nothing changed.
+#[tokio::test]
+async fn restore_removes_leftover_shadow_tables_and_runs_alone() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("shadow_src", "2.10.3", true);
+    let dst = bench.airflow_db("shadow_dst", "2.10.3", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    backup(dir.path(), &store, &src);
+    let mut conn = connect(&dst).await;
+    for sql in [
+        "CREATE SCHEMA mwaa_dr_shadow",
+        "CREATE TABLE mwaa_dr_shadow.dag_run AS SELECT 99999 AS id, 'stale'::text AS dag_id",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.expect(sql);
+    }
+    let before = whole_db_digest(&dst).await;
+    let mut holder = connect(&dst).await;
+    sqlx::query("SELECT pg_advisory_lock(7887880343287657075)")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let busy = restore(dir.path(), &store, &dst, &["--clean"]);
+    assert_eq!(busy.code, 1, "{}", busy.stderr);
+    assert!(
+        busy.stderr
+            .contains("another restore into this database is running"),
+        "{}",
+        busy.stderr
+    );
+    assert_eq!(whole_db_digest(&dst).await, before, "changed while refused");
+    drop(holder);
     let out = restore(dir.path(), &store, &dst, &["--clean"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(indexes(dst).await, before);
+    let stale: i64 = sqlx::query_scalar("SELECT count(*) FROM dag_run WHERE dag_id = 'stale'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(stale, 0, "a leftover shadow row reached the target");
+    let schema: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'mwaa_dr_shadow')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("schema");
+    assert!(!schema, "the shadow schema is left after a restore");
 }
 
 /// A clean restore run by the restore DAG keeps the DR DAGs' own runs with their ids (Airflow

@@ -411,6 +411,7 @@ async fn restore_trials(bench: &Bench, src: &str, trials: &mut Vec<Trial>) {
     let points = [
         "restore.locked",
         "restore.verified",
+        "restore.shadow_loaded",
         "restore.cleaned",
         "restore.table_loaded",
         "restore.before_commit",
