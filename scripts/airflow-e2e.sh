@@ -237,7 +237,9 @@ side_env() {
 start_scheduler() {
     local side=$1 pid
     if ((major >= 3)); then
-        af_start "$side" api-server api-server --host 127.0.0.1 --port "$api_port"
+        # One worker: uvicorn's supervisor kills workers that miss its 5 s health check,
+        # which a loaded machine makes them do while they import Airflow.
+        af_start "$side" api-server api-server --host 127.0.0.1 --port "$api_port" --workers 1
         pid=$started_pid
         # Task runners that find no API server fail at once: wait until it answers.
         "$python" - "http://127.0.0.1:$api_port/api/v2/monitor/health" "$pid" <<'PY' ||
