@@ -121,14 +121,27 @@ pub async fn unfinished(store: &dyn BackupStore) -> Result<Option<FailoverRun>> 
     }))
 }
 
+/// A run's id: its start time to the millisecond, sortable as text.
+fn run_id_at(at: DateTime<Utc>) -> String {
+    at.format("%Y%m%dT%H%M%S%3fZ").to_string()
+}
+
 /// Starts a new run.
 pub async fn start(
     store: &dyn BackupStore,
     dr_type: DrType,
     now: DateTime<Utc>,
 ) -> Result<FailoverRun> {
+    // Milliseconds, and the next free one: a failover started in the same second (or
+    // millisecond) as the one before it must not collide with that run's record.
+    let mut at = now;
+    let mut run_id = run_id_at(at);
+    while !store.list(&format!("{PREFIX}{run_id}/")).await?.is_empty() {
+        at += chrono::Duration::milliseconds(1);
+        run_id = run_id_at(at);
+    }
     let started = Started {
-        run_id: now.format("%Y%m%dT%H%M%SZ").to_string(),
+        run_id,
         dr_type,
         started_at: now,
     };
@@ -190,5 +203,26 @@ mod tests {
         };
         assert!(run.is_done(StepKind::CreateSecondaryEnvironment));
         assert!(!run.is_done(StepKind::WaitSecondaryAvailable));
+    }
+
+    #[tokio::test]
+    async fn failovers_started_in_the_same_millisecond_get_their_own_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::local::LocalStore::new(dir.path().to_path_buf());
+        let at = DateTime::parse_from_rfc3339("2024-05-01T10:00:00.250Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        let first = start(&store, DrType::WarmStandby, at).await.expect("first");
+        first.finish(&store, at).await.expect("finish");
+        let second = start(&store, DrType::WarmStandby, at)
+            .await
+            .expect("second");
+        assert_eq!(first.started.run_id, "20240501T100000250Z");
+        assert_eq!(second.started.run_id, "20240501T100000251Z");
+        let resumed = unfinished(&store)
+            .await
+            .expect("read")
+            .expect("the second run");
+        assert_eq!(resumed.started.run_id, second.started.run_id);
     }
 }
