@@ -238,25 +238,60 @@ pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
         return print_definition(config, &settings);
     }
     let definition = workflow_definition(config, &settings, command)?;
-    let names = settings.names();
     let sides = sides(args.region_only);
     if let Some(dir) = &args.template_out {
         return write_templates(config, &settings, &definition, &sides, dir);
     }
     // Everything is rendered and checked before the first call.
+    let binary = binary_of(args)?;
+    let uploads = render_uploads(config, &settings, &binary, &sides, command)?;
+    let mut report = DeployReport {
+        dry_run: config.dry_run,
+        stacks: Vec::new(),
+        files: Vec::new(),
+        backup_buckets: Vec::new(),
+    };
+    apply_stacks(config, &settings, &definition, &sides, &mut report).await?;
+    upload_files(config, &settings, &uploads, &mut report).await?;
+    output::emit(config.output, &report, || deploy_text(&report));
+    Ok(())
+}
+
+/// The DR files rendered for one side's DAGs bucket.
+struct Upload {
+    side: Side,
+    bucket: String,
+    files: Vec<RenderedFile>,
+}
+
+/// The binary the startup script installs, as the arguments name it; `--binary-uri` is
+/// required.
+fn binary_of(args: &DeployArgs) -> Result<Binary<'_>> {
     let binary_uri = args.binary_uri.as_deref().ok_or_else(|| Error::Usage {
         message: "pass --binary-uri s3://BUCKET/KEY (the binary the startup script installs) with --binary-sha256 or --binary-file, or --template-out DIR to only write the templates".into(),
     })?;
-    let binary = Binary {
+    Ok(Binary {
         uri: binary_uri,
         version: args.binary_version.as_deref(),
         sha256: args.binary_sha256.as_deref(),
         file: args.binary_file.as_deref(),
         install_path: &args.install_path,
-    };
+    })
+}
+
+/// The DR DAGs and the startup script for each side's DAGs bucket, reading and writing
+/// backups in that side's backup bucket; each side's DAGs bucket is required.
+fn render_uploads(
+    config: &Config,
+    settings: &StackSettings,
+    binary: &Binary<'_>,
+    sides: &[Side],
+    command: &str,
+) -> Result<Vec<Upload>> {
+    let names = settings.names();
     let store_prefix = text_value(config, "DR_BACKUP_PREFIX").unwrap_or_default();
     let mut uploads = Vec::new();
-    for &side in &sides {
+    for &side in sides {
         let variable = format!("{}_DAGS_BUCKET_NAME", side.as_str().to_uppercase());
         let configured = dags_bucket(config, side).map(str::to_string);
         let bucket = config.require(
@@ -265,23 +300,33 @@ pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
             command,
             "the DR DAGs and the startup script are uploaded there",
         )?;
-        let backup_bucket = names.backup_bucket(region_of(&settings, side));
+        let backup_bucket = names.backup_bucket(region_of(settings, side));
         let store = crate::store::StoreLocation::s3(&backup_bucket, &store_prefix);
-        let (files, _) = render_files(config, &store.to_string(), &binary)?;
-        uploads.push((side, bucket.to_string(), files));
+        let (files, _) = render_files(config, &store.to_string(), binary)?;
+        uploads.push(Upload {
+            side,
+            bucket: bucket.to_string(),
+            files,
+        });
     }
+    Ok(uploads)
+}
+
+/// Applies each side's template to its stack through one change set named for this run.
+async fn apply_stacks(
+    config: &Config,
+    settings: &StackSettings,
+    definition: &Value,
+    sides: &[Side],
+    report: &mut DeployReport,
+) -> Result<()> {
+    let names = settings.names();
     let waiting = Waiting::default();
     let change_set = format!("mwaa-dr-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-    let mut report = DeployReport {
-        dry_run: config.dry_run,
-        stacks: Vec::new(),
-        files: Vec::new(),
-        backup_buckets: Vec::new(),
-    };
-    for &side in &sides {
-        let region = region_of(&settings, side);
+    for &side in sides {
+        let region = region_of(settings, side);
         let stacks = SdkStacks::new(region, &config.aws_timeouts).await;
-        let body = template(&settings, side, &definition).to_string();
+        let body = template(settings, side, definition).to_string();
         let stack = names.stack(side);
         tracing::info!(stack = %stack, region, "applying the template through a change set");
         let applied =
@@ -295,8 +340,23 @@ pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
         });
         report.backup_buckets.push(names.backup_bucket(region));
     }
-    for (side, bucket, files) in &uploads {
-        let region = region_of(&settings, *side);
+    Ok(())
+}
+
+/// Uploads the rendered DR files into each side's DAGs bucket.
+async fn upload_files(
+    config: &Config,
+    settings: &StackSettings,
+    uploads: &[Upload],
+    report: &mut DeployReport,
+) -> Result<()> {
+    for Upload {
+        side,
+        bucket,
+        files,
+    } in uploads
+    {
+        let region = region_of(settings, *side);
         let store = S3Store::in_region(bucket, "", region, &config.aws_timeouts).await;
         for file in files {
             let key = file_key(config, &file.name);
@@ -309,7 +369,6 @@ pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
             });
         }
     }
-    output::emit(config.output, &report, || deploy_text(&report));
     Ok(())
 }
 
@@ -428,19 +487,59 @@ struct UndeployedStack {
 pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
     let command = "undeploy";
     let settings = stack_settings(config, command, false)?;
-    let names = settings.names();
     // The primary first: its bucket replicates into the secondary's.
     let mut sides = sides(args.region_only);
     sides.reverse();
     // Look at every backup bucket before changing anything.
-    let mut held = Vec::new();
+    let held = held_backups(config, &settings, &sides).await?;
+    confirm_undeploy(config, args, &settings, &sides, &held)?;
+    let mut report = UndeployReport {
+        dry_run: config.dry_run,
+        stacks: Vec::new(),
+        files: Vec::new(),
+    };
     for &side in &sides {
         let region = region_of(&settings, side);
+        if let Some(bucket) = dags_bucket(config, side) {
+            remove_dr_files(config, side, region, bucket, &mut report.files).await?;
+        }
+        let stack = delete_stack(config, &settings, side, &held).await?;
+        report.stacks.push(stack);
+    }
+    output::emit(config.output, &report, || undeploy_text(&report));
+    Ok(())
+}
+
+/// A side's backup bucket and how many object versions (and delete markers) it holds.
+type HeldBackups = (Side, String, u64);
+
+/// What each side's backup bucket holds.
+async fn held_backups(
+    config: &Config,
+    settings: &StackSettings,
+    sides: &[Side],
+) -> Result<Vec<HeldBackups>> {
+    let names = settings.names();
+    let mut held = Vec::new();
+    for &side in sides {
+        let region = region_of(settings, side);
         let bucket = names.backup_bucket(region);
         let buckets = S3Buckets::new(region, &config.aws_timeouts).await;
         let count = buckets.count_versions(&bucket).await?.unwrap_or(0);
         held.push((side, bucket, count));
     }
+    Ok(held)
+}
+
+/// Refuses to delete backups unless `--delete-backups` says so, then asks before deleting
+/// the stacks (not in a dry run).
+fn confirm_undeploy(
+    config: &Config,
+    args: &UndeployArgs,
+    settings: &StackSettings,
+    sides: &[Side],
+    held: &[HeldBackups],
+) -> Result<()> {
     if !args.delete_backups
         && let Some((_, bucket, count)) = held.iter().find(|(_, _, count)| *count > 0)
     {
@@ -452,6 +551,7 @@ pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
         ));
     }
     if !config.dry_run {
+        let names = settings.names();
         let stacks: Vec<String> = sides.iter().map(|&s| names.stack(s)).collect();
         crate::commands::confirm(
             config,
@@ -466,113 +566,128 @@ pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
             ),
         )?;
     }
-    let mut report = UndeployReport {
-        dry_run: config.dry_run,
-        stacks: Vec::new(),
-        files: Vec::new(),
-    };
-    for &side in &sides {
-        let region = region_of(&settings, side);
-        if let Some(bucket) = dags_bucket(config, side) {
-            let store = S3Store::in_region(bucket, "", region, &config.aws_timeouts).await;
-            let deployment = &config.deployment;
-            let names = [
-                format!("{}.py", deployment.export_dag_name),
-                format!("{}.py", deployment.import_dag_name),
-                format!("{}.py", deployment.cleanup_dag_name),
-                startup::FILE_NAME.to_string(),
-            ];
-            for name in names {
-                let key = file_key(config, &name);
-                if !store.exists(&key).await? {
-                    continue;
-                }
-                if !config.dry_run {
-                    store.delete(&key).await?;
-                }
-                report.files.push(FileReport {
-                    side,
-                    bucket: bucket.to_string(),
-                    key,
-                    outcome: if config.dry_run {
-                        "would_delete"
-                    } else {
-                        "deleted"
-                    },
-                });
-            }
+    Ok(())
+}
+
+/// Deletes the DR DAGs and the startup script that are in one side's DAGs `bucket`.
+async fn remove_dr_files(
+    config: &Config,
+    side: Side,
+    region: &str,
+    bucket: &str,
+    files: &mut Vec<FileReport>,
+) -> Result<()> {
+    let store = S3Store::in_region(bucket, "", region, &config.aws_timeouts).await;
+    let deployment = &config.deployment;
+    let names = [
+        format!("{}.py", deployment.export_dag_name),
+        format!("{}.py", deployment.import_dag_name),
+        format!("{}.py", deployment.cleanup_dag_name),
+        startup::FILE_NAME.to_string(),
+    ];
+    for name in names {
+        let key = file_key(config, &name);
+        if !store.exists(&key).await? {
+            continue;
         }
-        let stacks = SdkStacks::new(region, &config.aws_timeouts).await;
-        let stack = names.stack(side);
-        let (_, bucket, count) = held
-            .iter()
-            .find(|(s, _, _)| *s == side)
-            .cloned()
-            .unwrap_or((side, names.backup_bucket(region), 0));
-        let outcome = if config.dry_run {
-            if crate::aws::cloudformation::Stacks::describe(&stacks, &stack)
-                .await?
-                .is_some()
-            {
+        if !config.dry_run {
+            store.delete(&key).await?;
+        }
+        files.push(FileReport {
+            side,
+            bucket: bucket.to_string(),
+            key,
+            outcome: if config.dry_run {
                 "would_delete"
             } else {
-                "absent"
-            }
-        } else {
-            if count > 0 {
-                S3Buckets::new(region, &config.aws_timeouts)
-                    .await
-                    .empty(&bucket)
-                    .await?;
-            }
-            if apply::delete(&stacks, &stack, Waiting::default()).await? {
                 "deleted"
-            } else {
-                "absent"
-            }
-        };
-        report.stacks.push(UndeployedStack {
-            side,
-            region: region.to_string(),
-            stack,
-            outcome,
-            backup_bucket: bucket,
-            backup_objects: count,
+            },
         });
     }
-    output::emit(config.output, &report, || {
-        let mut lines: Vec<String> = report
-            .stacks
-            .iter()
-            .map(|s| {
-                format!(
-                    "stack {} ({}): {}{}",
-                    s.stack,
-                    s.region,
-                    s.outcome.replace('_', " "),
-                    if s.backup_objects > 0 {
-                        format!(
-                            " (backup bucket {}: {} object versions)",
-                            s.backup_bucket, s.backup_objects
-                        )
-                    } else {
-                        String::new()
-                    }
-                )
-            })
-            .collect();
-        lines.extend(report.files.iter().map(|f| {
-            format!(
-                "s3://{}/{}: {}",
-                f.bucket,
-                f.key,
-                f.outcome.replace('_', " ")
-            )
-        }));
-        if report.dry_run {
-            lines.push("dry run: nothing was changed".into());
-        }
-        lines.join("\n")
-    });
     Ok(())
+}
+
+/// Empties one side's backup bucket (when it holds anything) and deletes its stack; in a dry
+/// run only says whether there is a stack to delete.
+async fn delete_stack(
+    config: &Config,
+    settings: &StackSettings,
+    side: Side,
+    held: &[HeldBackups],
+) -> Result<UndeployedStack> {
+    let names = settings.names();
+    let region = region_of(settings, side);
+    let stacks = SdkStacks::new(region, &config.aws_timeouts).await;
+    let stack = names.stack(side);
+    let (_, bucket, count) = held
+        .iter()
+        .find(|(s, _, _)| *s == side)
+        .cloned()
+        .unwrap_or((side, names.backup_bucket(region), 0));
+    let outcome = if config.dry_run {
+        if crate::aws::cloudformation::Stacks::describe(&stacks, &stack)
+            .await?
+            .is_some()
+        {
+            "would_delete"
+        } else {
+            "absent"
+        }
+    } else {
+        if count > 0 {
+            S3Buckets::new(region, &config.aws_timeouts)
+                .await
+                .empty(&bucket)
+                .await?;
+        }
+        if apply::delete(&stacks, &stack, Waiting::default()).await? {
+            "deleted"
+        } else {
+            "absent"
+        }
+    };
+    Ok(UndeployedStack {
+        side,
+        region: region.to_string(),
+        stack,
+        outcome,
+        backup_bucket: bucket,
+        backup_objects: count,
+    })
+}
+
+/// `undeploy`'s report as text.
+fn undeploy_text(report: &UndeployReport) -> String {
+    let mut lines: Vec<String> = report
+        .stacks
+        .iter()
+        .map(|s| {
+            format!(
+                "stack {} ({}): {}{}",
+                s.stack,
+                s.region,
+                s.outcome.replace('_', " "),
+                if s.backup_objects > 0 {
+                    format!(
+                        " (backup bucket {}: {} object versions)",
+                        s.backup_bucket, s.backup_objects
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    lines.extend(report.files.iter().map(|f| {
+        format!(
+            "s3://{}/{}: {}",
+            f.bucket,
+            f.key,
+            f.outcome.replace('_', " ")
+        )
+    }));
+    if report.dry_run {
+        lines.push("dry run: nothing was changed".into());
+    }
+    lines.join("\n")
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::aws::cloudwatch::CloudWatchHeartbeat;
 use crate::aws::mwaa::SdkMwaa;
 use crate::aws::schedule::AwsSchedules;
+use crate::aws::sfn::{ExecutionState, SfnExecutions, StateEvent};
 use crate::aws::sns::SnsNotifier;
 use crate::cli::FailoverArgs;
 use tokio_util::sync::CancellationToken;
@@ -258,18 +259,9 @@ async fn via_step_functions(
     args: &FailoverArgs,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    use crate::aws::sfn::SfnExecutions;
     use crate::deploy::state_machine;
     let targets = targets(config, "failover", false)?;
-    let name = match &args.state_machine {
-        Some(name) => name.clone(),
-        None => state_machine::state_machine_name(config.require(
-            &config.deployment.stack_name_prefix,
-            "STACK_NAME_PREFIX",
-            "failover",
-            "the state machine `deploy` created is <prefix>-state-machine (or name it with --state-machine)",
-        )?),
-    };
+    let name = state_machine_to_start(config, args)?;
     let sfn = SfnExecutions::new(config.secondary.region.as_deref(), &config.aws_timeouts).await;
     let machine = sfn.find(&name).await?;
     let simulate = args.simulate_dr || config.health_check.simulate_dr;
@@ -298,18 +290,48 @@ async fn via_step_functions(
         format!("mwaa-dr-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ")).replace('.', "-");
     let execution = sfn.start(&machine, &execution_name, &input).await?;
     progress_line(config, &format!("started {execution}"));
+    let (state, events) = follow_execution(config, &sfn, &execution, cancel).await?;
+    let timeline = state_machine::timeline(targets.dr_type, &execution_name, &state, &events);
+    output::emit(config.output, &timeline, || render_timeline(&timeline));
+    execution_outcome(&targets, &execution, &state, &events)
+}
+
+/// The state machine `--via-step-functions` starts: `--state-machine`, or the one `deploy`
+/// named from STACK_NAME_PREFIX.
+fn state_machine_to_start(config: &Config, args: &FailoverArgs) -> Result<String> {
+    use crate::deploy::state_machine;
+    Ok(match &args.state_machine {
+        Some(name) => name.clone(),
+        None => state_machine::state_machine_name(config.require(
+            &config.deployment.stack_name_prefix,
+            "STACK_NAME_PREFIX",
+            "failover",
+            "the state machine `deploy` created is <prefix>-state-machine (or name it with --state-machine)",
+        )?),
+    })
+}
+
+/// Follows a started execution until it is no longer running, showing each state it enters;
+/// returns its final state and its whole history. Cancelling stops following, not the
+/// execution.
+async fn follow_execution(
+    config: &Config,
+    sfn: &SfnExecutions,
+    execution: &str,
+    cancel: &CancellationToken,
+) -> Result<(ExecutionState, Vec<StateEvent>)> {
     let mut shown = 0;
-    let (state, events) = loop {
-        let events = sfn.state_events(&execution).await?;
+    loop {
+        let events = sfn.state_events(execution).await?;
         for e in events.iter().skip(shown).filter(|e| e.entered) {
             progress_line(config, &format!("{} {}", e.at.format("%H:%M:%S"), e.state));
         }
         shown = events.len();
-        let state = sfn.describe(&execution).await?;
+        let state = sfn.describe(execution).await?;
         if state.status != "RUNNING" {
             // The last states may land in the history after the status changed.
-            let events = sfn.state_events(&execution).await?;
-            break (state, events);
+            let events = sfn.state_events(execution).await?;
+            return Ok((state, events));
         }
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
@@ -318,10 +340,18 @@ async fn via_step_functions(
                 return Err(Error::Interrupted);
             }
         }
-    };
-    let timeline = state_machine::timeline(targets.dr_type, &execution_name, &state, &events);
-    output::emit(config.output, &timeline, || render_timeline(&timeline));
-    if state_machine::ended_healthy(&state, &events) {
+    }
+}
+
+/// What an ended execution means for the exit code: recovered, refused because the primary
+/// was healthy, or failed (transient when the workflow said so).
+fn execution_outcome(
+    targets: &Targets,
+    execution: &str,
+    state: &ExecutionState,
+    events: &[StateEvent],
+) -> Result<()> {
+    if crate::deploy::state_machine::ended_healthy(state, events) {
         return Err(Error::refused(
             "fail over",
             &targets.primary,

@@ -199,45 +199,108 @@ pub async fn switch(conn: &mut PgConnection, table: &str) -> Result<u64> {
         table,
     )
     .await?;
+    let carried = keep_rows(conn, table, &live, &shadow).await?;
+    let held = LiveTable::inspect(conn, table, &live).await?;
+    release(conn, table, &held).await?;
+    // RESTRICT: anything else that depends on the table (a view) fails the restore whole.
+    exec(conn, &format!("DROP TABLE {live}"), "replace table", table).await?;
+    exec(
+        conn,
+        &format!("ALTER TABLE {shadow} SET SCHEMA {}", held.schema),
+        "replace table",
+        table,
+    )
+    .await?;
+    let replaced = format!("{}.{live}", held.schema);
+    take_over(conn, table, &held, &replaced).await?;
+    Ok(carried)
+}
+
+/// Moves the rows the live table still holds (those a restore keeps) into its shadow;
+/// returns how many.
+async fn keep_rows(conn: &mut PgConnection, table: &str, live: &str, shadow: &str) -> Result<u64> {
     let columns = super::table_columns(conn, table)
         .await?
         .ok_or_else(|| Error::failed("switch", table, "the table is gone"))?;
     let list = super::column_list(&columns);
-    let carried = sqlx::query(&format!(
+    Ok(sqlx::query(&format!(
         "INSERT INTO {shadow} ({list}) SELECT {list} FROM {live}"
     ))
     .execute(&mut *conn)
     .await
     .map_err(|e| db_error("keep rows", table, e))?
-    .rows_affected();
-    let (schema, owner): (String, String) = sqlx::query_as(
-        "SELECT quote_ident(n.nspname), quote_ident(pg_get_userbyid(c.relowner)) FROM pg_class c \
-         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
-    )
-    .bind(&live)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| db_error("inspect", table, e))?;
-    let grants: Vec<String> = sqlx::query_scalar(
-        "SELECT format('GRANT %s ON %s TO %s%s', a.privilege_type, $1::text, \
-         CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
-         CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
-         FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = to_regclass($1) AND a.grantee <> c.relowner",
-    )
-    .bind(&live)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| db_error("inspect grants", table, e))?;
+    .rows_affected())
+}
+
+/// What of the live table its replacement takes over: its schema, owner and grants, the
+/// foreign keys on it and pointing at it, and the sequences its columns own.
+struct LiveTable {
+    /// Quoted.
+    schema: String,
+    /// Quoted.
+    owner: String,
+    /// `GRANT` statements, one a grant.
+    grants: Vec<String>,
+    keys: Vec<ForeignKey>,
+    /// The sequence (as `regclass` names it) and the quoted column that owns it.
+    sequences: Vec<(String, String)>,
+}
+
+impl LiveTable {
+    /// Reads what the replacement of the live table `live` (quoted) takes over.
+    async fn inspect(conn: &mut PgConnection, table: &str, live: &str) -> Result<LiveTable> {
+        let (schema, owner): (String, String) = sqlx::query_as(
+            "SELECT quote_ident(n.nspname), quote_ident(pg_get_userbyid(c.relowner)) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+        )
+        .bind(live)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| db_error("inspect", table, e))?;
+        let grants: Vec<String> = sqlx::query_scalar(
+            "SELECT format('GRANT %s ON %s TO %s%s', a.privilege_type, $1::text, \
+             CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+             CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+             FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = to_regclass($1) AND a.grantee <> c.relowner",
+        )
+        .bind(live)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| db_error("inspect grants", table, e))?;
+        let keys = foreign_keys(conn, table, live).await?;
+        let sequences: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.objid::regclass::text, quote_ident(a.attname) FROM pg_depend d \
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+             AND d.refobjid = to_regclass($1) AND d.deptype = 'a'",
+        )
+        .bind(live)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| db_error("inspect sequences", table, e))?;
+        Ok(LiveTable {
+            schema,
+            owner,
+            grants,
+            keys,
+            sequences,
+        })
+    }
+}
+
+/// The foreign keys on the live table `live` (quoted) and those pointing at it.
+async fn foreign_keys(conn: &mut PgConnection, table: &str, live: &str) -> Result<Vec<ForeignKey>> {
     let keys: Vec<(String, String, String, bool)> = sqlx::query_as(
         "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid), conrelid = to_regclass($1) \
          FROM pg_constraint WHERE contype = 'f' AND (conrelid = to_regclass($1) OR confrelid = to_regclass($1)) \
          ORDER BY 1, 2",
     )
-    .bind(&live)
+    .bind(live)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error("inspect foreign keys", table, e))?;
-    let keys: Vec<ForeignKey> = keys
+    Ok(keys
         .into_iter()
         .map(|(owner, name, definition, own)| ForeignKey {
             owner,
@@ -245,19 +308,13 @@ pub async fn switch(conn: &mut PgConnection, table: &str) -> Result<u64> {
             definition,
             own,
         })
-        .collect();
-    let sequences: Vec<(String, String)> = sqlx::query_as(
-        "SELECT d.objid::regclass::text, quote_ident(a.attname) FROM pg_depend d \
-         JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
-         JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
-         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
-         AND d.refobjid = to_regclass($1) AND d.deptype = 'a'",
-    )
-    .bind(&live)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| db_error("inspect sequences", table, e))?;
-    for key in keys.iter().filter(|k| !k.own) {
+        .collect())
+}
+
+/// Lets the live table go: drops the foreign keys of other tables that point at it and
+/// frees its sequences, which would otherwise go with it.
+async fn release(conn: &mut PgConnection, table: &str, held: &LiveTable) -> Result<()> {
+    for key in held.keys.iter().filter(|k| !k.own) {
         exec(
             conn,
             &format!(
@@ -270,7 +327,7 @@ pub async fn switch(conn: &mut PgConnection, table: &str) -> Result<u64> {
         )
         .await?;
     }
-    for (sequence, _) in &sequences {
+    for (sequence, _) in &held.sequences {
         exec(
             conn,
             &format!("ALTER SEQUENCE {sequence} OWNED BY NONE"),
@@ -279,27 +336,28 @@ pub async fn switch(conn: &mut PgConnection, table: &str) -> Result<u64> {
         )
         .await?;
     }
-    // RESTRICT: anything else that depends on the table (a view) fails the restore whole.
-    exec(conn, &format!("DROP TABLE {live}"), "replace table", table).await?;
+    Ok(())
+}
+
+/// Gives the `replaced` table (qualified, quoted) what the live table had: its owner, grants
+/// and sequences, and every foreign key again, `NOT VALID`.
+async fn take_over(
+    conn: &mut PgConnection,
+    table: &str,
+    held: &LiveTable,
+    replaced: &str,
+) -> Result<()> {
     exec(
         conn,
-        &format!("ALTER TABLE {shadow} SET SCHEMA {schema}"),
-        "replace table",
-        table,
-    )
-    .await?;
-    let replaced = format!("{schema}.{live}");
-    exec(
-        conn,
-        &format!("ALTER TABLE {replaced} OWNER TO {owner}"),
+        &format!("ALTER TABLE {replaced} OWNER TO {}", held.owner),
         "set owner",
         table,
     )
     .await?;
-    for grant in &grants {
+    for grant in &held.grants {
         exec(conn, grant, "grant", table).await?;
     }
-    for (sequence, column) in &sequences {
+    for (sequence, column) in &held.sequences {
         exec(
             conn,
             &format!("ALTER SEQUENCE {sequence} OWNED BY {replaced}.{column}"),
@@ -308,8 +366,8 @@ pub async fn switch(conn: &mut PgConnection, table: &str) -> Result<u64> {
         )
         .await?;
     }
-    for key in &keys {
-        let owner = if key.own { &replaced } else { &key.owner };
+    for key in &held.keys {
+        let owner = if key.own { replaced } else { &key.owner };
         exec(
             conn,
             &add_not_valid(owner, &key.name, &key.definition),
@@ -318,7 +376,7 @@ pub async fn switch(conn: &mut PgConnection, table: &str) -> Result<u64> {
         )
         .await?;
     }
-    Ok(carried)
+    Ok(())
 }
 
 async fn exec(conn: &mut PgConnection, sql: &str, what: &str, table: &str) -> Result<()> {

@@ -61,31 +61,7 @@ pub async fn apply(
     dry_run: bool,
     waiting: Waiting,
 ) -> Result<Applied> {
-    let existing = stacks.describe(stack).await?;
-    let new_stack = match &existing {
-        None => true,
-        // Left by an earlier change set that was never executed.
-        Some(s) if s.status == "REVIEW_IN_PROGRESS" => true,
-        Some(s)
-            if s.status == "ROLLBACK_COMPLETE"
-                || s.status.ends_with("_FAILED") && s.status.starts_with("CREATE") =>
-        {
-            return Err(Error::refused(
-                "deploy",
-                format!("stack {stack}"),
-                format!("its creation failed ({})", s.status),
-                "run `mwaa-dr undeploy` (or delete the stack), then deploy again",
-            ));
-        }
-        Some(s) if s.status.ends_with("_IN_PROGRESS") => {
-            return Err(Error::transient(
-                "deploy",
-                format!("stack {stack}"),
-                format!("CloudFormation is still working on it ({})", s.status),
-            ));
-        }
-        Some(_) => false,
-    };
+    let new_stack = is_new_stack(stack, stacks.describe(stack).await?.as_ref())?;
     stacks
         .create_change_set(stack, change_set, template, new_stack)
         .await?;
@@ -130,6 +106,46 @@ pub async fn apply(
     tracing::info!(stack, "change set executed; waiting for the stack");
     wait_for_execution(stacks, stack, change_set, waiting).await?;
     let done = wait_for_stack(stacks, stack, waiting).await?;
+    executed(stack, done, new_stack, state.changes)
+}
+
+/// Whether applying creates `stack` (none, or only an unexecuted change set's holder) rather
+/// than updating it; a stack whose creation failed, or that CloudFormation is still working
+/// on, cannot be applied to.
+fn is_new_stack(stack: &str, existing: Option<&StackState>) -> Result<bool> {
+    Ok(match existing {
+        None => true,
+        // Left by an earlier change set that was never executed.
+        Some(s) if s.status == "REVIEW_IN_PROGRESS" => true,
+        Some(s)
+            if s.status == "ROLLBACK_COMPLETE"
+                || s.status.ends_with("_FAILED") && s.status.starts_with("CREATE") =>
+        {
+            return Err(Error::refused(
+                "deploy",
+                format!("stack {stack}"),
+                format!("its creation failed ({})", s.status),
+                "run `mwaa-dr undeploy` (or delete the stack), then deploy again",
+            ));
+        }
+        Some(s) if s.status.ends_with("_IN_PROGRESS") => {
+            return Err(Error::transient(
+                "deploy",
+                format!("stack {stack}"),
+                format!("CloudFormation is still working on it ({})", s.status),
+            ));
+        }
+        Some(_) => false,
+    })
+}
+
+/// What an executed change set did, from the stack's settled state (`None`: gone).
+fn executed(
+    stack: &str,
+    done: Option<StackState>,
+    new_stack: bool,
+    changes: Vec<ResourceChange>,
+) -> Result<Applied> {
     match done {
         Some(s) if s.status == "CREATE_COMPLETE" || s.status == "UPDATE_COMPLETE" => Ok(Applied {
             outcome: if new_stack {
@@ -137,7 +153,7 @@ pub async fn apply(
             } else {
                 Outcome::Updated
             },
-            changes: state.changes,
+            changes,
         }),
         Some(s) => Err(Error::failed(
             "ExecuteChangeSet",
