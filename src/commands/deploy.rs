@@ -239,6 +239,13 @@ pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
     }
     let definition = workflow_definition(config, &settings, command)?;
     let sides = sides(args.region_only);
+    if settings.health_check_enabled && !settings.schedule_enabled() {
+        tracing::warn!(
+            "the health-check schedule is created disabled: the workflow in {} cannot read the primary in {} (docs/FAILOVER.md, \"Regions\"); run `mwaa-dr health-check` / `failover` from outside to detect an outage",
+            settings.secondary.region,
+            settings.primary.region
+        );
+    }
     if let Some(dir) = &args.template_out {
         return write_templates(config, &settings, &definition, &sides, dir);
     }

@@ -275,6 +275,9 @@ async fn via_step_functions(
         });
         return Ok(());
     }
+    if !simulate && !args.force && config.primary.region != config.secondary.region {
+        primary_unhealthy_from_here(config, &targets, cancel).await?;
+    }
     super::confirm(
         config,
         &format!(
@@ -294,6 +297,51 @@ async fn via_step_functions(
     let timeline = state_machine::timeline(targets.dr_type, &execution_name, &state, &events);
     output::emit(config.output, &timeline, || render_timeline(&timeline));
     execution_outcome(&targets, &execution, &state, &events)
+}
+
+/// The workflow in the secondary Region cannot see a primary in another Region (Step
+/// Functions' SDK integrations reach only their own Region: it would find no heartbeat), so
+/// the primary's health is checked from here first, in its own Region, and a healthy primary
+/// is refused as `failover` refuses it.
+async fn primary_unhealthy_from_here(
+    config: &Config,
+    targets: &Targets,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let region = config.primary.region.as_deref();
+    let timeouts = &config.aws_timeouts;
+    let services = ops::Services {
+        primary_mwaa: Some(Box::new(SdkMwaa::new(region, timeouts).await)),
+        heartbeat: Some(Box::new(CloudWatchHeartbeat::new(region, timeouts).await)),
+        ..ops::Services::default()
+    };
+    let options = ops::health::HealthOptions {
+        environment: targets.primary.clone(),
+        settings: targets.health.clone(),
+    };
+    let report = ops::health::health(&options, &services, &crate::progress::Silent, cancel).await?;
+    if !report.healthy {
+        progress_line(
+            config,
+            &format!("the primary is unhealthy: {}", report.evidence()),
+        );
+        return Ok(());
+    }
+    Err(Error::refused(
+        "fail over",
+        &targets.primary,
+        format!(
+            "the primary is healthy ({}), checked from here because the workflow in {} cannot read {}; nothing was started",
+            report.evidence(),
+            config
+                .secondary
+                .region
+                .as_deref()
+                .unwrap_or("the secondary Region"),
+            region.unwrap_or("the primary Region"),
+        ),
+        "pass --force to fail over anyway, or --simulate-dr (MWAA_SIMULATE_DR=YES) for a drill",
+    ))
 }
 
 /// The state machine `--via-step-functions` starts: `--state-machine`, or the one `deploy`

@@ -52,6 +52,18 @@ pub struct StackSettings {
     pub create_sfn_vpce: bool,
 }
 
+impl StackSettings {
+    /// Whether the schedule runs the workflow unattended. Step Functions' SDK integrations
+    /// reach only the state machine's own Region, so a machine in the secondary Region cannot
+    /// read a primary in another Region: it would find no heartbeat and fail over on every
+    /// run. Across Regions the schedule is created disabled, whatever HEALTH_CHECK_ENABLED
+    /// says, and the workflow is started by `failover --via-step-functions`, which checks the
+    /// primary's health from outside first.
+    pub fn schedule_enabled(&self) -> bool {
+        self.health_check_enabled && self.primary.region == self.secondary.region
+    }
+}
+
 /// Which Region's stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -610,7 +622,7 @@ pub fn secondary_template(settings: &StackSettings, definition: &Value) -> Value
                 "Description": format!("Starts the mwaa-dr workflow: health check of {} in {}, and the recovery when it fails", settings.primary.environment_name, settings.primary.region),
                 "ScheduleExpression": format!("rate({} {})", settings.health_check_interval_mins, if settings.health_check_interval_mins == 1 { "minute" } else { "minutes" }),
                 "FlexibleTimeWindow": {"Mode": "OFF"},
-                "State": if settings.health_check_enabled { "ENABLED" } else { "DISABLED" },
+                "State": if settings.schedule_enabled() { "ENABLED" } else { "DISABLED" },
                 "Target": {
                     "Arn": {"Ref": "StateMachine"},
                     "RoleArn": {"Fn::GetAtt": ["SchedulerRole", "Arn"]},
@@ -1034,5 +1046,15 @@ mod tests {
             Some("plain")
         );
         assert_eq!(role_name("arn:aws:iam::123456789012:user/u"), None);
+    }
+
+    #[test]
+    fn across_regions_the_schedule_is_created_disabled() {
+        let mut s = settings();
+        s.health_check_enabled = true;
+        s.secondary.region = s.primary.region.clone();
+        assert!(s.schedule_enabled());
+        s.secondary.region = format!("{}-other", s.primary.region);
+        assert!(!s.schedule_enabled());
     }
 }

@@ -789,3 +789,55 @@ async fn a_backup_restore_drill_recreates_from_the_definition_the_cli_saved() {
     assert_eq!(read.len(), 1, "{read:?}");
     assert_eq!(read[0]["Key"], newest.as_str());
 }
+
+/// A machine in the secondary Region cannot read a primary in another Region, so
+/// `--via-step-functions` checks the primary from outside first: healthy there, it is refused
+/// (exit 6) and no execution starts.
+#[tokio::test]
+async fn across_regions_a_healthy_primary_is_refused_before_any_execution() {
+    let Some(aws) = Aws::get("sfn_cross_region") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(&aws, "WARM_STANDBY");
+    create_bucket(&aws, &setup.bucket).await;
+    let primary = setup.get("PRIMARY_MWAA_ENVIRONMENT_NAME");
+    assert_ne!(crate::aws::PRIMARY_REGION, SECONDARY_REGION);
+    aws.seed_environment(
+        crate::aws::PRIMARY_REGION,
+        json!({"Name": primary, "Status": "AVAILABLE"}),
+    );
+    // Healthy in the primary's own Region, where only the CLI can look.
+    aws.put_heartbeat(&primary, 1.0).await;
+    let mut def = setup.definition(dir.path());
+    clock_now(&mut def);
+    let machine = create_machine(&aws, &def, "sfn-cross-region").await;
+    let sfn = aws_sdk_sfn::Client::new(&shared(&aws));
+    let executions = || async {
+        sfn.list_executions()
+            .state_machine_arn(&machine)
+            .send()
+            .await
+            .expect("list executions")
+            .executions()
+            .len()
+    };
+
+    let refused = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--yes",
+            "failover",
+            "--via-step-functions",
+            "--state-machine",
+            &machine,
+        ],
+    ));
+    assert_eq!(refused.code, 6, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("checked from here") && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(executions().await, 0, "nothing may start");
+}
