@@ -412,7 +412,7 @@ run_mwaa_dr() {
     fi
 }
 run_mwaa_dr --store "$store" backup --db "$src_url"
-manifest=$(find "$store/backups" -mindepth 2 -maxdepth 2 -name manifest.json | head -n 1)
+manifest=$(find "$store/backups" -mindepth 2 -maxdepth 2 -name manifest.json -print -quit)
 [[ -n $manifest ]] || fail "no manifest.json in $store/backups"
 run_mwaa_dr --store "$store" --yes restore --clean --db "$dst_url"
 

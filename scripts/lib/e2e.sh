@@ -148,7 +148,7 @@ check_logs() {
     for f in "$work"/*-"$side".log; do
         [[ -f $f ]] || continue
         limit=${log_bytes_before_stop[$f]:-$(stat -c %s "$f")}
-        if head -c "$limit" "$f" | grep -qE "$error_pattern" || grep -qE "$integrity_pattern" "$f"; then
+        if grep -qE "$error_pattern" <(head -c "$limit" "$f") || grep -qE "$integrity_pattern" "$f"; then
             log "errors in $f (the first $limit bytes were written before the stop signal):"
             grep -nE -B2 -A12 "$error_pattern" "$f" | cut -c1-300 | head -n 80 >&2
             bad=1
