@@ -154,9 +154,15 @@ impl Aws {
             .collect()
     }
 
-    /// One SchedulerHeartbeat datapoint, now.
+    /// One SchedulerHeartbeat datapoint, now, in the primary's region.
     pub async fn put_heartbeat(&self, environment: &str, value: f64) {
-        let cw = aws_sdk_cloudwatch::Client::new(&self.shared(PRIMARY_REGION));
+        self.put_heartbeat_in(PRIMARY_REGION, environment, value)
+            .await;
+    }
+
+    /// One SchedulerHeartbeat datapoint, now, in `region`.
+    pub async fn put_heartbeat_in(&self, region: &str, environment: &str, value: f64) {
+        let cw = aws_sdk_cloudwatch::Client::new(&self.shared(region));
         let dim = |n: &str, v: &str| {
             aws_sdk_cloudwatch::types::Dimension::builder()
                 .name(n)

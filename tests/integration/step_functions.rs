@@ -21,7 +21,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_cloudwatch::primitives::DateTime as AwsTime;
 use chrono::Utc;
 use mwaa_dr::aws::mwaa::EnvironmentDefinition;
 use mwaa_dr::deploy::state_machine::check_structure;
@@ -184,30 +183,6 @@ async fn create_named_machine(aws: &Aws, def: &Value, name: &str) -> String {
     );
 }
 
-async fn put_heartbeat(aws: &Aws, environment: &str, value: f64) {
-    let cw = aws_sdk_cloudwatch::Client::new(&shared(aws));
-    let dim = |n: &str, v: &str| {
-        aws_sdk_cloudwatch::types::Dimension::builder()
-            .name(n)
-            .value(v)
-            .build()
-    };
-    cw.put_metric_data()
-        .namespace("AmazonMWAA")
-        .metric_data(
-            aws_sdk_cloudwatch::types::MetricDatum::builder()
-                .metric_name("SchedulerHeartbeat")
-                .dimensions(dim("Environment", environment))
-                .dimensions(dim("Function", "Scheduler"))
-                .timestamp(AwsTime::from_secs(Utc::now().timestamp()))
-                .value(value)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("put metric");
-}
-
 async fn create_bucket(aws: &Aws, bucket: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::from(&shared(aws))
         .force_path_style(true)
@@ -270,7 +245,7 @@ async fn the_healthy_path_saves_the_primary_definition_where_the_cli_reads_it() 
     );
     let machine = create_machine(&aws, &def, "sfn-healthy").await;
     // The machine reads the heartbeat in its own Region (docs/FAILOVER.md, "Unattended").
-    put_heartbeat(&aws, &primary, 1.0).await;
+    aws.put_heartbeat_in(SECONDARY_REGION, &primary, 1.0).await;
 
     let out = run(&mut setup.cmd(
         dir.path(),
