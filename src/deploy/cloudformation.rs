@@ -362,22 +362,14 @@ pub fn primary_template(settings: &StackSettings) -> Value {
     let names = settings.names();
     let primary_bucket = names.backup_bucket(&settings.primary.region);
     let secondary_bucket = names.backup_bucket(&settings.secondary.region);
-    let replication = json!({
-        "Role": {"Fn::GetAtt": ["ReplicationRole", "Arn"]},
-        "Rules": [{
-            "Id": "to-secondary",
-            "Status": "Enabled",
-            "Priority": 1,
-            "Filter": {"Prefix": ""},
-            "DeleteMarkerReplication": {"Status": "Enabled"},
-            "Destination": {"Bucket": bucket_arn(&secondary_bucket)},
-        }],
-    });
     let role_arn = settings.primary.execution_role_arn.as_deref();
     let mut resources = serde_json::Map::new();
     resources.insert(
         "BackupBucket".into(),
-        backup_bucket(&primary_bucket, Some(replication)),
+        backup_bucket(
+            &primary_bucket,
+            Some(replication_to_secondary(&secondary_bucket)),
+        ),
     );
     resources.insert(
         "BackupBucketPolicy".into(),
@@ -385,76 +377,20 @@ pub fn primary_template(settings: &StackSettings) -> Value {
     );
     resources.insert(
         "ReplicationRole".into(),
-        json!({
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "RoleName": names.replication_role(),
-                "Path": "/service-role/",
-                "AssumeRolePolicyDocument": trust("s3.amazonaws.com"),
-                "Policies": [{
-                    "PolicyName": "replicate-backups",
-                    "PolicyDocument": policy(vec![
-                        statement(
-                            &["s3:GetReplicationConfiguration", "s3:ListBucket"],
-                            json!([bucket_arn(&primary_bucket)]),
-                        ),
-                        statement(
-                            &[
-                                "s3:GetObjectVersionForReplication",
-                                "s3:GetObjectVersionAcl",
-                                "s3:GetObjectVersionTagging",
-                            ],
-                            json!([format!("{}/*", bucket_arn(&primary_bucket))]),
-                        ),
-                        statement(
-                            &["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
-                            json!([format!("{}/*", bucket_arn(&secondary_bucket))]),
-                        ),
-                    ]),
-                }],
-            },
-        }),
+        replication_role(&names, &primary_bucket, &secondary_bucket),
     );
     resources.insert(
         "NotificationTopic".into(),
         topic(&names.topic(Side::Primary), &settings.notification_emails),
     );
     if let Some(role) = role_arn {
-        resources.insert(
-            "NotificationTopicPolicy".into(),
-            json!({
-                "Type": "AWS::SNS::TopicPolicy",
-                "Properties": {
-                    "Topics": [{"Ref": "NotificationTopic"}],
-                    "PolicyDocument": policy(vec![json!({
-                        "Sid": "ExecutionRolePublishes",
-                        "Effect": "Allow",
-                        "Principal": {"AWS": role},
-                        "Action": "sns:Publish",
-                        "Resource": {"Ref": "NotificationTopic"},
-                    })]),
-                },
-            }),
-        );
+        resources.insert("NotificationTopicPolicy".into(), primary_topic_policy(role));
         if settings.update_execution_role
             && let Some(name) = role_name(role)
         {
             resources.insert(
                 "ExecutionRolePolicy".into(),
-                json!({
-                    "Type": "AWS::IAM::Policy",
-                    "Properties": {
-                        "PolicyName": names.execution_role_policy(Side::Primary),
-                        "Roles": [name],
-                        "PolicyDocument": policy(vec![
-                            statement(STORE_ACTIONS, json!([
-                                {"Fn::GetAtt": ["BackupBucket", "Arn"]},
-                                {"Fn::Join": ["", [{"Fn::GetAtt": ["BackupBucket", "Arn"]}, "/*"]]},
-                            ])),
-                            statement(&["sns:Publish"], json!([{"Ref": "NotificationTopic"}])),
-                        ]),
-                    },
-                }),
+                primary_execution_role_policy(&names, name),
             );
         }
     }
@@ -469,16 +405,107 @@ pub fn primary_template(settings: &StackSettings) -> Value {
     })
 }
 
+/// The primary bucket's replication of every object (and delete marker) to the secondary's.
+fn replication_to_secondary(secondary_bucket: &str) -> Value {
+    json!({
+        "Role": {"Fn::GetAtt": ["ReplicationRole", "Arn"]},
+        "Rules": [{
+            "Id": "to-secondary",
+            "Status": "Enabled",
+            "Priority": 1,
+            "Filter": {"Prefix": ""},
+            "DeleteMarkerReplication": {"Status": "Enabled"},
+            "Destination": {"Bucket": bucket_arn(secondary_bucket)},
+        }],
+    })
+}
+
+/// The role S3 replicates with: read the primary's bucket, write the secondary's.
+fn replication_role(names: &Names, primary_bucket: &str, secondary_bucket: &str) -> Value {
+    json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": names.replication_role(),
+            "Path": "/service-role/",
+            "AssumeRolePolicyDocument": trust("s3.amazonaws.com"),
+            "Policies": [{
+                "PolicyName": "replicate-backups",
+                "PolicyDocument": policy(vec![
+                    statement(
+                        &["s3:GetReplicationConfiguration", "s3:ListBucket"],
+                        json!([bucket_arn(primary_bucket)]),
+                    ),
+                    statement(
+                        &[
+                            "s3:GetObjectVersionForReplication",
+                            "s3:GetObjectVersionAcl",
+                            "s3:GetObjectVersionTagging",
+                        ],
+                        json!([format!("{}/*", bucket_arn(primary_bucket))]),
+                    ),
+                    statement(
+                        &["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
+                        json!([format!("{}/*", bucket_arn(secondary_bucket))]),
+                    ),
+                ]),
+            }],
+        },
+    })
+}
+
+/// The primary topic's policy: the environment's execution role publishes to it.
+fn primary_topic_policy(role: &str) -> Value {
+    json!({
+        "Type": "AWS::SNS::TopicPolicy",
+        "Properties": {
+            "Topics": [{"Ref": "NotificationTopic"}],
+            "PolicyDocument": policy(vec![json!({
+                "Sid": "ExecutionRolePublishes",
+                "Effect": "Allow",
+                "Principal": {"AWS": role},
+                "Action": "sns:Publish",
+                "Resource": {"Ref": "NotificationTopic"},
+            })]),
+        },
+    })
+}
+
+/// MWAA_UPDATE_EXECUTION_ROLE in the primary: the role `name` uses the store and publishes
+/// to the topic.
+fn primary_execution_role_policy(names: &Names, name: &str) -> Value {
+    json!({
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": names.execution_role_policy(Side::Primary),
+            "Roles": [name],
+            "PolicyDocument": policy(vec![
+                statement(STORE_ACTIONS, backup_bucket_and_objects()),
+                statement(&["sns:Publish"], json!([{"Ref": "NotificationTopic"}])),
+            ]),
+        },
+    })
+}
+
+/// The template's backup bucket and every object in it, as IAM resources.
+fn backup_bucket_and_objects() -> Value {
+    json!([
+        {"Fn::GetAtt": ["BackupBucket", "Arn"]},
+        {"Fn::Join": ["", [{"Fn::GetAtt": ["BackupBucket", "Arn"]}, "/*"]]},
+    ])
+}
+
+/// The ARN of the MWAA environment of `side`.
+fn environment_arn(account: &str, side: &RegionSide) -> String {
+    format!(
+        "arn:aws:airflow:{}:{account}:environment/{}",
+        side.region, side.environment_name
+    )
+}
+
 /// The state machine role's statements: only what the workflow calls.
 pub fn state_machine_statements(settings: &StackSettings) -> Vec<Value> {
     let names = settings.names();
     let account = &settings.account_id;
-    let env_arn = |side: &RegionSide| {
-        format!(
-            "arn:aws:airflow:{}:{account}:environment/{}",
-            side.region, side.environment_name
-        )
-    };
     let secondary = &settings.secondary;
     let bucket = names.backup_bucket(&secondary.region);
     let schedule = settings.schedule_name();
@@ -487,12 +514,15 @@ pub fn state_machine_statements(settings: &StackSettings) -> Vec<Value> {
         statement(&["cloudwatch:GetMetricData"], json!("*")),
         statement(
             &["airflow:GetEnvironment"],
-            json!([env_arn(&settings.primary), env_arn(secondary)]),
+            json!([
+                environment_arn(account, &settings.primary),
+                environment_arn(account, secondary)
+            ]),
         ),
         statement(
             &["airflow:InvokeRestApi"],
             json!([
-                env_arn(secondary),
+                environment_arn(account, secondary),
                 format!(
                     "arn:aws:airflow:{}:{account}:role/{}/*",
                     secondary.region, secondary.environment_name
@@ -520,41 +550,50 @@ pub fn state_machine_statements(settings: &StackSettings) -> Vec<Value> {
         }),
     ];
     if settings.creates_environment {
-        statements.push(statement(
-            &["airflow:CreateEnvironment"],
-            json!([env_arn(secondary)]),
-        ));
-        if let Some(role) = &secondary.execution_role_arn {
-            statements.push(json!({
-                "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": [role],
-                "Condition": {"StringEquals": {"iam:PassedToService": "airflow.amazonaws.com"}},
-            }));
-        }
-        // What MWAA's CreateEnvironment checks on the caller: the network it joins.
-        statements.push(statement(
-            &[
-                "ec2:DescribeSecurityGroups",
-                "ec2:DescribeSubnets",
-                "ec2:DescribeVpcs",
-                "ec2:DescribeVpcEndpoints",
-            ],
-            json!("*"),
-        ));
-        statements.push(statement(
-            &["ec2:CreateVpcEndpoint"],
-            json!([
-                format!("arn:aws:ec2:{}:{account}:vpc/*", secondary.region),
-                format!("arn:aws:ec2:{}:{account}:vpc-endpoint/*", secondary.region),
-                format!(
-                    "arn:aws:ec2:{}:{account}:security-group/*",
-                    secondary.region
-                ),
-                format!("arn:aws:ec2:{}:{account}:subnet/*", secondary.region),
-            ]),
-        ));
+        statements.extend(create_environment_statements(settings));
     }
+    statements
+}
+
+/// What BACKUP_RESTORE's workflow needs besides: CreateEnvironment of the secondary, passing
+/// its execution role, and what MWAA checks on the caller about the network it joins.
+fn create_environment_statements(settings: &StackSettings) -> Vec<Value> {
+    let account = &settings.account_id;
+    let secondary = &settings.secondary;
+    let mut statements = vec![statement(
+        &["airflow:CreateEnvironment"],
+        json!([environment_arn(account, secondary)]),
+    )];
+    if let Some(role) = &secondary.execution_role_arn {
+        statements.push(json!({
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": [role],
+            "Condition": {"StringEquals": {"iam:PassedToService": "airflow.amazonaws.com"}},
+        }));
+    }
+    // What MWAA's CreateEnvironment checks on the caller: the network it joins.
+    statements.push(statement(
+        &[
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+            "ec2:DescribeVpcs",
+            "ec2:DescribeVpcEndpoints",
+        ],
+        json!("*"),
+    ));
+    statements.push(statement(
+        &["ec2:CreateVpcEndpoint"],
+        json!([
+            format!("arn:aws:ec2:{}:{account}:vpc/*", secondary.region),
+            format!("arn:aws:ec2:{}:{account}:vpc-endpoint/*", secondary.region),
+            format!(
+                "arn:aws:ec2:{}:{account}:security-group/*",
+                secondary.region
+            ),
+            format!("arn:aws:ec2:{}:{account}:subnet/*", secondary.region),
+        ]),
+    ));
     statements
 }
 
@@ -570,71 +609,121 @@ pub fn secondary_template(settings: &StackSettings, definition: &Value) -> Value
         "BackupBucketPolicy".into(),
         backup_bucket_policy("BackupBucket", role_arn),
     );
-    resources.insert(
-        "StateMachineRole".into(),
-        json!({
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "RoleName": names.state_machine_role(),
-                "AssumeRolePolicyDocument": trust("states.amazonaws.com"),
-                "Policies": [{
-                    "PolicyName": "failover-workflow",
-                    "PolicyDocument": policy(state_machine_statements(settings)),
-                }],
-            },
-        }),
-    );
-    resources.insert(
-        "StateMachine".into(),
-        json!({
-            "Type": "AWS::StepFunctions::StateMachine",
-            "Properties": {
-                "StateMachineName": names.state_machine(),
-                "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
-                "DefinitionString": definition.to_string(),
-            },
-        }),
-    );
+    resources.insert("StateMachineRole".into(), state_machine_role(settings));
+    resources.insert("StateMachine".into(), state_machine(&names, definition));
     resources.insert(
         "SchedulerRole".into(),
-        json!({
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "RoleName": names.scheduler_role(),
-                "AssumeRolePolicyDocument": trust("scheduler.amazonaws.com"),
-                "Policies": [{
-                    "PolicyName": "start-failover-workflow",
-                    "PolicyDocument": policy(vec![statement(
-                        &["states:StartExecution"],
-                        json!([names.state_machine_arn(&secondary.region)]),
-                    )]),
-                }],
-            },
-        }),
+        scheduler_role(&names, &secondary.region),
     );
-    let simulate = if settings.simulate_dr { "YES" } else { "NO" };
     resources.insert(
         "HealthCheckSchedule".into(),
-        json!({
-            "Type": "AWS::Scheduler::Schedule",
-            "Properties": {
-                "Name": settings.schedule_name(),
-                "Description": format!("Starts the mwaa-dr workflow: health check of {} in {}, and the recovery when it fails", settings.primary.environment_name, settings.primary.region),
-                "ScheduleExpression": format!("rate({} {})", settings.health_check_interval_mins, if settings.health_check_interval_mins == 1 { "minute" } else { "minutes" }),
-                "FlexibleTimeWindow": {"Mode": "OFF"},
-                "State": if settings.schedule_enabled() { "ENABLED" } else { "DISABLED" },
-                "Target": {
-                    "Arn": {"Ref": "StateMachine"},
-                    "RoleArn": {"Fn::GetAtt": ["SchedulerRole", "Arn"]},
-                    "Input": json!({"simulate_dr": simulate}).to_string(),
-                },
-            },
-        }),
+        health_check_schedule(settings),
     );
     resources.insert(
         "NotificationTopic".into(),
         topic(&names.topic(Side::Secondary), &settings.notification_emails),
     );
+    resources.insert(
+        "NotificationTopicPolicy".into(),
+        secondary_topic_policy(role_arn),
+    );
+    resources.insert("FailedExecutionRule".into(), failed_execution_rule(&names));
+    if settings.update_execution_role
+        && let Some(name) = role_arn.and_then(role_name)
+    {
+        resources.insert(
+            "ExecutionRolePolicy".into(),
+            secondary_execution_role_policy(&names, name),
+        );
+    }
+    if settings.create_sfn_vpce {
+        resources.insert(
+            "StepFunctionsEndpoint".into(),
+            step_functions_endpoint(secondary),
+        );
+    }
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!("mwaa-dr {}: secondary Region ({}): failover workflow, health-check schedule, notifications, backup bucket", settings.prefix, secondary.region),
+        "Resources": resources,
+        "Outputs": {
+            "BackupBucketName": output(json!({"Ref": "BackupBucket"}), "The backup store's bucket in this Region (replica of the primary's)"),
+            "StateMachineArn": output(json!({"Ref": "StateMachine"}), "The failover workflow"),
+            "ScheduleName": output(json!({"Ref": "HealthCheckSchedule"}), "The health-check schedule (HEALTH_CHECK_SCHEDULE_NAME)"),
+            "NotificationTopicArn": output(json!({"Ref": "NotificationTopic"}), "The topic of failover outcomes (DR_SNS_TOPIC_ARN)"),
+        },
+    })
+}
+
+/// The role the failover workflow runs as, holding [`state_machine_statements`].
+fn state_machine_role(settings: &StackSettings) -> Value {
+    json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": settings.names().state_machine_role(),
+            "AssumeRolePolicyDocument": trust("states.amazonaws.com"),
+            "Policies": [{
+                "PolicyName": "failover-workflow",
+                "PolicyDocument": policy(state_machine_statements(settings)),
+            }],
+        },
+    })
+}
+
+/// The failover workflow: the Step Functions state machine running `definition`.
+fn state_machine(names: &Names, definition: &Value) -> Value {
+    json!({
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "StateMachineName": names.state_machine(),
+            "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
+            "DefinitionString": definition.to_string(),
+        },
+    })
+}
+
+/// The role the health-check schedule starts the workflow in `region` with.
+fn scheduler_role(names: &Names, region: &str) -> Value {
+    json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": names.scheduler_role(),
+            "AssumeRolePolicyDocument": trust("scheduler.amazonaws.com"),
+            "Policies": [{
+                "PolicyName": "start-failover-workflow",
+                "PolicyDocument": policy(vec![statement(
+                    &["states:StartExecution"],
+                    json!([names.state_machine_arn(region)]),
+                )]),
+            }],
+        },
+    })
+}
+
+/// The EventBridge Scheduler schedule that starts the workflow: HEALTH_CHECK_ENABLED,
+/// HEALTH_CHECK_INTERVAL_MINS and MWAA_SIMULATE_DR as its state, rate and input.
+fn health_check_schedule(settings: &StackSettings) -> Value {
+    let simulate = if settings.simulate_dr { "YES" } else { "NO" };
+    json!({
+        "Type": "AWS::Scheduler::Schedule",
+        "Properties": {
+            "Name": settings.schedule_name(),
+            "Description": format!("Starts the mwaa-dr workflow: health check of {} in {}, and the recovery when it fails", settings.primary.environment_name, settings.primary.region),
+            "ScheduleExpression": format!("rate({} {})", settings.health_check_interval_mins, if settings.health_check_interval_mins == 1 { "minute" } else { "minutes" }),
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "State": if settings.schedule_enabled() { "ENABLED" } else { "DISABLED" },
+            "Target": {
+                "Arn": {"Ref": "StateMachine"},
+                "RoleArn": {"Fn::GetAtt": ["SchedulerRole", "Arn"]},
+                "Input": json!({"simulate_dr": simulate}).to_string(),
+            },
+        },
+    })
+}
+
+/// The secondary topic's policy: the failed-execution rule publishes to it, and so does the
+/// environment's execution role when one is given.
+fn secondary_topic_policy(role_arn: Option<&str>) -> Value {
     let mut topic_statements = vec![json!({
         "Sid": "FailedExecutionsArrive",
         "Effect": "Allow",
@@ -652,85 +741,66 @@ pub fn secondary_template(settings: &StackSettings, definition: &Value) -> Value
             "Resource": {"Ref": "NotificationTopic"},
         }));
     }
-    resources.insert(
-        "NotificationTopicPolicy".into(),
-        json!({
-            "Type": "AWS::SNS::TopicPolicy",
-            "Properties": {
-                "Topics": [{"Ref": "NotificationTopic"}],
-                "PolicyDocument": policy(topic_statements),
-            },
-        }),
-    );
-    resources.insert(
-        "FailedExecutionRule".into(),
-        json!({
-            "Type": "AWS::Events::Rule",
-            "Properties": {
-                "Name": names.failure_rule(),
-                "Description": "A failed, timed-out or aborted mwaa-dr workflow execution notifies the topic",
-                "State": "ENABLED",
-                "EventPattern": {
-                    "source": ["aws.states"],
-                    "detail-type": ["Step Functions Execution Status Change"],
-                    "detail": {
-                        "status": ["FAILED", "TIMED_OUT", "ABORTED"],
-                        "stateMachineArn": [{"Ref": "StateMachine"}],
-                    },
-                },
-                "Targets": [{"Id": "notification-topic", "Arn": {"Ref": "NotificationTopic"}}],
-            },
-        }),
-    );
-    if settings.update_execution_role
-        && let Some(name) = role_arn.and_then(role_name)
-    {
-        resources.insert(
-            "ExecutionRolePolicy".into(),
-            json!({
-                "Type": "AWS::IAM::Policy",
-                "Properties": {
-                    "PolicyName": names.execution_role_policy(Side::Secondary),
-                    "Roles": [name],
-                    "PolicyDocument": policy(vec![
-                        statement(
-                            &["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
-                            json!([{"Ref": "StateMachine"}]),
-                        ),
-                        statement(STORE_ACTIONS, json!([
-                            {"Fn::GetAtt": ["BackupBucket", "Arn"]},
-                            {"Fn::Join": ["", [{"Fn::GetAtt": ["BackupBucket", "Arn"]}, "/*"]]},
-                        ])),
-                    ]),
-                },
-            }),
-        );
-    }
-    if settings.create_sfn_vpce {
-        resources.insert(
-            "StepFunctionsEndpoint".into(),
-            json!({
-                "Type": "AWS::EC2::VPCEndpoint",
-                "Properties": {
-                    "VpcEndpointType": "Interface",
-                    "ServiceName": format!("com.amazonaws.{}.states", secondary.region),
-                    "VpcId": secondary.vpc_id,
-                    "SubnetIds": secondary.subnet_ids,
-                    "SecurityGroupIds": secondary.security_group_ids,
-                    "PrivateDnsEnabled": true,
-                },
-            }),
-        );
-    }
     json!({
-        "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": format!("mwaa-dr {}: secondary Region ({}): failover workflow, health-check schedule, notifications, backup bucket", settings.prefix, secondary.region),
-        "Resources": resources,
-        "Outputs": {
-            "BackupBucketName": output(json!({"Ref": "BackupBucket"}), "The backup store's bucket in this Region (replica of the primary's)"),
-            "StateMachineArn": output(json!({"Ref": "StateMachine"}), "The failover workflow"),
-            "ScheduleName": output(json!({"Ref": "HealthCheckSchedule"}), "The health-check schedule (HEALTH_CHECK_SCHEDULE_NAME)"),
-            "NotificationTopicArn": output(json!({"Ref": "NotificationTopic"}), "The topic of failover outcomes (DR_SNS_TOPIC_ARN)"),
+        "Type": "AWS::SNS::TopicPolicy",
+        "Properties": {
+            "Topics": [{"Ref": "NotificationTopic"}],
+            "PolicyDocument": policy(topic_statements),
+        },
+    })
+}
+
+/// The EventBridge rule that sends failed, timed-out and aborted executions to the topic.
+fn failed_execution_rule(names: &Names) -> Value {
+    json!({
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "Name": names.failure_rule(),
+            "Description": "A failed, timed-out or aborted mwaa-dr workflow execution notifies the topic",
+            "State": "ENABLED",
+            "EventPattern": {
+                "source": ["aws.states"],
+                "detail-type": ["Step Functions Execution Status Change"],
+                "detail": {
+                    "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                    "stateMachineArn": [{"Ref": "StateMachine"}],
+                },
+            },
+            "Targets": [{"Id": "notification-topic", "Arn": {"Ref": "NotificationTopic"}}],
+        },
+    })
+}
+
+/// MWAA_UPDATE_EXECUTION_ROLE in the secondary: the role `name` answers the restore's task
+/// token and uses the store.
+fn secondary_execution_role_policy(names: &Names, name: &str) -> Value {
+    json!({
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": names.execution_role_policy(Side::Secondary),
+            "Roles": [name],
+            "PolicyDocument": policy(vec![
+                statement(
+                    &["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
+                    json!([{"Ref": "StateMachine"}]),
+                ),
+                statement(STORE_ACTIONS, backup_bucket_and_objects()),
+            ]),
+        },
+    })
+}
+
+/// SECONDARY_CREATE_SFN_VPCE: the Step Functions interface endpoint in the secondary's VPC.
+fn step_functions_endpoint(secondary: &RegionSide) -> Value {
+    json!({
+        "Type": "AWS::EC2::VPCEndpoint",
+        "Properties": {
+            "VpcEndpointType": "Interface",
+            "ServiceName": format!("com.amazonaws.{}.states", secondary.region),
+            "VpcId": secondary.vpc_id,
+            "SubnetIds": secondary.subnet_ids,
+            "SecurityGroupIds": secondary.security_group_ids,
+            "PrivateDnsEnabled": true,
         },
     })
 }

@@ -262,11 +262,50 @@ impl Machine<'_> {
     }
 
     fn confirm_unhealthy(&mut self, action: &str, next: &str) {
-        let step = StepKind::ConfirmPrimaryUnhealthy;
-        let s = step.as_str();
+        let s = StepKind::ConfirmPrimaryUnhealthy.as_str();
         let unhealthy = format!("{s}.unhealthy");
         let waits = health::retry_waits(&self.targets.health);
         let looks = waits.len() + 1;
+        self.execution_input(action);
+        let healthy_next = match self.targets.dr_type {
+            DrType::BackupRestore => format!("{HEALTHY}.get_environment"),
+            DrType::WarmStandby => HEALTHY.to_string(),
+        };
+        for n in 1..=looks {
+            let after_unhealthy = if n < looks {
+                format!("{s}.wait{n}")
+            } else {
+                unhealthy.clone()
+            };
+            self.heartbeat_look(n, looks, &after_unhealthy, &healthy_next);
+            if let Some(wait) = waits.get(n - 1) {
+                self.add(
+                    &format!("{s}.wait{n}"),
+                    json!({
+                        "Type": "Wait",
+                        "Comment": "HEALTH_CHECK_RETRY_INTERVAL_SECS × HEALTH_CHECK_RETRY_BACKOFF_RATE^n",
+                        "Seconds": wait.as_secs().max(1),
+                        "Next": format!("{s}.clock{}", n + 1),
+                    }),
+                );
+            }
+        }
+        self.add(
+            &unhealthy,
+            json!({
+                "Type": "Pass",
+                "Comment": "the primary is unhealthy: fail over",
+                "Next": next,
+            }),
+        );
+        self.healthy_path();
+    }
+
+    /// The check's entry: the execution input's `simulate_dr` (absent, a flag, or YES / NO
+    /// as the schedule spells it) leads to the first look, to a simulated disaster, or to
+    /// `input.invalid`.
+    fn execution_input(&mut self, action: &str) {
+        let s = StepKind::ConfirmPrimaryUnhealthy.as_str();
         self.add(
             s,
             json!({
@@ -328,109 +367,96 @@ impl Machine<'_> {
                 "Comment": "simulated disaster (simulate_dr): the heartbeat is not read",
                 "Result": {"healthy": false, "reason": "simulated disaster (simulate_dr)"},
                 "ResultPath": "$.health",
-                "Next": unhealthy,
+                "Next": format!("{s}.unhealthy"),
             }),
         );
-        let healthy_next = match self.targets.dr_type {
-            DrType::BackupRestore => format!("{HEALTHY}.get_environment"),
-            DrType::WarmStandby => HEALTHY.to_string(),
-        };
-        for n in 1..=looks {
-            let after_unhealthy = if n < looks {
-                format!("{s}.wait{n}")
-            } else {
-                unhealthy.clone()
-            };
-            self.add(
-                &format!("{s}.clock{n}"),
-                json!({
-                    "Type": "Pass",
-                    "QueryLanguage": "JSONata",
-                    "Comment": format!("look {n} of {looks}: the heartbeat window (two {PERIOD_SECS} s periods before now) and the day stamp of a saved definition"),
-                    "Output": CLOCK,
-                    "Next": format!("{s}.heartbeat{n}"),
-                }),
-            );
-            self.task(
-                step,
-                &format!("{s}.heartbeat{n}"),
-                Some("CloudWatch"),
-                json!({
-                    "Comment": format!("the newest 5-minute Average of {NAMESPACE}/{METRIC}, as `mwaa-dr health-check` reads it"),
-                    "Resource": sdk("cloudwatch", "getMetricData"),
-                    "Parameters": {
-                        "MetricDataQueries": [{
-                            "Id": "heartbeat",
-                            "MetricStat": {
-                                "Metric": {
-                                    "Namespace": NAMESPACE,
-                                    "MetricName": METRIC,
-                                    "Dimensions": [
-                                        {"Name": "Environment", "Value": self.targets.primary},
-                                        {"Name": "Function", "Value": "Scheduler"},
-                                    ],
-                                },
-                                "Period": PERIOD_SECS,
-                                "Stat": "Average",
-                            },
-                            "ReturnData": true,
-                        }],
-                        "StartTime.$": "$.clock.start",
-                        "EndTime.$": "$.clock.end",
-                        "ScanBy": "TimestampDescending",
-                    },
-                    // The values, newest first (ScanBy); the timestamps are dropped, an
-                    // indefinite path gives a flat array on every interpreter.
-                    "ResultSelector": {"values.$": "$.MetricDataResults[*].Values[*]"},
-                    "ResultPath": "$.heartbeat",
-                    "Next": format!("{s}.judge{n}"),
-                }),
-            );
-            // An API that does not answer counts as a failed look, as in the CLI.
-            if let Some(c) = self
-                .states
-                .get_mut(&format!("{s}.heartbeat{n}"))
-                .and_then(|t| t.get_mut("Catch"))
-            {
-                *c = json!([{
-                    "ErrorEquals": ["States.ALL"],
-                    "ResultPath": "$.heartbeat_error",
-                    "Next": after_unhealthy,
-                }]);
-            }
-            self.add(
-                &format!("{s}.judge{n}"),
-                json!({
-                    "Type": "Choice",
-                    "Comment": "healthy when the newest heartbeat average is above 0 (no datapoint: unhealthy)",
-                    "Choices": [
-                        {"Not": {"Variable": "$.heartbeat.values[0]", "IsPresent": true}, "Next": after_unhealthy},
-                        {"Variable": "$.heartbeat.values[0]", "NumericGreaterThan": 0, "Next": healthy_next},
-                    ],
-                    "Default": after_unhealthy,
-                }),
-            );
-            if let Some(wait) = waits.get(n - 1) {
-                self.add(
-                    &format!("{s}.wait{n}"),
-                    json!({
-                        "Type": "Wait",
-                        "Comment": "HEALTH_CHECK_RETRY_INTERVAL_SECS × HEALTH_CHECK_RETRY_BACKOFF_RATE^n",
-                        "Seconds": wait.as_secs().max(1),
-                        "Next": format!("{s}.clock{}", n + 1),
-                    }),
-                );
-            }
-        }
+    }
+
+    /// Look `n` of `looks` at the primary's heartbeat: the window (`clock<n>`), the metric
+    /// (`heartbeat<n>`) and the verdict (`judge<n>`), which goes to `healthy_next` or
+    /// `after_unhealthy`.
+    fn heartbeat_look(
+        &mut self,
+        n: usize,
+        looks: usize,
+        after_unhealthy: &str,
+        healthy_next: &str,
+    ) {
+        let step = StepKind::ConfirmPrimaryUnhealthy;
+        let s = step.as_str();
         self.add(
-            &unhealthy,
+            &format!("{s}.clock{n}"),
             json!({
                 "Type": "Pass",
-                "Comment": "the primary is unhealthy: fail over",
-                "Next": next,
+                "QueryLanguage": "JSONata",
+                "Comment": format!("look {n} of {looks}: the heartbeat window (two {PERIOD_SECS} s periods before now) and the day stamp of a saved definition"),
+                "Output": CLOCK,
+                "Next": format!("{s}.heartbeat{n}"),
             }),
         );
-        self.healthy_path();
+        self.task(
+            step,
+            &format!("{s}.heartbeat{n}"),
+            Some("CloudWatch"),
+            json!({
+                "Comment": format!("the newest 5-minute Average of {NAMESPACE}/{METRIC}, as `mwaa-dr health-check` reads it"),
+                "Resource": sdk("cloudwatch", "getMetricData"),
+                "Parameters": {
+                    "MetricDataQueries": [{
+                        "Id": "heartbeat",
+                        "MetricStat": {
+                            "Metric": {
+                                "Namespace": NAMESPACE,
+                                "MetricName": METRIC,
+                                "Dimensions": [
+                                    {"Name": "Environment", "Value": self.targets.primary},
+                                    {"Name": "Function", "Value": "Scheduler"},
+                                ],
+                            },
+                            "Period": PERIOD_SECS,
+                            "Stat": "Average",
+                        },
+                        "ReturnData": true,
+                    }],
+                    "StartTime.$": "$.clock.start",
+                    "EndTime.$": "$.clock.end",
+                    "ScanBy": "TimestampDescending",
+                },
+                // The values, newest first (ScanBy); the timestamps are dropped, an
+                // indefinite path gives a flat array on every interpreter.
+                "ResultSelector": {"values.$": "$.MetricDataResults[*].Values[*]"},
+                "ResultPath": "$.heartbeat",
+                "Next": format!("{s}.judge{n}"),
+            }),
+        );
+        // An API that does not answer counts as a failed look, as in the CLI.
+        self.replace_catch(
+            &format!("{s}.heartbeat{n}"),
+            json!([{
+                "ErrorEquals": ["States.ALL"],
+                "ResultPath": "$.heartbeat_error",
+                "Next": after_unhealthy,
+            }]),
+        );
+        self.add(
+            &format!("{s}.judge{n}"),
+            json!({
+                "Type": "Choice",
+                "Comment": "healthy when the newest heartbeat average is above 0 (no datapoint: unhealthy)",
+                "Choices": [
+                    {"Not": {"Variable": "$.heartbeat.values[0]", "IsPresent": true}, "Next": after_unhealthy},
+                    {"Variable": "$.heartbeat.values[0]", "NumericGreaterThan": 0, "Next": healthy_next},
+                ],
+                "Default": after_unhealthy,
+            }),
+        );
+    }
+
+    /// Gives the task `name` its own `Catch` in place of the failure path.
+    fn replace_catch(&mut self, name: &str, catch: Value) {
+        if let Some(c) = self.states.get_mut(name).and_then(|t| t.get_mut("Catch")) {
+            *c = catch;
+        }
     }
 
     /// The primary passed: Backup-Restore saves its definition, then the run ends.
@@ -560,12 +586,22 @@ impl Machine<'_> {
             }),
         );
         // Only "does not exist" leads on to CreateEnvironment.
-        if let Some(c) = self.states.get_mut(s).and_then(|t| t.get_mut("Catch")) {
-            *c = json!([
+        self.replace_catch(
+            s,
+            json!([
                 {"ErrorEquals": ["Mwaa.ResourceNotFoundException", "mwaa.ResourceNotFoundException"], "ResultPath": null, "Next": format!("{s}.list")},
                 {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": format!("failed.{s}")},
-            ]);
-        }
+            ]),
+        );
+        self.newest_saved_definition();
+        self.create_environment(next);
+    }
+
+    /// `list` → `read`: the newest definition of the primary saved in the store, into
+    /// `$.saved.definition`, then on to `create`.
+    fn newest_saved_definition(&mut self) {
+        let step = StepKind::CreateSecondaryEnvironment;
+        let s = step.as_str();
         self.task(
             step,
             &format!("{s}.list"),
@@ -595,6 +631,12 @@ impl Machine<'_> {
                 "Next": format!("{s}.create"),
             }),
         );
+    }
+
+    /// `create`: CreateEnvironment of the secondary from the saved definition, then `next`.
+    fn create_environment(&mut self, next: &str) {
+        let step = StepKind::CreateSecondaryEnvironment;
+        let s = step.as_str();
         let new = &self.targets.new_environment;
         let overrides = json!({
             "Name": self.targets.secondary,
@@ -619,17 +661,14 @@ impl Machine<'_> {
             }),
         );
         // JSONata states catch into `$states.errorOutput`, not a ResultPath.
-        if let Some(c) = self
-            .states
-            .get_mut(&format!("{s}.create"))
-            .and_then(|t| t.get_mut("Catch"))
-        {
-            *c = json!([{
+        self.replace_catch(
+            &format!("{s}.create"),
+            json!([{
                 "ErrorEquals": ["States.ALL"],
                 "Output": "{% $merge([$states.input, {'failure': $states.errorOutput}]) %}",
                 "Next": format!("failed.{s}"),
-            }]);
-        }
+            }]),
+        );
     }
 
     fn wait_available(&mut self, action: &str, next: &str) {
@@ -1058,6 +1097,33 @@ pub fn timeline(
     execution: &ExecutionState,
     events: &[StateEvent],
 ) -> Timeline {
+    let (mut steps, failed_at) = steps_reached(events);
+    judge_steps(&mut steps, failed_at, execution, events);
+    let recovered = execution.status == "SUCCEEDED" && visited(events, RECOVERED);
+    let restored = steps
+        .iter()
+        .find(|r| r.step == StepKind::RestoreLatestBackup && r.outcome == StepOutcome::Ok)
+        .map(|r| r.finished_at);
+    Timeline {
+        run_id: execution_name.to_string(),
+        dr_type,
+        resumed: false,
+        started_at: execution.started_at,
+        finished_at: if recovered {
+            execution.stopped_at
+        } else {
+            None
+        },
+        recovery_seconds: restored
+            .filter(|_| recovered)
+            .map(|end| (end - execution.started_at).num_milliseconds() as f64 / 1000.0),
+        steps,
+    }
+}
+
+/// One record per planned step the history reached (its first state entered to its last one
+/// left, outcome Ok for now), and the step whose `failed.<step>` state was entered.
+fn steps_reached(events: &[StateEvent]) -> (Vec<StepRecord>, Option<StepKind>) {
     let mut steps: Vec<StepRecord> = Vec::new();
     let mut failed_at: Option<StepKind> = None;
     for e in events {
@@ -1083,18 +1149,18 @@ pub fn timeline(
             }),
         }
     }
-    let visited = |name: &str| events.iter().any(|e| e.entered && e.state == name);
-    let failure = || {
-        let mut d = format!(
-            "execution {}: {}",
-            execution.status,
-            execution.error.as_deref().unwrap_or("")
-        );
-        if let Some(c) = execution.cause.as_deref().filter(|c| !c.is_empty()) {
-            d.push_str(&format!(": {}", c.chars().take(500).collect::<String>()));
-        }
-        d
-    };
+    (steps, failed_at)
+}
+
+/// Each step's outcome and details: the step that failed (or the last one, when the
+/// execution stopped otherwise than by succeeding) carries the execution's error; the check
+/// says what it found.
+fn judge_steps(
+    steps: &mut [StepRecord],
+    failed_at: Option<StepKind>,
+    execution: &ExecutionState,
+    events: &[StateEvent],
+) {
     let running = execution.status == "RUNNING";
     let last = steps.len().saturating_sub(1);
     for (i, r) in steps.iter_mut().enumerate() {
@@ -1102,11 +1168,11 @@ pub fn timeline(
             i == last && !running && execution.status != "SUCCEEDED" && failed_at.is_none();
         if failed_at == Some(r.step) || stopped_here {
             r.outcome = StepOutcome::Failed;
-            r.details = failure();
+            r.details = execution_failure(execution);
         } else if r.step == StepKind::ConfirmPrimaryUnhealthy {
-            r.details = if visited(&format!("{}.simulated", r.step.as_str())) {
+            r.details = if visited(events, &format!("{}.simulated", r.step.as_str())) {
                 "unhealthy: simulated disaster (simulate_dr)".into()
-            } else if visited(HEALTHY) {
+            } else if visited(events, HEALTHY) {
                 "healthy: nothing to recover".into()
             } else {
                 "unhealthy: no heartbeat above 0 in any look".into()
@@ -1115,31 +1181,29 @@ pub fn timeline(
             r.details = "done in Step Functions".into();
         }
     }
-    let recovered = execution.status == "SUCCEEDED" && visited(RECOVERED);
-    let restored = steps
-        .iter()
-        .find(|r| r.step == StepKind::RestoreLatestBackup && r.outcome == StepOutcome::Ok)
-        .map(|r| r.finished_at);
-    Timeline {
-        run_id: execution_name.to_string(),
-        dr_type,
-        resumed: false,
-        started_at: execution.started_at,
-        finished_at: if recovered {
-            execution.stopped_at
-        } else {
-            None
-        },
-        recovery_seconds: restored
-            .filter(|_| recovered)
-            .map(|end| (end - execution.started_at).num_milliseconds() as f64 / 1000.0),
-        steps,
+}
+
+/// Whether the history entered the state `name`.
+fn visited(events: &[StateEvent], name: &str) -> bool {
+    events.iter().any(|e| e.entered && e.state == name)
+}
+
+/// The execution's status and error, with the first 500 characters of its cause.
+fn execution_failure(execution: &ExecutionState) -> String {
+    let mut d = format!(
+        "execution {}: {}",
+        execution.status,
+        execution.error.as_deref().unwrap_or("")
+    );
+    if let Some(c) = execution.cause.as_deref().filter(|c| !c.is_empty()) {
+        d.push_str(&format!(": {}", c.chars().take(500).collect::<String>()));
     }
+    d
 }
 
 /// Whether a finished execution stopped because the primary was healthy.
 pub fn ended_healthy(execution: &ExecutionState, events: &[StateEvent]) -> bool {
-    execution.status == "SUCCEEDED" && events.iter().any(|e| e.entered && e.state == HEALTHY)
+    execution.status == "SUCCEEDED" && visited(events, HEALTHY)
 }
 
 #[cfg(test)]
