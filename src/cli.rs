@@ -173,11 +173,7 @@ pub struct DeployArgs {
     pub binary_file: Option<PathBuf>,
 
     /// Where the startup script installs the binary
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/usr/local/airflow/mwaa-dr/bin/mwaa-dr"
-    )]
+    #[arg(long, value_name = "PATH", default_value = crate::deploy::DEFAULT_INSTALL_PATH)]
     pub install_path: String,
 }
 
@@ -228,11 +224,7 @@ pub struct DagsRenderArgs {
 
     /// Where the startup script installs the binary (and where the DAGs look for it when
     /// MWAA_DR_BIN is unset)
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/usr/local/airflow/mwaa-dr/bin/mwaa-dr"
-    )]
+    #[arg(long, value_name = "PATH", default_value = crate::deploy::DEFAULT_INSTALL_PATH)]
     pub install_path: String,
 }
 
