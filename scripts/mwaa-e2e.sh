@@ -22,8 +22,15 @@
 #      PRIMARY_MWAA_ENVIRONMENT_NAME and no database URL: the backup DAG runs in the primary's
 #      scheduler; `mwaa-dr verify` accepts the backup.
 #   3. The primary stops (its scheduler heartbeat never reached CloudWatch: the real health
-#      check finds it unhealthy). Warm-Standby: a standby Airflow (own database, key B, DAGs
-#      paused), `mwaa-dr failover --yes` with no SECONDARY_DB_URL: the restore DAG runs there.
+#      check finds it unhealthy). A standby Airflow (own database, key B, DAGs paused, in the
+#      secondary Region). The drill of the unattended recovery: the workflow `mwaa-dr deploy
+#      --print-definition` generates, on moto's Step Functions (scripts/lib/sfn-drill.py says
+#      which states are swapped and how), fired by its health-check schedule with
+#      `simulate_dr`; the restore DAG runs in the standby and answers the task token; the
+#      execution succeeds, the schedule is disabled, the topic receives the outcome, the
+#      standby's CLI shows the primary's history (the checks below). The standby's DAGs are
+#      paused again, as after a drill on a standby.
+#      Warm-Standby: `mwaa-dr failover --yes` with no SECONDARY_DB_URL: the restore DAG runs there.
 #      Airflow's CLI on the standby shows the primary's finished runs and their task states,
 #      the variables, the connection (password decrypted under key B), the pool, the active
 #      DAGs unpaused and e2e_retry paused; no Traceback or integrity error in its logs.
@@ -36,6 +43,8 @@
 #   MWAA_DR_TEST_PG_URL, MWAA_DR_TEST_PG_BIN, MWAA_DR_TEST_MOTO_URL   the bench's servers;
 #                          unset: the script runs itself under `scripts/testbench.sh run pg moto`
 #   MWAA_DR_AIRFLOW_PYTHON, XDG_CACHE_HOME    see scripts/airflow-venv.sh
+#   MWAA_DR_E2E_BOTO_PYTHON  a python with boto3 for the drill (default: the test bench's
+#                          moto venv, `scripts/testbench.sh moto-python`)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -93,6 +102,11 @@ if [[ -z ${MWAA_DR_MWAA_E2E_INNER:-} ]]; then
         [[ -x $bin ]] || die "built, but $bin is missing"
     fi
     venv=$("$repo/scripts/airflow-venv.sh" "$version") || die "could not install Airflow $version"
+    if [[ -z ${MWAA_DR_E2E_BOTO_PYTHON:-} ]]; then
+        MWAA_DR_E2E_BOTO_PYTHON=$("$repo/scripts/testbench.sh" moto-python) ||
+            die "no python with boto3 for the drill (scripts/testbench.sh moto-python)"
+    fi
+    export MWAA_DR_E2E_BOTO_PYTHON
     args=("$version")
     ((keep)) && args=(--keep "$version")
     [[ -n $bench_source ]] && args=(--bench-source "$bench_source" "${args[@]}")
@@ -111,11 +125,13 @@ venv=${MWAA_DR_E2E_VENV:?}
 admin_url=${MWAA_DR_TEST_PG_URL:?}
 moto=${MWAA_DR_TEST_MOTO_URL:?}
 pg_bin=${MWAA_DR_TEST_PG_BIN:-$(dirname "$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)")}
-readonly bin venv admin_url moto pg_bin python=$venv/bin/python
+boto_python=${MWAA_DR_E2E_BOTO_PYTHON:?}
+readonly bin venv admin_url moto pg_bin python=$venv/bin/python boto_python
 while IFS= read -r name; do
     unset "$name"
 done < <(compgen -e | grep -E '^AIRFLOW(_HOME$|__)' || true)
 [[ -x $venv/bin/airflow ]] || die "no Airflow in $venv"
+"$boto_python" -c 'import boto3' 2>/dev/null || die "no boto3 in $boto_python (MWAA_DR_E2E_BOTO_PYTHON)"
 [[ -x $pg_bin/psql ]] || die "no psql in $pg_bin (set MWAA_DR_TEST_PG_BIN)"
 command -v curl >/dev/null 2>&1 || die "curl not found"
 
@@ -228,7 +244,9 @@ side_env() {
     if [[ $side == p ]]; then
         side_vars+=(AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False)
     else
-        side_vars+=(AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True)
+        # A secondary's workers run in the secondary Region: the restore's task answers the
+        # workflow's task token there.
+        side_vars+=(AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True AWS_REGION=us-east-2)
     fi
 }
 
@@ -516,13 +534,54 @@ failover_checks() {
     pass "$kind: no Traceback or integrity error in the secondary's logs"
 }
 
-step "Warm-Standby: standby Airflow (key B, DAGs paused), mwaa-dr failover with no SECONDARY_DB_URL"
+step "Standby Airflow (key B, DAGs paused) in the secondary Region"
 start_side s
 standin_call POST "environments?region=us-east-2" \
     "{\"Name\": \"$standby_env\", \"AirflowVersion\": \"$version\", \"Status\": \"AVAILABLE\"}"
 standin_call POST "environments/$standby_env/airflow?region=us-east-2" "{\"AirflowApi\": \"$api_url\"}"
-t0=$SECONDS
 secondary_env=$standby_env
+
+step "Drill: the health-check schedule fires the workflow with simulate_dr on moto's Step Functions"
+readonly drill_topic_arn=arn:aws:sns:us-east-2:123456789012:drill-outcome-$tag drill_schedule=drill-health-$tag
+extra_env=(DR_TYPE=WARM_STANDBY STACK_NAME_PREFIX=drill-$tag AWS_ACCOUNT_ID=123456789012
+    "HEALTH_CHECK_SCHEDULE_NAME=$drill_schedule" "DR_SNS_TOPIC_ARN=$drill_topic_arn")
+run_mwaa_dr definition deploy --print-definition
+t0=$SECONDS
+"$boto_python" "$repo/scripts/lib/sfn-drill.py" --moto "$moto" --standin "$standin" \
+    --region us-east-2 --definition "$work/definition.out" --secondary "$standby_env" \
+    --topic-arn "$drill_topic_arn" --schedule "$drill_schedule" --machine-name "drill-$tag" \
+    --interval-mins 5 --timeout-secs 600 >"$work/drill.out" 2>"$work/drill.err" 8>&- || {
+    sed 's/^/  /' "$work/drill.err" >&2
+    tail -n 40 "$work/scheduler-s.log" >&2
+    fail "the drill on moto's Step Functions"
+}
+sed 's/^/  /' "$work/drill.err"
+drill_summary=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["summary"])' \
+    "$work/drill.out") ||
+    fail "the drill printed no summary"
+pass "drill in $((SECONDS - t0)) s: $drill_summary"
+snapshot s
+"$python" "$work/cli-compare.py" "$work/cli/p.json" "$work/cli/s.json" "$paused_dag" \
+    "$conn_password" >"$work/cli/compare-drill.out" 2>&1 || {
+    cat "$work/cli/compare-drill.out" >&2
+    fail "drill: Airflow's CLI on the standby differs from the primary"
+}
+pass "drill: Airflow's CLI on the standby shows $(cat "$work/cli/compare-drill.out")"
+# Back to standby: the restore unpaused the primary's DAGs there. Paused again (in its
+# database: one statement instead of an Airflow CLI start per DAG), and the task instances the
+# scheduler had already queued left to finish, before the failover restores over them.
+s_url=$(db_url s)
+psql_v "$s_url" "UPDATE dag SET is_paused = true WHERE dag_id LIKE 'e2e\_%'" >/dev/null
+started=$SECONDS
+until [[ $(psql_v "$s_url" "SELECT count(*) FROM task_instance WHERE dag_id LIKE 'e2e\_%'
+    AND state IN ('queued', 'running', 'restarting')") == 0 ]]; do
+    ((SECONDS - started < settle_timeout)) || fail "the standby's e2e tasks still run after ${settle_timeout}s"
+    sleep 2
+done
+pass "drill: the standby's DAGs paused again, no e2e task left running"
+
+step "Warm-Standby: mwaa-dr failover with no SECONDARY_DB_URL into the standby"
+t0=$SECONDS
 extra_env=(DR_TYPE=WARM_STANDBY)
 run_mwaa_dr failover-s --output json --yes failover
 recovery[WARM_STANDBY]=$((SECONDS - t0))

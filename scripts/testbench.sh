@@ -8,6 +8,8 @@
 #   scripts/testbench.sh status                    show what runs
 #   scripts/testbench.sh stop                      stop everything, remove the database files
 #   scripts/testbench.sh run [SERVICE...] -- CMD   start, run CMD with the exports, stop
+#   scripts/testbench.sh moto-python               the moto venv's python (it has boto3),
+#                                                  installing the venv when missing
 #
 # SERVICE is pg, moto or mwaa; without one, all three are meant. Typical use:
 #
@@ -71,7 +73,7 @@ usage() {
     cat >&2 <<EOF
 usage: $0 start [pg] [moto] [mwaa]
        $0 run [pg] [moto] [mwaa] -- CMD [ARGS...]
-       $0 env | status | stop
+       $0 env | status | stop | moto-python
 EOF
     exit 2
 }
@@ -850,6 +852,10 @@ stop) cmd_stop "$@" ;;
 env) cmd_env "$@" ;;
 status) cmd_status "$@" ;;
 run) cmd_run "$@" ;;
+moto-python)
+    ensure_moto_venv
+    echo "$(moto_venv)/bin/python"
+    ;;
 -h | --help | help) usage ;;
 *)
     log "unknown command: $command"

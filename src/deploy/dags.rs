@@ -35,6 +35,8 @@ struct DrDag<'a> {
     variable: &'static str,
     command: &'static str,
     schedule: Option<&'a str>,
+    /// Python for `is_paused_upon_creation`: `None` keeps the environment's own default.
+    paused_upon_creation: &'static str,
     title: &'static str,
     conf: serde_json::Value,
 }
@@ -47,6 +49,8 @@ pub fn render_dags(settings: &DagSettings) -> Result<Vec<RenderedFile>> {
             variable: "METADATA_EXPORT_DAG_NAME",
             command: "backup",
             schedule: Some(&settings.backup_schedule),
+            // Scheduled: a standby that parses it must not back itself up on its own.
+            paused_upon_creation: "None",
             title: "Backs up this environment's metadata database into the backup store.",
             conf: json!({
                 "task_token": {"type": "str", "flag": "--task-token"},
@@ -57,6 +61,9 @@ pub fn render_dags(settings: &DagSettings) -> Result<Vec<RenderedFile>> {
             variable: "METADATA_IMPORT_DAG_NAME",
             command: "restore",
             schedule: None,
+            // Triggered only: the Step Functions workflow triggers it in a standby whose new
+            // DAGs are paused (MWAA's default), with nothing to unpause it first.
+            paused_upon_creation: "False",
             title: "Restores a backup from the backup store into this environment's metadata database.",
             conf: json!({
                 "backup_id": {"type": "str", "flag": "--backup-id"},
@@ -71,6 +78,7 @@ pub fn render_dags(settings: &DagSettings) -> Result<Vec<RenderedFile>> {
             variable: "METADATA_CLEANUP_DAG_NAME",
             command: "cleanup",
             schedule: None,
+            paused_upon_creation: "False",
             title: "Empties the restorable tables of this (standby) environment's metadata database.",
             conf: json!({
                 "task_token": {"type": "str", "flag": "--task-token"},
@@ -102,7 +110,8 @@ pub fn render_dags(settings: &DagSettings) -> Result<Vec<RenderedFile>> {
                 .replace("__CONF_KEYS__", &py_str(&conf))
                 .replace("__INSTALL_PATH__", &py_str(&settings.install_path))
                 .replace("__DESCRIPTION__", &py_str(dag.title))
-                .replace("__SCHEDULE__", &schedule);
+                .replace("__SCHEDULE__", &schedule)
+                .replace("__PAUSED_UPON_CREATION__", dag.paused_upon_creation);
             Ok(RenderedFile {
                 name: format!("{}.py", dag.id),
                 contents,
@@ -163,6 +172,9 @@ mod tests {
         assert!(files[1].contents.contains("COMMAND = \"restore\""));
         assert!(files[1].contents.contains("schedule=None"));
         assert!(files[1].contents.contains("\\\"backup_id\\\""));
+        assert!(files[0].contents.contains("is_paused_upon_creation=None"));
+        assert!(files[1].contents.contains("is_paused_upon_creation=False"));
+        assert!(files[2].contents.contains("is_paused_upon_creation=False"));
         assert!(files[2].contents.contains("COMMAND = \"cleanup\""));
         for file in &files {
             assert!(

@@ -111,6 +111,7 @@ with DAG(
     schedule=__SCHEDULE__,
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
+    is_paused_upon_creation=__PAUSED_UPON_CREATION__,
     max_active_runs=1,
     tags=["mwaa-dr"],
 ):
