@@ -15,7 +15,8 @@
 //! - **The restore.** AWS SDK integrations support the callback pattern
 //!   (`.waitForTaskToken`, Standard workflows); `.sync` they do not. The restore state calls
 //!   `arn:aws:states:::aws-sdk:mwaa:invokeRestApi.waitForTaskToken` with `POST
-//!   /dags/<restore DAG>/dagRuns` whose conf carries `task_token` (`$$.Task.Token`): the
+//!   /dags/<restore DAG>/dagRuns` (logical date: the state's entry time, which Airflow 3
+//!   requires and Airflow 2 accepts) whose conf carries `task_token` (`$$.Task.Token`): the
 //!   DAG's task runs `mwaa-dr restore --task-token` and answers SendTaskSuccess with its report
 //!   (which becomes the state's output) or SendTaskFailure with `mwaa-dr.<class>`.
 //! - **Retries** match the binary's `mwaa-dr.transient` and the AWS error codes it treats
@@ -778,6 +779,10 @@ impl Machine<'_> {
                     "Path": format!("/dags/{dag}/dagRuns"),
                     "Body": {
                         "dag_run_id.$": "States.Format('mwaa-dr-sfn-{}', $$.Execution.Name)",
+                        // Airflow 3's API requires the key (its schema has no default), and
+                        // Airflow 2's refuses a null one: a time suits both. The state's
+                        // entry time is the same on each retry of the call.
+                        "logical_date.$": "$$.State.EnteredTime",
                         "conf": conf,
                     },
                 },
@@ -1348,6 +1353,11 @@ mod tests {
             "arn:aws:states:::aws-sdk:mwaa:invokeRestApi.waitForTaskToken"
         );
         assert_eq!(r["Parameters"]["Path"], "/dags/restore_metadata/dagRuns");
+        // A logical date both REST APIs accept: Airflow 3 requires the key.
+        assert_eq!(
+            r["Parameters"]["Body"]["logical_date.$"],
+            "$$.State.EnteredTime"
+        );
         let conf = &r["Parameters"]["Body"]["conf"];
         assert_eq!(conf["task_token.$"], "$$.Task.Token");
         assert_eq!(conf["clean"], true);

@@ -220,6 +220,108 @@ fn step_outcomes(t: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What the drills share: the restore swapped for a publication of its REST call on a topic
+/// read back through SQS (moto has no MWAA), the drill started and followed by `failover
+/// --via-step-functions --simulate-dr`, the request read back, and its token answered as the
+/// restore DAG's task would (`cleanup --task-token` on a bench database).
+struct Drill {
+    requests: String,
+    following: Option<std::thread::JoinHandle<Run>>,
+}
+
+impl Drill {
+    /// Swaps `restore_latest_backup` for `sns:publish.waitForTaskToken` publishing the very
+    /// parameters InvokeRestApi would send (the DAG run and its conf with the task token).
+    async fn relay_restore(aws: &Aws, def: &mut Value, name: &str) -> Drill {
+        let (topic, requests) = aws
+            .topic_with_queue(&format!("{name}-token-{}", aws.tag))
+            .await;
+        let restore = def["States"]["restore_latest_backup"].clone();
+        let mut waiting = restore.clone();
+        waiting["Resource"] = json!("arn:aws:states:::sns:publish.waitForTaskToken");
+        waiting["Parameters"] = json!({"TopicArn": topic, "Message": restore["Parameters"]});
+        stand_in(
+            def,
+            "restore_latest_backup",
+            "arn:aws:states:::aws-sdk:mwaa:invokeRestApi.waitForTaskToken",
+            waiting,
+        );
+        Drill {
+            requests,
+            following: None,
+        }
+    }
+
+    /// Starts the drill on `machine`, followed in a thread while the test answers the token.
+    fn start(&mut self, setup: &Setup, dir: &Path, machine: &str) {
+        let mut failover = setup.cmd(
+            dir,
+            &[
+                "--output",
+                "json",
+                "--yes",
+                "failover",
+                "--via-step-functions",
+                "--simulate-dr",
+                "--state-machine",
+                machine,
+            ],
+        );
+        self.following = Some(std::thread::spawn(move || run(&mut failover)));
+    }
+
+    /// The restore's REST call, as published; none within 20 s fails with the follower's
+    /// output.
+    async fn request(&mut self, aws: &Aws) -> Value {
+        for _ in 0..80 {
+            if let Some((_, m)) = aws.notifications(&self.requests).await.into_iter().next() {
+                return serde_json::from_str(&m).expect("the REST call's parameters");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let out = self.finish();
+        panic!("no restore was started: {}\n{}", out.stdout, out.stderr);
+    }
+
+    /// Answers the request's token as the DAG's task in the secondary would (its Region is
+    /// the state machine's), then waits for the follower, which must succeed.
+    fn answer(&mut self, setup: &mut Setup, dir: &Path, db: &str, request: &Value) -> Run {
+        let token = request["Body"]["conf"]["task_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a task token in {request}"))
+            .to_string();
+        setup.set("AWS_REGION", SECONDARY_REGION);
+        let store = dir.join("answer-store");
+        let answer = run(&mut setup.cmd(
+            dir,
+            &[
+                "--store",
+                store.to_str().expect("utf-8"),
+                "--yes",
+                "--output",
+                "json",
+                "cleanup",
+                "--db",
+                db,
+                "--task-token",
+                &token,
+            ],
+        ));
+        assert_eq!(answer.code, 0, "{}", answer.stderr);
+        let out = self.finish();
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    fn finish(&mut self) -> Run {
+        self.following
+            .take()
+            .expect("a started drill")
+            .join()
+            .expect("the follower")
+    }
+}
+
 #[tokio::test]
 async fn the_healthy_path_saves_the_primary_definition_where_the_cli_reads_it() {
     let Some(aws) = Aws::get("sfn_healthy") else {
@@ -329,9 +431,6 @@ async fn a_drill_disables_the_schedule_and_waits_for_the_restore_task_token() {
         .topic_with_queue(&format!("sfn-drill-{}", aws.tag))
         .await;
     setup.set("DR_SNS_TOPIC_ARN", &topic);
-    let (token_topic, token_queue) = aws
-        .topic_with_queue(&format!("sfn-drill-token-{}", aws.tag))
-        .await;
 
     let mut def = setup.definition(dir.path());
     stand_in(
@@ -340,59 +439,29 @@ async fn a_drill_disables_the_schedule_and_waits_for_the_restore_task_token() {
         "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
         json!({"Type": "Pass", "Result": {"status": "AVAILABLE"}}),
     );
-    let restore = def["States"]["restore_latest_backup"].clone();
-    let mut waiting = restore.clone();
-    waiting["Resource"] = json!("arn:aws:states:::sns:publish.waitForTaskToken");
-    waiting["Parameters"] = json!({"TopicArn": token_topic, "Message": restore["Parameters"]});
-    stand_in(
-        &mut def,
-        "restore_latest_backup",
-        "arn:aws:states:::aws-sdk:mwaa:invokeRestApi.waitForTaskToken",
-        waiting,
-    );
+    let mut drill = Drill::relay_restore(&aws, &mut def, "sfn-drill").await;
     let machine = create_machine(&aws, &def, "sfn-drill").await;
-
-    // The drill runs while this test answers the restore's token, as the DAG's task would.
-    let mut failover = setup.cmd(
-        dir.path(),
-        &[
-            "--output",
-            "json",
-            "--yes",
-            "failover",
-            "--via-step-functions",
-            "--simulate-dr",
-            "--state-machine",
-            &machine,
-        ],
-    );
-    let following = std::thread::spawn(move || run(&mut failover));
-
-    let mut request = Value::Null;
-    for _ in 0..80 {
-        if let Some((_, m)) = aws.notifications(&token_queue).await.into_iter().next() {
-            request = serde_json::from_str(&m).expect("the REST call's parameters");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    drill.start(&setup, dir.path(), &machine);
+    let request = drill.request(&aws).await;
     // What InvokeRestApi would send: a run of the restore DAG in the secondary, with cleanup
     // and the token in its conf.
     assert_eq!(request["Name"], secondary.as_str(), "{request}");
     assert_eq!(request["Method"], "POST");
     assert_eq!(request["Path"], "/dags/restore_metadata/dagRuns");
-    let conf = &request["Body"]["conf"];
-    assert_eq!(conf["clean"], true, "{request}");
+    assert_eq!(request["Body"]["conf"]["clean"], true, "{request}");
     assert!(
         request["Body"]["dag_run_id"]
             .as_str()
             .is_some_and(|id| id.starts_with("mwaa-dr-sfn-mwaa-dr-")),
         "{request}"
     );
-    let token = conf["task_token"]
-        .as_str()
-        .expect("a task token")
-        .to_string();
+    // A time with its offset, as both Airflow REST APIs take a logical date.
+    assert!(
+        request["Body"]["logical_date"]
+            .as_str()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+        "{request}"
+    );
     assert_eq!(
         aws.schedule_state(&schedule).await,
         "DISABLED",
@@ -400,28 +469,7 @@ async fn a_drill_disables_the_schedule_and_waits_for_the_restore_task_token() {
     );
 
     let db = bench.airflow_db("sfn_drill", "2.10.3", true);
-    let store = dir.path().join("store");
-    // The DAG's task runs in the secondary: its region is the state machine's.
-    setup.set("AWS_REGION", SECONDARY_REGION);
-    let answer = run(&mut setup.cmd(
-        dir.path(),
-        &[
-            "--store",
-            store.to_str().expect("utf-8"),
-            "--yes",
-            "--output",
-            "json",
-            "cleanup",
-            "--db",
-            &db,
-            "--task-token",
-            &token,
-        ],
-    ));
-    assert_eq!(answer.code, 0, "{}", answer.stderr);
-
-    let out = following.join().expect("the follower");
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let out = drill.answer(&mut setup, dir.path(), &db, &request);
     let t = timeline(&out);
     assert_eq!(
         step_outcomes(&t),
@@ -595,9 +643,6 @@ async fn a_backup_restore_drill_recreates_from_the_definition_the_cli_saved() {
     );
     let saved = run(&mut setup.cmd(dir.path(), &["backup", "--environment-only"]));
     assert_eq!(saved.code, 0, "{}", saved.stderr);
-    let (token_topic, token_queue) = aws
-        .topic_with_queue(&format!("sfn-br-token-{}", aws.tag))
-        .await;
     let schedule = format!("health-{}", aws.tag);
     aws.create_schedule(&schedule).await;
     setup.set("HEALTH_CHECK_SCHEDULE_NAME", &schedule);
@@ -644,67 +689,13 @@ async fn a_backup_restore_drill_recreates_from_the_definition_the_cli_saved() {
         "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
         json!({"Type": "Pass", "Result": {"status": "AVAILABLE"}}),
     );
-    let restore = def["States"]["restore_latest_backup"].clone();
-    let mut waiting = restore.clone();
-    waiting["Resource"] = json!("arn:aws:states:::sns:publish.waitForTaskToken");
-    waiting["Parameters"] = json!({"TopicArn": token_topic, "Message": restore["Parameters"]});
-    stand_in(
-        &mut def,
-        "restore_latest_backup",
-        "arn:aws:states:::aws-sdk:mwaa:invokeRestApi.waitForTaskToken",
-        waiting,
-    );
+    let mut drill = Drill::relay_restore(&aws, &mut def, "sfn-br").await;
     let machine = create_machine(&aws, &def, "sfn-br").await;
-    let mut failover = setup.cmd(
-        dir.path(),
-        &[
-            "--output",
-            "json",
-            "--yes",
-            "failover",
-            "--via-step-functions",
-            "--simulate-dr",
-            "--state-machine",
-            &machine,
-        ],
-    );
-    let following = std::thread::spawn(move || run(&mut failover));
-    let mut request = Value::Null;
-    for _ in 0..80 {
-        if let Some((_, m)) = aws.notifications(&token_queue).await.into_iter().next() {
-            request = serde_json::from_str(&m).expect("the REST call's parameters");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    if request.is_null() {
-        let out = following.join().expect("the follower");
-        panic!("no restore was started: {}\n{}", out.stdout, out.stderr);
-    }
+    drill.start(&setup, dir.path(), &machine);
+    let request = drill.request(&aws).await;
     assert_eq!(request["Name"], secondary.as_str(), "{request}");
-    let token = request["Body"]["conf"]["task_token"]
-        .as_str()
-        .expect("a task token")
-        .to_string();
-    setup.set("AWS_REGION", SECONDARY_REGION);
     let db = bench.airflow_db("sfn_br", "2.10.3", false);
-    let store = dir.path().join("answer-store");
-    let answer = run(&mut setup.cmd(
-        dir.path(),
-        &[
-            "--store",
-            store.to_str().expect("utf-8"),
-            "--yes",
-            "cleanup",
-            "--db",
-            &db,
-            "--task-token",
-            &token,
-        ],
-    ));
-    assert_eq!(answer.code, 0, "{}", answer.stderr);
-    let out = following.join().expect("the follower");
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let out = drill.answer(&mut setup, dir.path(), &db, &request);
     let t = timeline(&out);
     assert_eq!(
         step_outcomes(&t)
