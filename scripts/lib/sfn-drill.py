@@ -20,7 +20,8 @@ moto-python`); it does what AWS would do around the workflow `mwaa-dr deploy
    MWAA_SIMULATE_DR=YES); moto does not fire schedules, so it is fired as the Scheduler does:
    GetSchedule, then StartExecution on its Target.Arn with its Target.Input;
 4. the relay, until the execution ends;
-5. the checks: the execution SUCCEEDED; the restore DAG's run (`mwaa-dr-sfn-<execution>`)
+5. the checks: before the firing, the restore DAG is unpaused in the secondary although its
+   new DAGs are paused (`--paused-dag`); the execution SUCCEEDED; the restore DAG's run (`mwaa-dr-sfn-<execution>`)
    exists in the standby with state success (InvokeRestApi GET, as MWAA would answer); the
    schedule is DISABLED; the outcome topic received the success message naming the
    secondary.
@@ -76,7 +77,7 @@ def swap(states, name, resource, replacement):
 def main():
     p = argparse.ArgumentParser()
     for flag in ("moto", "standin", "region", "definition", "secondary", "topic-arn",
-                 "schedule", "machine-name", "interval-mins", "timeout-secs"):
+                 "schedule", "machine-name", "interval-mins", "timeout-secs", "paused-dag"):
         p.add_argument("--" + flag, required=True)
     a = p.parse_args()
     creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
@@ -130,6 +131,15 @@ def main():
         roleArn="arn:aws:iam::123456789012:role/mwaa-dr-drill-workflow")["stateMachineArn"]
     log(f"state machine {machine}; swapped: confirm_secondary_available.status "
         f"(GetEnvironment {result}), restore_latest_backup (InvokeRestApi relayed)")
+
+    # Nothing unpauses the restore DAG before the workflow triggers it: rendered unpaused at
+    # creation, it is unpaused in a secondary whose new DAGs are paused (--paused-dag shows).
+    restore_dag = rest_call["Path"].rsplit("/dagRuns", 1)[0]
+    for path, paused in ((restore_dag, False), (f"/dags/{a.paused_dag}", True)):
+        dag = mwaa.invoke_rest_api(Name=a.secondary, Method="GET", Path=path)["RestApiResponse"]
+        if dag.get("is_paused") is not paused:
+            fail(f"{path} in {a.secondary}: is_paused is {dag.get('is_paused')}, not {paused}")
+    log(f"{restore_dag} is unpaused in {a.secondary}, where {a.paused_dag} was paused at creation")
 
     scheduler.create_schedule(
         Name=a.schedule, ScheduleExpression=f"rate({a.interval_mins} minutes)",
