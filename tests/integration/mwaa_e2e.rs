@@ -47,8 +47,8 @@ fn mwaa_e2e(version: &str) {
     // The drill runs on Airflow 2 (scripts/mwaa-e2e.sh).
     assert!(
         !version.starts_with("2.")
-            || stdout.contains("execution SUCCEEDED through")
-            && stdout.contains("schedule DISABLED; SNS: mwaa-dr failover to"),
+            || (stdout.contains("execution SUCCEEDED through")
+                && stdout.contains("schedule DISABLED; SNS: mwaa-dr failover to")),
         "no drill in the summary:\n{stdout}"
     );
     let summary = stdout
