@@ -11,7 +11,7 @@ use crate::commands::dag_files::{Binary, render_files};
 use crate::config::Config;
 use crate::deploy::RenderedFile;
 use crate::deploy::apply::{self, Outcome, Waiting};
-use crate::deploy::cloudformation::{RegionSide, Side, StackSettings, template};
+use crate::deploy::cloudformation::{Definitions, RegionSide, Side, StackSettings, template};
 use crate::deploy::startup;
 use crate::deploy::state_machine::{self, ScheduleKind, WorkflowSettings};
 use crate::error::{Error, Result};
@@ -27,13 +27,42 @@ const STARTUP_FOLDER: &str = "mwaa-dr";
 
 /// The failover workflow's Amazon States Language definition: the state machine generated
 /// from the failover plan (`deploy::state_machine`), acting on what the stacks create: the
-/// schedule `settings` names, and the secondary's notification topic unless
-/// DR_SNS_TOPIC_ARN names another.
+/// schedule `settings` names (across Regions, the rule of that name the heartbeat alarm
+/// fires), and the secondary's notification topic unless DR_SNS_TOPIC_ARN names another.
 pub fn workflow_definition(
     config: &Config,
     settings: &StackSettings,
     command: &str,
 ) -> Result<Value> {
+    let (targets, workflow) = workflow_inputs(config, settings, command)?;
+    let definition = state_machine::definition(&targets, &workflow);
+    state_machine::check_structure(&definition)
+        .map_err(|problem| Error::failed("generate", "the state machine definition", problem))?;
+    Ok(definition)
+}
+
+/// Both machines' definitions: the failover workflow, and the heartbeat machine of the
+/// primary's Region (which saves Backup-Restore definitions in the primary's backup bucket,
+/// replicated to the secondary's, where the workflow and the CLI read them).
+fn definitions(config: &Config, settings: &StackSettings, command: &str) -> Result<Definitions> {
+    let failover = workflow_definition(config, settings, command)?;
+    let (targets, mut workflow) = workflow_inputs(config, settings, command)?;
+    workflow.bucket = settings.names().backup_bucket(&settings.primary.region);
+    let heartbeat = state_machine::heartbeat_definition(&targets, &workflow);
+    state_machine::check_structure(&heartbeat)
+        .map_err(|problem| Error::failed("generate", "the heartbeat machine definition", problem))?;
+    Ok(Definitions {
+        failover,
+        heartbeat,
+    })
+}
+
+/// The failover plan and the workflow settings the machines are generated from.
+fn workflow_inputs(
+    config: &Config,
+    settings: &StackSettings,
+    command: &str,
+) -> Result<(crate::failover::Targets, WorkflowSettings)> {
     let mut targets = super::failover_plan::targets(config, command, false)?;
     targets.schedule = Some(settings.schedule_name());
     if targets.sns_topic.is_none() {
@@ -49,14 +78,16 @@ pub fn workflow_definition(
     let workflow = WorkflowSettings {
         bucket: settings.names().backup_bucket(&settings.secondary.region),
         prefix: text_value(config, "DR_BACKUP_PREFIX").unwrap_or_default(),
-        schedule_kind: ScheduleKind::Scheduler { group: None },
+        schedule_kind: if settings.cross_region() {
+            ScheduleKind::Rule
+        } else {
+            ScheduleKind::Scheduler { group: None }
+        },
         restore_dag: config.deployment.import_dag_name.clone(),
         restore_conf: restore_conf(config),
+        primary_elsewhere: settings.cross_region(),
     };
-    let definition = state_machine::definition(&targets, &workflow);
-    state_machine::check_structure(&definition)
-        .map_err(|problem| Error::failed("generate", "the state machine definition", problem))?;
-    Ok(definition)
+    Ok((targets, workflow))
 }
 
 /// The restore DAG run's conf besides `clean` and the token: the strategies.
@@ -140,6 +171,7 @@ fn stack_settings(config: &Config, command: &str, templates: bool) -> Result<Sta
         update_execution_role: deployment.update_execution_role,
         // Only a template needs the network and the roles checked.
         create_sfn_vpce: templates && deployment.create_sfn_vpce,
+        health_check_looks: config.health_check.max_retry.saturating_add(1),
     };
     let settings = if templates {
         settings
@@ -237,15 +269,8 @@ pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
     if args.print_definition {
         return print_definition(config, &settings);
     }
-    let definition = workflow_definition(config, &settings, command)?;
+    let definition = definitions(config, &settings, command)?;
     let sides = sides(args.region_only);
-    if settings.health_check_enabled && !settings.schedule_enabled() {
-        tracing::warn!(
-            "the health-check schedule is created disabled: the workflow in {} cannot read the primary in {} (docs/FAILOVER.md, \"Regions\"); run `mwaa-dr health-check` / `failover` from outside to detect an outage",
-            settings.secondary.region,
-            settings.primary.region
-        );
-    }
     if let Some(dir) = &args.template_out {
         return write_templates(config, &settings, &definition, &sides, dir);
     }
@@ -323,7 +348,7 @@ fn render_uploads(
 async fn apply_stacks(
     config: &Config,
     settings: &StackSettings,
-    definition: &Value,
+    definition: &Definitions,
     sides: &[Side],
     report: &mut DeployReport,
 ) -> Result<()> {
@@ -441,7 +466,7 @@ fn deploy_text(report: &DeployReport) -> String {
 fn write_templates(
     config: &Config,
     settings: &StackSettings,
-    definition: &Value,
+    definition: &Definitions,
     sides: &[Side],
     dir: &std::path::Path,
 ) -> Result<()> {
