@@ -49,8 +49,9 @@ fn definitions(config: &Config, settings: &StackSettings, command: &str) -> Resu
     let (targets, mut workflow) = workflow_inputs(config, settings, command)?;
     workflow.bucket = settings.names().backup_bucket(&settings.primary.region);
     let heartbeat = state_machine::heartbeat_definition(&targets, &workflow);
-    state_machine::check_structure(&heartbeat)
-        .map_err(|problem| Error::failed("generate", "the heartbeat machine definition", problem))?;
+    state_machine::check_structure(&heartbeat).map_err(|problem| {
+        Error::failed("generate", "the heartbeat machine definition", problem)
+    })?;
     Ok(Definitions {
         failover,
         heartbeat,

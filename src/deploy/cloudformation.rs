@@ -1746,7 +1746,9 @@ mod tests {
             json!(["arn:aws:events:us-east-2:123456789012:rule/mwaa-dr-test-scheduler"])
         );
         assert!(
-            !statements.iter().any(|st| st.to_string().contains("env-primary")),
+            !statements
+                .iter()
+                .any(|st| st.to_string().contains("env-primary")),
             "the primary is not touched from here"
         );
     }
@@ -1763,7 +1765,11 @@ mod tests {
             of_type(&secondary, "AWS::Scheduler::Schedule")[0]["Properties"]["State"],
             "ENABLED"
         );
-        assert_eq!(of_type(&secondary, "AWS::Events::Rule").len(), 1, "only the failure rule");
+        assert_eq!(
+            of_type(&secondary, "AWS::Events::Rule").len(),
+            1,
+            "only the failure rule"
+        );
     }
 
     #[test]

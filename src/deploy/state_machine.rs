@@ -1731,4 +1731,145 @@ mod tests {
     fn names_in_messages_cannot_break_the_format_string() {
         assert_eq!(asl_literal("a'b{c}"), "a\\'b\\{c\\}");
     }
+
+    #[test]
+    fn the_heartbeat_machine_looks_as_the_workflow_does_and_announces_a_healthy_primary() {
+        for dr_type in [DrType::BackupRestore, DrType::WarmStandby] {
+            let t = targets(dr_type, 3);
+            let mut primary_store = settings();
+            primary_store.bucket = "primary-backups".into();
+            let def = heartbeat_definition(&t, &primary_store);
+            check_structure(&def).unwrap_or_else(|e| panic!("{dr_type:?}: {e}"));
+            let s = states(&def);
+            assert_eq!(def["StartAt"], "look.clock1");
+            // One look, no retries: the alarm counts the missed looks.
+            assert_eq!(s.keys().filter(|k| k.contains(".heartbeat")).count(), 1);
+            assert!(!s.keys().any(|k| k.contains(".wait")));
+            // The same window and the same metric as the workflow's look (one source).
+            let workflow = definition(&t, &settings());
+            let w = states(&workflow);
+            assert_eq!(
+                s["look.clock1"]["Output"],
+                w["confirm_primary_unhealthy.clock1"]["Output"]
+            );
+            assert_eq!(
+                s["look.heartbeat1"]["Parameters"],
+                w["confirm_primary_unhealthy.heartbeat1"]["Parameters"]
+            );
+            assert_eq!(s["look.heartbeat1"]["Catch"][0]["Next"], HEARTBEAT_MISSED);
+            assert_eq!(s["look.judge1"]["Default"], HEARTBEAT_MISSED);
+            assert_eq!(s[HEARTBEAT_MISSED]["Type"], "Succeed");
+            let announce = &s["healthy.announce"];
+            assert_eq!(announce["Resource"], "arn:aws:states:::events:putEvents");
+            let entry = &announce["Parameters"]["Entries"][0];
+            assert_eq!(entry["Source"], HEARTBEAT_SOURCE);
+            assert_eq!(entry["DetailType"], HEARTBEAT_DETAIL_TYPE);
+            assert_eq!(entry["Detail"]["environment"], "prim");
+            assert!(
+                entry.get("EventBusName").is_none(),
+                "the Region's default bus"
+            );
+            assert_eq!(announce["Next"], HEALTHY);
+            let healthy_next = s["look.judge1"]["Choices"][1]["Next"].clone();
+            match dr_type {
+                DrType::BackupRestore => {
+                    assert_eq!(healthy_next, "healthy.get_environment");
+                    let save = &s["healthy.save_definition"];
+                    assert_eq!(save["Parameters"]["Bucket"], "primary-backups");
+                    assert_eq!(
+                        save["Parameters"]["Key.$"],
+                        w["healthy.save_definition"]["Parameters"]["Key.$"]
+                    );
+                    // A definition not saved does not hold the heartbeat back.
+                    for name in ["healthy.get_environment", "healthy.save_definition"] {
+                        assert_eq!(s[name]["Catch"][0]["Next"], "healthy.announce", "{name}");
+                    }
+                    assert_eq!(save["Next"], "healthy.announce");
+                }
+                DrType::WarmStandby => {
+                    assert_eq!(healthy_next, "healthy.announce");
+                    assert!(!s.contains_key("healthy.get_environment"));
+                }
+            }
+            // Nothing of the failover.
+            assert!(
+                s.keys().all(|k| step_of_state(k).is_none()),
+                "{:?}",
+                s.keys()
+            );
+        }
+    }
+
+    #[test]
+    fn a_confirmed_primary_skips_the_look_and_across_regions_nothing_else_fails_over() {
+        for primary_elsewhere in [false, true] {
+            for dr_type in [DrType::BackupRestore, DrType::WarmStandby] {
+                let mut settings = settings();
+                settings.primary_elsewhere = primary_elsewhere;
+                settings.schedule_kind = ScheduleKind::Rule;
+                let def = definition(&targets(dr_type, 2), &settings);
+                check_structure(&def).unwrap_or_else(|e| panic!("{dr_type:?}: {e}"));
+                let s = states(&def);
+                let entry = &s["confirm_primary_unhealthy"];
+                assert_eq!(
+                    entry["Choices"][0],
+                    json!({"Variable": "$.primary_unhealthy", "IsPresent": true, "Next": "confirm_primary_unhealthy.confirmed"})
+                );
+                assert_eq!(
+                    s["confirm_primary_unhealthy.confirmed"]["Next"],
+                    "confirm_primary_unhealthy.unhealthy"
+                );
+                let reads = s.keys().any(|k| k.contains(".heartbeat"));
+                assert_eq!(reads, !primary_elsewhere);
+                assert_eq!(s.contains_key(HEALTHY), !primary_elsewhere);
+                assert_eq!(
+                    s.contains_key("healthy.save_definition"),
+                    !primary_elsewhere && dr_type == DrType::BackupRestore
+                );
+                if primary_elsewhere {
+                    // No input, or simulate_dr false / NO: refused, not failed over.
+                    assert_eq!(
+                        entry["Choices"][1]["Next"],
+                        "confirm_primary_unhealthy.unconfirmed"
+                    );
+                    assert_eq!(
+                        s["confirm_primary_unhealthy.simulate_flag"]["Default"],
+                        "confirm_primary_unhealthy.unconfirmed"
+                    );
+                    let refused = &s["confirm_primary_unhealthy.unconfirmed"];
+                    assert_eq!(refused["Parameters"]["Error"], "mwaa-dr.usage");
+                    assert_eq!(refused["Next"], "failed.confirm_primary_unhealthy");
+                    assert_eq!(
+                        s["disable_health_check"]["Resource"],
+                        "arn:aws:states:::aws-sdk:eventbridge:disableRule"
+                    );
+                } else {
+                    assert_eq!(
+                        entry["Choices"][1]["Next"],
+                        "confirm_primary_unhealthy.clock1"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_confirmed_start_shows_in_the_timeline() {
+        let events = vec![
+            event(0, "confirm_primary_unhealthy", true),
+            event(0, "confirm_primary_unhealthy.confirmed", true),
+            event(1, "confirm_primary_unhealthy.unhealthy", false),
+        ];
+        let t = timeline(
+            DrType::WarmStandby,
+            "x",
+            &execution("RUNNING", None),
+            &events,
+        );
+        assert!(
+            t.steps[0].details.contains("confirmed before the start"),
+            "{}",
+            t.steps[0].details
+        );
+    }
 }
