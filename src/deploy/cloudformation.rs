@@ -205,6 +205,13 @@ impl Names {
         )
     }
 
+    pub fn alarm_arn(&self, region: &str, alarm: &str) -> String {
+        format!(
+            "arn:aws:cloudwatch:{region}:{}:alarm:{alarm}",
+            self.account_id
+        )
+    }
+
     pub fn rule_arn(&self, region: &str, rule: &str) -> String {
         format!("arn:aws:events:{region}:{}:rule/{rule}", self.account_id)
     }
@@ -1124,7 +1131,7 @@ fn alarm_resources(settings: &StackSettings, resources: &mut serde_json::Map<Str
                 "EventPattern": {
                     "source": ["aws.cloudwatch"],
                     "detail-type": ["CloudWatch Alarm State Change"],
-                    "resources": [{"Fn::GetAtt": ["HeartbeatAlarm", "Arn"]}],
+                    "resources": [names.alarm_arn(&secondary.region, &names.heartbeat_alarm())],
                     "detail": {
                         "state": {"value": ["ALARM"]},
                         // Not from INSUFFICIENT_DATA: a new alarm (before the first event
@@ -1604,7 +1611,7 @@ mod tests {
         let pattern = &trigger["EventPattern"];
         assert_eq!(
             pattern["resources"][0],
-            json!({"Fn::GetAtt": ["HeartbeatAlarm", "Arn"]})
+            "arn:aws:cloudwatch:us-east-2:123456789012:alarm:mwaa-dr-test-primary-heartbeat"
         );
         assert_eq!(pattern["detail"]["state"]["value"], json!(["ALARM"]));
         assert_eq!(pattern["detail"]["previousState"]["value"], json!(["OK"]));
