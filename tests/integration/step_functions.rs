@@ -76,6 +76,9 @@ impl Setup {
             ("SECONDARY_DAGS_BUCKET_NAME", "sec-dags".into()),
             ("SECONDARY_SUBNET_IDS", r#"["subnet-1","subnet-2"]"#.into()),
             ("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-1"]"#.into()),
+            // Both environments in the machine's Region: the workflow reads the heartbeat
+            // itself (across Regions it does not: the tests at the end of this file).
+            ("PRIMARY_REGION", SECONDARY_REGION.into()),
         ] {
             vars.push((k.to_string(), v));
         }
@@ -589,7 +592,7 @@ async fn a_backup_restore_drill_recreates_from_the_definition_the_cli_saved() {
         .await
         .expect("older definition");
     aws.seed_environment(
-        crate::aws::PRIMARY_REGION,
+        SECONDARY_REGION,
         json!({"Name": primary, "Status": "AVAILABLE", "AirflowVersion": "2.10.3",
                "EnvironmentClass": "mw1.medium", "MaxWorkers": 7}),
     );
@@ -774,7 +777,8 @@ async fn across_regions_a_healthy_primary_is_refused_before_any_execution() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let setup = Setup::new(&aws, "WARM_STANDBY");
+    let mut setup = Setup::new(&aws, "WARM_STANDBY");
+    setup.set("PRIMARY_REGION", crate::aws::PRIMARY_REGION);
     create_bucket(&aws, &setup.bucket).await;
     let primary = setup.get("PRIMARY_MWAA_ENVIRONMENT_NAME");
     assert_ne!(crate::aws::PRIMARY_REGION, SECONDARY_REGION);
@@ -784,8 +788,8 @@ async fn across_regions_a_healthy_primary_is_refused_before_any_execution() {
     );
     // Healthy in the primary's own Region, where only the CLI can look.
     aws.put_heartbeat(&primary, 1.0).await;
-    let mut def = setup.definition(dir.path());
-    clock_now(&mut def);
+    // Across Regions the machine has no look of its own to stand in for.
+    let def = setup.definition(dir.path());
     let machine = create_machine(&aws, &def, "sfn-cross-region").await;
     let sfn = aws_sdk_sfn::Client::new(&shared(&aws));
     let executions = || async {
