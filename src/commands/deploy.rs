@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::aws::buckets::{S3Buckets, VersionedBuckets};
 use crate::aws::cloudformation::{ResourceChange, SdkStacks};
+use crate::aws::schedule::AwsSchedules;
 use crate::cli::{DeployArgs, RegionChoice, UndeployArgs};
 use crate::commands::dag_files::{Binary, render_files};
 use crate::config::Config;
@@ -531,6 +532,9 @@ pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
         stacks: Vec::new(),
         files: Vec::new(),
     };
+    if !config.dry_run && settings.cross_region() && sides.contains(&Side::Primary) {
+        disarm_failover_trigger(config, &settings).await?;
+    }
     for &side in &sides {
         let region = region_of(&settings, side);
         if let Some(bucket) = dags_bucket(config, side) {
@@ -540,6 +544,19 @@ pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
         report.stacks.push(stack);
     }
     output::emit(config.output, &report, || undeploy_text(&report));
+    Ok(())
+}
+
+/// Across Regions, deleting the primary's stack stops the heartbeat, which the secondary's
+/// alarm would take for an outage: the rule it fires (the schedule's name) is disabled first,
+/// if it exists. `failover` leaves it disabled the same way; see docs/FAILOVER.md, "Regions".
+async fn disarm_failover_trigger(config: &Config, settings: &StackSettings) -> Result<()> {
+    let region = &settings.secondary.region;
+    let rule = settings.schedule_name();
+    let schedules = AwsSchedules::new(Some(region), &config.aws_timeouts).await;
+    if let Some(disabled) = schedules.disable_rule(&rule).await? {
+        tracing::info!(rule = %rule, region = %region, ?disabled, "disabled the rule the heartbeat alarm fires before the heartbeat goes");
+    }
     Ok(())
 }
 

@@ -703,6 +703,16 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
         .is_some()
     );
 
+    // The primary's stack alone: the heartbeat stops, so the rule the secondary's alarm
+    // fires is disabled first (else its silence would start a failover).
+    let r = undeploy(&["--region-only", "primary"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(stack_status(&moto, PRIMARY, &primary_stack).await, None);
+    let trigger = rule_in(&moto, SECONDARY, &format!("{prefix}-scheduler"))
+        .await
+        .expect("the secondary's stack stays");
+    assert_eq!(trigger.state().map(|s| s.as_str()), Some("DISABLED"));
+
     // With --delete-backups it removes everything deploy made; it needs only the variables
     // that name things (no environment names, no DR_TYPE).
     let mut cmd = mwaa_dr(dir.path());
