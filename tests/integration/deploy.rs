@@ -66,11 +66,18 @@ fn lint(path: &Path) {
 
 #[test]
 fn deploy_template_out_writes_templates_that_pass_cfn_lint() {
-    for (dr_type, vpce) in [("BACKUP_RESTORE", "YES"), ("WARM_STANDBY", "NO")] {
+    // Across Regions (the heartbeat, the alarm and its rule) for both DR types, and in one
+    // Region (the schedule).
+    for (dr_type, vpce, secondary) in [
+        ("BACKUP_RESTORE", "YES", SECONDARY),
+        ("WARM_STANDBY", "NO", SECONDARY),
+        ("BACKUP_RESTORE", "NO", PRIMARY),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("templates");
         let mut cmd = mwaa_dr(dir.path());
         cmd.envs(deployment_env("lint-check", dr_type))
+            .env("SECONDARY_REGION", secondary)
             .env("SECONDARY_CREATE_SFN_VPCE", vpce)
             .env("SECONDARY_VPC_ID", "vpc-0123456789abcdef0")
             .env("SECONDARY_SUBNET_IDS", r#"["subnet-0123456789abcdef0"]"#)
@@ -88,6 +95,10 @@ fn deploy_template_out_writes_templates_that_pass_cfn_lint() {
                 serde_json::from_slice(&std::fs::read(&path).expect("template written"))
                     .expect("JSON");
             assert!(template["Resources"].is_object());
+            let cross = ["HeartbeatStateMachine", "HeartbeatAlarm"]
+                .iter()
+                .any(|id| template["Resources"].get(id).is_some());
+            assert_eq!(cross, secondary != PRIMARY, "{side} {secondary}");
             lint(&path);
         }
     }
