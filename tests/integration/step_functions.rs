@@ -1335,3 +1335,79 @@ async fn across_regions_the_alarm_input_fails_over_without_reading_the_heartbeat
         "{published:?}"
     );
 }
+
+/// `failover --via-step-functions` across Regions: the primary found unhealthy from here (no
+/// heartbeat in its Region) is what the execution's input says, and the machine, reading
+/// nothing itself, goes on (here to a rule that does not exist: the run fails there and the
+/// timeline shows the confirmation).
+#[tokio::test]
+async fn across_regions_failover_via_step_functions_hands_over_what_it_found() {
+    let Some(aws) = Aws::get("sfn_handover") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = cross_region_setup(&aws, "WARM_STANDBY");
+    create_bucket(&aws, &setup.bucket).await;
+    setup.set(
+        "HEALTH_CHECK_SCHEDULE_NAME",
+        &format!("missing-{}", aws.tag),
+    );
+    let def = setup.definition(dir.path());
+    let machine = create_machine(&aws, &def, "sfn-handover").await;
+    let out = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "--yes",
+            "failover",
+            "--via-step-functions",
+            "--state-machine",
+            &machine,
+        ],
+    ));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let t = timeline(&out);
+    assert_eq!(
+        step_outcomes(&t),
+        [
+            ("confirm_primary_unhealthy".to_string(), "ok".to_string()),
+            ("disable_health_check".to_string(), "failed".to_string())
+        ]
+    );
+    assert!(
+        t["steps"][0]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("confirmed before the start"),
+        "{t}"
+    );
+    let sfn = aws_sdk_sfn::Client::new(&shared(&aws));
+    let execution = sfn
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await
+        .expect("executions")
+        .executions()
+        .first()
+        .map(|e| e.execution_arn().to_string())
+        .expect("one execution");
+    let input: Value = serde_json::from_str(
+        sfn.describe_execution()
+            .execution_arn(&execution)
+            .send()
+            .await
+            .expect("describe")
+            .input()
+            .unwrap_or("{}"),
+    )
+    .expect("JSON input");
+    assert_eq!(input["simulate_dr"], false, "{input}");
+    assert!(
+        input["primary_unhealthy"]
+            .as_str()
+            .is_some_and(|r| r.contains("found it unhealthy from outside")),
+        "{input}"
+    );
+}
