@@ -36,27 +36,40 @@ pub fn workflow_definition(
     command: &str,
 ) -> Result<Value> {
     let (targets, workflow) = workflow_inputs(config, settings, command)?;
-    let definition = state_machine::definition(&targets, &workflow);
-    state_machine::check_structure(&definition)
-        .map_err(|problem| Error::failed("generate", "the state machine definition", problem))?;
-    Ok(definition)
+    checked(
+        state_machine::definition(&targets, &workflow),
+        "the state machine definition",
+    )
 }
 
 /// Both machines' definitions: the failover workflow, and the heartbeat machine of the
 /// primary's Region (which saves Backup-Restore definitions in the primary's backup bucket,
 /// replicated to the secondary's, where the workflow and the CLI read them).
 fn definitions(config: &Config, settings: &StackSettings, command: &str) -> Result<Definitions> {
-    let failover = workflow_definition(config, settings, command)?;
-    let (targets, mut workflow) = workflow_inputs(config, settings, command)?;
-    workflow.bucket = settings.names().backup_bucket(&settings.primary.region);
-    let heartbeat = state_machine::heartbeat_definition(&targets, &workflow);
-    state_machine::check_structure(&heartbeat).map_err(|problem| {
-        Error::failed("generate", "the heartbeat machine definition", problem)
-    })?;
+    let (targets, workflow) = workflow_inputs(config, settings, command)?;
+    let failover = checked(
+        state_machine::definition(&targets, &workflow),
+        "the state machine definition",
+    )?;
+    let primary_store = WorkflowSettings {
+        bucket: settings.names().backup_bucket(&settings.primary.region),
+        ..workflow
+    };
+    let heartbeat = checked(
+        state_machine::heartbeat_definition(&targets, &primary_store),
+        "the heartbeat machine definition",
+    )?;
     Ok(Definitions {
         failover,
         heartbeat,
     })
+}
+
+/// `definition` once its graph passed [`state_machine::check_structure`].
+fn checked(definition: Value, what: &str) -> Result<Value> {
+    state_machine::check_structure(&definition)
+        .map_err(|problem| Error::failed("generate", what, problem))?;
+    Ok(definition)
 }
 
 /// The failover plan and the workflow settings the machines are generated from.
