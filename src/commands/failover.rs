@@ -266,19 +266,28 @@ async fn via_step_functions(
     let machine = sfn.find(&name).await?;
     let simulate = args.simulate_dr || config.health_check.simulate_dr;
     let mut input = serde_json::json!({ "simulate_dr": simulate });
+    // Across Regions the workflow reads nothing of the primary: it fails over when its input
+    // says the primary was confirmed unhealthy, here or by --force.
+    let check_here = !simulate && config.primary.region != config.secondary.region;
     if config.dry_run {
         let input = input.to_string();
         let doc = serde_json::json!({"dry_run": true, "state_machine": machine, "input": input});
         output::emit(config.output, &doc, || {
             format!(
-                "dry run: would start an execution of {machine} with input {input}; nothing is changed"
+                "dry run: would start an execution of {machine} with input {input}{}; nothing is changed",
+                if check_here {
+                    format!(
+                        " and \"{}\" once the primary is found unhealthy from here (or --force)",
+                        state_machine::PRIMARY_UNHEALTHY
+                    )
+                } else {
+                    String::new()
+                }
             )
         });
         return Ok(());
     }
-    // Across Regions the workflow reads nothing of the primary: it fails over when its input
-    // says the primary was confirmed unhealthy, here or by --force.
-    if !simulate && config.primary.region != config.secondary.region {
+    if check_here {
         let confirmed = if args.force {
             "failover --via-step-functions --force: not checked".to_string()
         } else {

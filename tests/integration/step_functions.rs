@@ -1354,6 +1354,23 @@ async fn across_regions_failover_via_step_functions_hands_over_what_it_found() {
     );
     let def = setup.definition(dir.path());
     let machine = create_machine(&aws, &def, "sfn-handover").await;
+    let dry = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--dry-run",
+            "failover",
+            "--via-step-functions",
+            "--state-machine",
+            &machine,
+        ],
+    ));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("\"primary_unhealthy\" once the primary is found unhealthy"),
+        "{}",
+        dry.stdout
+    );
     let out = run(&mut setup.cmd(
         dir.path(),
         &[
