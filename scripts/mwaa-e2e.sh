@@ -547,7 +547,11 @@ drill() {
     step "Drill: the health-check schedule fires the workflow with simulate_dr on moto's Step Functions"
     local drill_topic_arn=arn:aws:sns:us-east-2:123456789012:drill-outcome-$tag
     local drill_schedule=drill-health-$tag drill_summary s_url started
+    # The schedule-fired workflow of a deployment in one Region (across Regions an alarm's
+    # rule starts it instead, which moto cannot fire): the drill's machine reads the primary
+    # in its own Region.
     extra_env=(DR_TYPE=WARM_STANDBY STACK_NAME_PREFIX=drill-$tag AWS_ACCOUNT_ID=123456789012
+        PRIMARY_REGION=us-east-2
         "HEALTH_CHECK_SCHEDULE_NAME=$drill_schedule" "DR_SNS_TOPIC_ARN=$drill_topic_arn")
     run_mwaa_dr definition deploy --print-definition
     t0=$SECONDS

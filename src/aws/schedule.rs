@@ -46,7 +46,8 @@ impl AwsSchedules {
         }
     }
 
-    async fn disable_rule(&self, name: &str) -> Result<Option<Disabled>> {
+    /// Disables the EventBridge rule `name`; `None` when there is no such rule.
+    pub async fn disable_rule(&self, name: &str) -> Result<Option<Disabled>> {
         let rule = match self.events.describe_rule().name(name).send().await {
             Ok(rule) => rule,
             Err(aws_sdk_eventbridge::error::SdkError::ServiceError(e))

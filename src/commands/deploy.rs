@@ -6,12 +6,13 @@ use serde_json::Value;
 
 use crate::aws::buckets::{S3Buckets, VersionedBuckets};
 use crate::aws::cloudformation::{ResourceChange, SdkStacks};
+use crate::aws::schedule::AwsSchedules;
 use crate::cli::{DeployArgs, RegionChoice, UndeployArgs};
 use crate::commands::dag_files::{Binary, render_files};
 use crate::config::Config;
 use crate::deploy::RenderedFile;
 use crate::deploy::apply::{self, Outcome, Waiting};
-use crate::deploy::cloudformation::{RegionSide, Side, StackSettings, template};
+use crate::deploy::cloudformation::{Definitions, RegionSide, Side, StackSettings, template};
 use crate::deploy::startup;
 use crate::deploy::state_machine::{self, ScheduleKind, WorkflowSettings};
 use crate::error::{Error, Result};
@@ -27,13 +28,56 @@ const STARTUP_FOLDER: &str = "mwaa-dr";
 
 /// The failover workflow's Amazon States Language definition: the state machine generated
 /// from the failover plan (`deploy::state_machine`), acting on what the stacks create: the
-/// schedule `settings` names, and the secondary's notification topic unless
-/// DR_SNS_TOPIC_ARN names another.
+/// schedule `settings` names (across Regions, the rule of that name the heartbeat alarm
+/// fires), and the secondary's notification topic unless DR_SNS_TOPIC_ARN names another.
 pub fn workflow_definition(
     config: &Config,
     settings: &StackSettings,
     command: &str,
 ) -> Result<Value> {
+    let (targets, workflow) = workflow_inputs(config, settings, command)?;
+    checked(
+        state_machine::definition(&targets, &workflow),
+        "the state machine definition",
+    )
+}
+
+/// Both machines' definitions: the failover workflow, and the heartbeat machine of the
+/// primary's Region (which saves Backup-Restore definitions in the primary's backup bucket,
+/// replicated to the secondary's, where the workflow and the CLI read them).
+fn definitions(config: &Config, settings: &StackSettings, command: &str) -> Result<Definitions> {
+    let (targets, workflow) = workflow_inputs(config, settings, command)?;
+    let failover = checked(
+        state_machine::definition(&targets, &workflow),
+        "the state machine definition",
+    )?;
+    let primary_store = WorkflowSettings {
+        bucket: settings.names().backup_bucket(&settings.primary.region),
+        ..workflow
+    };
+    let heartbeat = checked(
+        state_machine::heartbeat_definition(&targets, &primary_store),
+        "the heartbeat machine definition",
+    )?;
+    Ok(Definitions {
+        failover,
+        heartbeat,
+    })
+}
+
+/// `definition` once its graph passed [`state_machine::check_structure`].
+fn checked(definition: Value, what: &str) -> Result<Value> {
+    state_machine::check_structure(&definition)
+        .map_err(|problem| Error::failed("generate", what, problem))?;
+    Ok(definition)
+}
+
+/// The failover plan and the workflow settings the machines are generated from.
+fn workflow_inputs(
+    config: &Config,
+    settings: &StackSettings,
+    command: &str,
+) -> Result<(crate::failover::Targets, WorkflowSettings)> {
     let mut targets = super::failover_plan::targets(config, command, false)?;
     targets.schedule = Some(settings.schedule_name());
     if targets.sns_topic.is_none() {
@@ -49,14 +93,16 @@ pub fn workflow_definition(
     let workflow = WorkflowSettings {
         bucket: settings.names().backup_bucket(&settings.secondary.region),
         prefix: text_value(config, "DR_BACKUP_PREFIX").unwrap_or_default(),
-        schedule_kind: ScheduleKind::Scheduler { group: None },
+        schedule_kind: if settings.cross_region() {
+            ScheduleKind::Rule
+        } else {
+            ScheduleKind::Scheduler { group: None }
+        },
         restore_dag: config.deployment.import_dag_name.clone(),
         restore_conf: restore_conf(config),
+        primary_elsewhere: settings.cross_region(),
     };
-    let definition = state_machine::definition(&targets, &workflow);
-    state_machine::check_structure(&definition)
-        .map_err(|problem| Error::failed("generate", "the state machine definition", problem))?;
-    Ok(definition)
+    Ok((targets, workflow))
 }
 
 /// The restore DAG run's conf besides `clean` and the token: the strategies.
@@ -140,6 +186,7 @@ fn stack_settings(config: &Config, command: &str, templates: bool) -> Result<Sta
         update_execution_role: deployment.update_execution_role,
         // Only a template needs the network and the roles checked.
         create_sfn_vpce: templates && deployment.create_sfn_vpce,
+        health_check_looks: config.health_check.max_retry.saturating_add(1),
     };
     let settings = if templates {
         settings
@@ -237,15 +284,8 @@ pub async fn deploy(config: &Config, args: &DeployArgs) -> Result<()> {
     if args.print_definition {
         return print_definition(config, &settings);
     }
-    let definition = workflow_definition(config, &settings, command)?;
+    let definition = definitions(config, &settings, command)?;
     let sides = sides(args.region_only);
-    if settings.health_check_enabled && !settings.schedule_enabled() {
-        tracing::warn!(
-            "the health-check schedule is created disabled: the workflow in {} cannot read the primary in {} (docs/FAILOVER.md, \"Regions\"); run `mwaa-dr health-check` / `failover` from outside to detect an outage",
-            settings.secondary.region,
-            settings.primary.region
-        );
-    }
     if let Some(dir) = &args.template_out {
         return write_templates(config, &settings, &definition, &sides, dir);
     }
@@ -323,7 +363,7 @@ fn render_uploads(
 async fn apply_stacks(
     config: &Config,
     settings: &StackSettings,
-    definition: &Value,
+    definition: &Definitions,
     sides: &[Side],
     report: &mut DeployReport,
 ) -> Result<()> {
@@ -441,7 +481,7 @@ fn deploy_text(report: &DeployReport) -> String {
 fn write_templates(
     config: &Config,
     settings: &StackSettings,
-    definition: &Value,
+    definition: &Definitions,
     sides: &[Side],
     dir: &std::path::Path,
 ) -> Result<()> {
@@ -505,6 +545,9 @@ pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
         stacks: Vec::new(),
         files: Vec::new(),
     };
+    if !config.dry_run && settings.cross_region() && sides.contains(&Side::Primary) {
+        disarm_failover_trigger(config, &settings).await?;
+    }
     for &side in &sides {
         let region = region_of(&settings, side);
         if let Some(bucket) = dags_bucket(config, side) {
@@ -514,6 +557,19 @@ pub async fn undeploy(config: &Config, args: &UndeployArgs) -> Result<()> {
         report.stacks.push(stack);
     }
     output::emit(config.output, &report, || undeploy_text(&report));
+    Ok(())
+}
+
+/// Across Regions, deleting the primary's stack stops the heartbeat, which the secondary's
+/// alarm would take for an outage: the rule it fires (the schedule's name) is disabled first,
+/// if it exists. `failover` leaves it disabled the same way; see docs/FAILOVER.md, "Regions".
+async fn disarm_failover_trigger(config: &Config, settings: &StackSettings) -> Result<()> {
+    let region = &settings.secondary.region;
+    let rule = settings.schedule_name();
+    let schedules = AwsSchedules::new(Some(region), &config.aws_timeouts).await;
+    if let Some(disabled) = schedules.disable_rule(&rule).await? {
+        tracing::info!(rule = %rule, region = %region, ?disabled, "disabled the rule the heartbeat alarm fires before the heartbeat goes");
+    }
     Ok(())
 }
 

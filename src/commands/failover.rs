@@ -265,19 +265,37 @@ async fn via_step_functions(
     let sfn = SfnExecutions::new(config.secondary.region.as_deref(), &config.aws_timeouts).await;
     let machine = sfn.find(&name).await?;
     let simulate = args.simulate_dr || config.health_check.simulate_dr;
-    let input = serde_json::json!({ "simulate_dr": simulate }).to_string();
+    let mut input = serde_json::json!({ "simulate_dr": simulate });
+    // Across Regions the workflow reads nothing of the primary: it fails over when its input
+    // says the primary was confirmed unhealthy, here or by --force.
+    let check_here = !simulate && config.primary.region != config.secondary.region;
     if config.dry_run {
+        let input = input.to_string();
         let doc = serde_json::json!({"dry_run": true, "state_machine": machine, "input": input});
         output::emit(config.output, &doc, || {
             format!(
-                "dry run: would start an execution of {machine} with input {input}; nothing is changed"
+                "dry run: would start an execution of {machine} with input {input}{}; nothing is changed",
+                if check_here {
+                    format!(
+                        " and \"{}\" once the primary is found unhealthy from here (or --force)",
+                        state_machine::PRIMARY_UNHEALTHY
+                    )
+                } else {
+                    String::new()
+                }
             )
         });
         return Ok(());
     }
-    if !simulate && !args.force && config.primary.region != config.secondary.region {
-        primary_unhealthy_from_here(config, &targets, cancel).await?;
+    if check_here {
+        let confirmed = if args.force {
+            "failover --via-step-functions --force: not checked".to_string()
+        } else {
+            primary_unhealthy_from_here(config, &targets, cancel).await?
+        };
+        input[state_machine::PRIMARY_UNHEALTHY] = confirmed.into();
     }
+    let input = input.to_string();
     super::confirm(
         config,
         &format!(
@@ -302,12 +320,12 @@ async fn via_step_functions(
 /// The workflow in the secondary Region cannot see a primary in another Region (Step
 /// Functions' SDK integrations reach only their own Region: it would find no heartbeat), so
 /// the primary's health is checked from here first, in its own Region, and a healthy primary
-/// is refused as `failover` refuses it.
+/// is refused as `failover` refuses it. Returns what the check found, for the workflow's input.
 async fn primary_unhealthy_from_here(
     config: &Config,
     targets: &Targets,
     cancel: &CancellationToken,
-) -> Result<()> {
+) -> Result<String> {
     let region = config.primary.region.as_deref();
     let timeouts = &config.aws_timeouts;
     let services = ops::Services {
@@ -321,11 +339,15 @@ async fn primary_unhealthy_from_here(
     };
     let report = ops::health::health(&options, &services, &crate::progress::Silent, cancel).await?;
     if !report.healthy {
+        let found = format!(
+            "failover --via-step-functions found it unhealthy from outside its Region: {}",
+            report.evidence()
+        );
         progress_line(
             config,
             &format!("the primary is unhealthy: {}", report.evidence()),
         );
-        return Ok(());
+        return Ok(found);
     }
     Err(Error::refused(
         "fail over",

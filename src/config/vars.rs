@@ -568,21 +568,21 @@ pub const VARS: &[VarSpec] = &[
         K::YesNo,
         Some("YES"),
         G::HealthCheck,
-        "Whether the deployed schedule runs the health check (and the recovery when it fails).",
+        "Whether the deployed schedule runs the health check (and the recovery when it fails). Across Regions: whether the heartbeat alarm's rule starts the recovery (the heartbeat itself always runs).",
     ),
     var(
         "HEALTH_CHECK_INTERVAL_MINS",
         K::Count { min: 1, max: 1_440 },
         Some("5"),
         G::HealthCheck,
-        "Minutes between scheduled health checks.",
+        "Minutes between scheduled health checks (across Regions: between heartbeat events, the heartbeat alarm's period).",
     ),
     var(
         "HEALTH_CHECK_MAX_RETRY",
         K::Count { min: 0, max: 100 },
         Some("2"),
         G::HealthCheck,
-        "Retries after a failed health check before the primary is declared unhealthy.",
+        "Retries after a failed health check before the primary is declared unhealthy (across Regions: the heartbeat alarm fires after this many + 1 missed intervals, at least 2).",
     ),
     var(
         "HEALTH_CHECK_RETRY_INTERVAL_SECS",
@@ -609,7 +609,7 @@ pub const VARS: &[VarSpec] = &[
         K::Text,
         None,
         G::HealthCheck,
-        "EventBridge Scheduler schedule (or EventBridge rule) that runs the health check; `failover` disables it. Default: `<STACK_NAME_PREFIX>-scheduler` (the original's name for it) when STACK_NAME_PREFIX is set.",
+        "EventBridge Scheduler schedule (or EventBridge rule) that runs the health check; `failover` disables it. Across Regions `deploy` gives this name to the EventBridge rule the heartbeat alarm fires. Default: `<STACK_NAME_PREFIX>-scheduler` (the original's name for it) when STACK_NAME_PREFIX is set.",
     ),
     var(
         "MWAA_SIMULATE_DR",

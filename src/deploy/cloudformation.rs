@@ -8,9 +8,19 @@
 //! subscriptions and the EventBridge rule that sends it failed, timed-out and aborted
 //! executions; optionally the Step Functions interface VPC endpoint and the execution role's
 //! extra policy. Every name derives from STACK_NAME_PREFIX.
+//!
+//! When the Regions differ, the secondary's workflow cannot read the primary (Step Functions'
+//! SDK integrations reach only their own Region), so detection crosses the Regions on
+//! EventBridge: in the primary Region a schedule starts the heartbeat machine, which puts an
+//! event when the primary is healthy, and a rule forwards those events to the secondary
+//! Region's default bus; there a rule counts them (`AWS/Events` `MatchedEvents`), an alarm
+//! fires when they stop, and a rule on the alarm's change from OK to ALARM starts the
+//! failover workflow with `primary_unhealthy` in its input. That rule replaces the
+//! schedule: it carries the schedule's name, and the failover disables it.
 
 use serde_json::{Value, json};
 
+use crate::deploy::state_machine::{HEARTBEAT_DETAIL_TYPE, HEARTBEAT_SOURCE, PRIMARY_UNHEALTHY};
 use crate::error::{Error, Result};
 
 /// The variable names come from the prefix; S3 bucket names limit its length.
@@ -50,17 +60,28 @@ pub struct StackSettings {
     pub update_execution_role: bool,
     /// SECONDARY_CREATE_SFN_VPCE.
     pub create_sfn_vpce: bool,
+    /// HEALTH_CHECK_MAX_RETRY + 1: the looks that must all miss before a failover (across
+    /// Regions, the alarm's evaluation periods).
+    pub health_check_looks: u32,
 }
 
 impl StackSettings {
-    /// Whether the schedule runs the workflow unattended. Step Functions' SDK integrations
-    /// reach only the state machine's own Region, so a machine in the secondary Region cannot
-    /// read a primary in another Region: it would find no heartbeat and fail over on every
-    /// run. Across Regions the schedule is created disabled, whatever HEALTH_CHECK_ENABLED
-    /// says, and the workflow is started by `failover --via-step-functions`, which checks the
-    /// primary's health from outside first.
-    pub fn schedule_enabled(&self) -> bool {
-        self.health_check_enabled && self.primary.region == self.secondary.region
+    /// The primary is in another Region than the secondary: detection crosses the Regions
+    /// on EventBridge (the heartbeat machine, the forwarding rule, the alarm and the rule that
+    /// starts the workflow) instead of the workflow's own look.
+    pub fn cross_region(&self) -> bool {
+        self.primary.region != self.secondary.region
+    }
+
+    /// The alarm's evaluation periods across Regions: HEALTH_CHECK_MAX_RETRY + 1 missed
+    /// looks, and at least 2, so that a heartbeat that lands on either side of a period's
+    /// boundary (one period with two events, the next with none) never counts as a miss.
+    pub fn alarm_periods(&self) -> u32 {
+        self.health_check_looks.max(2)
+    }
+
+    fn interval_secs(&self) -> u64 {
+        self.health_check_interval_mins.max(1) * 60
     }
 }
 
@@ -134,6 +155,65 @@ impl Names {
 
     pub fn failure_rule(&self) -> String {
         format!("{}-sfn-failure-rule", self.prefix)
+    }
+
+    /// Across Regions, in the primary's: the machine that looks at the heartbeat, its
+    /// schedule, the rule that forwards its events to the secondary, and their roles.
+    pub fn heartbeat_state_machine(&self) -> String {
+        format!("{}-heartbeat", self.prefix)
+    }
+
+    pub fn heartbeat_role(&self) -> String {
+        format!("{}-heartbeat-role", self.prefix)
+    }
+
+    pub fn heartbeat_schedule(&self) -> String {
+        format!("{}-heartbeat-schedule", self.prefix)
+    }
+
+    pub fn heartbeat_scheduler_role(&self) -> String {
+        format!("{}-heartbeat-scheduler-role", self.prefix)
+    }
+
+    pub fn heartbeat_forward_rule(&self) -> String {
+        format!("{}-heartbeat-forward", self.prefix)
+    }
+
+    pub fn heartbeat_forward_role(&self) -> String {
+        format!("{}-heartbeat-forward-role", self.prefix)
+    }
+
+    /// Across Regions, in the secondary's: the rule the forwarded events match (its
+    /// `MatchedEvents` is what the alarm counts), the alarm, and the role of the rule that
+    /// starts the workflow (the rule itself carries the schedule's name).
+    pub fn heartbeat_rule(&self) -> String {
+        format!("{}-heartbeat-arrivals", self.prefix)
+    }
+
+    pub fn heartbeat_alarm(&self) -> String {
+        format!("{}-primary-heartbeat", self.prefix)
+    }
+
+    pub fn failover_trigger_role(&self) -> String {
+        format!("{}-failover-trigger-role", self.prefix)
+    }
+
+    pub fn default_bus_arn(&self, region: &str) -> String {
+        format!(
+            "arn:aws:events:{region}:{}:event-bus/default",
+            self.account_id
+        )
+    }
+
+    pub fn alarm_arn(&self, region: &str, alarm: &str) -> String {
+        format!(
+            "arn:aws:cloudwatch:{region}:{}:alarm:{alarm}",
+            self.account_id
+        )
+    }
+
+    pub fn rule_arn(&self, region: &str, rule: &str) -> String {
+        format!("arn:aws:events:{region}:{}:rule/{rule}", self.account_id)
     }
 
     pub fn execution_role_policy(&self, side: Side) -> String {
@@ -212,6 +292,28 @@ impl StackSettings {
                     variable: "SECONDARY_VPC_ID, SECONDARY_SUBNET_IDS and SECONDARY_SECURITY_GROUP_IDS".into(),
                     command: "deploy".into(),
                     purpose: "SECONDARY_CREATE_SFN_VPCE=YES creates the Step Functions endpoint in that VPC".into(),
+                });
+            }
+        }
+        if self.cross_region() {
+            // PutMetricAlarm: Period × EvaluationPeriods at most a day for periods under an
+            // hour, seven days otherwise.
+            let period = self.interval_secs();
+            let total = period * u64::from(self.alarm_periods());
+            let limit = if period < 3600 { 86_400 } else { 604_800 };
+            if total > limit {
+                return Err(Error::InvalidValue {
+                    variable: "HEALTH_CHECK_INTERVAL_MINS and HEALTH_CHECK_MAX_RETRY".into(),
+                    value: format!(
+                        "{} minutes × {} looks",
+                        self.health_check_interval_mins,
+                        self.alarm_periods()
+                    ),
+                    problem: "across Regions the heartbeat alarm evaluates that many periods of that length, longer than CloudWatch allows".into(),
+                    accepted: format!(
+                        "interval × (retries + 1) of at most {} hours",
+                        limit / 3600
+                    ),
                 });
             }
         }
@@ -357,8 +459,9 @@ fn output(value: Value, description: &str) -> Value {
     json!({"Description": description, "Value": value})
 }
 
-/// The primary Region's template.
-pub fn primary_template(settings: &StackSettings) -> Value {
+/// The primary Region's template; `heartbeat` is the heartbeat machine's definition, created
+/// only when the Regions differ.
+pub fn primary_template(settings: &StackSettings, heartbeat: &Value) -> Value {
     let names = settings.names();
     let primary_bucket = names.backup_bucket(&settings.primary.region);
     let secondary_bucket = names.backup_bucket(&settings.secondary.region);
@@ -394,15 +497,184 @@ pub fn primary_template(settings: &StackSettings) -> Value {
             );
         }
     }
+    let mut outputs = json!({
+        "BackupBucketName": output(json!({"Ref": "BackupBucket"}), "The backup store's bucket in this Region (DR_BACKUP_BUCKET of the primary's DAGs)"),
+        "NotificationTopicArn": output(json!({"Ref": "NotificationTopic"}), "The topic a failed backup notifies (DR_SNS_TOPIC_ARN)"),
+    });
+    let mut description = format!(
+        "mwaa-dr {}: primary Region ({}): backup bucket replicated to {}, notifications",
+        settings.prefix, settings.primary.region, settings.secondary.region
+    );
+    if settings.cross_region() {
+        heartbeat_resources(settings, heartbeat, &mut resources);
+        outputs["HeartbeatStateMachineArn"] = output(
+            json!({"Ref": "HeartbeatStateMachine"}),
+            "The machine that looks at the primary's heartbeat and tells the secondary Region",
+        );
+        description.push_str(", the heartbeat sent to the secondary Region");
+    }
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": format!("mwaa-dr {}: primary Region ({}): backup bucket replicated to {}, notifications", settings.prefix, settings.primary.region, settings.secondary.region),
+        "Description": description,
         "Resources": resources,
-        "Outputs": {
-            "BackupBucketName": output(json!({"Ref": "BackupBucket"}), "The backup store's bucket in this Region (DR_BACKUP_BUCKET of the primary's DAGs)"),
-            "NotificationTopicArn": output(json!({"Ref": "NotificationTopic"}), "The topic a failed backup notifies (DR_SNS_TOPIC_ARN)"),
-        },
+        "Outputs": outputs,
     })
+}
+
+/// The event pattern of the heartbeat events of `settings`' primary, on either bus.
+fn heartbeat_pattern(settings: &StackSettings) -> Value {
+    json!({
+        "source": [HEARTBEAT_SOURCE],
+        "detail-type": [HEARTBEAT_DETAIL_TYPE],
+        "detail": {"environment": [settings.primary.environment_name]},
+    })
+}
+
+/// Across Regions, in the primary's: the heartbeat machine and its role, the schedule that
+/// starts it every HEALTH_CHECK_INTERVAL_MINS (always enabled: its events are the signal,
+/// and it changes nothing) and its role, and the rule that forwards the events to the
+/// secondary Region's default bus and its role.
+fn heartbeat_resources(
+    settings: &StackSettings,
+    heartbeat: &Value,
+    resources: &mut serde_json::Map<String, Value>,
+) {
+    let names = settings.names();
+    let primary = &settings.primary;
+    resources.insert(
+        "HeartbeatStateMachineRole".into(),
+        json!({
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": names.heartbeat_role(),
+                "AssumeRolePolicyDocument": trust("states.amazonaws.com"),
+                "Policies": [{
+                    "PolicyName": "primary-heartbeat",
+                    "PolicyDocument": policy(heartbeat_statements(settings)),
+                }],
+            },
+        }),
+    );
+    resources.insert(
+        "HeartbeatStateMachine".into(),
+        json!({
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Properties": {
+                "StateMachineName": names.heartbeat_state_machine(),
+                "RoleArn": {"Fn::GetAtt": ["HeartbeatStateMachineRole", "Arn"]},
+                "DefinitionString": heartbeat.to_string(),
+            },
+        }),
+    );
+    resources.insert(
+        "HeartbeatSchedulerRole".into(),
+        json!({
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": names.heartbeat_scheduler_role(),
+                "AssumeRolePolicyDocument": trust("scheduler.amazonaws.com"),
+                "Policies": [{
+                    "PolicyName": "start-heartbeat",
+                    "PolicyDocument": policy(vec![statement(
+                        &["states:StartExecution"],
+                        json!([{"Ref": "HeartbeatStateMachine"}]),
+                    )]),
+                }],
+            },
+        }),
+    );
+    resources.insert(
+        "HeartbeatSchedule".into(),
+        json!({
+            "Type": "AWS::Scheduler::Schedule",
+            "Properties": {
+                "Name": names.heartbeat_schedule(),
+                "Description": format!("Starts the mwaa-dr heartbeat of {} in {}: the secondary Region fails over when its events stop", primary.environment_name, primary.region),
+                "ScheduleExpression": rate(settings.health_check_interval_mins),
+                "FlexibleTimeWindow": {"Mode": "OFF"},
+                "State": "ENABLED",
+                "Target": {
+                    "Arn": {"Ref": "HeartbeatStateMachine"},
+                    "RoleArn": {"Fn::GetAtt": ["HeartbeatSchedulerRole", "Arn"]},
+                    "Input": "{}",
+                },
+            },
+        }),
+    );
+    let secondary_bus = names.default_bus_arn(&settings.secondary.region);
+    resources.insert(
+        "HeartbeatForwardRole".into(),
+        json!({
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": names.heartbeat_forward_role(),
+                "AssumeRolePolicyDocument": trust("events.amazonaws.com"),
+                "Policies": [{
+                    "PolicyName": "forward-heartbeat",
+                    "PolicyDocument": policy(vec![statement(
+                        &["events:PutEvents"],
+                        json!([secondary_bus]),
+                    )]),
+                }],
+            },
+        }),
+    );
+    resources.insert(
+        "HeartbeatForwardRule".into(),
+        json!({
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Name": names.heartbeat_forward_rule(),
+                "Description": format!("Forwards the heartbeat events of {} to the default bus of {}", primary.environment_name, settings.secondary.region),
+                "State": "ENABLED",
+                "EventPattern": heartbeat_pattern(settings),
+                "Targets": [{
+                    "Id": "secondary-region-bus",
+                    "Arn": secondary_bus,
+                    "RoleArn": {"Fn::GetAtt": ["HeartbeatForwardRole", "Arn"]},
+                }],
+            },
+        }),
+    );
+}
+
+/// The heartbeat machine role's statements: read the heartbeat, put the event on this
+/// Region's default bus, and for Backup-Restore save the primary's definition in this
+/// Region's backup bucket.
+pub fn heartbeat_statements(settings: &StackSettings) -> Vec<Value> {
+    let names = settings.names();
+    let account = &settings.account_id;
+    let primary = &settings.primary;
+    let mut statements = vec![
+        // GetMetricData has no resource-level permissions.
+        statement(&["cloudwatch:GetMetricData"], json!("*")),
+        statement(
+            &["events:PutEvents"],
+            json!([names.default_bus_arn(&primary.region)]),
+        ),
+    ];
+    if settings.creates_environment {
+        statements.push(statement(
+            &["airflow:GetEnvironment"],
+            json!([environment_arn(account, primary)]),
+        ));
+        statements.push(statement(
+            &["s3:PutObject"],
+            json!([format!(
+                "{}/*",
+                bucket_arn(&names.backup_bucket(&primary.region))
+            )]),
+        ));
+    }
+    statements
+}
+
+/// `rate(N minutes)`, as EventBridge Scheduler spells it.
+fn rate(minutes: u64) -> String {
+    format!(
+        "rate({minutes} {})",
+        if minutes == 1 { "minute" } else { "minutes" }
+    )
 }
 
 /// The primary bucket's replication of every object (and delete marker) to the secondary's.
@@ -509,6 +781,9 @@ pub fn state_machine_statements(settings: &StackSettings) -> Vec<Value> {
     let secondary = &settings.secondary;
     let bucket = names.backup_bucket(&secondary.region);
     let schedule = settings.schedule_name();
+    if settings.cross_region() {
+        return cross_region_statements(settings);
+    }
     let mut statements = vec![
         // GetMetricData has no resource-level permissions.
         statement(&["cloudwatch:GetMetricData"], json!("*")),
@@ -519,16 +794,7 @@ pub fn state_machine_statements(settings: &StackSettings) -> Vec<Value> {
                 environment_arn(account, secondary)
             ]),
         ),
-        statement(
-            &["airflow:InvokeRestApi"],
-            json!([
-                environment_arn(account, secondary),
-                format!(
-                    "arn:aws:airflow:{}:{account}:role/{}/*",
-                    secondary.region, secondary.environment_name
-                ),
-            ]),
-        ),
+        invoke_rest_api(account, secondary),
         statement(
             &["s3:GetObject", "s3:PutObject"],
             json!([format!("{}/*", bucket_arn(&bucket))]),
@@ -553,6 +819,50 @@ pub fn state_machine_statements(settings: &StackSettings) -> Vec<Value> {
         statements.extend(create_environment_statements(settings));
     }
     statements
+}
+
+/// The workflow's statements across Regions: it reads nothing of the primary (no heartbeat,
+/// no definition to save), and disables the rule that starts it instead of a schedule.
+fn cross_region_statements(settings: &StackSettings) -> Vec<Value> {
+    let names = settings.names();
+    let account = &settings.account_id;
+    let secondary = &settings.secondary;
+    let bucket = names.backup_bucket(&secondary.region);
+    let mut statements = vec![
+        statement(
+            &["airflow:GetEnvironment"],
+            json!([environment_arn(account, secondary)]),
+        ),
+        invoke_rest_api(account, secondary),
+        statement(
+            &["s3:GetObject"],
+            json!([format!("{}/*", bucket_arn(&bucket))]),
+        ),
+        statement(&["s3:ListBucket"], json!([bucket_arn(&bucket)])),
+        statement(
+            &["events:DisableRule"],
+            json!([names.rule_arn(&secondary.region, &settings.schedule_name())]),
+        ),
+        statement(&["sns:Publish"], json!([{"Ref": "NotificationTopic"}])),
+    ];
+    if settings.creates_environment {
+        statements.extend(create_environment_statements(settings));
+    }
+    statements
+}
+
+/// InvokeRestApi on the secondary environment and its Airflow roles.
+fn invoke_rest_api(account: &str, secondary: &RegionSide) -> Value {
+    statement(
+        &["airflow:InvokeRestApi"],
+        json!([
+            environment_arn(account, secondary),
+            format!(
+                "arn:aws:airflow:{}:{account}:role/{}/*",
+                secondary.region, secondary.environment_name
+            ),
+        ]),
+    )
 }
 
 /// What BACKUP_RESTORE's workflow needs besides: CreateEnvironment of the secondary, passing
@@ -611,14 +921,26 @@ pub fn secondary_template(settings: &StackSettings, definition: &Value) -> Value
     );
     resources.insert("StateMachineRole".into(), state_machine_role(settings));
     resources.insert("StateMachine".into(), state_machine(&names, definition));
-    resources.insert(
-        "SchedulerRole".into(),
-        scheduler_role(&names, &secondary.region),
-    );
-    resources.insert(
-        "HealthCheckSchedule".into(),
-        health_check_schedule(settings),
-    );
+    let schedule_output = if settings.cross_region() {
+        alarm_resources(settings, &mut resources);
+        output(
+            json!({"Ref": "FailoverTriggerRule"}),
+            "The rule that starts the workflow when the heartbeat alarm fires (HEALTH_CHECK_SCHEDULE_NAME)",
+        )
+    } else {
+        resources.insert(
+            "SchedulerRole".into(),
+            scheduler_role(&names, &secondary.region),
+        );
+        resources.insert(
+            "HealthCheckSchedule".into(),
+            health_check_schedule(settings),
+        );
+        output(
+            json!({"Ref": "HealthCheckSchedule"}),
+            "The health-check schedule (HEALTH_CHECK_SCHEDULE_NAME)",
+        )
+    };
     resources.insert(
         "NotificationTopic".into(),
         topic(&names.topic(Side::Secondary), &settings.notification_emails),
@@ -642,14 +964,22 @@ pub fn secondary_template(settings: &StackSettings, definition: &Value) -> Value
             step_functions_endpoint(secondary),
         );
     }
+    let detection = if settings.cross_region() {
+        format!(
+            "the heartbeat alarm on the events from {}",
+            settings.primary.region
+        )
+    } else {
+        "health-check schedule".to_string()
+    };
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": format!("mwaa-dr {}: secondary Region ({}): failover workflow, health-check schedule, notifications, backup bucket", settings.prefix, secondary.region),
+        "Description": format!("mwaa-dr {}: secondary Region ({}): failover workflow, {detection}, notifications, backup bucket", settings.prefix, secondary.region),
         "Resources": resources,
         "Outputs": {
             "BackupBucketName": output(json!({"Ref": "BackupBucket"}), "The backup store's bucket in this Region (replica of the primary's)"),
             "StateMachineArn": output(json!({"Ref": "StateMachine"}), "The failover workflow"),
-            "ScheduleName": output(json!({"Ref": "HealthCheckSchedule"}), "The health-check schedule (HEALTH_CHECK_SCHEDULE_NAME)"),
+            "ScheduleName": schedule_output,
             "NotificationTopicArn": output(json!({"Ref": "NotificationTopic"}), "The topic of failover outcomes (DR_SNS_TOPIC_ARN)"),
         },
     })
@@ -709,9 +1039,9 @@ fn health_check_schedule(settings: &StackSettings) -> Value {
         "Properties": {
             "Name": settings.schedule_name(),
             "Description": format!("Starts the mwaa-dr workflow: health check of {} in {}, and the recovery when it fails", settings.primary.environment_name, settings.primary.region),
-            "ScheduleExpression": format!("rate({} {})", settings.health_check_interval_mins, if settings.health_check_interval_mins == 1 { "minute" } else { "minutes" }),
+            "ScheduleExpression": rate(settings.health_check_interval_mins),
             "FlexibleTimeWindow": {"Mode": "OFF"},
-            "State": if settings.schedule_enabled() { "ENABLED" } else { "DISABLED" },
+            "State": if settings.health_check_enabled { "ENABLED" } else { "DISABLED" },
             "Target": {
                 "Arn": {"Ref": "StateMachine"},
                 "RoleArn": {"Fn::GetAtt": ["SchedulerRole", "Arn"]},
@@ -719,6 +1049,106 @@ fn health_check_schedule(settings: &StackSettings) -> Value {
             },
         },
     })
+}
+
+/// Across Regions, in the secondary's: the rule the forwarded heartbeat events match, the
+/// alarm on their count, and the rule (named as the schedule: HEALTH_CHECK_ENABLED is its
+/// state, and the failover disables it) that starts the workflow when the alarm goes from
+/// OK to ALARM, with its role.
+fn alarm_resources(settings: &StackSettings, resources: &mut serde_json::Map<String, Value>) {
+    let names = settings.names();
+    let secondary = &settings.secondary;
+    let primary = &settings.primary;
+    resources.insert(
+        "HeartbeatRule".into(),
+        json!({
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Name": names.heartbeat_rule(),
+                "Description": format!("The heartbeat events of {} from {}: the alarm counts them (AWS/Events MatchedEvents)", primary.environment_name, primary.region),
+                "State": "ENABLED",
+                "EventPattern": heartbeat_pattern(settings),
+            },
+        }),
+    );
+    let periods = settings.alarm_periods();
+    resources.insert(
+        "HeartbeatAlarm".into(),
+        json!({
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": names.heartbeat_alarm(),
+                "AlarmDescription": format!(
+                    "No heartbeat event of {} from {} in {periods} periods of {} minutes (HEALTH_CHECK_INTERVAL_MINS, HEALTH_CHECK_MAX_RETRY + 1 looks): the primary, its Region, its CloudWatch or its scheduler is down",
+                    primary.environment_name, primary.region, settings.health_check_interval_mins
+                ),
+                "Namespace": "AWS/Events",
+                "MetricName": "MatchedEvents",
+                "Dimensions": [{"Name": "RuleName", "Value": names.heartbeat_rule()}],
+                "Statistic": "Sum",
+                "Period": settings.interval_secs(),
+                "EvaluationPeriods": periods,
+                "DatapointsToAlarm": periods,
+                "Threshold": 1,
+                "ComparisonOperator": "LessThanThreshold",
+                "TreatMissingData": "breaching",
+            },
+        }),
+    );
+    resources.insert(
+        "FailoverTriggerRole".into(),
+        json!({
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": names.failover_trigger_role(),
+                "AssumeRolePolicyDocument": trust("events.amazonaws.com"),
+                "Policies": [{
+                    "PolicyName": "start-failover-workflow",
+                    "PolicyDocument": policy(vec![statement(
+                        &["states:StartExecution"],
+                        json!([names.state_machine_arn(&secondary.region)]),
+                    )]),
+                }],
+            },
+        }),
+    );
+    let input = json!({
+        PRIMARY_UNHEALTHY: format!(
+            "alarm {}: no heartbeat of {} from {} in {periods} looks",
+            names.heartbeat_alarm(),
+            primary.environment_name,
+            primary.region
+        ),
+    });
+    resources.insert(
+        "FailoverTriggerRule".into(),
+        json!({
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Name": settings.schedule_name(),
+                "Description": format!("Starts the mwaa-dr failover when the heartbeat alarm of {} goes from OK to ALARM; the failover disables this rule", primary.environment_name),
+                "State": if settings.health_check_enabled { "ENABLED" } else { "DISABLED" },
+                "EventPattern": {
+                    "source": ["aws.cloudwatch"],
+                    "detail-type": ["CloudWatch Alarm State Change"],
+                    "resources": [names.alarm_arn(&secondary.region, &names.heartbeat_alarm())],
+                    "detail": {
+                        "state": {"value": ["ALARM"]},
+                        // Not from INSUFFICIENT_DATA: a new alarm (before the first event
+                        // arrives) or one re-created never starts a failover; only a
+                        // primary seen alive, then silent, does.
+                        "previousState": {"value": ["OK"]},
+                    },
+                },
+                "Targets": [{
+                    "Id": "failover-workflow",
+                    "Arn": {"Ref": "StateMachine"},
+                    "RoleArn": {"Fn::GetAtt": ["FailoverTriggerRole", "Arn"]},
+                    "Input": input.to_string(),
+                }],
+            },
+        }),
+    );
 }
 
 /// The secondary topic's policy: the failed-execution rule publishes to it, and so does the
@@ -805,11 +1235,20 @@ fn step_functions_endpoint(secondary: &RegionSide) -> Value {
     })
 }
 
+/// The state machines' definitions the templates embed.
+#[derive(Debug, Clone)]
+pub struct Definitions {
+    /// The failover workflow, in the secondary Region.
+    pub failover: Value,
+    /// The heartbeat machine, in the primary Region when the Regions differ.
+    pub heartbeat: Value,
+}
+
 /// The template of `side`.
-pub fn template(settings: &StackSettings, side: Side, definition: &Value) -> Value {
+pub fn template(settings: &StackSettings, side: Side, definitions: &Definitions) -> Value {
     match side {
-        Side::Primary => primary_template(settings),
-        Side::Secondary => secondary_template(settings, definition),
+        Side::Primary => primary_template(settings, &definitions.heartbeat),
+        Side::Secondary => secondary_template(settings, &definitions.failover),
     }
 }
 
@@ -876,11 +1315,26 @@ mod tests {
             notification_emails: vec!["ops@example.com".into(), "dr@example.com".into()],
             update_execution_role: true,
             create_sfn_vpce: true,
+            health_check_looks: 3,
         }
+    }
+
+    /// Both environments in one Region.
+    fn same_region() -> StackSettings {
+        let mut s = settings();
+        s.secondary.region = s.primary.region.clone();
+        s
     }
 
     fn definition() -> Value {
         json!({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+    }
+
+    fn definitions() -> Definitions {
+        Definitions {
+            failover: definition(),
+            heartbeat: json!({"StartAt": "Look", "States": {"Look": {"Type": "Succeed"}}}),
+        }
     }
 
     fn resources(template: &Value) -> &serde_json::Map<String, Value> {
@@ -898,7 +1352,7 @@ mod tests {
     fn every_ref_and_getatt_names_a_resource_of_the_same_template() {
         let s = settings();
         for side in Side::BOTH {
-            let t = template(&s, side, &definition());
+            let t = template(&s, side, &definitions());
             let known = resources(&t);
             for target in references(&t) {
                 assert!(
@@ -912,7 +1366,7 @@ mod tests {
     #[test]
     fn names_derive_from_the_prefix() {
         let s = settings();
-        let primary = primary_template(&s);
+        let primary = primary_template(&s, &definition());
         let secondary = secondary_template(&s, &definition());
         let mut named = Vec::new();
         for t in [&primary, &secondary] {
@@ -922,6 +1376,7 @@ mod tests {
                     "RoleName",
                     "TopicName",
                     "StateMachineName",
+                    "AlarmName",
                     "Name",
                     "PolicyName",
                 ] {
@@ -945,7 +1400,7 @@ mod tests {
     #[test]
     fn buckets_are_versioned_and_the_primary_replicates_to_the_secondary() {
         let s = settings();
-        let primary = primary_template(&s);
+        let primary = primary_template(&s, &definition());
         let secondary = secondary_template(&s, &definition());
         for t in [&primary, &secondary] {
             let bucket = of_type(t, "AWS::S3::Bucket")[0];
@@ -986,7 +1441,7 @@ mod tests {
 
     #[test]
     fn the_workflow_role_holds_only_what_the_workflow_calls() {
-        let mut s = settings();
+        let mut s = same_region();
         s.creates_environment = false;
         assert_eq!(
             actions(&state_machine_statements(&s)),
@@ -1033,7 +1488,7 @@ mod tests {
 
     #[test]
     fn the_schedule_follows_the_health_check_variables() {
-        let mut s = settings();
+        let mut s = same_region();
         s.health_check_enabled = false;
         s.health_check_interval_mins = 7;
         s.simulate_dr = true;
@@ -1046,7 +1501,7 @@ mod tests {
         assert_eq!(schedule["Target"]["Input"], r#"{"simulate_dr":"YES"}"#);
         let role = state_machine_statements(&s);
         assert!(role.iter().any(|st| st["Resource"][0]
-            == "arn:aws:scheduler:us-east-2:123456789012:schedule/default/my-schedule"));
+            == "arn:aws:scheduler:us-east-1:123456789012:schedule/default/my-schedule"));
     }
 
     #[test]
@@ -1073,7 +1528,7 @@ mod tests {
                 .get("Subscription")
                 .is_none()
         );
-        assert!(of_type(&primary_template(&s), "AWS::IAM::Policy").is_empty());
+        assert!(of_type(&primary_template(&s, &definition()), "AWS::IAM::Policy").is_empty());
     }
 
     #[test]
@@ -1118,13 +1573,229 @@ mod tests {
         assert_eq!(role_name("arn:aws:iam::123456789012:user/u"), None);
     }
 
+    fn named<'a>(template: &'a Value, logical: &str) -> &'a Value {
+        &template["Resources"][logical]["Properties"]
+    }
+
     #[test]
-    fn across_regions_the_schedule_is_created_disabled() {
+    fn across_regions_an_alarm_on_the_forwarded_heartbeat_starts_the_workflow() {
         let mut s = settings();
-        s.health_check_enabled = true;
-        s.secondary.region = s.primary.region.clone();
-        assert!(s.schedule_enabled());
-        s.secondary.region = format!("{}-other", s.primary.region);
-        assert!(!s.schedule_enabled());
+        let t = secondary_template(&s, &definition());
+        // No schedule: the rule the alarm fires carries its name.
+        assert!(of_type(&t, "AWS::Scheduler::Schedule").is_empty());
+        let arrivals = named(&t, "HeartbeatRule");
+        assert_eq!(arrivals["Name"], "mwaa-dr-test-heartbeat-arrivals");
+        assert_eq!(
+            arrivals["EventPattern"],
+            json!({"source": ["mwaa-dr"], "detail-type": ["primary healthy"], "detail": {"environment": ["env-primary"]}})
+        );
+        assert!(arrivals.get("Targets").is_none());
+        let alarm = named(&t, "HeartbeatAlarm");
+        assert_eq!(alarm["Namespace"], "AWS/Events");
+        assert_eq!(alarm["MetricName"], "MatchedEvents");
+        assert_eq!(
+            alarm["Dimensions"],
+            json!([{"Name": "RuleName", "Value": "mwaa-dr-test-heartbeat-arrivals"}])
+        );
+        assert_eq!(alarm["Statistic"], "Sum");
+        assert_eq!(alarm["Period"], 300);
+        assert_eq!(alarm["EvaluationPeriods"], 3);
+        assert_eq!(alarm["DatapointsToAlarm"], 3);
+        assert_eq!(alarm["ComparisonOperator"], "LessThanThreshold");
+        assert_eq!(alarm["Threshold"], 1);
+        assert_eq!(alarm["TreatMissingData"], "breaching");
+        let trigger = named(&t, "FailoverTriggerRule");
+        assert_eq!(trigger["Name"], s.schedule_name());
+        assert_eq!(trigger["Name"], "mwaa-dr-test-scheduler");
+        assert_eq!(trigger["State"], "ENABLED");
+        let pattern = &trigger["EventPattern"];
+        assert_eq!(
+            pattern["resources"][0],
+            "arn:aws:cloudwatch:us-east-2:123456789012:alarm:mwaa-dr-test-primary-heartbeat"
+        );
+        assert_eq!(pattern["detail"]["state"]["value"], json!(["ALARM"]));
+        assert_eq!(pattern["detail"]["previousState"]["value"], json!(["OK"]));
+        let target = &trigger["Targets"][0];
+        assert_eq!(target["Arn"], json!({"Ref": "StateMachine"}));
+        assert_eq!(
+            target["RoleArn"],
+            json!({"Fn::GetAtt": ["FailoverTriggerRole", "Arn"]})
+        );
+        let input: Value =
+            serde_json::from_str(target["Input"].as_str().expect("text")).expect("JSON");
+        assert!(
+            input["primary_unhealthy"]
+                .as_str()
+                .is_some_and(|r| r.contains("mwaa-dr-test-primary-heartbeat")),
+            "{input}"
+        );
+        let role = named(&t, "FailoverTriggerRole");
+        assert_eq!(
+            role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+            "events.amazonaws.com"
+        );
+        assert_eq!(
+            role["Policies"][0]["PolicyDocument"]["Statement"],
+            json!([{"Effect": "Allow", "Action": ["states:StartExecution"], "Resource": ["arn:aws:states:us-east-2:123456789012:stateMachine:mwaa-dr-test-state-machine"]}])
+        );
+        assert_eq!(
+            t["Outputs"]["ScheduleName"]["Value"],
+            json!({"Ref": "FailoverTriggerRule"})
+        );
+
+        // HEALTH_CHECK_ENABLED=NO: the rule is created disabled; one look still means two
+        // periods (a heartbeat late by a second must not count as a miss).
+        s.health_check_enabled = false;
+        s.health_check_looks = 1;
+        s.health_check_interval_mins = 2;
+        let t = secondary_template(&s, &definition());
+        assert_eq!(named(&t, "FailoverTriggerRule")["State"], "DISABLED");
+        assert_eq!(named(&t, "HeartbeatAlarm")["EvaluationPeriods"], 2);
+        assert_eq!(named(&t, "HeartbeatAlarm")["Period"], 120);
+    }
+
+    #[test]
+    fn across_regions_the_primary_runs_the_heartbeat_and_forwards_its_events() {
+        let mut s = settings();
+        s.creates_environment = false;
+        let heartbeat = json!({"StartAt": "Look", "States": {"Look": {"Type": "Succeed"}}});
+        let t = primary_template(&s, &heartbeat);
+        let machine = named(&t, "HeartbeatStateMachine");
+        assert_eq!(machine["StateMachineName"], "mwaa-dr-test-heartbeat");
+        assert_eq!(
+            serde_json::from_str::<Value>(machine["DefinitionString"].as_str().expect("text"))
+                .expect("JSON"),
+            heartbeat
+        );
+        let schedule = named(&t, "HeartbeatSchedule");
+        assert_eq!(schedule["Name"], "mwaa-dr-test-heartbeat-schedule");
+        assert_eq!(schedule["ScheduleExpression"], "rate(5 minutes)");
+        assert_eq!(schedule["State"], "ENABLED");
+        assert_eq!(
+            schedule["Target"]["Arn"],
+            json!({"Ref": "HeartbeatStateMachine"})
+        );
+        assert_eq!(
+            named(&t, "HeartbeatSchedulerRole")["Policies"][0]["PolicyDocument"]["Statement"],
+            json!([{"Effect": "Allow", "Action": ["states:StartExecution"], "Resource": [{"Ref": "HeartbeatStateMachine"}]}])
+        );
+        let forward = named(&t, "HeartbeatForwardRule");
+        let secondary = secondary_template(&s, &definition());
+        assert_eq!(
+            forward["EventPattern"],
+            named(&secondary, "HeartbeatRule")["EventPattern"]
+        );
+        assert_eq!(
+            forward["Targets"][0]["Arn"],
+            "arn:aws:events:us-east-2:123456789012:event-bus/default"
+        );
+        assert_eq!(
+            forward["Targets"][0]["RoleArn"],
+            json!({"Fn::GetAtt": ["HeartbeatForwardRole", "Arn"]})
+        );
+        assert_eq!(
+            named(&t, "HeartbeatForwardRole")["Policies"][0]["PolicyDocument"]["Statement"],
+            json!([{"Effect": "Allow", "Action": ["events:PutEvents"], "Resource": ["arn:aws:events:us-east-2:123456789012:event-bus/default"]}])
+        );
+        // The heartbeat's role: read, announce; Backup-Restore also saves the definition in
+        // this Region's bucket (replicated to the secondary's).
+        assert_eq!(
+            actions(&heartbeat_statements(&s)),
+            ["cloudwatch:GetMetricData", "events:PutEvents"]
+        );
+        assert_eq!(
+            heartbeat_statements(&s)[1]["Resource"],
+            json!(["arn:aws:events:us-east-1:123456789012:event-bus/default"])
+        );
+        s.creates_environment = true;
+        let br = heartbeat_statements(&s);
+        assert_eq!(
+            actions(&br),
+            [
+                "airflow:GetEnvironment",
+                "cloudwatch:GetMetricData",
+                "events:PutEvents",
+                "s3:PutObject"
+            ]
+        );
+        assert_eq!(
+            br[2]["Resource"],
+            json!(["arn:aws:airflow:us-east-1:123456789012:environment/env-primary"])
+        );
+        assert_eq!(
+            br[3]["Resource"],
+            json!(["arn:aws:s3:::mwaa-dr-test-backup-123456789012-us-east-1/*"])
+        );
+    }
+
+    #[test]
+    fn across_regions_the_workflow_reads_nothing_of_the_primary_and_disables_the_rule() {
+        let mut s = settings();
+        s.creates_environment = false;
+        assert_eq!(
+            actions(&state_machine_statements(&s)),
+            [
+                "airflow:GetEnvironment",
+                "airflow:InvokeRestApi",
+                "events:DisableRule",
+                "s3:GetObject",
+                "s3:ListBucket",
+                "sns:Publish",
+            ]
+        );
+        let statements = state_machine_statements(&s);
+        let disable = statements
+            .iter()
+            .find(|st| st["Action"][0] == "events:DisableRule")
+            .expect("DisableRule");
+        assert_eq!(
+            disable["Resource"],
+            json!(["arn:aws:events:us-east-2:123456789012:rule/mwaa-dr-test-scheduler"])
+        );
+        assert!(
+            !statements
+                .iter()
+                .any(|st| st.to_string().contains("env-primary")),
+            "the primary is not touched from here"
+        );
+    }
+
+    #[test]
+    fn in_one_region_nothing_crosses_regions() {
+        let s = same_region();
+        let primary = primary_template(&s, &definition());
+        assert!(of_type(&primary, "AWS::StepFunctions::StateMachine").is_empty());
+        assert!(of_type(&primary, "AWS::Events::Rule").is_empty());
+        let secondary = secondary_template(&s, &definition());
+        assert!(of_type(&secondary, "AWS::CloudWatch::Alarm").is_empty());
+        assert_eq!(
+            of_type(&secondary, "AWS::Scheduler::Schedule")[0]["Properties"]["State"],
+            "ENABLED"
+        );
+        assert_eq!(
+            of_type(&secondary, "AWS::Events::Rule").len(),
+            1,
+            "only the failure rule"
+        );
+    }
+
+    #[test]
+    fn an_alarm_longer_than_cloudwatch_allows_is_refused_naming_the_variables() {
+        let mut s = settings();
+        s.health_check_interval_mins = 30;
+        s.health_check_looks = 49;
+        let err = s.check().expect_err("a day and a half").to_string();
+        assert!(err.contains("HEALTH_CHECK_INTERVAL_MINS"), "{err}");
+        assert!(err.contains("HEALTH_CHECK_MAX_RETRY"), "{err}");
+        s.health_check_looks = 48;
+        s.check().expect("one day");
+        s.health_check_interval_mins = 60;
+        s.health_check_looks = 168;
+        s.check().expect("seven days with hourly periods");
+        // In one Region there is no alarm.
+        let mut s = same_region();
+        s.health_check_interval_mins = 30;
+        s.health_check_looks = 49;
+        s.check().expect("no alarm");
     }
 }

@@ -26,10 +26,14 @@
 //!   (SNS) → `failed` (Fail). The machine's own `TimeoutSeconds` and a StopExecution cannot
 //!   be caught inside the machine: the restore task has its own timeout (catchable), and the
 //!   execution-status rule that `deploy` sets up reports TIMED_OUT and ABORTED executions.
-//! - **Regions.** SDK integrations call the services of the state machine's own Region. The
-//!   machine runs in the secondary Region, so the heartbeat and the primary's definition are
-//!   read there: cross-Region calls would need compute (a Lambda function), which this design
-//!   avoids. See docs/FAILOVER.md ("Unattended").
+//! - **Regions.** SDK integrations call the services of the state machine's own Region, and
+//!   cross-Region calls would need compute (a Lambda function), which this design avoids.
+//!   When the primary is in another Region, a second, small machine runs there
+//!   ([`heartbeat_definition`]): it looks at the heartbeat as the failover machine does and
+//!   puts an event when the primary is healthy; EventBridge carries the events to the
+//!   secondary's Region, where an alarm on their count starts the failover machine with
+//!   `primary_unhealthy` in its input, and the failover machine reads nothing of the primary.
+//!   See docs/FAILOVER.md ("Regions").
 
 use std::time::Duration;
 
@@ -76,7 +80,22 @@ pub struct WorkflowSettings {
     /// The restore DAG run's conf besides `task_token` and `clean` (the variable and
     /// connection strategies, as `mwaa-dr restore` sends them).
     pub restore_conf: Map<String, Value>,
+    /// The primary is in another Region than the state machine: the machine cannot read its
+    /// heartbeat or its definition (SDK integrations reach only their own Region), so it
+    /// reads neither and fails over only when its input says the primary was confirmed
+    /// unhealthy (`primary_unhealthy`: the heartbeat alarm, or `failover
+    /// --via-step-functions` after its own check) or asks for a drill (`simulate_dr`).
+    pub primary_elsewhere: bool,
 }
+
+/// The execution input that says the primary was confirmed unhealthy before the start (its
+/// value says by what): the machine then reads no heartbeat.
+pub const PRIMARY_UNHEALTHY: &str = "primary_unhealthy";
+
+/// The event the heartbeat machine puts on the primary Region's default bus when the
+/// primary is healthy (`detail.environment` names it); the secondary Region counts them.
+pub const HEARTBEAT_SOURCE: &str = "mwaa-dr";
+pub const HEARTBEAT_DETAIL_TYPE: &str = "primary healthy";
 
 /// The step a state of the generated machine belongs to; `None` for the states outside the
 /// plan (`healthy*`, `recovered`, `failed*`, `notify_failure`, `input.invalid`).
@@ -169,6 +188,75 @@ pub fn definition(targets: &Targets, settings: &WorkflowSettings) -> Value {
         "States": Value::Object(m.states),
     })
 }
+
+/// The heartbeat machine `deploy` creates in the primary's Region when the failover machine
+/// runs in another one (docs/FAILOVER.md, "Regions"): every HEALTH_CHECK_INTERVAL_MINS it
+/// looks at the primary's heartbeat once, as the failover machine looks (`look.*`), and when
+/// it is healthy saves the Backup-Restore definition in the primary's backup bucket (which
+/// replicates it to the secondary's; a failure to save does not hold the event back) and
+/// puts the [`HEARTBEAT_DETAIL_TYPE`] event on the Region's default bus. An unhealthy look,
+/// an API that does not answer, a Region that is down: no event, which the secondary's
+/// alarm counts as a missed look. `settings.bucket` is the primary's backup bucket.
+pub fn heartbeat_definition(targets: &Targets, settings: &WorkflowSettings) -> Value {
+    let mut m = Machine {
+        states: Map::new(),
+        targets,
+        settings,
+    };
+    let announce = format!("{HEALTHY}.announce");
+    let healthy_next = match targets.dr_type {
+        DrType::BackupRestore => format!("{HEALTHY}.get_environment"),
+        DrType::WarmStandby => announce.clone(),
+    };
+    m.heartbeat_look(HEARTBEAT_LOOK, 1, 1, HEARTBEAT_MISSED, &healthy_next);
+    if targets.dr_type == DrType::BackupRestore {
+        m.save_definition(&announce, Some("$.save_error"));
+    }
+    m.add(
+        &announce,
+        json!({
+            "Type": "Task",
+            "Comment": "the primary is healthy: the event the secondary Region counts",
+            "Resource": "arn:aws:states:::events:putEvents",
+            "Parameters": {
+                "Entries": [{
+                    "Source": HEARTBEAT_SOURCE,
+                    "DetailType": HEARTBEAT_DETAIL_TYPE,
+                    "Detail": {
+                        "environment": targets.primary,
+                        "heartbeat.$": "$.heartbeat.values[0]",
+                    },
+                }],
+            },
+            "Retry": retry(Some("EventBridge")),
+            "ResultPath": null,
+            "Next": HEALTHY,
+        }),
+    );
+    m.add(
+        HEALTHY,
+        json!({"Type": "Succeed", "Comment": "the primary is healthy and the event is put"}),
+    );
+    m.add(
+        HEARTBEAT_MISSED,
+        json!({"Type": "Succeed", "Comment": "no heartbeat: no event (the secondary's alarm counts the missed look)"}),
+    );
+    json!({
+        "Comment": format!(
+            "mwaa-dr heartbeat of {}: generated by `mwaa-dr deploy`; the secondary Region's alarm counts the events it puts",
+            targets.primary
+        ),
+        "StartAt": format!("{HEARTBEAT_LOOK}.clock1"),
+        "TimeoutSeconds": HEARTBEAT_TIMEOUT_SECS,
+        "States": Value::Object(m.states),
+    })
+}
+
+/// The heartbeat machine's states: its look, and its end without an event.
+const HEARTBEAT_LOOK: &str = "look";
+const HEARTBEAT_MISSED: &str = "no_heartbeat";
+/// A look takes seconds; a run that takes longer than this has failed.
+const HEARTBEAT_TIMEOUT_SECS: u64 = 120;
 
 /// The machine's own timeout exceeds the restore task's by this much, so that a restore
 /// that runs out of time is caught and notified by the machine itself.
@@ -265,31 +353,55 @@ impl Machine<'_> {
     fn confirm_unhealthy(&mut self, action: &str, next: &str) {
         let s = StepKind::ConfirmPrimaryUnhealthy.as_str();
         let unhealthy = format!("{s}.unhealthy");
-        let waits = health::retry_waits(&self.targets.health);
-        let looks = waits.len() + 1;
         self.execution_input(action);
-        let healthy_next = match self.targets.dr_type {
-            DrType::BackupRestore => format!("{HEALTHY}.get_environment"),
-            DrType::WarmStandby => HEALTHY.to_string(),
-        };
-        for n in 1..=looks {
-            let after_unhealthy = if n < looks {
-                format!("{s}.wait{n}")
-            } else {
-                unhealthy.clone()
+        if self.settings.primary_elsewhere {
+            // Nothing to read here: without a confirmation or a drill the input is refused.
+            self.add(
+                &format!("{s}.unconfirmed"),
+                json!({
+                    "Type": "Pass",
+                    "Comment": "the primary is in another Region: this machine cannot read its heartbeat",
+                    "Parameters": {
+                        "Error": "mwaa-dr.usage",
+                        "Cause": format!("the primary is in another Region, whose heartbeat this workflow cannot read: it is started by the heartbeat alarm or by `mwaa-dr failover --via-step-functions`, which confirm the primary unhealthy first (input {{\"{PRIMARY_UNHEALTHY}\": \"...\"}}), or for a drill with {{\"simulate_dr\": true}}"),
+                    },
+                    "ResultPath": "$.failure",
+                    "Next": format!("failed.{s}"),
+                }),
+            );
+        } else {
+            let waits = health::retry_waits(&self.targets.health);
+            let looks = waits.len() + 1;
+            let healthy_next = match self.targets.dr_type {
+                DrType::BackupRestore => format!("{HEALTHY}.get_environment"),
+                DrType::WarmStandby => HEALTHY.to_string(),
             };
-            self.heartbeat_look(n, looks, &after_unhealthy, &healthy_next);
-            if let Some(wait) = waits.get(n - 1) {
-                self.add(
-                    &format!("{s}.wait{n}"),
-                    json!({
-                        "Type": "Wait",
-                        "Comment": "HEALTH_CHECK_RETRY_INTERVAL_SECS × HEALTH_CHECK_RETRY_BACKOFF_RATE^n",
-                        "Seconds": wait.as_secs().max(1),
-                        "Next": format!("{s}.clock{}", n + 1),
-                    }),
-                );
+            for n in 1..=looks {
+                let after_unhealthy = if n < looks {
+                    format!("{s}.wait{n}")
+                } else {
+                    unhealthy.clone()
+                };
+                self.heartbeat_look(s, n, looks, &after_unhealthy, &healthy_next);
+                if let Some(wait) = waits.get(n - 1) {
+                    self.add(
+                        &format!("{s}.wait{n}"),
+                        json!({
+                            "Type": "Wait",
+                            "Comment": "HEALTH_CHECK_RETRY_INTERVAL_SECS × HEALTH_CHECK_RETRY_BACKOFF_RATE^n",
+                            "Seconds": wait.as_secs().max(1),
+                            "Next": format!("{s}.clock{}", n + 1),
+                        }),
+                    );
+                }
             }
+            if self.targets.dr_type == DrType::BackupRestore {
+                self.save_definition(HEALTHY, None);
+            }
+            self.add(
+                HEALTHY,
+                json!({"Type": "Succeed", "Comment": "the primary is healthy: nothing to recover"}),
+            );
         }
         self.add(
             &unhealthy,
@@ -299,21 +411,27 @@ impl Machine<'_> {
                 "Next": next,
             }),
         );
-        self.healthy_path();
     }
 
-    /// The check's entry: the execution input's `simulate_dr` (absent, a flag, or YES / NO
-    /// as the schedule spells it) leads to the first look, to a simulated disaster, or to
-    /// `input.invalid`.
+    /// The check's entry: the execution input's `primary_unhealthy` (confirmed before the
+    /// start) leads to the failover, `simulate_dr` (absent, a flag, or YES / NO as the
+    /// schedule spells it) to the first look (`unconfirmed` when the primary is in another
+    /// Region), to a simulated disaster, or to `input.invalid`.
     fn execution_input(&mut self, action: &str) {
         let s = StepKind::ConfirmPrimaryUnhealthy.as_str();
+        let read = if self.settings.primary_elsewhere {
+            format!("{s}.unconfirmed")
+        } else {
+            format!("{s}.clock1")
+        };
         self.add(
             s,
             json!({
                 "Type": "Choice",
                 "Comment": action,
                 "Choices": [
-                    {"Not": {"Variable": "$.simulate_dr", "IsPresent": true}, "Next": format!("{s}.clock1")},
+                    {"Variable": format!("$.{PRIMARY_UNHEALTHY}"), "IsPresent": true, "Next": format!("{s}.confirmed")},
+                    {"Not": {"Variable": "$.simulate_dr", "IsPresent": true}, "Next": read},
                     {"Variable": "$.simulate_dr", "IsBoolean": true, "Next": format!("{s}.simulate_flag")},
                     {"Variable": "$.simulate_dr", "IsString": true, "Next": format!("{s}.simulate_text")},
                 ],
@@ -321,11 +439,21 @@ impl Machine<'_> {
             }),
         );
         self.add(
+            &format!("{s}.confirmed"),
+            json!({
+                "Type": "Pass",
+                "Comment": "the primary was confirmed unhealthy before the start (the heartbeat alarm, or `failover --via-step-functions` after its own check): the heartbeat is not read",
+                "Parameters": {"healthy": false, "reason.$": format!("$.{PRIMARY_UNHEALTHY}")},
+                "ResultPath": "$.health",
+                "Next": format!("{s}.unhealthy"),
+            }),
+        );
+        self.add(
             &format!("{s}.simulate_flag"),
             json!({
                 "Type": "Choice",
                 "Choices": [{"Variable": "$.simulate_dr", "BooleanEquals": true, "Next": format!("{s}.simulated")}],
-                "Default": format!("{s}.clock1"),
+                "Default": read,
             }),
         );
         // The schedule `deploy` creates passes MWAA_SIMULATE_DR as it is spelled: YES or NO.
@@ -343,7 +471,7 @@ impl Machine<'_> {
                         {"Variable": "$.simulate_dr", "StringEquals": "NO"},
                         {"Variable": "$.simulate_dr", "StringEquals": "no"},
                         {"Variable": "$.simulate_dr", "StringEquals": "false"},
-                    ], "Next": format!("{s}.clock1")},
+                    ], "Next": read},
                 ],
                 "Default": INVALID_INPUT,
             }),
@@ -373,18 +501,19 @@ impl Machine<'_> {
         );
     }
 
-    /// Look `n` of `looks` at the primary's heartbeat: the window (`clock<n>`), the metric
-    /// (`heartbeat<n>`) and the verdict (`judge<n>`), which goes to `healthy_next` or
-    /// `after_unhealthy`.
+    /// Look `n` of `looks` at the primary's heartbeat: the window (`<s>.clock<n>`), the
+    /// metric (`<s>.heartbeat<n>`) and the verdict (`<s>.judge<n>`), which goes to
+    /// `healthy_next` or `after_unhealthy`. The failover machine and the heartbeat machine
+    /// both look this way.
     fn heartbeat_look(
         &mut self,
+        s: &str,
         n: usize,
         looks: usize,
         after_unhealthy: &str,
         healthy_next: &str,
     ) {
         let step = StepKind::ConfirmPrimaryUnhealthy;
-        let s = step.as_str();
         self.add(
             &format!("{s}.clock{n}"),
             json!({
@@ -460,46 +589,53 @@ impl Machine<'_> {
         }
     }
 
-    /// The primary passed: Backup-Restore saves its definition, then the run ends.
-    fn healthy_path(&mut self) {
-        if self.targets.dr_type == DrType::BackupRestore {
-            let step = StepKind::ConfirmPrimaryUnhealthy;
-            self.task(
-                step,
-                &format!("{HEALTHY}.get_environment"),
-                Some("Mwaa"),
-                json!({
-                    "Comment": "the primary's definition, for a Backup-Restore failover to recreate",
-                    "Resource": sdk("mwaa", "getEnvironment"),
-                    "Parameters": {"Name": self.targets.primary},
-                    "ResultSelector": {"definition.$": "$.Environment"},
-                    "ResultPath": "$.saved",
-                    "Next": format!("{HEALTHY}.save_definition"),
-                }),
-            );
-            self.task(
-                step,
-                &format!("{HEALTHY}.save_definition"),
-                Some("S3"),
-                json!({
-                    "Comment": "saved where `mwaa-dr backup --environment-only` saves it",
-                    "Resource": sdk("s3", "putObject"),
-                    "Parameters": {
-                        "Bucket": self.settings.bucket,
-                        "Key.$": format!("States.Format('{}{{}}.json', $.clock.stamp)", self.environments_prefix()),
-                        "Body.$": "States.JsonToString($.saved.definition)",
-                        "ContentType": "application/json",
-                    },
-                    "ResultSelector": {"ETag.$": "$.ETag"},
-                    "ResultPath": "$.saved.put",
-                    "Next": HEALTHY,
-                }),
-            );
-        }
-        self.add(
-            HEALTHY,
-            json!({"Type": "Succeed", "Comment": "the primary is healthy: nothing to recover"}),
+    /// Backup-Restore, the primary passed: `healthy.get_environment` →
+    /// `healthy.save_definition` (its definition, where `backup --environment-only` saves it)
+    /// → `then`. A failure goes to the failure path, or to `then` when `on_error` is given
+    /// (the error kept at that path).
+    fn save_definition(&mut self, then: &str, on_error: Option<&str>) {
+        let step = StepKind::ConfirmPrimaryUnhealthy;
+        let get = format!("{HEALTHY}.get_environment");
+        let save = format!("{HEALTHY}.save_definition");
+        self.task(
+            step,
+            &get,
+            Some("Mwaa"),
+            json!({
+                "Comment": "the primary's definition, for a Backup-Restore failover to recreate",
+                "Resource": sdk("mwaa", "getEnvironment"),
+                "Parameters": {"Name": self.targets.primary},
+                "ResultSelector": {"definition.$": "$.Environment"},
+                "ResultPath": "$.saved",
+                "Next": save,
+            }),
         );
+        self.task(
+            step,
+            &save,
+            Some("S3"),
+            json!({
+                "Comment": "saved where `mwaa-dr backup --environment-only` saves it",
+                "Resource": sdk("s3", "putObject"),
+                "Parameters": {
+                    "Bucket": self.settings.bucket,
+                    "Key.$": format!("States.Format('{}{{}}.json', $.clock.stamp)", self.environments_prefix()),
+                    "Body.$": "States.JsonToString($.saved.definition)",
+                    "ContentType": "application/json",
+                },
+                "ResultSelector": {"ETag.$": "$.ETag"},
+                "ResultPath": "$.saved.put",
+                "Next": then,
+            }),
+        );
+        if let Some(path) = on_error {
+            for name in [&get, &save] {
+                self.replace_catch(
+                    name,
+                    json!([{"ErrorEquals": ["States.ALL"], "ResultPath": path, "Next": then}]),
+                );
+            }
+        }
     }
 
     fn disable_health_check(&mut self, action: &str, next: &str) {
@@ -1177,6 +1313,8 @@ fn judge_steps(
         } else if r.step == StepKind::ConfirmPrimaryUnhealthy {
             r.details = if visited(events, &format!("{}.simulated", r.step.as_str())) {
                 "unhealthy: simulated disaster (simulate_dr)".into()
+            } else if visited(events, &format!("{}.confirmed", r.step.as_str())) {
+                format!("unhealthy: confirmed before the start ({PRIMARY_UNHEALTHY} in the input)")
             } else if visited(events, HEALTHY) {
                 "healthy: nothing to recover".into()
             } else {
@@ -1260,6 +1398,7 @@ mod tests {
             schedule_kind: ScheduleKind::Scheduler { group: None },
             restore_dag: "restore_metadata".into(),
             restore_conf: conf,
+            primary_elsewhere: false,
         }
     }
 
@@ -1601,5 +1740,146 @@ mod tests {
     #[test]
     fn names_in_messages_cannot_break_the_format_string() {
         assert_eq!(asl_literal("a'b{c}"), "a\\'b\\{c\\}");
+    }
+
+    #[test]
+    fn the_heartbeat_machine_looks_as_the_workflow_does_and_announces_a_healthy_primary() {
+        for dr_type in [DrType::BackupRestore, DrType::WarmStandby] {
+            let t = targets(dr_type, 3);
+            let mut primary_store = settings();
+            primary_store.bucket = "primary-backups".into();
+            let def = heartbeat_definition(&t, &primary_store);
+            check_structure(&def).unwrap_or_else(|e| panic!("{dr_type:?}: {e}"));
+            let s = states(&def);
+            assert_eq!(def["StartAt"], "look.clock1");
+            // One look, no retries: the alarm counts the missed looks.
+            assert_eq!(s.keys().filter(|k| k.contains(".heartbeat")).count(), 1);
+            assert!(!s.keys().any(|k| k.contains(".wait")));
+            // The same window and the same metric as the workflow's look (one source).
+            let workflow = definition(&t, &settings());
+            let w = states(&workflow);
+            assert_eq!(
+                s["look.clock1"]["Output"],
+                w["confirm_primary_unhealthy.clock1"]["Output"]
+            );
+            assert_eq!(
+                s["look.heartbeat1"]["Parameters"],
+                w["confirm_primary_unhealthy.heartbeat1"]["Parameters"]
+            );
+            assert_eq!(s["look.heartbeat1"]["Catch"][0]["Next"], HEARTBEAT_MISSED);
+            assert_eq!(s["look.judge1"]["Default"], HEARTBEAT_MISSED);
+            assert_eq!(s[HEARTBEAT_MISSED]["Type"], "Succeed");
+            let announce = &s["healthy.announce"];
+            assert_eq!(announce["Resource"], "arn:aws:states:::events:putEvents");
+            let entry = &announce["Parameters"]["Entries"][0];
+            assert_eq!(entry["Source"], HEARTBEAT_SOURCE);
+            assert_eq!(entry["DetailType"], HEARTBEAT_DETAIL_TYPE);
+            assert_eq!(entry["Detail"]["environment"], "prim");
+            assert!(
+                entry.get("EventBusName").is_none(),
+                "the Region's default bus"
+            );
+            assert_eq!(announce["Next"], HEALTHY);
+            let healthy_next = s["look.judge1"]["Choices"][1]["Next"].clone();
+            match dr_type {
+                DrType::BackupRestore => {
+                    assert_eq!(healthy_next, "healthy.get_environment");
+                    let save = &s["healthy.save_definition"];
+                    assert_eq!(save["Parameters"]["Bucket"], "primary-backups");
+                    assert_eq!(
+                        save["Parameters"]["Key.$"],
+                        w["healthy.save_definition"]["Parameters"]["Key.$"]
+                    );
+                    // A definition not saved does not hold the heartbeat back.
+                    for name in ["healthy.get_environment", "healthy.save_definition"] {
+                        assert_eq!(s[name]["Catch"][0]["Next"], "healthy.announce", "{name}");
+                    }
+                    assert_eq!(save["Next"], "healthy.announce");
+                }
+                DrType::WarmStandby => {
+                    assert_eq!(healthy_next, "healthy.announce");
+                    assert!(!s.contains_key("healthy.get_environment"));
+                }
+            }
+            // Nothing of the failover.
+            assert!(
+                s.keys().all(|k| step_of_state(k).is_none()),
+                "{:?}",
+                s.keys()
+            );
+        }
+    }
+
+    #[test]
+    fn a_confirmed_primary_skips_the_look_and_across_regions_nothing_else_fails_over() {
+        for primary_elsewhere in [false, true] {
+            for dr_type in [DrType::BackupRestore, DrType::WarmStandby] {
+                let mut settings = settings();
+                settings.primary_elsewhere = primary_elsewhere;
+                settings.schedule_kind = ScheduleKind::Rule;
+                let def = definition(&targets(dr_type, 2), &settings);
+                check_structure(&def).unwrap_or_else(|e| panic!("{dr_type:?}: {e}"));
+                let s = states(&def);
+                let entry = &s["confirm_primary_unhealthy"];
+                assert_eq!(
+                    entry["Choices"][0],
+                    json!({"Variable": "$.primary_unhealthy", "IsPresent": true, "Next": "confirm_primary_unhealthy.confirmed"})
+                );
+                assert_eq!(
+                    s["confirm_primary_unhealthy.confirmed"]["Next"],
+                    "confirm_primary_unhealthy.unhealthy"
+                );
+                let reads = s.keys().any(|k| k.contains(".heartbeat"));
+                assert_eq!(reads, !primary_elsewhere);
+                assert_eq!(s.contains_key(HEALTHY), !primary_elsewhere);
+                assert_eq!(
+                    s.contains_key("healthy.save_definition"),
+                    !primary_elsewhere && dr_type == DrType::BackupRestore
+                );
+                if primary_elsewhere {
+                    // No input, or simulate_dr false / NO: refused, not failed over.
+                    assert_eq!(
+                        entry["Choices"][1]["Next"],
+                        "confirm_primary_unhealthy.unconfirmed"
+                    );
+                    assert_eq!(
+                        s["confirm_primary_unhealthy.simulate_flag"]["Default"],
+                        "confirm_primary_unhealthy.unconfirmed"
+                    );
+                    let refused = &s["confirm_primary_unhealthy.unconfirmed"];
+                    assert_eq!(refused["Parameters"]["Error"], "mwaa-dr.usage");
+                    assert_eq!(refused["Next"], "failed.confirm_primary_unhealthy");
+                    assert_eq!(
+                        s["disable_health_check"]["Resource"],
+                        "arn:aws:states:::aws-sdk:eventbridge:disableRule"
+                    );
+                } else {
+                    assert_eq!(
+                        entry["Choices"][1]["Next"],
+                        "confirm_primary_unhealthy.clock1"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_confirmed_start_shows_in_the_timeline() {
+        let events = vec![
+            event(0, "confirm_primary_unhealthy", true),
+            event(0, "confirm_primary_unhealthy.confirmed", true),
+            event(1, "confirm_primary_unhealthy.unhealthy", false),
+        ];
+        let t = timeline(
+            DrType::WarmStandby,
+            "x",
+            &execution("RUNNING", None),
+            &events,
+        );
+        assert!(
+            t.steps[0].details.contains("confirmed before the start"),
+            "{}",
+            t.steps[0].details
+        );
     }
 }

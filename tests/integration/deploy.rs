@@ -66,11 +66,18 @@ fn lint(path: &Path) {
 
 #[test]
 fn deploy_template_out_writes_templates_that_pass_cfn_lint() {
-    for (dr_type, vpce) in [("BACKUP_RESTORE", "YES"), ("WARM_STANDBY", "NO")] {
+    // Across Regions (the heartbeat, the alarm and its rule) for both DR types, and in one
+    // Region (the schedule).
+    for (dr_type, vpce, secondary) in [
+        ("BACKUP_RESTORE", "YES", SECONDARY),
+        ("WARM_STANDBY", "NO", SECONDARY),
+        ("BACKUP_RESTORE", "NO", PRIMARY),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("templates");
         let mut cmd = mwaa_dr(dir.path());
         cmd.envs(deployment_env("lint-check", dr_type))
+            .env("SECONDARY_REGION", secondary)
             .env("SECONDARY_CREATE_SFN_VPCE", vpce)
             .env("SECONDARY_VPC_ID", "vpc-0123456789abcdef0")
             .env("SECONDARY_SUBNET_IDS", r#"["subnet-0123456789abcdef0"]"#)
@@ -88,6 +95,10 @@ fn deploy_template_out_writes_templates_that_pass_cfn_lint() {
                 serde_json::from_slice(&std::fs::read(&path).expect("template written"))
                     .expect("JSON");
             assert!(template["Resources"].is_object());
+            let cross = ["HeartbeatStateMachine", "HeartbeatAlarm"]
+                .iter()
+                .any(|id| template["Resources"].get(id).is_some());
+            assert_eq!(cross, secondary != PRIMARY, "{side} {secondary}");
             lint(&path);
         }
     }
@@ -269,8 +280,173 @@ async fn stack_resource(moto: &Moto, region: &str, stack: &str, logical: &str) -
 }
 
 async fn rule_exists(moto: &Moto, name: &str) -> bool {
-    let events = aws_sdk_eventbridge::Client::new(&moto.shared(SECONDARY));
-    events.describe_rule().name(name).send().await.is_ok()
+    rule_in(moto, SECONDARY, name).await.is_some()
+}
+
+/// The rule `name` in `region`, if it exists.
+async fn rule_in(
+    moto: &Moto,
+    region: &str,
+    name: &str,
+) -> Option<aws_sdk_eventbridge::operation::describe_rule::DescribeRuleOutput> {
+    let events = aws_sdk_eventbridge::Client::new(&moto.shared(region));
+    events.describe_rule().name(name).send().await.ok()
+}
+
+/// The targets of the rule `name` in `region`.
+async fn rule_targets(
+    moto: &Moto,
+    region: &str,
+    name: &str,
+) -> Vec<aws_sdk_eventbridge::types::Target> {
+    let events = aws_sdk_eventbridge::Client::new(&moto.shared(region));
+    events
+        .list_targets_by_rule()
+        .rule(name)
+        .send()
+        .await
+        .map(|o| o.targets().to_vec())
+        .unwrap_or_default()
+}
+
+/// The heartbeat across Regions, as deployed on moto: the machine in the primary's Region,
+/// the rule forwarding its events to the secondary's default bus, the rule counting them
+/// there and the rule the alarm fires (named as the schedule). moto's CloudFormation lacks
+/// AWS::Scheduler::Schedule and AWS::CloudWatch::Alarm: both are asserted absent (so this
+/// fails when moto starts creating them), and the alarm's properties from the deployed
+/// template are put through CloudWatch's own PutMetricAlarm and read back.
+async fn check_cross_region_detection(moto: &Moto, prefix: &str) {
+    let primary_stack = format!("{prefix}-primary");
+    let secondary_stack = format!("{prefix}-secondary");
+    assert_eq!(
+        stack_resource(moto, PRIMARY, &primary_stack, "HeartbeatStateMachine").await,
+        Some(format!(
+            "arn:aws:states:{PRIMARY}:{ACCOUNT}:stateMachine:{prefix}-heartbeat"
+        ))
+    );
+    let forward = format!("{prefix}-heartbeat-forward");
+    assert!(rule_in(moto, PRIMARY, &forward).await.is_some());
+    let targets = rule_targets(moto, PRIMARY, &forward).await;
+    assert_eq!(
+        targets.iter().map(|t| t.arn()).collect::<Vec<_>>(),
+        [format!(
+            "arn:aws:events:{SECONDARY}:{ACCOUNT}:event-bus/default"
+        )]
+    );
+    assert_eq!(
+        targets[0].role_arn(),
+        Some(format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-heartbeat-forward-role").as_str())
+    );
+    assert!(
+        rule_in(moto, SECONDARY, &format!("{prefix}-heartbeat-arrivals"))
+            .await
+            .is_some()
+    );
+    let trigger = rule_in(moto, SECONDARY, &format!("{prefix}-scheduler"))
+        .await
+        .expect("the rule the alarm fires, named as the schedule");
+    assert_eq!(trigger.state().map(|s| s.as_str()), Some("ENABLED"));
+    let targets = rule_targets(moto, SECONDARY, &format!("{prefix}-scheduler")).await;
+    assert_eq!(
+        targets[0].arn(),
+        format!("arn:aws:states:{SECONDARY}:{ACCOUNT}:stateMachine:{prefix}-state-machine")
+    );
+    assert!(
+        targets[0]
+            .input()
+            .is_some_and(|i| i.contains("primary_unhealthy")),
+        "{targets:?}"
+    );
+    for role in [
+        "heartbeat-role",
+        "heartbeat-scheduler-role",
+        "heartbeat-forward-role",
+        "failover-trigger-role",
+    ] {
+        let xml = moto.iam(&[
+            ("Action", "GetRole"),
+            ("RoleName", &format!("{prefix}-{role}")),
+        ]);
+        assert!(xml.contains("GetRoleResult"), "{role}: {xml}");
+    }
+    // Neither Region has the failover schedule any more; moto lacks the heartbeat's.
+    for (region, name) in [
+        (SECONDARY, format!("{prefix}-scheduler")),
+        (PRIMARY, format!("{prefix}-heartbeat-schedule")),
+    ] {
+        let scheduler = aws_sdk_scheduler::Client::new(&moto.shared(region));
+        assert!(
+            scheduler.get_schedule().name(&name).send().await.is_err(),
+            "moto created the schedule {name}: the test and docs/DEPLOY.md must say it now does"
+        );
+    }
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&moto.shared(SECONDARY));
+    let alarm = format!("{prefix}-primary-heartbeat");
+    let described = cloudwatch
+        .describe_alarms()
+        .alarm_names(&alarm)
+        .send()
+        .await
+        .expect("DescribeAlarms");
+    assert!(
+        described.metric_alarms().is_empty(),
+        "moto created the alarm: the test and docs/DEPLOY.md must say it now does"
+    );
+    // The alarm as the template has it, through PutMetricAlarm.
+    let cfn = aws_sdk_cloudformation::Client::new(&moto.shared(SECONDARY));
+    let body = cfn
+        .get_template()
+        .stack_name(&secondary_stack)
+        .send()
+        .await
+        .expect("GetTemplate");
+    let template: Value =
+        serde_json::from_str(body.template_body().unwrap_or_default()).expect("template");
+    let p = &template["Resources"]["HeartbeatAlarm"]["Properties"];
+    let dimension = &p["Dimensions"][0];
+    let number = |key: &str| p[key].as_i64().map(|v| v as i32);
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(p["AlarmName"].as_str().unwrap_or_default())
+        .alarm_description(p["AlarmDescription"].as_str().unwrap_or_default())
+        .namespace(p["Namespace"].as_str().unwrap_or_default())
+        .metric_name(p["MetricName"].as_str().unwrap_or_default())
+        .dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name(dimension["Name"].as_str().unwrap_or_default())
+                .value(dimension["Value"].as_str().unwrap_or_default())
+                .build(),
+        )
+        .statistic(p["Statistic"].as_str().unwrap_or_default().into())
+        .set_period(number("Period"))
+        .set_evaluation_periods(number("EvaluationPeriods"))
+        .set_datapoints_to_alarm(number("DatapointsToAlarm"))
+        .set_threshold(p["Threshold"].as_f64())
+        .comparison_operator(p["ComparisonOperator"].as_str().unwrap_or_default().into())
+        .treat_missing_data(p["TreatMissingData"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .expect("PutMetricAlarm takes the template's alarm");
+    let described = cloudwatch
+        .describe_alarms()
+        .alarm_names(&alarm)
+        .send()
+        .await
+        .expect("DescribeAlarms");
+    let put = &described.metric_alarms()[0];
+    assert_eq!(put.namespace(), Some("AWS/Events"));
+    assert_eq!(put.metric_name(), Some("MatchedEvents"));
+    assert_eq!(
+        put.dimensions()[0].value(),
+        Some(format!("{prefix}-heartbeat-arrivals").as_str())
+    );
+    assert_eq!(put.treat_missing_data(), Some("breaching"));
+    cloudwatch
+        .delete_alarms()
+        .alarm_names(&alarm)
+        .send()
+        .await
+        .expect("DeleteAlarms");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -451,17 +627,8 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
         ])
         .contains("GetRoleResult")
     );
-    // moto's CloudFormation lacks AWS::Scheduler::Schedule: the schedule is not created there.
-    let scheduler = aws_sdk_scheduler::Client::new(&moto.shared(SECONDARY));
-    assert!(
-        scheduler
-            .get_schedule()
-            .name(format!("{prefix}-scheduler"))
-            .send()
-            .await
-            .is_err(),
-        "moto created the schedule: the test and docs/DEPLOY.md must say it now does"
-    );
+    // The Regions differ: detection crosses them on EventBridge.
+    check_cross_region_detection(&moto, &prefix).await;
     for (region, bucket) in &dags {
         let text = object(&moto, region, bucket, dag_key)
             .await
@@ -547,6 +714,16 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
         .is_some()
     );
 
+    // The primary's stack alone: the heartbeat stops, so the rule the secondary's alarm
+    // fires is disabled first (else its silence would start a failover).
+    let r = undeploy(&["--region-only", "primary"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(stack_status(&moto, PRIMARY, &primary_stack).await, None);
+    let trigger = rule_in(&moto, SECONDARY, &format!("{prefix}-scheduler"))
+        .await
+        .expect("the secondary's stack stays");
+    assert_eq!(trigger.state().map(|s| s.as_str()), Some("DISABLED"));
+
     // With --delete-backups it removes everything deploy made; it needs only the variables
     // that name things (no environment names, no DR_TYPE).
     let mut cmd = mwaa_dr(dir.path());
@@ -570,13 +747,31 @@ async fn deploy_creates_changes_nothing_the_second_time_and_undeploy_leaves_noth
         None
     );
     assert!(!rule_exists(&moto, &format!("{prefix}-sfn-failure-rule")).await);
+    assert!(!rule_exists(&moto, &format!("{prefix}-scheduler")).await);
+    assert!(!rule_exists(&moto, &format!("{prefix}-heartbeat-arrivals")).await);
+    assert!(
+        rule_in(&moto, PRIMARY, &format!("{prefix}-heartbeat-forward"))
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        stack_resource(&moto, PRIMARY, &primary_stack, "HeartbeatStateMachine").await,
+        None
+    );
     assert_eq!(
         stack_resource(&moto, SECONDARY, &secondary_stack, "StepFunctionsEndpoint").await,
         None
     );
     // moto 5.2.5 does not delete a stack's AWS::EC2::VPCEndpoint with the stack (it has no
     // delete for that type); real CloudFormation does. So the endpoint is not checked here.
-    for role in ["state-machine-role", "scheduler-role", "replication-role"] {
+    for role in [
+        "state-machine-role",
+        "replication-role",
+        "heartbeat-role",
+        "heartbeat-scheduler-role",
+        "heartbeat-forward-role",
+        "failover-trigger-role",
+    ] {
         let xml = moto.iam(&[
             ("Action", "GetRole"),
             ("RoleName", &format!("{prefix}-{role}")),

@@ -76,6 +76,9 @@ impl Setup {
             ("SECONDARY_DAGS_BUCKET_NAME", "sec-dags".into()),
             ("SECONDARY_SUBNET_IDS", r#"["subnet-1","subnet-2"]"#.into()),
             ("SECONDARY_SECURITY_GROUP_IDS", r#"["sg-1"]"#.into()),
+            // Both environments in the machine's Region: the workflow reads the heartbeat
+            // itself (across Regions it does not: the tests at the end of this file).
+            ("PRIMARY_REGION", SECONDARY_REGION.into()),
         ] {
             vars.push((k.to_string(), v));
         }
@@ -637,7 +640,7 @@ async fn a_backup_restore_drill_recreates_from_the_definition_the_cli_saved() {
         .await
         .expect("older definition");
     aws.seed_environment(
-        crate::aws::PRIMARY_REGION,
+        SECONDARY_REGION,
         json!({"Name": primary, "Status": "AVAILABLE", "AirflowVersion": "2.10.3",
                "EnvironmentClass": "mw1.medium", "MaxWorkers": 7}),
     );
@@ -765,7 +768,8 @@ async fn across_regions_a_healthy_primary_is_refused_before_any_execution() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let setup = Setup::new(&aws, "WARM_STANDBY");
+    let mut setup = Setup::new(&aws, "WARM_STANDBY");
+    setup.set("PRIMARY_REGION", crate::aws::PRIMARY_REGION);
     create_bucket(&aws, &setup.bucket).await;
     let primary = setup.get("PRIMARY_MWAA_ENVIRONMENT_NAME");
     assert_ne!(crate::aws::PRIMARY_REGION, SECONDARY_REGION);
@@ -775,8 +779,8 @@ async fn across_regions_a_healthy_primary_is_refused_before_any_execution() {
     );
     // Healthy in the primary's own Region, where only the CLI can look.
     aws.put_heartbeat(&primary, 1.0).await;
-    let mut def = setup.definition(dir.path());
-    clock_now(&mut def);
+    // Across Regions the machine has no look of its own to stand in for.
+    let def = setup.definition(dir.path());
     let machine = create_machine(&aws, &def, "sfn-cross-region").await;
     let sfn = aws_sdk_sfn::Client::new(&shared(&aws));
     let executions = || async {
@@ -806,4 +810,612 @@ async fn across_regions_a_healthy_primary_is_refused_before_any_execution() {
         refused.stderr
     );
     assert_eq!(executions().await, 0, "nothing may start");
+}
+
+// Across Regions (docs/FAILOVER.md, "Regions"): the heartbeat machine of the primary's
+// Region and the failover machine started by the heartbeat alarm.
+
+fn shared_in(aws: &Aws, region: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .endpoint_url(&aws.moto)
+        .credentials_provider(aws_sdk_sns::config::SharedCredentialsProvider::new(
+            aws_sdk_sns::config::Credentials::new("testing", "testing", None, None, "bench"),
+        ))
+        .build()
+}
+
+/// A setup with the primary in its own Region, as deploy sees it across Regions.
+fn cross_region_setup(aws: &Aws, dr_type: &str) -> Setup {
+    let mut setup = Setup::new(aws, dr_type);
+    setup.set("PRIMARY_REGION", crate::aws::PRIMARY_REGION);
+    setup
+}
+
+/// Both templates as `deploy --template-out` writes them: (primary, secondary).
+fn templates(setup: &Setup, dir: &Path) -> (Value, Value) {
+    let out_dir = dir.join(format!("templates-{}", std::process::id()));
+    let out = run(&mut setup.cmd(
+        dir,
+        &["deploy", "--template-out", out_dir.to_str().expect("utf-8")],
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let prefix = setup.get("STACK_NAME_PREFIX");
+    let read = |side: &str| -> Value {
+        let path = out_dir.join(format!("{prefix}-{side}.template.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("template")).expect("JSON")
+    };
+    (read("primary"), read("secondary"))
+}
+
+/// The definition a template embeds for the state machine `logical`, checked.
+fn embedded(template: &Value, logical: &str) -> Value {
+    let text = template["Resources"][logical]["Properties"]["DefinitionString"]
+        .as_str()
+        .expect("a definition");
+    let def: Value = serde_json::from_str(text).expect("JSON");
+    check_structure(&def).expect("a well-formed definition");
+    def
+}
+
+/// What the JSONata clock of the state `name` computes, computed here (as `clock_now`).
+fn clock_of(def: &mut Value, name: &str) {
+    let now = Utc::now();
+    stand_in(
+        def,
+        name,
+        "JSONata",
+        json!({
+            "Type": "Pass",
+            "Result": {
+                "start": (now - chrono::Duration::minutes(10)).to_rfc3339(),
+                "end": (now + chrono::Duration::minutes(1)).to_rfc3339(),
+                "stamp": now.format("%Y%m%dT000000.000000Z").to_string(),
+            },
+            "ResultPath": "$.clock",
+        }),
+    );
+}
+
+/// A new execution name (moto needs one).
+fn execution_name() -> String {
+    format!("run-{}", Utc::now().format("%H%M%S%f"))
+}
+
+/// A queue in `region`: (URL, ARN).
+async fn queue_in(aws: &Aws, region: &str, name: &str) -> (String, String) {
+    let sqs = aws_sdk_sqs::Client::new(&shared_in(aws, region));
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    (url, arn)
+}
+
+/// The bodies of the messages in the queue (a few receives, for what is on its way).
+async fn messages_in(aws: &Aws, region: &str, url: &str) -> Vec<Value> {
+    let sqs = aws_sdk_sqs::Client::new(&shared_in(aws, region));
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
+        for m in got.messages() {
+            out.push(serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or(Value::Null));
+        }
+        if !out.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    out
+}
+
+/// A rule `name` in `region` with the event pattern `pattern` and one target.
+async fn rule_to(aws: &Aws, region: &str, name: &str, pattern: &Value, target: &str) {
+    let events = aws_sdk_eventbridge::Client::new(&shared_in(aws, region));
+    events
+        .put_rule()
+        .name(name)
+        .event_pattern(pattern.to_string())
+        .state(aws_sdk_eventbridge::types::RuleState::Enabled)
+        .send()
+        .await
+        .expect("rule");
+    events
+        .put_targets()
+        .rule(name)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("target")
+                .arn(target)
+                .role_arn("arn:aws:iam::123456789012:role/forward")
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("targets");
+}
+
+/// Starts `machine` in `region` with `input` and waits for the end: (status, the states
+/// entered, the execution's error).
+async fn execute(
+    aws: &Aws,
+    region: &str,
+    machine: &str,
+    input: &str,
+) -> (String, Vec<String>, String) {
+    let sfn = aws_sdk_sfn::Client::new(&shared_in(aws, region));
+    let execution = sfn
+        .start_execution()
+        .state_machine_arn(machine)
+        .name(execution_name())
+        .input(input)
+        .send()
+        .await
+        .expect("start")
+        .execution_arn()
+        .to_string();
+    wait_for_end(aws, region, &execution).await
+}
+
+async fn wait_for_end(aws: &Aws, region: &str, execution: &str) -> (String, Vec<String>, String) {
+    let sfn = aws_sdk_sfn::Client::new(&shared_in(aws, region));
+    for _ in 0..120 {
+        let d = sfn
+            .describe_execution()
+            .execution_arn(execution)
+            .send()
+            .await
+            .expect("describe");
+        if d.status().as_str() != "RUNNING" {
+            return (
+                d.status().as_str().to_string(),
+                entered(aws, region, execution).await,
+                d.error().unwrap_or_default().to_string(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{execution} still running");
+}
+
+/// The states the execution entered, in order.
+async fn entered(aws: &Aws, region: &str, execution: &str) -> Vec<String> {
+    let sfn = aws_sdk_sfn::Client::new(&shared_in(aws, region));
+    sfn.get_execution_history()
+        .execution_arn(execution)
+        .max_results(1000)
+        .send()
+        .await
+        .expect("history")
+        .events()
+        .iter()
+        .filter_map(|e| e.state_entered_event_details())
+        .map(|d| d.name().to_string())
+        .collect()
+}
+
+/// The heartbeat machine of the primary's Region, executed by moto there: a healthy primary's
+/// definition is saved in the primary's backup bucket and its event reaches the secondary's
+/// Region through a rule with the forwarding rule's pattern and target (the secondary's
+/// default bus), where a rule with the arrivals rule's pattern hands it to an SQS queue (the
+/// deployed arrivals rule has no target: the alarm counts its matches, which moto does not
+/// publish). A primary without heartbeat puts nothing. Stand-ins: the JSONata clock and
+/// `aws-sdk:mwaa:getEnvironment` (moto runs neither).
+#[tokio::test]
+async fn across_regions_the_heartbeat_machine_announces_a_healthy_primary_to_the_secondary() {
+    use crate::aws::PRIMARY_REGION;
+    let Some(aws) = Aws::get("sfn_heartbeat") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = cross_region_setup(&aws, "BACKUP_RESTORE");
+    let primary = setup.get("PRIMARY_MWAA_ENVIRONMENT_NAME");
+    let prefix = setup.get("STACK_NAME_PREFIX");
+    let (primary_template, secondary_template) = templates(&setup, dir.path());
+    let forward = &primary_template["Resources"]["HeartbeatForwardRule"]["Properties"];
+    let arrivals = &secondary_template["Resources"]["HeartbeatRule"]["Properties"];
+    assert_eq!(forward["EventPattern"], arrivals["EventPattern"]);
+    let bus = forward["Targets"][0]["Arn"]
+        .as_str()
+        .expect("bus")
+        .to_string();
+    assert_eq!(
+        bus,
+        format!("arn:aws:events:{SECONDARY_REGION}:123456789012:event-bus/default")
+    );
+    let (queue, queue_arn) =
+        queue_in(&aws, SECONDARY_REGION, &format!("arrivals-{}", aws.tag)).await;
+    rule_to(
+        &aws,
+        PRIMARY_REGION,
+        &format!("forward-{}", aws.tag),
+        &forward["EventPattern"],
+        &bus,
+    )
+    .await;
+    rule_to(
+        &aws,
+        SECONDARY_REGION,
+        &format!("arrivals-{}", aws.tag),
+        &arrivals["EventPattern"],
+        &queue_arn,
+    )
+    .await;
+
+    // The primary's backup bucket, as deploy names it.
+    let bucket = format!("{prefix}-backup-123456789012-{PRIMARY_REGION}");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared_in(&aws, PRIMARY_REGION))
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+
+    let mut def = embedded(&primary_template, "HeartbeatStateMachine");
+    clock_of(&mut def, "look.clock1");
+    stand_in(
+        &mut def,
+        "healthy.get_environment",
+        "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
+        json!({"Type": "Pass", "Result": {"definition": {"Name": primary, "AirflowVersion": "2.10.3", "MaxWorkers": 4}}}),
+    );
+    let sfn = aws_sdk_sfn::Client::new(&shared_in(&aws, PRIMARY_REGION));
+    let machine = sfn
+        .create_state_machine()
+        .name(format!("heartbeat-{}", aws.tag))
+        .role_arn("arn:aws:iam::123456789012:role/mwaa-dr-test")
+        .definition(def.to_string())
+        .send()
+        .await
+        .expect("machine")
+        .state_machine_arn()
+        .to_string();
+
+    // No heartbeat yet: nothing saved, nothing put.
+    let (status, states, _) = execute(&aws, PRIMARY_REGION, &machine, "{}").await;
+    assert_eq!(status, "SUCCEEDED");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("no_heartbeat"),
+        "{states:?}"
+    );
+    assert!(messages_in(&aws, SECONDARY_REGION, &queue).await.is_empty());
+
+    // Healthy in its own Region: saved and announced.
+    aws.put_heartbeat(&primary, 1.0).await;
+    let (status, states, error) = execute(&aws, PRIMARY_REGION, &machine, "{}").await;
+    assert_eq!(status, "SUCCEEDED", "{error} {states:?}");
+    assert_eq!(
+        states,
+        [
+            "look.clock1",
+            "look.heartbeat1",
+            "look.judge1",
+            "healthy.get_environment",
+            "healthy.save_definition",
+            "healthy.announce",
+            "healthy"
+        ]
+    );
+    let events = messages_in(&aws, SECONDARY_REGION, &queue).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["source"], "mwaa-dr");
+    assert_eq!(events[0]["detail-type"], "primary healthy");
+    assert_eq!(events[0]["detail"]["environment"], primary.as_str());
+    assert_eq!(events[0]["detail"]["heartbeat"], 1.0);
+    let keys: Vec<String> = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix(format!("dr/environments/{primary}/"))
+        .send()
+        .await
+        .expect("list")
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].ends_with("T000000.000000Z.json"), "{keys:?}");
+
+    // Another primary's events do not reach this one's arrivals.
+    setup.set(
+        "PRIMARY_MWAA_ENVIRONMENT_NAME",
+        &format!("other-{}", aws.tag),
+    );
+    let (other, _) = templates(&setup, dir.path());
+    assert_ne!(
+        other["Resources"]["HeartbeatForwardRule"]["Properties"]["EventPattern"],
+        forward["EventPattern"]
+    );
+}
+
+/// The failover machine of the secondary's Region across Regions, started as the alarm's rule
+/// starts it (the rule's own input, from the template): it reads no heartbeat, disables the
+/// rule (the schedule's name), and goes on to the restore, whose token this test answers;
+/// started without a confirmation it refuses and notifies. Stand-ins as in the drill above:
+/// GetEnvironment of the secondary and the restore's REST call; and DisableRule under
+/// boto3's name for EventBridge.
+#[tokio::test]
+async fn across_regions_the_alarm_input_fails_over_without_reading_the_heartbeat() {
+    let Some(aws) = Aws::get("sfn_alarm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = cross_region_setup(&aws, "WARM_STANDBY");
+    create_bucket(&aws, &setup.bucket).await;
+    let rule = format!("trigger-{}", aws.tag);
+    setup.set("HEALTH_CHECK_SCHEDULE_NAME", &rule);
+    let (topic, queue) = aws
+        .topic_with_queue(&format!("sfn-alarm-{}", aws.tag))
+        .await;
+    setup.set("DR_SNS_TOPIC_ARN", &topic);
+    let (token_topic, token_queue) = aws
+        .topic_with_queue(&format!("sfn-alarm-token-{}", aws.tag))
+        .await;
+    let (_, secondary_template) = templates(&setup, dir.path());
+    let trigger = &secondary_template["Resources"]["FailoverTriggerRule"]["Properties"];
+    assert_eq!(trigger["Name"], rule.as_str());
+    let input = trigger["Targets"][0]["Input"]
+        .as_str()
+        .expect("input")
+        .to_string();
+    // The rule the alarm fires, as deploy makes it (its target does not matter here).
+    let (_, any_queue) = queue_in(&aws, SECONDARY_REGION, &format!("unused-{}", aws.tag)).await;
+    rule_to(
+        &aws,
+        SECONDARY_REGION,
+        &rule,
+        &trigger["EventPattern"],
+        &any_queue,
+    )
+    .await;
+
+    let mut def = setup.definition(dir.path());
+    assert_eq!(def, embedded(&secondary_template, "StateMachine"));
+    // moto's interpreter calls boto3's client of the SDK service's name, and boto3 names
+    // EventBridge `events`: the same DisableRule under that name.
+    let mut disable = def["States"]["disable_health_check"].clone();
+    assert_eq!(disable["Parameters"], json!({"Name": rule}));
+    disable["Resource"] = json!("arn:aws:states:::aws-sdk:events:disableRule");
+    stand_in(
+        &mut def,
+        "disable_health_check",
+        "arn:aws:states:::aws-sdk:eventbridge:disableRule",
+        disable,
+    );
+    stand_in(
+        &mut def,
+        "confirm_secondary_available.status",
+        "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
+        json!({"Type": "Pass", "Result": {"status": "AVAILABLE"}}),
+    );
+    let restore = def["States"]["restore_latest_backup"].clone();
+    let mut waiting = restore.clone();
+    waiting["Resource"] = json!("arn:aws:states:::sns:publish.waitForTaskToken");
+    waiting["Parameters"] = json!({"TopicArn": token_topic, "Message": restore["Parameters"]});
+    stand_in(
+        &mut def,
+        "restore_latest_backup",
+        "arn:aws:states:::aws-sdk:mwaa:invokeRestApi.waitForTaskToken",
+        waiting,
+    );
+    let machine = create_machine(&aws, &def, "sfn-alarm").await;
+    let rule_state = || async {
+        aws_sdk_eventbridge::Client::new(&shared_in(&aws, SECONDARY_REGION))
+            .describe_rule()
+            .name(&rule)
+            .send()
+            .await
+            .expect("rule")
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default()
+    };
+
+    // Without a confirmation: refused, notified, nothing disabled.
+    let (status, states, error) = execute(&aws, SECONDARY_REGION, &machine, "{}").await;
+    assert_eq!(status, "FAILED", "{states:?}");
+    assert_eq!(error, "mwaa-dr.usage");
+    assert!(
+        states.contains(&"confirm_primary_unhealthy.unconfirmed".to_string()),
+        "{states:?}"
+    );
+    assert!(
+        !states.iter().any(|s| s.starts_with("disable_health_check")),
+        "{states:?}"
+    );
+    assert_eq!(rule_state().await, "ENABLED");
+    let published = aws.notifications(&queue).await;
+    assert!(
+        published
+            .iter()
+            .any(|(subject, _)| subject.contains("FAILED")),
+        "{published:?}"
+    );
+
+    // As the alarm's rule starts it.
+    let sfn = aws_sdk_sfn::Client::new(&shared(&aws));
+    let execution = sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .name(execution_name())
+        .input(&input)
+        .send()
+        .await
+        .expect("start")
+        .execution_arn()
+        .to_string();
+    let mut request = Value::Null;
+    for _ in 0..80 {
+        if let Some((_, m)) = aws.notifications(&token_queue).await.into_iter().next() {
+            request = serde_json::from_str(&m).expect("the REST call's parameters");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if request.is_null() {
+        let ended = wait_for_end(&aws, SECONDARY_REGION, &execution).await;
+        panic!("the restore got no token: {ended:?}");
+    }
+    let token = request["Body"]["conf"]["task_token"]
+        .as_str()
+        .expect("the restore waits for its token")
+        .to_string();
+    assert_eq!(rule_state().await, "DISABLED", "no second failover");
+    sfn.send_task_success()
+        .task_token(&token)
+        .output(r#"{"missing_dags": []}"#)
+        .send()
+        .await
+        .expect("task success");
+    let (status, states, error) = wait_for_end(&aws, SECONDARY_REGION, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{error} {states:?}");
+    assert_eq!(
+        &states[..4],
+        [
+            "confirm_primary_unhealthy",
+            "confirm_primary_unhealthy.confirmed",
+            "confirm_primary_unhealthy.unhealthy",
+            "disable_health_check"
+        ]
+    );
+    assert!(
+        !states
+            .iter()
+            .any(|s| s.contains(".clock") || s.contains(".heartbeat")),
+        "no look: {states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("recovered"),
+        "{states:?}"
+    );
+    let published = aws.notifications(&queue).await;
+    assert!(
+        published
+            .iter()
+            .any(|(subject, _)| subject.contains("succeeded")),
+        "{published:?}"
+    );
+}
+
+/// `failover --via-step-functions` across Regions: the primary found unhealthy from here (no
+/// heartbeat in its Region) is what the execution's input says, and the machine, reading
+/// nothing itself, goes on (here to a rule that does not exist: the run fails there and the
+/// timeline shows the confirmation).
+#[tokio::test]
+async fn across_regions_failover_via_step_functions_hands_over_what_it_found() {
+    let Some(aws) = Aws::get("sfn_handover") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = cross_region_setup(&aws, "WARM_STANDBY");
+    create_bucket(&aws, &setup.bucket).await;
+    setup.set(
+        "HEALTH_CHECK_SCHEDULE_NAME",
+        &format!("missing-{}", aws.tag),
+    );
+    let def = setup.definition(dir.path());
+    let machine = create_machine(&aws, &def, "sfn-handover").await;
+    let dry = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--dry-run",
+            "failover",
+            "--via-step-functions",
+            "--state-machine",
+            &machine,
+        ],
+    ));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("\"primary_unhealthy\" once the primary is found unhealthy"),
+        "{}",
+        dry.stdout
+    );
+    let out = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "--yes",
+            "failover",
+            "--via-step-functions",
+            "--state-machine",
+            &machine,
+        ],
+    ));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let t = timeline(&out);
+    assert_eq!(
+        step_outcomes(&t),
+        [
+            ("confirm_primary_unhealthy".to_string(), "ok".to_string()),
+            ("disable_health_check".to_string(), "failed".to_string())
+        ]
+    );
+    assert!(
+        t["steps"][0]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("confirmed before the start"),
+        "{t}"
+    );
+    let sfn = aws_sdk_sfn::Client::new(&shared(&aws));
+    let execution = sfn
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await
+        .expect("executions")
+        .executions()
+        .first()
+        .map(|e| e.execution_arn().to_string())
+        .expect("one execution");
+    let input: Value = serde_json::from_str(
+        sfn.describe_execution()
+            .execution_arn(&execution)
+            .send()
+            .await
+            .expect("describe")
+            .input()
+            .unwrap_or("{}"),
+    )
+    .expect("JSON input");
+    assert_eq!(input["simulate_dr"], false, "{input}");
+    assert!(
+        input["primary_unhealthy"]
+            .as_str()
+            .is_some_and(|r| r.contains("found it unhealthy from outside")),
+        "{input}"
+    );
 }
