@@ -353,6 +353,47 @@ pub struct FailoverArgs {
     /// the one `deploy` creates]
     #[arg(long, value_name = "NAME|ARN", requires = "via_step_functions")]
     pub state_machine: Option<String>,
+
+    /// Start nothing: follow an execution already started (by the schedule, an alarm or
+    /// someone else) and print its timeline, with the same exit code as a started one. An
+    /// execution ARN, or `latest`: the state machine's newest running execution, else its
+    /// last one
+    #[arg(
+        long,
+        value_name = "ARN|latest",
+        requires = "via_step_functions",
+        conflicts_with = "simulate_dr",
+        value_parser = parse_execution
+    )]
+    pub execution: Option<ExecutionChoice>,
+}
+
+/// The execution `failover --via-step-functions --execution` follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionChoice {
+    /// The state machine's newest running execution, else its last one.
+    Latest,
+    /// `arn:<partition>:states:<region>:<account>:execution:<machine>:<name>`.
+    Arn(String),
+}
+
+fn parse_execution(value: &str) -> Result<ExecutionChoice, String> {
+    if value == "latest" {
+        return Ok(ExecutionChoice::Latest);
+    }
+    let parts: Vec<&str> = value.split(':').collect();
+    if parts.len() >= 8
+        && parts[0] == "arn"
+        && parts[2] == "states"
+        && parts[5] == "execution"
+        && parts[6..].iter().all(|p| !p.is_empty())
+    {
+        return Ok(ExecutionChoice::Arn(value.to_string()));
+    }
+    Err(
+        "expected an execution ARN (arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME) or `latest`"
+            .to_string(),
+    )
 }
 
 #[derive(Debug, Args)]

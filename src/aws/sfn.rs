@@ -170,6 +170,30 @@ impl SfnExecutions {
         Ok(out.execution_arn().to_string())
     }
 
+    /// The ARN of `machine`'s newest running execution, else of its newest one; `None`
+    /// when it has none.
+    pub async fn latest(&self, machine: &str) -> Result<Option<String>> {
+        for status in [Some(aws_sdk_sfn::types::ExecutionStatus::Running), None] {
+            let page = self
+                .client
+                .list_executions()
+                .state_machine_arn(machine)
+                .set_status_filter(status)
+                .send()
+                .await
+                .map_err(|e| sdk_error("ListExecutions", machine, e))?;
+            // Newest first on AWS; sorted here all the same.
+            if let Some(newest) = page
+                .executions()
+                .iter()
+                .max_by_key(|e| time_of(e.start_date()))
+            {
+                return Ok(Some(newest.execution_arn().to_string()));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn describe(&self, execution: &str) -> Result<ExecutionState> {
         let d = self
             .client

@@ -10,7 +10,7 @@ use crate::aws::mwaa::SdkMwaa;
 use crate::aws::schedule::AwsSchedules;
 use crate::aws::sfn::{ExecutionState, SfnExecutions, StateEvent};
 use crate::aws::sns::SnsNotifier;
-use crate::cli::FailoverArgs;
+use crate::cli::{ExecutionChoice, FailoverArgs};
 use tokio_util::sync::CancellationToken;
 
 use super::failover_plan::targets;
@@ -251,9 +251,10 @@ fn render_timeline(t: &Timeline) -> String {
     out
 }
 
-/// `--via-step-functions`: starts an execution of the deployed state machine, shows each
-/// state it enters on stderr, and prints the timeline from its history. The outcome decides
-/// the exit code: 0 recovered, 6 the primary was healthy, 1 failed, timed out or aborted.
+/// `--via-step-functions`: starts an execution of the deployed state machine (or, with
+/// `--execution`, takes one already started), shows each state it enters on stderr, and
+/// prints the timeline from its history. The outcome decides the exit code: 0 recovered, 6
+/// the primary was healthy, 1 failed, timed out or aborted.
 async fn via_step_functions(
     config: &Config,
     args: &FailoverArgs,
@@ -261,8 +262,11 @@ async fn via_step_functions(
 ) -> Result<()> {
     use crate::deploy::state_machine;
     let targets = targets(config, "failover", false)?;
-    let name = state_machine_to_start(config, args)?;
     let sfn = SfnExecutions::new(config.secondary.region.as_deref(), &config.aws_timeouts).await;
+    if let Some(choice) = &args.execution {
+        return follow_started(config, args, &targets, &sfn, choice, cancel).await;
+    }
+    let name = state_machine_to_start(config, args)?;
     let machine = sfn.find(&name).await?;
     let simulate = args.simulate_dr || config.health_check.simulate_dr;
     let mut input = serde_json::json!({ "simulate_dr": simulate });
@@ -312,9 +316,69 @@ async fn via_step_functions(
     let execution = sfn.start(&machine, &execution_name, &input).await?;
     progress_line(config, &format!("started {execution}"));
     let (state, events) = follow_execution(config, &sfn, &execution, cancel).await?;
-    let timeline = state_machine::timeline(targets.dr_type, &execution_name, &state, &events);
+    report_execution(config, &targets, &execution, &state, &events)
+}
+
+/// `--execution`: follows an execution something else started (the schedule, an alarm, an
+/// operator) as a started one is followed, and reports it the same way. Starts nothing.
+async fn follow_started(
+    config: &Config,
+    args: &FailoverArgs,
+    targets: &Targets,
+    sfn: &SfnExecutions,
+    choice: &ExecutionChoice,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let execution = match choice {
+        ExecutionChoice::Arn(arn) => {
+            if args.state_machine.is_some() {
+                return Err(Error::Usage {
+                    message: "--state-machine picks the machine of `--execution latest`; an execution ARN names its machine itself: pass one or the other".into(),
+                });
+            }
+            arn.clone()
+        }
+        ExecutionChoice::Latest => {
+            let machine = sfn.find(&state_machine_to_start(config, args)?).await?;
+            sfn.latest(&machine).await?.ok_or_else(|| {
+                Error::failed(
+                    "follow the latest execution",
+                    &machine,
+                    "the state machine has no execution yet (start one with `mwaa-dr failover --via-step-functions`)",
+                )
+            })?
+        }
+    };
+    if config.dry_run {
+        let state = sfn.describe(&execution).await?;
+        let doc =
+            serde_json::json!({"dry_run": true, "execution": execution, "status": state.status});
+        output::emit(config.output, &doc, || {
+            format!(
+                "dry run: would follow execution {execution} ({}); nothing is changed",
+                state.status
+            )
+        });
+        return Ok(());
+    }
+    progress_line(config, &format!("following {execution}"));
+    let (state, events) = follow_execution(config, sfn, &execution, cancel).await?;
+    report_execution(config, targets, &execution, &state, &events)
+}
+
+/// Prints the timeline of an ended execution (named by the last part of its ARN) and turns
+/// its outcome into the command's result.
+fn report_execution(
+    config: &Config,
+    targets: &Targets,
+    execution: &str,
+    state: &ExecutionState,
+    events: &[StateEvent],
+) -> Result<()> {
+    let name = execution.rsplit(':').next().unwrap_or(execution);
+    let timeline = crate::deploy::state_machine::timeline(targets.dr_type, name, state, events);
     output::emit(config.output, &timeline, || render_timeline(&timeline));
-    execution_outcome(&targets, &execution, &state, &events)
+    execution_outcome(targets, execution, state, events)
 }
 
 /// The workflow in the secondary Region cannot see a primary in another Region (Step
@@ -381,7 +445,7 @@ fn state_machine_to_start(config: &Config, args: &FailoverArgs) -> Result<String
     })
 }
 
-/// Follows a started execution until it is no longer running, showing each state it enters;
+/// Follows an execution until it is no longer running, showing each state it enters;
 /// returns its final state and its whole history. Cancelling stops following, not the
 /// execution.
 async fn follow_execution(

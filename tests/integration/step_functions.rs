@@ -1419,3 +1419,248 @@ async fn across_regions_failover_via_step_functions_hands_over_what_it_found() {
         "{input}"
     );
 }
+
+/// Starts an execution of `machine` as the health-check schedule does (no CLI involved);
+/// returns its ARN.
+async fn start_unattended(aws: &Aws, machine: &str, input: &str) -> String {
+    aws_sdk_sfn::Client::new(&shared(aws))
+        .start_execution()
+        .state_machine_arn(machine)
+        .name(format!(
+            "schedule-{}",
+            Utc::now().format("%Y%m%dT%H%M%S%3f")
+        ))
+        .input(input)
+        .send()
+        .await
+        .expect("StartExecution")
+        .execution_arn()
+        .to_string()
+}
+
+/// A drill the schedule started, followed by `--execution ARN` while it runs and by
+/// `--execution latest` once it ended: the same timeline and exit code as a started drill,
+/// and nothing else started. Bad `--execution` values are refused before any call.
+#[tokio::test]
+async fn an_execution_the_schedule_started_is_followed_by_its_arn_and_as_latest() {
+    let Some(aws) = Aws::get("sfn_follow") else {
+        return;
+    };
+    let Some(bench) = Bench::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = Setup::new(&aws, "WARM_STANDBY");
+    create_bucket(&aws, &setup.bucket).await;
+    let schedule = format!("health-{}", aws.tag);
+    aws.create_schedule(&schedule).await;
+    setup.set("HEALTH_CHECK_SCHEDULE_NAME", &schedule);
+    let (topic, _queue) = aws
+        .topic_with_queue(&format!("sfn-follow-{}", aws.tag))
+        .await;
+    setup.set("DR_SNS_TOPIC_ARN", &topic);
+    let mut def = setup.definition(dir.path());
+    stand_in(
+        &mut def,
+        "confirm_secondary_available.status",
+        "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
+        json!({"Type": "Pass", "Result": {"status": "AVAILABLE"}}),
+    );
+    let mut drill = Drill::relay_restore(&aws, &mut def, "sfn-follow").await;
+    let machine = create_machine(&aws, &def, "sfn-follow").await;
+
+    // Bad input: refused by the parser, nothing called.
+    for (args, expect) in [
+        (
+            vec!["failover", "--via-step-functions", "--execution", "nope"],
+            "or `latest`",
+        ),
+        (
+            vec![
+                "failover",
+                "--via-step-functions",
+                "--execution",
+                "arn:aws:states:us-east-2:123456789012:stateMachine:m",
+            ],
+            "execution ARN",
+        ),
+        (
+            vec![
+                "failover",
+                "--via-step-functions",
+                "--simulate-dr",
+                "--execution",
+                "latest",
+            ],
+            "--simulate-dr",
+        ),
+        (
+            vec!["failover", "--execution", "latest"],
+            "--via-step-functions",
+        ),
+        (
+            vec![
+                "failover",
+                "--via-step-functions",
+                "--state-machine",
+                &machine,
+                "--execution",
+                "arn:aws:states:us-east-2:123456789012:execution:m:e",
+            ],
+            "names its machine itself",
+        ),
+    ] {
+        let out = run(&mut setup.cmd(dir.path(), &args));
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(expect), "{args:?}: {}", out.stderr);
+    }
+    let none = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "failover",
+            "--via-step-functions",
+            "--execution",
+            "latest",
+            "--state-machine",
+            &machine,
+        ],
+    ));
+    assert_eq!(none.code, 1, "{}", none.stderr);
+    assert!(none.stderr.contains("no execution yet"), "{}", none.stderr);
+
+    let execution = start_unattended(&aws, &machine, r#"{"simulate_dr": "YES"}"#).await;
+    let mut follow = setup.cmd(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "failover",
+            "--via-step-functions",
+            "--execution",
+            &execution,
+        ],
+    );
+    drill.following = Some(std::thread::spawn(move || run(&mut follow)));
+    let request = drill.request(&aws).await;
+    let db = bench.airflow_db("sfn_follow", "2.10.3", true);
+    let out = drill.answer(&mut setup, dir.path(), &db, &request);
+    let t = timeline(&out);
+    let all_ok: Vec<(String, String)> = [
+        "confirm_primary_unhealthy",
+        "disable_health_check",
+        "confirm_secondary_available",
+        "restore_latest_backup",
+        "notify",
+    ]
+    .iter()
+    .map(|s| (s.to_string(), "ok".to_string()))
+    .collect();
+    assert_eq!(step_outcomes(&t), all_ok, "{t}");
+    let name = execution.rsplit(':').next().expect("a name");
+    assert_eq!(t["run_id"], name, "{t}");
+    assert!(t["recovery_seconds"].as_f64().is_some(), "{t}");
+    assert!(
+        out.stderr.contains(&format!("following {execution}"))
+            && out.stderr.contains("restore_latest_backup"),
+        "{}",
+        out.stderr
+    );
+
+    // Once it ended, `latest` is that execution: the same timeline, the same exit code.
+    let latest = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "failover",
+            "--via-step-functions",
+            "--execution",
+            "latest",
+            "--state-machine",
+            &machine,
+        ],
+    ));
+    assert_eq!(latest.code, 0, "{}", latest.stderr);
+    let again = timeline(&latest);
+    assert_eq!(again["run_id"], name, "{again}");
+    assert_eq!(step_outcomes(&again), all_ok, "{again}");
+    assert_eq!(again["recovery_seconds"], t["recovery_seconds"]);
+    let dry = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--dry-run",
+            "failover",
+            "--via-step-functions",
+            "--execution",
+            "latest",
+            "--state-machine",
+            &machine,
+        ],
+    ));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains(&execution) && dry.stdout.contains("SUCCEEDED"),
+        "{}",
+        dry.stdout
+    );
+    let executions = aws_sdk_sfn::Client::new(&shared(&aws))
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await
+        .expect("executions");
+    assert_eq!(executions.executions().len(), 1, "following starts nothing");
+}
+
+/// A failing execution the schedule started, followed as `latest` of the machine `deploy`
+/// names, exits 1 with the timeline up to the failed step.
+#[tokio::test]
+async fn a_failing_execution_followed_as_latest_exits_1_with_its_timeline() {
+    let Some(aws) = Aws::get("sfn_follow_failure") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = Setup::new(&aws, "WARM_STANDBY");
+    create_bucket(&aws, &setup.bucket).await;
+    setup.set(
+        "HEALTH_CHECK_SCHEDULE_NAME",
+        &format!("missing-{}", aws.tag),
+    );
+    let (topic, _queue) = aws
+        .topic_with_queue(&format!("sfn-follow-fail-{}", aws.tag))
+        .await;
+    setup.set("DR_SNS_TOPIC_ARN", &topic);
+    let mut def = setup.definition(dir.path());
+    clock_now(&mut def);
+    let prefix = format!("sfnf-{}", aws.tag);
+    setup.set("STACK_NAME_PREFIX", &prefix);
+    let machine = create_named_machine(&aws, &def, &format!("{prefix}-state-machine")).await;
+    let execution = start_unattended(&aws, &machine, "{}").await;
+
+    let out = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "failover",
+            "--via-step-functions",
+            "--execution",
+            "latest",
+        ],
+    ));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let t = timeline(&out);
+    assert_eq!(
+        step_outcomes(&t),
+        vec![
+            ("confirm_primary_unhealthy".into(), "ok".into()),
+            ("disable_health_check".into(), "failed".into()),
+        ],
+        "{t}"
+    );
+    assert!(t["finished_at"].is_null(), "{t}");
+    assert!(
+        out.stderr.contains(&format!("following {execution}"))
+            && out.stderr.contains("ResourceNotFound"),
+        "{}",
+        out.stderr
+    );
+}
