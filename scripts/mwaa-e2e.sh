@@ -23,12 +23,14 @@
 #      scheduler; `mwaa-dr verify` accepts the backup.
 #   3. The primary stops (its scheduler heartbeat never reached CloudWatch: the real health
 #      check finds it unhealthy). A standby Airflow (own database, key B, DAGs paused, in the
-#      secondary Region). On Airflow 2, the drill of the unattended recovery: the workflow
+#      secondary Region). The drill of the unattended recovery: the workflow
 #      `mwaa-dr deploy --print-definition` generates, on moto's Step Functions
 #      (scripts/lib/sfn-drill.py says which states are swapped and how), fired by its
-#      health-check schedule with `simulate_dr`; the restore DAG runs in the standby and
-#      answers the task token; the execution succeeds, the schedule is disabled, the topic
-#      receives the outcome, the standby's CLI shows the primary's history (the checks below).
+#      health-check schedule with `simulate_dr`, and followed by `mwaa-dr failover
+#      --via-step-functions --execution ARN`; the restore DAG runs in the standby and
+#      answers the task token; the follower's timeline shows every step ok, the schedule is
+#      disabled, the topic receives the outcome, the standby's CLI shows the primary's
+#      history (the checks below).
 #      The standby's DAGs are paused again, as after a drill on a standby.
 #      Warm-Standby: `mwaa-dr failover --yes` with no SECONDARY_DB_URL: the restore DAG runs there.
 #      Airflow's CLI on the standby shows the primary's finished runs and their task states,
@@ -296,17 +298,22 @@ standin_call() {
 
 # mwaa-dr as a user outside MWAA runs it: AWS credentials and the settings below, no database
 # URL, no Fernet key.
+# The binary with the e2e's environment and extra_env, as the array mwaa_dr.
+mwaa_dr_command() {
+    aws_vars
+    mwaa_dr=(env -i PATH="$PATH" HOME="$HOME" TMPDIR="${TMPDIR:-/tmp}" "${aws[@]}"
+        "DR_BACKUP_STORE=$store_url" "PRIMARY_MWAA_ENVIRONMENT_NAME=$primary_env"
+        "SECONDARY_MWAA_ENVIRONMENT_NAME=${secondary_env:-$standby_env}"
+        HEALTH_CHECK_MAX_RETRY=0 STATE_MACHINE_TIMEOUT_MINS=10 SECONDARY_UNPAUSE_WAIT_SECS=120
+        MWAA_CREATE_ENV_POLLING_INTERVAL_SECS=1 "${extra_env[@]}"
+        "$bin" --no-dotenv)
+}
 run_mwaa_dr() {
     local out=$1 rc=0
     shift
-    aws_vars
+    mwaa_dr_command
     printf '$ mwaa-dr %s\n' "$*"
-    env -i PATH="$PATH" HOME="$HOME" TMPDIR="${TMPDIR:-/tmp}" "${aws[@]}" \
-        "DR_BACKUP_STORE=$store_url" "PRIMARY_MWAA_ENVIRONMENT_NAME=$primary_env" \
-        "SECONDARY_MWAA_ENVIRONMENT_NAME=${secondary_env:-$standby_env}" \
-        HEALTH_CHECK_MAX_RETRY=0 STATE_MACHINE_TIMEOUT_MINS=10 SECONDARY_UNPAUSE_WAIT_SECS=120 \
-        MWAA_CREATE_ENV_POLLING_INTERVAL_SECS=1 "${extra_env[@]}" \
-        "$bin" --no-dotenv "$@" >"$work/$out.out" 2>"$work/$out.err" 8>&- || rc=$?
+    "${mwaa_dr[@]}" "$@" >"$work/$out.out" 2>"$work/$out.err" 8>&- || rc=$?
     if ((rc != 0)); then
         sed 's/^/  /' "$work/$out.out"
         tail -n 60 "$work/$out.err" | sed 's/^/  /' >&2
@@ -542,7 +549,7 @@ standin_call POST "environments/$standby_env/airflow?region=us-east-2" "{\"Airfl
 secondary_env=$standby_env
 
 # The drill of the unattended recovery into the standby (scripts/lib/sfn-drill.py), then the
-# standby back to standby. Run on Airflow 2; on Airflow 3 it is not run yet.
+# standby back to standby.
 drill() {
     step "Drill: the health-check schedule fires the workflow with simulate_dr on moto's Step Functions"
     local drill_topic_arn=arn:aws:sns:us-east-2:123456789012:drill-outcome-$tag
@@ -554,11 +561,16 @@ drill() {
         PRIMARY_REGION=us-east-2
         "HEALTH_CHECK_SCHEDULE_NAME=$drill_schedule" "DR_SNS_TOPIC_ARN=$drill_topic_arn")
     run_mwaa_dr definition deploy --print-definition
+    mwaa_dr_command
     t0=$SECONDS
+    # The drill follows the execution the schedule starts with `failover --via-step-functions
+    # --execution ARN` on the state machine it creates, and checks its timeline.
     "$boto_python" "$repo/scripts/lib/sfn-drill.py" --moto "$moto" --standin "$standin" \
         --region us-east-2 --definition "$work/definition.out" --secondary "$standby_env" \
         --topic-arn "$drill_topic_arn" --schedule "$drill_schedule" --machine-name "drill-$tag" \
-        --interval-mins 5 --timeout-secs 600 --paused-dag e2e_xcom >"$work/drill.out" 2>"$work/drill.err" 8>&- || {
+        --interval-mins 5 --timeout-secs 600 --paused-dag e2e_xcom \
+        -- "${mwaa_dr[@]}" --output json failover --via-step-functions \
+        >"$work/drill.out" 2>"$work/drill.err" 8>&- || {
         sed 's/^/  /' "$work/drill.err" >&2
         tail -n 40 "$work/scheduler-s.log" >&2
         fail "the drill on moto's Step Functions"
@@ -588,7 +600,7 @@ drill() {
     done
     pass "drill: the standby's DAGs paused again, no e2e task left running"
 }
-if ((major == 2)); then drill; fi
+drill
 
 step "Warm-Standby: mwaa-dr failover with no SECONDARY_DB_URL into the standby"
 t0=$SECONDS

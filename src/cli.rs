@@ -454,4 +454,28 @@ mod tests {
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn execution_is_latest_or_an_execution_arn() {
+        let arn = "arn:aws:states:us-east-2:123456789012:execution:m-state-machine:run-1";
+        assert_eq!(parse_execution("latest"), Ok(ExecutionChoice::Latest));
+        assert_eq!(
+            parse_execution(arn),
+            Ok(ExecutionChoice::Arn(arn.to_string()))
+        );
+        for bad in [
+            "",
+            "Latest",
+            "run-1",
+            "arn:aws:states:us-east-2:123456789012:stateMachine:m-state-machine",
+            "arn:aws:states:us-east-2:123456789012:execution:m-state-machine:",
+            "arn:aws:sns:us-east-2:123456789012:execution:m:run-1",
+        ] {
+            let err = parse_execution(bad).expect_err(bad);
+            assert!(
+                err.contains("execution ARN") && err.contains("`latest`"),
+                "{err}"
+            );
+        }
+    }
 }

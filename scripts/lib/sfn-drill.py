@@ -19,20 +19,25 @@ moto-python`); it does what AWS would do around the workflow `mwaa-dr deploy
    window OFF, target the state machine, input `{"simulate_dr": "YES"}` as with
    MWAA_SIMULATE_DR=YES); moto does not fire schedules, so it is fired as the Scheduler does:
    GetSchedule, then StartExecution on its Target.Arn with its Target.Input;
-4. the relay, until the execution ends;
+4. the relay, until the execution ends, while `mwaa-dr failover --via-step-functions
+   --execution ARN` (the command after `--`, run as given with `--execution` appended)
+   follows the execution the schedule started, as an operator would;
 5. the checks: before the firing, the restore DAG is unpaused in the secondary although its
-   new DAGs are paused (`--paused-dag`); the execution SUCCEEDED; the restore DAG's run (`mwaa-dr-sfn-<execution>`)
-   exists in the standby with state success (InvokeRestApi GET, as MWAA would answer); the
-   schedule is DISABLED; the outcome topic received the success message naming the
-   secondary.
+   new DAGs are paused (`--paused-dag`); the follower exits 0 (the execution SUCCEEDED and
+   recovered) and its JSON timeline has every Warm-Standby step `ok` and a recovery time;
+   the restore DAG's run (`mwaa-dr-sfn-<execution>`) exists in the standby with state
+   success (InvokeRestApi GET, as MWAA would answer); the schedule is DISABLED; the outcome
+   topic received the success message naming the secondary.
 
-Prints a JSON summary on stdout (the states entered, the run, the message); exits non-zero
-with the reason on stderr when a check fails.
+Prints a JSON summary on stdout (the timeline, the run, the message); exits non-zero with
+the reason on stderr when a check fails.
 """
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -42,6 +47,9 @@ from botocore.config import Config
 GET_ENVIRONMENT = "arn:aws:states:::aws-sdk:mwaa:getEnvironment"
 INVOKE_WAIT = "arn:aws:states:::aws-sdk:mwaa:invokeRestApi.waitForTaskToken"
 PUBLISH_WAIT = "arn:aws:states:::sns:publish.waitForTaskToken"
+# The Warm-Standby workflow's steps, as the follower's timeline names them.
+WARM_STANDBY_STEPS = ["confirm_primary_unhealthy", "disable_health_check",
+                      "confirm_secondary_available", "restore_latest_backup", "notify"]
 
 
 def fail(message):
@@ -79,7 +87,13 @@ def main():
     for flag in ("moto", "standin", "region", "definition", "secondary", "topic-arn",
                  "schedule", "machine-name", "interval-mins", "timeout-secs", "paused-dag"):
         p.add_argument("--" + flag, required=True)
+    p.add_argument("follow", nargs=argparse.REMAINDER,
+                   help="-- the mwaa-dr command that follows the execution (--execution ARN "
+                        "is appended)")
     a = p.parse_args()
+    follow = a.follow[1:] if a.follow[:1] == ["--"] else a.follow
+    if not follow:
+        fail("no follower: pass -- MWAA-DR... failover --via-step-functions")
     creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
              "region_name": a.region}
 
@@ -155,6 +169,10 @@ def main():
     execution = sfn.start_execution(stateMachineArn=target["Arn"], input=target["Input"],
                                     name=str(uuid.uuid4()))["executionArn"]
     log(f"the schedule fired {execution} with {target['Input']}")
+    # An operator follows the execution the schedule started, with the binary.
+    follower_out, follower_err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    follower = subprocess.Popen(follow + ["--execution", execution], stdout=follower_out,
+                                stderr=follower_err, stdin=subprocess.DEVNULL, text=True)
 
     deadline = time.monotonic() + float(a.timeout_secs)
     relayed = []
@@ -171,13 +189,32 @@ def main():
         if described["status"] != "RUNNING":
             break
         if time.monotonic() > deadline:
+            follower.kill()
             fail(f"the execution still runs after {a.timeout_secs} s")
-    events = sfn.get_execution_history(executionArn=execution, maxResults=1000)["events"]
-    entered = [e["stateEnteredEventDetails"]["name"] for e in events
-               if "stateEnteredEventDetails" in e]
+    try:
+        code = follower.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        follower.kill()
+        fail(f"the follower did not end 120 s after the execution ended {described['status']}")
+    follower_out.seek(0)
+    follower_err.seek(0)
+    printed, progress = follower_out.read(), follower_err.read()
+    log("the follower's progress:\n" + progress.rstrip())
+    if code != 0:
+        fail(f"the follower exited {code} (execution {described['status']}: "
+             f"{described.get('error')} {described.get('cause')}):\n{printed}")
+    try:
+        timeline = json.loads(printed)
+    except ValueError as e:
+        fail(f"the follower printed no JSON timeline ({e}): {printed}")
+    steps = [(s["step"], s["outcome"]) for s in timeline.get("steps", [])]
+    if steps != [(s, "ok") for s in WARM_STANDBY_STEPS]:
+        fail(f"the timeline's steps are {steps}, not {WARM_STANDBY_STEPS} all ok: {timeline}")
+    if timeline.get("run_id") != execution.rsplit(":", 1)[-1] or timeline.get(
+            "recovery_seconds") is None or timeline.get("finished_at") is None:
+        fail(f"the timeline does not name {execution} as recovered: {timeline}")
     if described["status"] != "SUCCEEDED":
-        fail(f"the execution ended {described['status']}: {described.get('error')} "
-             f"{described.get('cause')}; states: {entered}")
+        fail(f"the follower exited 0 for an execution that ended {described['status']}")
     if len(relayed) != 1 or relayed[0]["status"] != 200:
         fail(f"one restore run expected, relayed: {relayed}")
 
@@ -205,12 +242,13 @@ def main():
             break
     if not any("succeeded" in s and a.secondary in m for s, m in messages):
         fail(f"no success message on {outcome_topic}: {messages}")
-    path = " > ".join(s for s in entered if "." not in s)
-    summary = (f"execution {described['status']} through {path}; restore run {run_id} "
+    path = " > ".join(s for s, _ in steps)
+    summary = (f"execution {described['status']} through {path} (followed by mwaa-dr, "
+               f"recovery {timeline['recovery_seconds']:.1f} s); restore run {run_id} "
                f"{run['state']} in {a.secondary}; schedule {state}; SNS: {messages[0][0]}")
     print(json.dumps({"summary": summary, "execution": execution, "status": described["status"],
-                      "states": entered, "restore_run": {"dag_run_id": run_id,
-                                                         "state": run["state"]},
+                      "timeline": timeline, "restore_run": {"dag_run_id": run_id,
+                                                            "state": run["state"]},
                       "schedule": state, "notification": messages[0]}, indent=1))
 
 

@@ -4,11 +4,13 @@
 //! a third Airflow) run with no database URL, and Airflow's own CLI on the secondary shows the
 //! primary's runs, task states, variables, connection, pool and paused flags.
 //!
-//! Before the Warm-Standby failover on Airflow 2, the drill of the unattended recovery: the workflow
+//! Before the Warm-Standby failover, the drill of the unattended recovery: the workflow
 //! `deploy --print-definition` generates runs on moto's Step Functions, fired by its
 //! health-check schedule with `simulate_dr`; the restore DAG runs in the standby's Airflow and
-//! answers the task token; the execution succeeds, the schedule is disabled, SNS receives the
-//! outcome and the standby's CLI shows the primary's history (`scripts/lib/sfn-drill.py`).
+//! answers the task token; `failover --via-step-functions --execution ARN` follows the
+//! execution the schedule started and its timeline shows every step ok; the schedule is
+//! disabled, SNS receives the outcome and the standby's CLI shows the primary's history
+//! (`scripts/lib/sfn-drill.py`).
 //!
 //! Needs the bench PostgreSQL and moto (the test fails without them), Python 3 and the cached
 //! Airflow venvs. Three Airflows, one at a time; the script runs one at a time per machine.
@@ -44,11 +46,10 @@ fn mwaa_e2e(version: &str) {
         stdout.contains("recovery time: Warm-Standby"),
         "no summary:\n{stdout}"
     );
-    // The drill runs on Airflow 2 (scripts/mwaa-e2e.sh).
     assert!(
-        !version.starts_with("2.")
-            || (stdout.contains("execution SUCCEEDED through")
-                && stdout.contains("schedule DISABLED; SNS: mwaa-dr failover to")),
+        stdout.contains("execution SUCCEEDED through")
+            && stdout.contains("followed by mwaa-dr")
+            && stdout.contains("schedule DISABLED; SNS: mwaa-dr failover to"),
         "no drill in the summary:\n{stdout}"
     );
     let summary = stdout
