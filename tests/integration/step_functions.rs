@@ -1664,3 +1664,45 @@ async fn a_failing_execution_followed_as_latest_exits_1_with_its_timeline() {
         out.stderr
     );
 }
+
+/// A scheduled execution that found the primary healthy, followed by its ARN: refused (6),
+/// as a started one is, with the timeline of its health check.
+#[tokio::test]
+async fn a_healthy_execution_followed_by_its_arn_is_a_refusal() {
+    let Some(aws) = Aws::get("sfn_follow_healthy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(&aws, "WARM_STANDBY");
+    let primary = setup.get("PRIMARY_MWAA_ENVIRONMENT_NAME");
+    create_bucket(&aws, &setup.bucket).await;
+    let mut def = setup.definition(dir.path());
+    clock_now(&mut def);
+    let machine = create_machine(&aws, &def, "sfn-follow-healthy").await;
+    aws.put_heartbeat_in(SECONDARY_REGION, &primary, 1.0).await;
+    let execution = start_unattended(&aws, &machine, "{}").await;
+
+    let out = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "failover",
+            "--via-step-functions",
+            "--execution",
+            &execution,
+        ],
+    ));
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    let t = timeline(&out);
+    assert_eq!(
+        step_outcomes(&t),
+        vec![("confirm_primary_unhealthy".into(), "ok".into())],
+        "{t}"
+    );
+    assert!(
+        out.stderr.contains("the primary is healthy") && out.stderr.contains(&execution),
+        "{}",
+        out.stderr
+    );
+}
