@@ -377,6 +377,16 @@ pub enum ExecutionChoice {
     Arn(String),
 }
 
+impl ExecutionChoice {
+    /// The Region an execution ARN names (the parser accepts only ARNs that name one).
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            ExecutionChoice::Latest => None,
+            ExecutionChoice::Arn(arn) => arn.split(':').nth(3).filter(|r| !r.is_empty()),
+        }
+    }
+}
+
 fn parse_execution(value: &str) -> Result<ExecutionChoice, String> {
     if value == "latest" {
         return Ok(ExecutionChoice::Latest);
@@ -385,6 +395,7 @@ fn parse_execution(value: &str) -> Result<ExecutionChoice, String> {
     if parts.len() >= 8
         && parts[0] == "arn"
         && parts[2] == "states"
+        && !parts[3].is_empty()
         && parts[5] == "execution"
         && parts[6..].iter().all(|p| !p.is_empty())
     {
@@ -463,6 +474,11 @@ mod tests {
             parse_execution(arn),
             Ok(ExecutionChoice::Arn(arn.to_string()))
         );
+        assert_eq!(
+            parse_execution(arn).map(|e| e.region().map(str::to_string)),
+            Ok(Some("us-east-2".to_string()))
+        );
+        assert_eq!(ExecutionChoice::Latest.region(), None);
         for bad in [
             "",
             "Latest",
@@ -470,6 +486,7 @@ mod tests {
             "arn:aws:states:us-east-2:123456789012:stateMachine:m-state-machine",
             "arn:aws:states:us-east-2:123456789012:execution:m-state-machine:",
             "arn:aws:sns:us-east-2:123456789012:execution:m:run-1",
+            "arn:aws:states::123456789012:execution:m-state-machine:run-1",
         ] {
             let err = parse_execution(bad).expect_err(bad);
             assert!(

@@ -262,7 +262,13 @@ async fn via_step_functions(
 ) -> Result<()> {
     use crate::deploy::state_machine;
     let targets = targets(config, "failover", false)?;
-    let sfn = SfnExecutions::new(config.secondary.region.as_deref(), &config.aws_timeouts).await;
+    // An execution ARN names its Region; anything else is in the secondary's, where deploy
+    // puts the workflow.
+    let region = match args.execution.as_ref().and_then(|e| e.region()) {
+        Some(region) => Some(region),
+        None => config.secondary.region.as_deref(),
+    };
+    let sfn = SfnExecutions::new(region, &config.aws_timeouts).await;
     if let Some(choice) = &args.execution {
         return follow_started(config, args, &targets, &sfn, choice, cancel).await;
     }

@@ -1583,6 +1583,23 @@ async fn an_execution_the_schedule_started_is_followed_by_its_arn_and_as_latest(
     assert_eq!(again["run_id"], name, "{again}");
     assert_eq!(step_outcomes(&again), all_ok, "{again}");
     assert_eq!(again["recovery_seconds"], t["recovery_seconds"]);
+    // An execution ARN is looked up in the Region it names, not in SECONDARY_REGION.
+    let secondary_region = setup.get("SECONDARY_REGION");
+    setup.set("SECONDARY_REGION", "eu-west-1");
+    let elsewhere = run(&mut setup.cmd(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "failover",
+            "--via-step-functions",
+            "--execution",
+            &execution,
+        ],
+    ));
+    assert_eq!(elsewhere.code, 0, "{}", elsewhere.stderr);
+    assert_eq!(step_outcomes(&timeline(&elsewhere)), all_ok);
+    setup.set("SECONDARY_REGION", &secondary_region);
     let dry = run(&mut setup.cmd(
         dir.path(),
         &[
