@@ -146,11 +146,12 @@ impl ExportRun {
         self.queue.lock().ok().and_then(|mut q| q.pop_front())
     }
 
-    /// Stops the other workers from starting new tables.
-    fn drain(&self) {
+    /// Stops every worker: no new table starts, and the tables in progress end at once.
+    fn fail(&self) {
         if let Ok(mut q) = self.queue.lock() {
             q.clear();
         }
+        self.stop.cancel();
     }
 }
 
@@ -197,7 +198,7 @@ async fn export_worker(run: Arc<ExportRun>, worker: usize) -> Result<Vec<TableEn
         let entry = match written {
             Ok(entry) => entry,
             Err(e) => {
-                run.stop.cancel();
+                run.fail();
                 drop(conn);
                 super::terminate_backend(connector, pid).await;
                 return Err(e);
@@ -212,6 +213,9 @@ async fn export_worker(run: Arc<ExportRun>, worker: usize) -> Result<Vec<TableEn
         if first_written
             && let Err(e) = crate::failpoint::reach("backup.table_written", &run.stop).await
         {
+            if !matches!(e, Error::Interrupted) {
+                run.fail();
+            }
             drop(conn);
             super::terminate_backend(connector, pid).await;
             return Err(e);
@@ -221,25 +225,28 @@ async fn export_worker(run: Arc<ExportRun>, worker: usize) -> Result<Vec<TableEn
     Ok(done)
 }
 
-/// Waits for every worker and returns the error of the one that failed first, not the
-/// "interrupted" of the workers it stopped (unless the run itself was interrupted).
+/// Waits for every worker, as each ends, and returns the error of the one that failed first,
+/// not the "interrupted" of the workers it stopped (unless the run itself was interrupted).
+/// The first failure stops the others at once.
 async fn join_workers(
     workers: Vec<tokio::task::JoinHandle<Result<Vec<TableEntry>>>>,
     run: &ExportRun,
     cancel: &CancellationToken,
 ) -> Result<Vec<TableEntry>> {
+    let mut pending: futures::stream::FuturesUnordered<_> = workers.into_iter().collect();
     let mut entries = Vec::new();
     let mut first_error = None;
-    for worker in workers {
-        match worker.await {
+    while let Some(joined) = pending.next().await {
+        match joined {
             Ok(Ok(done)) => entries.extend(done),
             Ok(Err(Error::Interrupted)) if !cancel.is_cancelled() => {}
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
-                run.drain();
+                run.fail();
             }
             Err(join) => {
                 first_error.get_or_insert(Error::failed("export", "worker", join));
+                run.fail();
             }
         }
     }
