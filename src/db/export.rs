@@ -19,6 +19,9 @@ use crate::store::manifest::{TableEntry, object_key};
 use crate::store::pipeline::{self, Bounds, Rewrite, Written};
 use crate::store::{BackupStore, ObjectWriter};
 
+/// Bytes of a table between two progress reports.
+const PROGRESS_STEP: u64 = 256 * 1024;
+
 /// One table to export.
 #[derive(Debug, Clone)]
 pub struct TableExport {
@@ -333,6 +336,7 @@ async fn stream_table(
             .copy_out_raw(&table.copy_sql())
             .await
             .map_err(|e| db_error("export", &table.name, e))?;
+        let mut unreported = 0u64;
         loop {
             let chunk = match tokio::time::timeout(limits.read_timeout, stream.next()).await {
                 Ok(Some(chunk)) => chunk.map_err(|e| db_error("export", &table.name, e))?,
@@ -348,9 +352,14 @@ async fn stream_table(
                     ));
                 }
             };
-            progress.advance(&table.name, chunk.len() as u64);
+            // COPY sends a message per row: progress is told per batch, not per row.
+            unreported += chunk.len() as u64;
+            if unreported >= PROGRESS_STEP {
+                progress.advance(&table.name, std::mem::take(&mut unreported));
+            }
             input.push(&chunk).await;
         }
+        progress.advance(&table.name, unreported);
         drop(stream);
         input.finish().await;
         Ok(())

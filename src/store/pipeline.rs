@@ -38,7 +38,7 @@ impl Default for Bounds {
         Bounds {
             batch: 256 * KIB,
             queued_batches: 4,
-            block: 1024 * KIB,
+            block: 512 * KIB,
             queued_blocks: 2,
         }
     }

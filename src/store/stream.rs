@@ -19,19 +19,32 @@ pub struct CsvRecordCounter {
 
 impl CsvRecordCounter {
     pub fn feed(&mut self, chunk: &[u8]) {
-        for &b in chunk {
-            match b {
-                b'"' => {
-                    self.in_quotes = !self.in_quotes;
-                    self.pending = true;
-                }
-                b'\n' if !self.in_quotes => {
-                    self.records += 1;
-                    self.pending = false;
-                }
-                _ => self.pending = true,
+        let Some(&last) = chunk.last() else {
+            return;
+        };
+        // Jumps from quote to quote and, outside quotes, to the next newline (memchr), instead
+        // of looking at every byte.
+        let mut at = 0;
+        let mut record_ended_last = false;
+        while at < chunk.len() {
+            let rest = &chunk[at..];
+            let found = if self.in_quotes {
+                memchr::memchr(b'"', rest)
+            } else {
+                memchr::memchr2(b'"', b'\n', rest)
+            };
+            let Some(i) = found else {
+                break;
+            };
+            if rest[i] == b'"' {
+                self.in_quotes = !self.in_quotes;
+            } else {
+                self.records += 1;
+                record_ended_last = at + i == chunk.len() - 1;
             }
+            at += i + 1;
         }
+        self.pending = !(last == b'\n' && record_ended_last);
     }
 
     /// Records seen, the header included; a last record without newline counts too.
