@@ -18,8 +18,13 @@
 #
 #   (a) floor    psql: \copy (SELECT <columns> FROM <table>) TO '/dev/null' (CSV) for every
 #                table a backup holds, one after the other
+#   (a2) floor N the same \copy commands over N psql processes at once (N = --jobs), the
+#                tables split among them biggest first (each to the least loaded process);
+#                wall time of the whole: the floor of a backup over N connections
 #   (b) pg_dump  pg_dump --data-only -t <table>... > /dev/null
 #   (c) backup   mwaa-dr --store DIR backup --db SRC --jobs N
+#   (a1) / (c1)  one core: (a) and `mwaa-dr backup --jobs 1`, each under `taskset -c 0` (the
+#                client pinned to one CPU, as on a 1-vCPU worker; the server is not pinned)
 #   (d) load     psql, one transaction: \copy <table> (<columns>) FROM '<table>.csv' of the same
 #                tables (exported once beforehand) into an empty schema, in foreign-key order
 #   (e) restore  mwaa-dr --store DIR --yes restore --db TARGET --clean --jobs N into an empty
@@ -42,7 +47,7 @@
 #                restores it there. Reports that failover's recovery time, the restore DAG's
 #                task start included, next to (f)'s.
 #
-# Targets: c/a <= 1.3, e/d <= 1.5, e/h <= 1.2, lock window <= 2 s, peak RSS of mwaa-dr <= 100 MB, Warm-Standby recovery
+# Targets: c/a <= 1.3, c/a2 <= 1.1, c1/a1 <= 1.3, e/d <= 1.5, e/h <= 1.2, lock window <= 2 s, peak RSS of mwaa-dr <= 100 MB, Warm-Standby recovery
 # <= 60 s, through the REST path <= 90 s (reported, not enforced).
 # When mwaa-dr cannot be built or a step of it fails, (a), (b) and (d) are still measured,
 # (c) / (e) are marked failed and the exit code is 1.
@@ -65,6 +70,7 @@ readonly fill_sql=$repo/scripts/sql/fill-metadata.sql
 readonly backup_tables=(log_template slot_pool variable connection job trigger dag_run
     dag_run_note task_instance task_instance_note task_instance_history task_fail
     task_reschedule rendered_task_instance_fields xcom log)
+readonly target_ca2=1.1 target_c1a1=1.3
 readonly target_ca=1.3 target_ed=1.5 target_eh=1.2 target_lock_s=2 target_rss_mb=100 target_recovery_s=60 target_rest_recovery_s=90
 
 log() { echo "bench: $*" >&2; }
@@ -285,6 +291,32 @@ measure b "$pg_bin/pg_dump" --data-only --no-owner --no-privileges -f /dev/null 
     "${dump_args[@]}"
 rows[b]=$src_rows
 
+# (a2) the parallel floor: the same \copy commands over $jobs psql processes, the tables
+# split biggest first, each to the process with the fewest bytes so far.
+declare -a share=()
+for ((i = 0; i < jobs; i++)); do share[i]=0; : >"$work/floor-$i.sql"; done
+while read -r size t; do
+    least=0
+    for ((i = 1; i < jobs; i++)); do
+        if ((share[i] < share[least])); then least=$i; fi
+    done
+    share[least]=$((share[least] + size))
+    echo "\\copy (SELECT ${cols[$t]} FROM \"$t\") TO '/dev/null' WITH (FORMAT csv, HEADER true)" >>"$work/floor-$least.sql"
+done < <(for t in "${tables[@]}"; do
+    echo "$(psql_v "$src_url" "SELECT pg_relation_size(to_regclass(quote_ident('$t')))") $t"
+done | sort -rn)
+{
+    echo 'pids=()'
+    for ((i = 0; i < jobs; i++)); do
+        printf '"%s" -X -q -v ON_ERROR_STOP=1 -d "%s" -f "%s" & pids+=($!)\n' \
+            "$pg_bin/psql" "$src_url" "$work/floor-$i.sql"
+    done
+    echo 'status=0; for p in "${pids[@]}"; do wait "$p" || status=$?; done; exit $status'
+} >"$work/floor-parallel.sh"
+log "(a2) psql \\copy TO /dev/null over $jobs processes"
+measure a2 bash "$work/floor-parallel.sh"
+rows[a2]=$src_rows
+
 # ---------------------------------------------------------------------------------------
 # (c) mwaa-dr backup
 
@@ -295,6 +327,23 @@ else
     rc[c]=-1
 fi
 rows[c]=$src_rows
+
+# (a1), (c1): one core, the client pinned to CPU 0.
+if command -v taskset >/dev/null 2>&1; then
+    log "(a1) psql \\copy TO /dev/null under taskset -c 0"
+    measure a1 taskset -c 0 "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$src_url" -f "$work/floor.sql"
+    if [[ -n $bin ]]; then
+        log "(c1) mwaa-dr backup --jobs 1 under taskset -c 0"
+        measure c1 taskset -c 0 "$bin" --no-dotenv --store "$work/store-one-core" backup \
+            --db "$src_url" --jobs 1
+    else
+        rc[c1]=-1
+    fi
+else
+    log "taskset not found (util-linux): the one-core run is skipped"
+    rc[a1]=-3 rc[c1]=-3
+fi
+rows[a1]=$src_rows rows[c1]=$src_rows
 
 # ---------------------------------------------------------------------------------------
 # (d) psql \copy FROM the CSV files, one transaction
@@ -483,6 +532,9 @@ row() {
         if [[ ${rc[$id]:-} == -2 ]]; then
             printf '%-44s %8s  skipped (--no-rest)\n' "$label" -
             return
+        elif [[ ${rc[$id]:-} == -3 ]]; then
+            printf '%-44s %8s  skipped (no taskset)\n' "$label" -
+            return
         elif [[ ${rc[$id]:-} == -1 ]]; then
             why=${bin_error:-"not run: the backup failed"}
         else
@@ -492,8 +544,11 @@ row() {
     fi
 }
 row a "(a) psql \\copy TO /dev/null (floor)"
+row a2 "(a2) the same over $jobs psql processes"
 row b "(b) pg_dump --data-only"
 row c "(c) mwaa-dr backup --jobs $jobs"
+row a1 "(a1) (a) under taskset -c 0"
+row c1 "(c1) mwaa-dr backup --jobs 1, taskset -c 0"
 row d "(d) psql \\copy FROM csv (1 transaction)"
 row e "(e) mwaa-dr restore --clean --jobs $jobs"
 row h "(h) pg_restore -j $jobs (anchor)"
@@ -509,6 +564,24 @@ if [[ ${rc[c]} == 0 ]]; then
     echo "c/a = $r (target <= $target_ca): $s"
 else
     echo "c/a = n/a (backup failed)"
+    verdict=1
+fi
+if [[ ${rc[c]} == 0 && ${rc[a2]} == 0 ]]; then
+    r=$(ratio "${wall[c]}" "${wall[a2]}")
+    if meets "$r" "$target_ca2"; then s=ok; else s=MISSED verdict=1; fi
+    echo "c/a2 = $r (backup / parallel floor, $jobs connections; target <= $target_ca2): $s"
+else
+    echo "c/a2 = n/a (backup or parallel floor failed)"
+    verdict=1
+fi
+if [[ ${rc[c1]} == 0 && ${rc[a1]} == 0 ]]; then
+    r=$(ratio "${wall[c1]}" "${wall[a1]}")
+    if meets "$r" "$target_c1a1"; then s=ok; else s=MISSED verdict=1; fi
+    echo "c1/a1 = $r (one core: backup --jobs 1 / floor; target <= $target_c1a1): $s"
+elif [[ ${rc[c1]} == -3 ]]; then
+    echo "c1/a1 = n/a (no taskset)"
+else
+    echo "c1/a1 = n/a (one-core backup or floor failed)"
     verdict=1
 fi
 if [[ ${rc[e]} == 0 ]]; then
@@ -535,7 +608,7 @@ else
     echo "restore lock window = n/a"
 fi
 peak=
-for id in c e; do
+for id in c c1 e; do
     [[ ${rc[$id]} == 0 && -n ${rss[$id]:-} ]] || continue
     if [[ -z $peak ]] || awk -v a="${rss[$id]}" -v b="$peak" 'BEGIN { exit !(a > b) }'; then
         peak=${rss[$id]}
@@ -562,8 +635,8 @@ else
     verdict=1
 fi
 failed=()
-for id in a b c d e f g h; do
-    [[ ${rc[$id]} == 0 || ${rc[$id]} == -2 ]] || failed+=("($id)")
+for id in a a2 b c a1 c1 d e f g h; do
+    [[ ${rc[$id]} == 0 || ${rc[$id]} == -2 || ${rc[$id]} == -3 ]] || failed+=("($id)")
 done
 if ((${#failed[@]} > 0)); then
     echo "result: failed steps: ${failed[*]}"

@@ -2,27 +2,25 @@
 //! zstd-compressed CSV into the store.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument};
 
-use super::stream::CsvRecordCounter;
 use super::{PgConnector, db_error};
 use crate::airflow::catalog::quote_ident;
 use crate::airflow::fernet::{EncryptedColumn, Rekey, encrypted_columns};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::manifest::{TableEntry, object_key};
+use crate::store::pipeline::{self, Bounds, Rewrite, Written};
 use crate::store::{BackupStore, ObjectWriter};
 
-/// zstd level: fast enough to keep up with COPY on one core.
-const ZSTD_LEVEL: i32 = 3;
+/// Bytes of a table between two progress reports.
+const PROGRESS_STEP: u64 = 256 * 1024;
 
 /// One table to export.
 #[derive(Debug, Clone)]
@@ -118,6 +116,7 @@ pub async fn export_tables(
         total: order.len(),
         queue: Mutex::new(VecDeque::from(queue)),
         started: std::sync::atomic::AtomicUsize::new(0),
+        written: std::sync::atomic::AtomicUsize::new(0),
         stop: cancel.child_token(),
     });
     let workers = (0..jobs)
@@ -140,6 +139,8 @@ struct ExportRun {
     total: usize,
     queue: Mutex<VecDeque<TableExport>>,
     started: std::sync::atomic::AtomicUsize,
+    /// Tables written so far, by all workers.
+    written: std::sync::atomic::AtomicUsize,
     stop: CancellationToken,
 }
 
@@ -148,11 +149,12 @@ impl ExportRun {
         self.queue.lock().ok().and_then(|mut q| q.pop_front())
     }
 
-    /// Stops the other workers from starting new tables.
-    fn drain(&self) {
+    /// Stops every worker: no new table starts, and the tables in progress end at once.
+    fn fail(&self) {
         if let Ok(mut q) = self.queue.lock() {
             q.clear();
         }
+        self.stop.cancel();
     }
 }
 
@@ -199,7 +201,7 @@ async fn export_worker(run: Arc<ExportRun>, worker: usize) -> Result<Vec<TableEn
         let entry = match written {
             Ok(entry) => entry,
             Err(e) => {
-                run.stop.cancel();
+                run.fail();
                 drop(conn);
                 super::terminate_backend(connector, pid).await;
                 return Err(e);
@@ -207,9 +209,16 @@ async fn export_worker(run: Arc<ExportRun>, worker: usize) -> Result<Vec<TableEn
         };
         run.progress.finish(&table.name, entry.rows);
         done.push(entry);
-        if index == 0
+        let first_written = run
+            .written
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            == 0;
+        if first_written
             && let Err(e) = crate::failpoint::reach("backup.table_written", &run.stop).await
         {
+            if !matches!(e, Error::Interrupted) {
+                run.fail();
+            }
             drop(conn);
             super::terminate_backend(connector, pid).await;
             return Err(e);
@@ -219,25 +228,28 @@ async fn export_worker(run: Arc<ExportRun>, worker: usize) -> Result<Vec<TableEn
     Ok(done)
 }
 
-/// Waits for every worker and returns the error of the one that failed first, not the
-/// "interrupted" of the workers it stopped (unless the run itself was interrupted).
+/// Waits for every worker, as each ends, and returns the error of the one that failed first,
+/// not the "interrupted" of the workers it stopped (unless the run itself was interrupted).
+/// The first failure stops the others at once.
 async fn join_workers(
     workers: Vec<tokio::task::JoinHandle<Result<Vec<TableEntry>>>>,
     run: &ExportRun,
     cancel: &CancellationToken,
 ) -> Result<Vec<TableEntry>> {
+    let mut pending: futures::stream::FuturesUnordered<_> = workers.into_iter().collect();
     let mut entries = Vec::new();
     let mut first_error = None;
-    for worker in workers {
-        match worker.await {
+    while let Some(joined) = pending.next().await {
+        match joined {
             Ok(Ok(done)) => entries.extend(done),
             Ok(Err(Error::Interrupted)) if !cancel.is_cancelled() => {}
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
-                run.drain();
+                run.fail();
             }
             Err(join) => {
                 first_error.get_or_insert(Error::failed("export", "worker", join));
+                run.fail();
             }
         }
     }
@@ -270,8 +282,14 @@ async fn export_table(
         () = limits.stop.cancelled() => Err(Error::Interrupted),
     };
     match streamed {
-        Ok((rows, csv_bytes, sha256)) => {
+        Ok(written) => {
             let stored_bytes = writer.finish().await?;
+            let Written {
+                rows,
+                csv_bytes,
+                sha256,
+                ..
+            } = written;
             info!(rows, csv_bytes, stored_bytes, "exported");
             Ok(TableEntry {
                 name: table.name.clone(),
@@ -299,7 +317,8 @@ struct Limits<'a> {
     read_timeout: Duration,
 }
 
-/// COPY → count → zstd → hash → writer. Returns (rows, csv bytes, sha256 of stored bytes).
+/// COPY on this task; rewrite, count, zstd and hash on a blocking thread; the writer on this
+/// task again, overlapping the COPY (see [`crate::store::pipeline`]).
 async fn stream_table(
     conn: &mut PgConnection,
     table: &TableExport,
@@ -307,62 +326,46 @@ async fn stream_table(
     progress: &dyn Progress,
     limits: Limits<'_>,
     rekey: Option<&Rekey>,
-) -> Result<(u64, u64, String)> {
-    let mut secrets = rekey.and_then(|rekey| SecretRewriter::new(table, rekey));
-    let compress_err = |e: std::io::Error| Error::failed("compress", &table.name, e);
-    let mut counter = CsvRecordCounter::default();
-    let mut hasher = Sha256::new();
-    let mut csv_bytes = 0u64;
-    let mut encoder = zstd::stream::Encoder::new(Vec::with_capacity(1 << 20), ZSTD_LEVEL)
-        .map_err(compress_err)?;
-    let mut stream = conn
-        .copy_out_raw(&table.copy_sql())
-        .await
-        .map_err(|e| db_error("export", &table.name, e))?;
-    loop {
-        let chunk = match tokio::time::timeout(limits.read_timeout, stream.next()).await {
-            Ok(Some(chunk)) => chunk.map_err(|e| db_error("export", &table.name, e))?,
-            Ok(None) => break,
-            Err(_) => {
-                return Err(Error::transient(
-                    "export",
-                    &table.name,
-                    format!(
-                        "the server sent nothing for {} s (MWAA_DR_DB_IDLE_TIMEOUT_SECS)",
-                        limits.read_timeout.as_secs()
-                    ),
-                ));
+) -> Result<Written> {
+    let rewrite = rekey
+        .and_then(|rekey| SecretRewriter::new(table, rekey))
+        .map(|r| Box::new(r) as Box<dyn Rewrite>);
+    let (mut input, output) = pipeline::start(&table.object_name(), rewrite, Bounds::default());
+    let read = async move {
+        let mut stream = conn
+            .copy_out_raw(&table.copy_sql())
+            .await
+            .map_err(|e| db_error("export", &table.name, e))?;
+        let mut unreported = 0u64;
+        loop {
+            let chunk = match tokio::time::timeout(limits.read_timeout, stream.next()).await {
+                Ok(Some(chunk)) => chunk.map_err(|e| db_error("export", &table.name, e))?,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(Error::transient(
+                        "export",
+                        &table.name,
+                        format!(
+                            "the server sent nothing for {} s (MWAA_DR_DB_IDLE_TIMEOUT_SECS)",
+                            limits.read_timeout.as_secs()
+                        ),
+                    ));
+                }
+            };
+            // COPY sends a message per row: progress is told per batch, not per row.
+            unreported += chunk.len() as u64;
+            if unreported >= PROGRESS_STEP {
+                progress.advance(&table.name, std::mem::take(&mut unreported));
             }
-        };
-        progress.advance(&table.name, chunk.len() as u64);
-        let chunk = match secrets.as_mut() {
-            Some(secrets) => secrets.feed(&chunk)?,
-            None => chunk.to_vec(),
-        };
-        counter.feed(&chunk);
-        csv_bytes += chunk.len() as u64;
-        encoder.write_all(&chunk).map_err(compress_err)?;
-        if encoder.get_ref().len() >= 1 << 20 {
-            let out = std::mem::take(encoder.get_mut());
-            hasher.update(&out);
-            writer.write(&out).await?;
+            input.push(&chunk).await;
         }
-    }
-    drop(stream);
-    if let Some(secrets) = secrets {
-        let rest = secrets.finish()?;
-        counter.feed(&rest);
-        csv_bytes += rest.len() as u64;
-        encoder.write_all(&rest).map_err(compress_err)?;
-    }
-    let out = encoder.finish().map_err(compress_err)?;
-    hasher.update(&out);
-    writer.write(&out).await?;
-    Ok((
-        counter.data_rows(),
-        csv_bytes,
-        hex::encode(hasher.finalize()),
-    ))
+        progress.advance(&table.name, unreported);
+        drop(stream);
+        input.finish().await;
+        Ok(())
+    };
+    let ((), written) = tokio::try_join!(read, output.write_to(writer))?;
+    Ok(written)
 }
 
 /// One encrypted column of a table, by its position in the exported CSV.
@@ -376,8 +379,8 @@ struct SecretColumn {
 /// time (a record's tail waits for the next chunk), so no table is held in memory. Values
 /// are decided as the restore decides them: under their flag when the table has one, and
 /// for trigger kwargs only a Fernet token (plain JSON stays).
-struct SecretRewriter<'a> {
-    rekey: &'a Rekey,
+struct SecretRewriter {
+    rekey: Rekey,
     table: String,
     columns: Vec<SecretColumn>,
     key: Option<usize>,
@@ -388,9 +391,9 @@ struct SecretRewriter<'a> {
     header_seen: bool,
 }
 
-impl<'a> SecretRewriter<'a> {
+impl SecretRewriter {
     /// `None` when the table has no encrypted column in the export.
-    fn new(table: &TableExport, rekey: &'a Rekey) -> Option<Self> {
+    fn new(table: &TableExport, rekey: &Rekey) -> Option<Self> {
         let position = |name: &str| table.columns.iter().position(|c| c == name);
         let columns: Vec<SecretColumn> = encrypted_columns(&table.name)
             .filter_map(|spec| {
@@ -406,7 +409,7 @@ impl<'a> SecretRewriter<'a> {
             .collect();
         let key = columns.first().and_then(|c| position(c.spec.key));
         (!columns.is_empty()).then(|| SecretRewriter {
-            rekey,
+            rekey: rekey.clone(),
             table: table.name.clone(),
             columns,
             key,
@@ -418,7 +421,7 @@ impl<'a> SecretRewriter<'a> {
     }
 
     /// The complete records of what has arrived, rewritten.
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
+    fn rewrite(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
         self.pending.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(self.pending.len());
         let mut start = 0;
@@ -442,7 +445,7 @@ impl<'a> SecretRewriter<'a> {
     }
 
     /// A last record without its newline.
-    fn finish(mut self) -> Result<Vec<u8>> {
+    fn last_record(&mut self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         if !self.pending.is_empty() {
             let record = std::mem::take(&mut self.pending);
@@ -499,6 +502,16 @@ impl<'a> SecretRewriter<'a> {
             }
         }
         Ok(())
+    }
+}
+
+impl Rewrite for SecretRewriter {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
+        self.rewrite(chunk)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        self.last_record()
     }
 }
 

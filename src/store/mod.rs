@@ -5,6 +5,7 @@ pub mod failing;
 pub mod local;
 pub mod lock;
 pub mod manifest;
+pub mod pipeline;
 pub mod runs;
 pub mod s3;
 pub mod stream;

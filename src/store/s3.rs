@@ -1,8 +1,8 @@
 //! The S3 backend: objects under `s3://bucket/prefix/`, written by streamed multipart upload.
 //!
-//! A writer buffers at most one part in memory. An object smaller than one part goes up with
-//! a single PutObject; a larger one with a multipart upload that becomes visible only at
-//! CompleteMultipartUpload. Both carry `If-None-Match: *`, so an object is never overwritten,
+//! A writer buffers one part in memory while up to `PARTS_IN_FLIGHT` earlier parts upload
+//! beside it. An object smaller than one part goes up with a single PutObject; a larger one
+//! with a multipart upload that becomes visible only at CompleteMultipartUpload. Both carry `If-None-Match: *`, so an object is never overwritten,
 //! even by a writer racing another one. A failed, aborted or dropped writer aborts its
 //! multipart upload, so no upload lingers (and costs storage) in the bucket.
 
@@ -14,6 +14,7 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
 };
 use bytes::{Bytes, BytesMut};
+use tokio::task::JoinSet;
 
 use super::{BackupStore, ObjectInfo, ObjectReader, ObjectWriter};
 use crate::error::{Error, Result};
@@ -30,6 +31,9 @@ pub const MIN_PART_SIZE: usize = 5 * MIB;
 pub const MAX_PART_SIZE: usize = 5 * 1024 * MIB;
 /// S3's highest part number.
 const MAX_PARTS: i32 = 10_000;
+/// Parts of one object uploading at the same time, while the next one fills: a writer holds
+/// at most `1 + PARTS_IN_FLIGHT` parts.
+pub const PARTS_IN_FLIGHT: usize = 2;
 /// The part size doubles after this many parts, so that an object can outgrow
 /// `MAX_PARTS * part_size` while memory stays bounded by the current part size.
 const PARTS_PER_SIZE_STEP: i32 = 1_000;
@@ -229,6 +233,7 @@ impl BackupStore for S3Store {
             part_size: self.part_size,
             buf: BytesMut::new(),
             upload: None,
+            in_flight: JoinSet::new(),
             size: 0,
             closed: false,
         }))
@@ -379,7 +384,10 @@ impl BackupStore for S3Store {
 /// A multipart upload in progress.
 struct Upload {
     id: String,
+    /// The parts uploaded so far (in the order they finished).
     parts: Vec<CompletedPart>,
+    /// The number of the next part.
+    next: i32,
 }
 
 struct S3Writer {
@@ -392,6 +400,8 @@ struct S3Writer {
     part_size: usize,
     buf: BytesMut,
     upload: Option<Upload>,
+    /// Parts uploading; dropped (the writer dropped), they are cancelled.
+    in_flight: JoinSet<Result<CompletedPart>>,
     size: u64,
     /// Finished, aborted, or failed: nothing more may be written.
     closed: bool,
@@ -454,7 +464,11 @@ impl S3Writer {
             self.upload = Some(Upload {
                 id,
                 parts: Vec::new(),
+                next: 1,
             });
+        }
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.join_part().await?;
         }
         let Some(upload) = self.upload.as_mut() else {
             return Err(Error::failed(
@@ -463,7 +477,7 @@ impl S3Writer {
                 "no upload in progress",
             ));
         };
-        let number = upload.parts.len() as i32 + 1;
+        let number = upload.next;
         if number > MAX_PARTS {
             return Err(Error::failed(
                 "upload",
@@ -471,8 +485,9 @@ impl S3Writer {
                 format!("the object needs more than {MAX_PARTS} parts"),
             ));
         }
+        upload.next += 1;
         let len = part.len();
-        let out = self
+        let request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -481,21 +496,34 @@ impl S3Writer {
             .part_number(number)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .content_length(len as i64)
-            .body(ByteStream::from(part))
-            .send()
-            .await
-            .map_err(|err| {
-                sdk_failed("upload", format!("{} (part {number})", self.resource), err)
-            })?;
-        upload.parts.push(
-            CompletedPart::builder()
+            .body(ByteStream::from(part));
+        let resource = format!("{} (part {number})", self.resource);
+        self.in_flight.spawn(async move {
+            let out = request
+                .send()
+                .await
+                .map_err(|err| sdk_failed("upload", resource, err))?;
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
                 .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-                .build(),
-        );
+                .build())
+        });
         if number % PARTS_PER_SIZE_STEP == 0 {
             self.part_size = (self.part_size * 2).min(MAX_PART_SIZE);
+        }
+        Ok(())
+    }
+
+    /// Waits for the next part in flight to finish; its error is the writer's.
+    async fn join_part(&mut self) -> Result<()> {
+        let part = match self.in_flight.join_next().await {
+            None => return Ok(()),
+            Some(Ok(part)) => part?,
+            Some(Err(e)) => return Err(Error::failed("upload", &self.resource, e)),
+        };
+        if let Some(upload) = self.upload.as_mut() {
+            upload.parts.push(part);
         }
         Ok(())
     }
@@ -504,6 +532,8 @@ impl S3Writer {
     async fn abort_upload(&mut self) -> Result<()> {
         self.closed = true;
         self.buf = BytesMut::new();
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
         let Some(upload) = self.upload.take() else {
             return Ok(());
         };
@@ -555,13 +585,17 @@ impl S3Writer {
         if !last.is_empty() {
             self.upload_part(last).await?;
         }
-        let Some(upload) = self.upload.as_ref() else {
+        while !self.in_flight.is_empty() {
+            self.join_part().await?;
+        }
+        let Some(upload) = self.upload.as_mut() else {
             return Err(Error::failed(
                 "finish",
                 &self.resource,
                 "no upload in progress",
             ));
         };
+        upload.parts.sort_by_key(|p| p.part_number());
         let parts = CompletedMultipartUpload::builder()
             .set_parts(Some(upload.parts.clone()))
             .build();
@@ -645,6 +679,7 @@ impl Drop for S3Writer {
     /// A writer dropped without `finish` or `abort` (a cancelled task, an early return)
     /// aborts its multipart upload in the background when a runtime is there to run it.
     fn drop(&mut self) {
+        self.in_flight.abort_all();
         let Some(upload) = self.upload.take() else {
             return;
         };

@@ -2,19 +2,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_compression::tokio::bufread::ZstdDecoder;
 use serde::Serialize;
 use tokio::io::BufReader;
 
 use super::manifest::{Manifest, TableEntry, object_key};
-use super::stream::{CsvTally, Digested, TapReader};
+use super::stream::{CsvTally, Digested, TapReader, ZstdReader};
 use super::{BackupStore, ObjectReader};
 use crate::error::{Error, Result};
 
 /// The CSV of a table's object, decompressed as it streams, with the tap that sees the stored
 /// bytes (for [`check_stored`] once the stream is consumed).
 pub struct TableObject {
-    pub csv: ZstdDecoder<BufReader<TapReader<ObjectReader, Digested>>>,
+    pub csv: ZstdReader<BufReader<TapReader<ObjectReader, Digested>>>,
     pub stored: Arc<Mutex<Digested>>,
     /// `store/key`, for messages.
     pub resource: String,
@@ -28,10 +27,13 @@ pub async fn open_table_object(
     let key = object_key(&manifest.backup_id, &entry.object);
     let reader = store.open(&key).await?;
     let (tapped, stored) = TapReader::new(reader);
+    let resource = format!("{}/{key}", store.describe());
+    let csv = ZstdReader::new(BufReader::with_capacity(1 << 20, tapped))
+        .map_err(|e| Error::failed("decompress", &resource, e))?;
     Ok(TableObject {
-        csv: ZstdDecoder::new(BufReader::with_capacity(1 << 20, tapped)),
+        csv,
         stored,
-        resource: format!("{}/{key}", store.describe()),
+        resource,
     })
 }
 

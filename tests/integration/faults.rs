@@ -279,6 +279,48 @@ async fn sigterm_during_a_backup_removes_its_partial_objects_and_lock() {
     assert_eq!(out.code, 0, "rerun: {}", out.stderr);
 }
 
+/// A backup worker that fails stops the others at once: while one worker waits for a table
+/// another session holds (it would wait the whole lock timeout), the other worker fails at
+/// its first written table; the backup ends with that worker's error within seconds,
+/// leaving no object, no temporary file, no lock and no server session.
+#[tokio::test]
+async fn a_failing_backup_worker_stops_the_others_at_once() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("stopw_src", "2.10.3", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let holder = hold_table(&src, "log").await;
+    let started = Instant::now();
+    let out = run(mwaa_dr(dir.path())
+        .env("MWAA_DR_TEST_FAILPOINT", "backup.table_written=error")
+        .env("MWAA_DR_DB_LOCK_TIMEOUT_SECS", "300")
+        .arg("--store")
+        .arg(&store)
+        .args(["backup", "--jobs", "2", "--db", &src]));
+    let took = started.elapsed();
+    assert_eq!(
+        sessions_after_exit(&src).await,
+        0,
+        "server session left while the table is held"
+    );
+    drop(holder);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("injected failure"),
+        "not the failing worker's error: {}",
+        out.stderr
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "the backup waited {took:?} for the held table after a worker failed"
+    );
+    assert!(
+        files_under(&store).is_empty(),
+        "left behind: {:?}",
+        files_under(&store)
+    );
+}
+
 /// A statement timeout shorter than the lock timeout ends a restore waiting on a held
 /// table: SQLSTATE 57014 named, retryable, the target unchanged, and stderr free of sqlx's
 /// "slow statement" warnings and of colour codes (it is a pipe here, as in cron).
