@@ -105,6 +105,8 @@ struct ManifestRows<'a> {
     /// What the last object sent was seen to hold, and its name: a refused COPY is explained
     /// by a damaged object first.
     last: Option<(Arc<Mutex<Digested>>, String)>,
+    /// Rows written frozen (`COPY ... FREEZE`), into a table made in the same transaction.
+    freeze: bool,
 }
 
 impl<'a> ManifestRows<'a> {
@@ -113,6 +115,7 @@ impl<'a> ManifestRows<'a> {
             manifest,
             store,
             last: None,
+            freeze: false,
         }
     }
 }
@@ -131,7 +134,11 @@ impl RowSource for ManifestRows<'_> {
     }
 
     fn options(&self) -> &'static str {
-        "FORMAT csv, HEADER MATCH"
+        if self.freeze {
+            "FORMAT csv, HEADER MATCH, FREEZE"
+        } else {
+            "FORMAT csv, HEADER MATCH"
+        }
     }
 
     async fn send(
@@ -556,6 +563,7 @@ async fn shadow_steps(
             .map_err(|e| db_error("configure", "restore", e))?;
     }
     let mut rows = ManifestRows::new(source.manifest, source.store);
+    rows.freeze = true;
     while let Some(step) = work.next().await {
         let built = match &step {
             ShadowStep::Load(table) => {
@@ -610,6 +618,9 @@ async fn load_shadow(
 ) -> Result<(ShadowBuild, u64)> {
     let name = &load.spec.name;
     let started = Instant::now();
+    // Made and filled in one transaction, the rows are written frozen: the index builds and
+    // ANALYZE that read them next, and any later VACUUM, have nothing to write back.
+    run_all(conn, &["BEGIN".to_string()], name).await?;
     shadow::create(conn, name).await?;
     let dest = shadow::shadow_of(name);
     let mut previous = Vec::new();
@@ -620,6 +631,7 @@ async fn load_shadow(
     run_all(conn, &set, name).await?;
     let rows = copy_rows(conn, &dest, rows_source, load.entry).await?;
     run_all(conn, &reset, name).await?;
+    run_all(conn, &["COMMIT".to_string()], name).await?;
     let build = shadow::build_statements(conn, name).await?;
     info!(
         rows,

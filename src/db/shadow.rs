@@ -534,8 +534,9 @@ async fn validate_queue(
     queue: &std::sync::Mutex<VecDeque<(String, Vec<String>)>>,
     failed: &std::sync::Mutex<Vec<String>>,
 ) -> Result<()> {
-    // The check of a key is a join of two tables: in memory when it can.
-    sqlx::query("SET work_mem = '128MB'")
+    // The check of a key is a join of two tables, which PostgreSQL runs with
+    // maintenance_work_mem: in memory when it can.
+    sqlx::query("SET maintenance_work_mem = '256MB'")
         .execute(&mut *conn)
         .await
         .map_err(|e| db_error("configure", "restore", e))?;
@@ -560,7 +561,7 @@ async fn validate_queue(
             }
         }
     }
-    sqlx::query("RESET work_mem")
+    sqlx::query("RESET maintenance_work_mem")
         .execute(&mut *conn)
         .await
         .map_err(|e| db_error("configure", "restore", e))?;
