@@ -424,6 +424,9 @@ if [[ -n $bin && ${rc[c]} == 0 ]]; then
     wait "$probe_pid" || true
     read -r lock_outside probes < <(longest_blocked "$work/logs/probe.log")
     lock_reported=$(sed -n "s/.*tables were locked for \([0-9.]*\) s.*/\1/p" "$work/logs/e.log" | head -n 1)
+    # Where the rest of the restore went, as it reports it.
+    shadow_load=$(sed -n "s/.*into shadow tables over [0-9]* connections in \([0-9.]*\) s.*/\1/p" "$work/logs/e.log" | head -n 1)
+    fk_validation=$(sed -n "s/.*foreign keys were validated after the commit in \([0-9.]*\) s.*/\1/p" "$work/logs/e.log" | head -n 1)
     rows[e]=$(count_rows "$restore_url")
     log "lock window: ${lock_outside} s seen by $probes probes, ${lock_reported:-?} s reported"
 else
@@ -606,6 +609,10 @@ if [[ -n $lock_outside ]]; then
         "the restore reports ${lock_reported:-n/a} s; target <= $target_lock_s s): $s"
 else
     echo "restore lock window = n/a"
+fi
+if [[ -n ${shadow_load:-} ]]; then
+    echo "restore: shadow tables loaded and indexed in $shadow_load s, transaction ${lock_reported:-n/a} s," \
+        "foreign keys validated after the commit in ${fk_validation:-n/a} s (of ${wall[e]} s)"
 fi
 peak=
 for id in c c1 e; do

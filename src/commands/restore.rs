@@ -115,6 +115,10 @@ fn render(summary: &RestoreSummary) -> String {
             report.shadow_load_seconds,
             report.switched.join(", ")
         ));
+        text.push_str(&format!(
+            "; their foreign keys were validated after the commit in {:.1} s",
+            report.validate_seconds
+        ));
     }
     if !report.foreign_keys_not_validated.is_empty() {
         text.push_str(&format!(

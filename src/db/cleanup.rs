@@ -2,6 +2,8 @@
 //! needs (the catalog's `keep` clauses: its running jobs, default_pool, log_template,
 //! variables and connections; and the rows of the DR DAG run executing the cleanup).
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 use sqlx::PgConnection;
 
@@ -16,11 +18,14 @@ pub struct TableCount {
 }
 
 /// Deletes (or, with `dry_run`, counts) the rows cleanup removes, children before parents.
-/// Runs on `conn` as it is: the caller owns the transaction.
+/// A table of `replaced` (a restore's shadow table replaces it whole at its switch) is
+/// locked and its kept rows copied into its shadow instead: deleting the others row by row
+/// would be wasted work. Runs on `conn` as it is: the caller owns the transaction.
 pub async fn cleanup(
     conn: &mut PgConnection,
     catalog: &Catalog,
     dry_run: bool,
+    replaced: &BTreeSet<String>,
 ) -> Result<Vec<TableCount>> {
     let mut counts = Vec::new();
     for spec in catalog.tables.iter().rev() {
@@ -35,7 +40,10 @@ pub async fn cleanup(
             .map(|keep| format!(" WHERE ({keep}) IS NOT TRUE"))
             .unwrap_or_default();
         let table = quote_ident(&spec.name);
-        let rows = if dry_run {
+        let rows = if !dry_run && replaced.contains(&spec.name) {
+            let keep = catalog.keep_condition(spec, &columns);
+            super::shadow::carry_kept(conn, &spec.name, &columns, keep.as_deref()).await?
+        } else if dry_run {
             let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}{condition}"))
                 .fetch_one(&mut *conn)
                 .await

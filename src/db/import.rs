@@ -3,7 +3,7 @@
 //! (`super::load`): ids kept, Fernet secrets re-encrypted for the target's key, references
 //! following the target's ids.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,9 +17,10 @@ use super::load::statements::{
     MergeLoad, StrategyLoad, key_match, merge_statement, strategy_statements, written_rows,
 };
 use super::load::{
-    LoadReport, RowSource, begin, copy_rows, ensure_empty, extends_load_report, job_references,
+    LoadReport, RowSource, clean_up, copy_rows, ensure_empty, extends_load_report, job_references,
+    open,
 };
-use super::shadow;
+use super::shadow::{self, ShadowBuild};
 use super::{PgConnector, column_list, db_error, table_columns};
 use crate::airflow::catalog::{
     Catalog, RENUMBERED_COPY_TABLES, RestoreMode, TableSpec, quote_ident, quote_literal,
@@ -31,7 +32,10 @@ use crate::error::{Error, Result};
 use crate::model::RestoreStrategy;
 use crate::store::BackupStore;
 use crate::store::manifest::{Manifest, TableEntry};
-use crate::store::verify::{TableObject, check_stored, open_table_object};
+use crate::store::stream::Digested;
+use crate::store::verify::{
+    TableObject, check_digest, check_stored, open_table_object, read_rest, verify_tables,
+};
 
 pub use super::load::PROTECTED_VARIABLES;
 
@@ -73,11 +77,17 @@ pub struct RestoreReport {
     pub switched: Vec<String>,
     /// Connections the shadow tables were loaded over (0: none was).
     pub jobs: usize,
+    /// Seconds spent verifying, before the load, the objects the transaction reads (those
+    /// loaded into shadow tables are checked as they stream).
+    pub verify_seconds: f64,
     /// Seconds spent loading and indexing the shadow tables, the target readable throughout.
     pub shadow_load_seconds: f64,
     /// Seconds of the restore's transaction, from its first statement to its commit: how
     /// long the target's restored tables could be locked against Airflow.
     pub lock_window_seconds: f64,
+    /// Seconds spent validating, after the commit, the foreign keys made again at a switch
+    /// (no reader or writer waits for it).
+    pub validate_seconds: f64,
     /// Foreign keys made again at a switch that the existing rows do not satisfy; they stay
     /// `NOT VALID` (enforced for new rows).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -87,10 +97,27 @@ pub struct RestoreReport {
 extends_load_report!(RestoreReport, load);
 
 /// The rows of a manifest backup: each table's zstd CSV object from the store, checked
-/// against the manifest (checksum, size, rows) as it streams.
+/// against the manifest (checksum, size, rows) as it streams. A damaged object fails its
+/// load with the checksum mismatch, whatever decompression or the COPY made of its bytes.
 struct ManifestRows<'a> {
     manifest: &'a Manifest,
     store: &'a dyn BackupStore,
+    /// What the last object sent was seen to hold, and its name: a refused COPY is explained
+    /// by a damaged object first.
+    last: Option<(Arc<Mutex<Digested>>, String)>,
+    /// Rows written frozen (`COPY ... FREEZE`), into a table made in the same transaction.
+    freeze: bool,
+}
+
+impl<'a> ManifestRows<'a> {
+    fn new(manifest: &'a Manifest, store: &'a dyn BackupStore) -> Self {
+        ManifestRows {
+            manifest,
+            store,
+            last: None,
+            freeze: false,
+        }
+    }
 }
 
 #[async_trait]
@@ -107,7 +134,11 @@ impl RowSource for ManifestRows<'_> {
     }
 
     fn options(&self) -> &'static str {
-        "FORMAT csv, HEADER MATCH"
+        if self.freeze {
+            "FORMAT csv, HEADER MATCH, FREEZE"
+        } else {
+            "FORMAT csv, HEADER MATCH"
+        }
     }
 
     async fn send(
@@ -116,14 +147,21 @@ impl RowSource for ManifestRows<'_> {
         copy: &mut PgCopyIn<&mut PgConnection>,
     ) -> Result<TableObject> {
         let mut object = open_table_object(self.store, self.manifest, entry).await?;
-        copy.read_from(&mut object.csv)
-            .await
-            .map_err(|e| Error::failed("load", &object.resource, e))?;
+        let sent = copy.read_from(&mut object.csv).await;
+        let whole = read_rest(&mut object).await;
+        self.last = Some((object.stored.clone(), object.resource.clone()));
+        if let Err(e) = sent {
+            if whole {
+                check_stored(&object, entry, "load")?;
+            }
+            return Err(Error::failed("load", &object.resource, e));
+        }
         Ok(object)
     }
 
     fn check(&self, entry: &TableEntry, object: TableObject, rows: u64) -> Result<()> {
-        // Verified before the transaction began; a change since then fails the whole restore.
+        // Nothing the load wrote counts before this check passes: a mismatch fails the
+        // restore (its shadow tables dropped, its transaction rolled back).
         check_stored(&object, entry, "load")?;
         if rows != entry.rows {
             return Err(Error::failed(
@@ -136,6 +174,11 @@ impl RowSource for ManifestRows<'_> {
     }
 
     async fn refused(&self, entry: &TableEntry, err: sqlx::Error) -> Error {
+        if let Some((stored, resource)) = &self.last
+            && let Err(damaged) = check_digest(stored, resource, entry, "load")
+        {
+            return damaged;
+        }
         db_error("load", &entry.name, err)
     }
 }
@@ -198,7 +241,6 @@ pub async fn restore(
     progress: &dyn crate::progress::Progress,
     sessions: &Sessions,
 ) -> Result<RestoreReport> {
-    let started = Instant::now();
     let source = Source {
         catalog,
         manifest,
@@ -206,24 +248,52 @@ pub async fn restore(
         options,
         progress,
     };
-    let shadows = match load_shadows(conn, connector, &source, sessions).await {
+    let loads = plan_shadows(conn, &source).await?;
+    // The objects loaded into shadow tables are checked as they stream (nothing of them
+    // counts before the switch); the others are verified whole before the transaction reads
+    // them, so that a damaged one never holds the target's tables.
+    let shadowed: BTreeSet<&str> = loads.iter().map(|l| l.spec.name.as_str()).collect();
+    let verified = Instant::now();
+    verify_tables(store.clone(), manifest, |t| {
+        !shadowed.contains(t.name.as_str())
+    })
+    .await?;
+    let verify_seconds = verified.elapsed().as_secs_f64();
+    info!(
+        seconds = verify_seconds,
+        objects = manifest.tables.len() - shadowed.len(),
+        "objects the transaction reads verified"
+    );
+    let loading = Instant::now();
+    let shadows = match load_shadows(conn, connector, &source, loads, sessions).await {
         Ok(shadows) => shadows,
         Err(e) => {
             let _ = shadow::drop_all(conn).await;
             return Err(e);
         }
     };
-    let shadow_load_seconds = started.elapsed().as_secs_f64();
+    let shadow_load_seconds = loading.elapsed().as_secs_f64();
     let mut result = transaction(conn, &source, &shadows).await;
+    if let Ok(report) = &mut result {
+        report.verify_seconds = verify_seconds;
+    }
     if !shadows.is_empty() {
         if let Ok(report) = &mut result {
             report.jobs = options.jobs.max(1);
             report.shadow_load_seconds = shadow_load_seconds;
-            report.foreign_keys_not_validated =
-                match shadow::validate_foreign_keys(conn, &report.switched).await {
-                    Ok(failed) => failed,
-                    Err(e) => vec![e.to_string()],
-                };
+            let validating = Instant::now();
+            report.foreign_keys_not_validated = match shadow::validate_foreign_keys(
+                conn,
+                connector,
+                &report.switched,
+                options.jobs,
+            )
+            .await
+            {
+                Ok(failed) => failed,
+                Err(e) => vec![e.to_string()],
+            };
+            report.validate_seconds = validating.elapsed().as_secs_f64();
             for failed in &report.foreign_keys_not_validated {
                 tracing::warn!("foreign key not validated: {failed}");
             }
@@ -265,15 +335,12 @@ struct ShadowLoad<'a> {
     added: Vec<(&'a str, &'a str)>,
 }
 
-/// Loads every copied table with rows into its shadow table, over the option's connections,
-/// largest first; returns the tables loaded (none when this session may not replace the
-/// target's tables). Without `clean`, refuses a target table holding rows first.
-async fn load_shadows(
+/// The copied tables with rows that go through shadow tables (none when this session may not
+/// replace the target's tables). Without `clean`, refuses a target table holding rows first.
+async fn plan_shadows<'a>(
     conn: &mut PgConnection,
-    connector: &PgConnector,
-    source: &Source<'_>,
-    sessions: &Sessions,
-) -> Result<BTreeSet<String>> {
+    source: &Source<'a>,
+) -> Result<Vec<ShadowLoad<'a>>> {
     let mut loads = Vec::new();
     for spec in &source.catalog.tables {
         let Some(entry) = source.manifest.table(&spec.name) else {
@@ -299,28 +366,183 @@ async fn load_shadows(
             added: spec.added_values(&target_cols, &entry.columns),
         });
     }
-    let names: BTreeSet<String> = loads.iter().map(|l| l.spec.name.clone()).collect();
-    let listed: Vec<String> = names.iter().cloned().collect();
+    let listed: Vec<String> = loads.iter().map(|l| l.spec.name.clone()).collect();
     if loads.is_empty() || !shadow::can_replace(conn, &listed).await? {
-        return Ok(BTreeSet::new());
+        return Ok(Vec::new());
+    }
+    Ok(loads)
+}
+
+/// Loads `loads` into their shadow tables over the option's connections and builds their
+/// indexes and constraints; returns the tables loaded.
+async fn load_shadows(
+    conn: &mut PgConnection,
+    connector: &PgConnector,
+    source: &Source<'_>,
+    loads: Vec<ShadowLoad<'_>>,
+    sessions: &Sessions,
+) -> Result<BTreeSet<String>> {
+    let names: BTreeSet<String> = loads.iter().map(|l| l.spec.name.clone()).collect();
+    if loads.is_empty() {
+        return Ok(names);
     }
     shadow::lock_restores(conn, connector.describe()).await?;
     shadow::reset(conn).await?;
-    loads.sort_by_key(|l| std::cmp::Reverse(l.entry.csv_bytes));
-    let workers = source.options.jobs.clamp(1, loads.len());
+    let workers = source.options.jobs.max(1);
     let steps = source.steps(loads.len());
-    let queue = Mutex::new(loads.into_iter().enumerate().collect::<VecDeque<_>>());
-    let running = (0..workers).map(|_| shadow_worker(connector, source, &queue, steps, sessions));
+    let work = ShadowWork::new(loads);
+    let running = (0..workers).map(|_| shadow_worker(connector, source, &work, steps, sessions));
     futures::future::try_join_all(running).await?;
     info!(tables = names.len(), workers, "shadow tables loaded");
     Ok(names)
 }
 
-/// One loading connection: takes the next table until none is left.
+/// What one loading connection does next.
+enum ShadowStep {
+    /// Create the shadow of table `.0` (an index into the loads) and COPY its rows in.
+    Load(usize),
+    /// Build one index of a loaded shadow table.
+    Index(usize, String),
+    /// Once its indexes exist: its constraints, ANALYZE; the table is then ready.
+    Finish(usize),
+}
+
+/// The shadow load's steps: every table's load, then, as each load ends, each of its
+/// indexes, then its constraints. The connections take the longest step left first
+/// (estimated from the table's CSV size), as `pg_restore -j` spreads its items, so that no
+/// connection is left with a large table's load or index while the others wait.
+struct ShadowWork<'a> {
+    loads: Vec<ShadowLoad<'a>>,
+    state: Mutex<WorkState>,
+    /// Rung when a step ends (it may have made others ready) or fails.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct WorkState {
+    /// (estimated cost, step), taken largest cost first.
+    ready: Vec<(u64, ShadowStep)>,
+    /// Steps being done.
+    running: usize,
+    /// Per table: indexes not built yet, constraints, rows loaded.
+    tables: BTreeMap<usize, (usize, Vec<String>, u64)>,
+    failed: bool,
+}
+
+impl<'a> ShadowWork<'a> {
+    fn new(loads: Vec<ShadowLoad<'a>>) -> Self {
+        let ready = loads
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.entry.csv_bytes, ShadowStep::Load(i)))
+            .collect();
+        ShadowWork {
+            loads,
+            state: Mutex::new(WorkState {
+                ready,
+                ..WorkState::default()
+            }),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The next step, waiting while the running ones may still make some ready; `None`
+    /// when everything is done or another connection failed.
+    async fn next(&self) -> Option<ShadowStep> {
+        loop {
+            let changed = self.changed.notified();
+            {
+                let mut state = self.state.lock().ok()?;
+                if state.failed {
+                    return None;
+                }
+                if let Some(at) = (0..state.ready.len()).max_by_key(|&i| state.ready[i].0) {
+                    state.running += 1;
+                    return Some(state.ready.swap_remove(at).1);
+                }
+                if state.running == 0 {
+                    return None;
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Records the end of `step`; returns the table it made ready (its rows) if any.
+    fn done(&self, step: ShadowStep, build: Option<(ShadowBuild, u64)>) -> Option<(usize, u64)> {
+        let mut finished = None;
+        if let Ok(mut state) = self.state.lock() {
+            state.running -= 1;
+            let table = match step {
+                ShadowStep::Load(table) => {
+                    let (build, rows) = build.unwrap_or_default();
+                    let cost = self.loads[table].entry.csv_bytes;
+                    let pending = build.indexes.len();
+                    for sql in build.indexes {
+                        state.ready.push((cost / 4, ShadowStep::Index(table, sql)));
+                    }
+                    state
+                        .tables
+                        .insert(table, (pending, build.constraints, rows));
+                    Some(table)
+                }
+                ShadowStep::Index(table, _) => {
+                    if let Some(t) = state.tables.get_mut(&table) {
+                        t.0 = t.0.saturating_sub(1);
+                    }
+                    Some(table)
+                }
+                ShadowStep::Finish(table) => {
+                    finished = state.tables.get(&table).map(|t| (table, t.2));
+                    None
+                }
+            };
+            if let Some(table) = table
+                && state.tables.get(&table).is_some_and(|t| t.0 == 0)
+            {
+                let cost = self.loads[table].entry.csv_bytes;
+                state.ready.push((cost / 8, ShadowStep::Finish(table)));
+            }
+        }
+        self.changed.notify_waiters();
+        finished
+    }
+
+    fn fail(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.failed = true;
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn constraints(&self, table: usize) -> Vec<String> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.tables.get(&table).map(|t| t.1.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// One loading connection: takes the next step until none is left.
 async fn shadow_worker(
     connector: &PgConnector,
     source: &Source<'_>,
-    queue: &Mutex<VecDeque<(usize, ShadowLoad<'_>)>>,
+    work: &ShadowWork<'_>,
+    steps: usize,
+    sessions: &Sessions,
+) -> Result<()> {
+    let result = shadow_steps(connector, source, work, steps, sessions).await;
+    if result.is_err() {
+        work.fail();
+    }
+    result
+}
+
+async fn shadow_steps(
+    connector: &PgConnector,
+    source: &Source<'_>,
+    work: &ShadowWork<'_>,
     steps: usize,
     sessions: &Sessions,
 ) -> Result<()> {
@@ -340,33 +562,65 @@ async fn shadow_worker(
             .await
             .map_err(|e| db_error("configure", "restore", e))?;
     }
-    let mut rows = ManifestRows {
-        manifest: source.manifest,
-        store: source.store,
-    };
-    loop {
-        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-        let Some((index, load)) = next else {
-            return Ok(());
+    let mut rows = ManifestRows::new(source.manifest, source.store);
+    rows.freeze = true;
+    while let Some(step) = work.next().await {
+        let built = match &step {
+            ShadowStep::Load(table) => {
+                let load = &work.loads[*table];
+                let name = &load.spec.name;
+                source.progress.start(name, *table, steps);
+                source.progress.advance(name, load.entry.csv_bytes);
+                Some(load_shadow(&mut conn, load, &mut rows).await?)
+            }
+            ShadowStep::Index(table, sql) => {
+                let name = &work.loads[*table].spec.name;
+                let started = Instant::now();
+                run_all(&mut conn, std::slice::from_ref(sql), name).await?;
+                info!(table = %name, seconds = started.elapsed().as_secs_f64(), index = %sql, "shadow index built");
+                None
+            }
+            ShadowStep::Finish(table) => {
+                let name = &work.loads[*table].spec.name;
+                let started = Instant::now();
+                let mut statements = work.constraints(*table);
+                statements.push(format!("ANALYZE {}", shadow::shadow_of(name)));
+                run_all(&mut conn, &statements, name).await?;
+                info!(table = %name, seconds = started.elapsed().as_secs_f64(), "shadow constraints added, analyzed");
+                None
+            }
         };
-        let name = &load.spec.name;
-        source.progress.start(name, index, steps);
-        source.progress.advance(name, load.entry.csv_bytes);
-        let loaded = load_shadow(&mut conn, &load, &mut rows).await?;
-        source.progress.finish(name, loaded);
-        crate::failpoint::reach_raced("restore.shadow_loaded").await?;
+        if let Some((table, loaded)) = work.done(step, built) {
+            source.progress.finish(&work.loads[table].spec.name, loaded);
+            crate::failpoint::reach_raced("restore.shadow_loaded").await?;
+        }
     }
+    Ok(())
 }
 
-/// Creates the shadow of one table, loads it, builds its keys and indexes, analyzes it.
+async fn run_all(conn: &mut PgConnection, statements: &[String], table: &str) -> Result<()> {
+    for sql in statements {
+        sqlx::query(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("build shadow table", table, e))?;
+    }
+    Ok(())
+}
+
+/// Creates the shadow of one table and loads it; returns what builds its indexes and
+/// constraints, and the rows loaded.
 #[instrument(skip_all, fields(table = %load.spec.name))]
 async fn load_shadow(
     conn: &mut PgConnection,
     load: &ShadowLoad<'_>,
     rows_source: &mut ManifestRows<'_>,
-) -> Result<u64> {
+) -> Result<(ShadowBuild, u64)> {
     let name = &load.spec.name;
     let started = Instant::now();
+    // Made and filled in one transaction, the rows are written frozen: the index builds and
+    // ANALYZE that read them next, and any later VACUUM, have nothing to write back.
+    run_all(conn, &["BEGIN".to_string()], name).await?;
     shadow::create(conn, name).await?;
     let dest = shadow::shadow_of(name);
     let mut previous = Vec::new();
@@ -374,30 +628,18 @@ async fn load_shadow(
         previous.push(column_default(conn, name, column).await?);
     }
     let (set, reset) = load_defaults(&dest, &load.added, &previous);
-    for sql in set.iter() {
-        sqlx::query(sql)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| db_error("set load default", name, e))?;
-    }
+    run_all(conn, &set, name).await?;
     let rows = copy_rows(conn, &dest, rows_source, load.entry).await?;
-    let loaded = started.elapsed();
-    let mut statements = reset;
-    statements.extend(shadow::build_statements(conn, name).await?);
-    statements.push(format!("ANALYZE {dest}"));
-    for sql in &statements {
-        sqlx::query(sql)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| db_error("build shadow table", name, e))?;
-    }
+    run_all(conn, &reset, name).await?;
+    run_all(conn, &["COMMIT".to_string()], name).await?;
+    let build = shadow::build_statements(conn, name).await?;
     info!(
         rows,
-        load_seconds = loaded.as_secs_f64(),
-        build_seconds = (started.elapsed() - loaded).as_secs_f64(),
+        load_seconds = started.elapsed().as_secs_f64(),
+        indexes = build.indexes.len(),
         "shadow table loaded"
     );
-    Ok(rows)
+    Ok((build, rows))
 }
 
 /// The restore's transaction: cleanup, each table (shadow tables switched in, the others
@@ -415,7 +657,17 @@ async fn transaction(
         source.progress,
     );
     let window = Instant::now();
-    let (mut tx, cleaned) = begin(conn, catalog, options.clean).await?;
+    let mut tx = open(conn).await?;
+    let carried = if options.clean {
+        carried_tables(&mut tx, catalog, options, shadows).await?
+    } else {
+        BTreeSet::new()
+    };
+    let cleaned = if options.clean {
+        clean_up(&mut tx, catalog, &carried).await?
+    } else {
+        Vec::new()
+    };
     let mut report = RestoreReport {
         load: LoadReport {
             cleaned,
@@ -432,11 +684,13 @@ async fn transaction(
         added_columns: BTreeMap::new(),
         switched: Vec::new(),
         jobs: 0,
+        verify_seconds: 0.0,
         shadow_load_seconds: 0.0,
+        validate_seconds: 0.0,
         lock_window_seconds: 0.0,
         foreign_keys_not_validated: Vec::new(),
     };
-    let plan = plan_tables(&mut tx, catalog, manifest, options).await?;
+    let plan = plan_tables(&mut tx, catalog, manifest, options, &carried).await?;
     if let Some(extra) = manifest
         .tables
         .iter()
@@ -444,10 +698,7 @@ async fn transaction(
     {
         report.skipped.push(extra.name.clone());
     }
-    let mut rows_source = ManifestRows {
-        manifest,
-        store: source.store,
-    };
+    let mut rows_source = ManifestRows::new(manifest, source.store);
     let total = source.steps(shadows.len());
     for (index, load) in plan.iter().enumerate() {
         let name = &load.spec.name;
@@ -461,7 +712,16 @@ async fn transaction(
             report.skipped.push(name.clone());
             continue;
         }
-        let rows = load_table(&mut tx, load, shadowed, &mut rows_source, &mut report).await?;
+        let carry_live = !carried.contains(name);
+        let rows = load_table(
+            &mut tx,
+            load,
+            shadowed,
+            carry_live,
+            &mut rows_source,
+            &mut report,
+        )
+        .await?;
         progress.finish(name, rows);
         report.loaded(name, rows);
         if report.loaded.len() == 1 {
@@ -482,13 +742,58 @@ async fn transaction(
     Ok(report)
 }
 
+/// The shadow tables a clean restore switches in whole whatever the transaction finds: plain
+/// copies (not `job`, whose ids may collide with the target's running jobs) without Fernet
+/// secrets to re-encrypt or references to follow, and, for a table whose restored ids could
+/// collide with the rows cleanup keeps, none kept. Cleanup copies their kept rows into the
+/// shadow instead of deleting the others (`cleanup`).
+async fn carried_tables(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    options: &RestoreOptions,
+    shadows: &BTreeSet<String>,
+) -> Result<BTreeSet<String>> {
+    let referenced = catalog.referenced_tables();
+    let mut carried = BTreeSet::new();
+    for spec in catalog.tables.iter().filter(|t| shadows.contains(&t.name)) {
+        let rekeyed =
+            options.fernet.rekey().is_some() && encrypted_columns(&spec.name).next().is_some();
+        if spec.restore != RestoreMode::Copy
+            || spec.name == "job"
+            || rekeyed
+            || !spec.references.is_empty()
+        {
+            continue;
+        }
+        if referenced.contains(spec.name.as_str()) || spec.name == "log" {
+            let columns = table_columns(conn, &spec.name).await?.unwrap_or_default();
+            if let Some(keep) = catalog.keep_condition(spec, &columns) {
+                let kept: bool = sqlx::query_scalar(&format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE ({keep}) IS TRUE)",
+                    quote_ident(&spec.name)
+                ))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| db_error("inspect", &spec.name, e))?;
+                if kept {
+                    continue;
+                }
+            }
+        }
+        carried.insert(spec.name.clone());
+    }
+    Ok(carried)
+}
+
 /// The manifest's tables in catalog order, each checked to fit the target first: the table
-/// and every column of the backup exist, a table restored as a copy is empty.
+/// and every column of the backup exist, a table restored as a copy is empty (but for the
+/// `carried` ones, which a shadow table replaces whole).
 async fn plan_tables<'a>(
     conn: &mut PgConnection,
     catalog: &'a Catalog,
     manifest: &'a Manifest,
     options: &'a RestoreOptions,
+    carried: &BTreeSet<String>,
 ) -> Result<Vec<TableLoad<'a>>> {
     let referenced = catalog.referenced_tables();
     let mut plan = Vec::new();
@@ -512,7 +817,8 @@ async fn plan_tables<'a>(
                 ),
             ));
         }
-        if spec.restore == RestoreMode::Copy {
+        let carry = carried.contains(&spec.name);
+        if spec.restore == RestoreMode::Copy && !carry {
             let keep = catalog.keep_condition(spec, &target_cols);
             ensure_empty(conn, &spec.name, keep.as_deref()).await?;
         }
@@ -525,6 +831,7 @@ async fn plan_tables<'a>(
         // loads straight in as every other copy does.
         let renumbered = spec.restore == RestoreMode::Copy
             && (is_referenced || spec.name == "log")
+            && !carry
             && holds_rows(conn, &spec.name).await?;
         let follows: Vec<&str> = spec
             .references
@@ -575,21 +882,31 @@ fn id_map(table: &str) -> String {
     quote_ident(&format!("mwaa_dr_ids_{table}"))
 }
 
-/// Loads one table: a plain copy loaded into its shadow (`shadowed`) is switched in whole,
-/// one without a shadow goes straight into the table; any other is staged (from its shadow
-/// when it has one) and goes through the statements of its mode. Returns the rows written.
+/// Loads one table: a plain copy loaded into its shadow (`shadowed`) is switched in whole
+/// (with `carry_live`, taking the rows the live table still holds), one without a shadow
+/// goes straight into the table; any other is staged (from its shadow when it has one) and
+/// goes through the statements of its mode. Returns the rows written.
 #[instrument(skip_all, fields(table = %load.spec.name))]
 async fn load_table(
     conn: &mut PgConnection,
     load: &TableLoad<'_>,
     shadowed: bool,
+    carry_live: bool,
     rows_source: &mut ManifestRows<'_>,
     report: &mut RestoreReport,
 ) -> Result<u64> {
     let table = quote_ident(&load.spec.name);
     let direct = load.direct && load.follows.iter().all(|t| !renumbered(report, t));
+    if !(carry_live || direct && shadowed) {
+        // carried_tables chose only tables that are switched in whole.
+        return Err(Error::failed(
+            "restore",
+            &load.spec.name,
+            "cleanup left this table to its shadow table, which cannot replace it",
+        ));
+    }
     if direct && shadowed {
-        let kept = shadow::switch(conn, &load.spec.name).await?;
+        let kept = shadow::switch(conn, &load.spec.name, carry_live).await?;
         for (column, value) in &load.added {
             report
                 .added_columns

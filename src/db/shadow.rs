@@ -10,9 +10,11 @@
 //! its schema). A run killed before its transaction committed leaves shadow tables there and
 //! nothing else: the next restore removes them before it loads.
 
+use std::collections::VecDeque;
+
 use sqlx::PgConnection;
 
-use super::db_error;
+use super::{PgConnector, db_error};
 use crate::airflow::catalog::quote_ident;
 use crate::error::{Error, Result};
 
@@ -108,12 +110,26 @@ pub async fn create(conn: &mut PgConnection, table: &str) -> Result<()> {
     Ok(())
 }
 
-/// The statements that give the loaded shadow of `table` the live table's primary key,
-/// unique, exclusion and check constraints (foreign keys come at the switch) and its other
-/// indexes, under their names.
-pub async fn build_statements(conn: &mut PgConnection, table: &str) -> Result<Vec<String>> {
-    let constraints: Vec<(String, String)> = sqlx::query_as(
-        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+/// What makes a loaded shadow table the live table's equal, as `pg_restore` builds it:
+/// every index first (those of primary keys and unique constraints too), each on its own
+/// so that several connections build them at once, then the constraints over them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShadowBuild {
+    /// `CREATE [UNIQUE] INDEX` statements, independent of each other.
+    pub indexes: Vec<String>,
+    /// Once the indexes exist: primary keys and unique constraints made over their indexes,
+    /// exclusion and check constraints (foreign keys come at the switch).
+    pub constraints: Vec<String>,
+}
+
+/// The indexes and constraints of the live `table`, for its loaded shadow, under their names.
+pub async fn build_statements(conn: &mut PgConnection, table: &str) -> Result<ShadowBuild> {
+    // (name, type, definition, its index's definition, deferrable, initially deferred)
+    type Constraint = (String, String, String, Option<String>, bool, bool);
+    let constraints: Vec<Constraint> = sqlx::query_as(
+        "SELECT conname::text, contype::text, pg_get_constraintdef(oid), \
+         CASE WHEN contype IN ('p', 'u') AND conindid <> 0 THEN pg_get_indexdef(conindid) END, \
+         condeferrable, condeferred FROM pg_constraint \
          WHERE conrelid = to_regclass($1) AND contype IN ('p', 'u', 'x', 'c') \
          ORDER BY contype = 'c', contype <> 'p', conname",
     )
@@ -132,26 +148,58 @@ pub async fn build_statements(conn: &mut PgConnection, table: &str) -> Result<Ve
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error("inspect indexes", table, e))?;
+    let live: String = sqlx::query_scalar(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+    )
+    .bind(quote_ident(table))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| db_error("inspect", table, e))?;
     let shadow = shadow_of(table);
-    let mut statements: Vec<String> = constraints
-        .iter()
-        .map(|(name, definition)| {
-            format!(
-                "ALTER TABLE {shadow} ADD CONSTRAINT {} {definition}",
-                quote_ident(name)
-            )
-        })
-        .collect();
-    for (live, definition) in &indexes {
-        statements.push(index_on(definition, live, &shadow).ok_or_else(|| {
-            Error::failed(
-                "build shadow table",
-                table,
-                format!("cannot read the index definition {definition:?}"),
-            )
-        })?);
+    let unreadable = |definition: &str| {
+        Error::failed(
+            "build shadow table",
+            table,
+            format!("cannot read the index definition {definition:?}"),
+        )
+    };
+    let mut build = ShadowBuild::default();
+    for (name, kind, definition, index, deferrable, deferred) in &constraints {
+        let name = quote_ident(name);
+        match (kind.as_str(), index) {
+            ("p" | "u", Some(index)) => {
+                let (create, index_name) = index_on(index, &live, &shadow)
+                    .zip(index_name(index))
+                    .ok_or_else(|| unreadable(index))?;
+                build.indexes.push(create);
+                build.constraints.push(format!(
+                    "ALTER TABLE {shadow} ADD CONSTRAINT {name} {} USING INDEX {index_name}{}{}",
+                    if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" },
+                    if *deferrable { " DEFERRABLE" } else { "" },
+                    if *deferred { " INITIALLY DEFERRED" } else { "" },
+                ));
+            }
+            _ => build.constraints.push(format!(
+                "ALTER TABLE {shadow} ADD CONSTRAINT {name} {definition}"
+            )),
+        }
     }
-    Ok(statements)
+    for (_, definition) in &indexes {
+        build
+            .indexes
+            .push(index_on(definition, &live, &shadow).ok_or_else(|| unreadable(definition))?);
+    }
+    Ok(build)
+}
+
+/// The (quoted, unqualified) name of the index `CREATE [UNIQUE] INDEX <name> ON ...` makes.
+fn index_name(definition: &str) -> Option<&str> {
+    let rest = definition
+        .strip_prefix("CREATE UNIQUE INDEX ")
+        .or_else(|| definition.strip_prefix("CREATE INDEX "))?;
+    let at = rest.find(" ON ")?;
+    Some(&rest[..at])
 }
 
 /// `CREATE INDEX ... ON <live> USING ...` (as `pg_get_indexdef` gives it, the table
@@ -187,9 +235,48 @@ fn add_not_valid(owner: &str, name: &str, definition: &str) -> String {
     )
 }
 
-/// In the restore's transaction: makes the shadow of `table` the live table. Returns the rows
-/// the live table still held (the rows a restore keeps), now in the new one.
-pub async fn switch(conn: &mut PgConnection, table: &str) -> Result<u64> {
+/// In a clean restore's transaction, in place of cleanup's DELETE: locks the live `table`
+/// (with `columns`) and copies the rows cleanup keeps (`keep`; none without) into its
+/// shadow, which replaces it whole at the switch. Returns the rows left behind (cleaned).
+pub async fn carry_kept(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &[String],
+    keep: Option<&str>,
+) -> Result<u64> {
+    let live = quote_ident(table);
+    exec(
+        conn,
+        &format!("LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE"),
+        "lock",
+        table,
+    )
+    .await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {live}"))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| db_error("count", table, e))?;
+    let kept = match keep {
+        Some(keep) => {
+            let list = super::column_list(columns);
+            sqlx::query(&format!(
+                "INSERT INTO {} ({list}) SELECT {list} FROM {live} WHERE ({keep}) IS TRUE",
+                shadow_of(table)
+            ))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error("keep rows", table, e))?
+            .rows_affected()
+        }
+        None => 0,
+    };
+    Ok(u64::try_from(total).unwrap_or(0).saturating_sub(kept))
+}
+
+/// In the restore's transaction: makes the shadow of `table` the live table. With
+/// `carry_live`, the rows the live table still holds (the rows a restore keeps) move into
+/// the new one first, and their count is returned; without, [`carry_kept`] moved them.
+pub async fn switch(conn: &mut PgConnection, table: &str, carry_live: bool) -> Result<u64> {
     let live = quote_ident(table);
     let shadow = shadow_of(table);
     exec(
@@ -199,7 +286,11 @@ pub async fn switch(conn: &mut PgConnection, table: &str) -> Result<u64> {
         table,
     )
     .await?;
-    let carried = keep_rows(conn, table, &live, &shadow).await?;
+    let carried = if carry_live {
+        keep_rows(conn, table, &live, &shadow).await?
+    } else {
+        0
+    };
     let held = LiveTable::inspect(conn, table, &live).await?;
     release(conn, table, &held).await?;
     // RESTRICT: anything else that depends on the table (a view) fails the restore whole.
@@ -388,38 +479,93 @@ async fn exec(conn: &mut PgConnection, sql: &str, what: &str, table: &str) -> Re
 }
 
 /// Validates the foreign keys of `tables` left `NOT VALID` (by a switch, or by a run killed
-/// between its commit and this step). Returns those that fail, with the reason.
+/// between its commit and this step), over up to `jobs` connections of `connector` (`conn`
+/// when one): the keys of one table on one connection, since two validations of a table
+/// wait for each other. Returns those that fail, with the reason.
 pub async fn validate_foreign_keys(
     conn: &mut PgConnection,
+    connector: &PgConnector,
     tables: &[String],
+    jobs: usize,
 ) -> Result<Vec<String>> {
     let quoted: Vec<String> = tables.iter().map(|t| quote_ident(t)).collect();
+    // Largest tables first, so that the longest validations start at once.
     let pending: Vec<(String, String)> = sqlx::query_as(
         "SELECT conrelid::regclass::text, conname::text FROM pg_constraint \
          WHERE contype = 'f' AND NOT convalidated \
          AND (conrelid = ANY(SELECT to_regclass(t) FROM unnest($1::text[]) t) \
-           OR confrelid = ANY(SELECT to_regclass(t) FROM unnest($1::text[]) t)) ORDER BY 1, 2",
+           OR confrelid = ANY(SELECT to_regclass(t) FROM unnest($1::text[]) t)) \
+         ORDER BY pg_relation_size(conrelid) DESC, 1, 2",
     )
     .bind(&quoted)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error("inspect foreign keys", "restore", e))?;
-    let mut failed = Vec::new();
+    let mut owners: Vec<(String, Vec<String>)> = Vec::new();
     for (owner, name) in pending {
-        if let Err(e) = sqlx::query(&format!(
-            "ALTER TABLE {owner} VALIDATE CONSTRAINT {}",
-            quote_ident(&name)
-        ))
-        .execute(&mut *conn)
-        .await
-        {
-            failed.push(format!(
-                "{owner}.{name}: {}",
-                db_error("validate", &name, e)
-            ));
+        match owners.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, names)) => names.push(name),
+            None => owners.push((owner, vec![name])),
         }
     }
+    let workers = jobs.clamp(1, owners.len().max(1));
+    let queue = std::sync::Mutex::new(owners.into_iter().collect::<VecDeque<_>>());
+    let failed = std::sync::Mutex::new(Vec::new());
+    let mut extra = Vec::new();
+    for _ in 1..workers {
+        // A connection that cannot be had leaves its share to the others.
+        if let Ok(conn) = connector.connect().await {
+            extra.push(conn);
+        }
+    }
+    let mut running = vec![validate_queue(conn, &queue, &failed)];
+    for other in extra.iter_mut() {
+        running.push(validate_queue(other, &queue, &failed));
+    }
+    futures::future::try_join_all(running).await?;
+    let mut failed = failed.into_inner().unwrap_or_default();
+    failed.sort();
     Ok(failed)
+}
+
+/// Validates the keys of the next table of `queue` until none is left, into `failed`.
+async fn validate_queue(
+    conn: &mut PgConnection,
+    queue: &std::sync::Mutex<VecDeque<(String, Vec<String>)>>,
+    failed: &std::sync::Mutex<Vec<String>>,
+) -> Result<()> {
+    // The check of a key is a join of two tables, which PostgreSQL runs with
+    // maintenance_work_mem: in memory when it can.
+    sqlx::query("SET maintenance_work_mem = '256MB'")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("configure", "restore", e))?;
+    loop {
+        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+        let Some((owner, names)) = next else {
+            break;
+        };
+        for name in names {
+            if let Err(e) = sqlx::query(&format!(
+                "ALTER TABLE {owner} VALIDATE CONSTRAINT {}",
+                quote_ident(&name)
+            ))
+            .execute(&mut *conn)
+            .await
+                && let Ok(mut failed) = failed.lock()
+            {
+                failed.push(format!(
+                    "{owner}.{name}: {}",
+                    db_error("validate", &name, e)
+                ));
+            }
+        }
+    }
+    sqlx::query("RESET maintenance_work_mem")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error("configure", "restore", e))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -454,6 +600,19 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_key_is_built_as_its_index_then_made_over_it() {
+        assert_eq!(
+            index_name("CREATE UNIQUE INDEX dag_run_pkey ON public.dag_run USING btree (id)"),
+            Some("dag_run_pkey")
+        );
+        assert_eq!(
+            index_name("CREATE INDEX \"odd name\" ON public.t USING btree (a)"),
+            Some("\"odd name\"")
+        );
+        assert_eq!(index_name("ALTER TABLE t ADD PRIMARY KEY (a)"), None);
     }
 
     #[test]

@@ -88,7 +88,7 @@ async fn in_transaction(
 ) -> Result<Vec<TableCount>> {
     let mut tx = conn.begin().await.map_err(|e| db_error("begin", db, e))?;
     failpoint::reach_raced("cleanup.begun").await?;
-    let counts = delete_rows(&mut tx, catalog, dry_run).await?;
+    let counts = delete_rows(&mut tx, catalog, dry_run, &Default::default()).await?;
     if dry_run {
         tx.rollback()
             .await

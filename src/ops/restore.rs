@@ -1,4 +1,5 @@
-//! Restore: verify a backup, then load it into the target in one transaction.
+//! Restore: load a backup into the target, every object checked as it is read, and make it
+//! the target's in one short transaction.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ pub struct RestoreOptions<'a> {
     /// The Fernet keys known here; the backup's manifest says which one its ciphertext needs.
     pub fernet: FernetKeyring,
     pub catalogs: Catalogs,
-    /// Asked before a clean restore deletes rows, once the backup is verified.
+    /// Asked before a clean restore deletes rows, once the backup's manifest is checked.
     pub confirm: Option<Confirm<'a>>,
     /// Connections that load the copied tables into shadow tables before the transaction.
     pub jobs: usize,
@@ -75,7 +76,7 @@ struct Prepared {
 }
 
 /// Restores the backup into the target. The store's shared lock is held from before the
-/// backup is verified until the transaction ends, so `prune` cannot remove it meanwhile.
+/// backup is read until the transaction ends, so `prune` cannot remove it meanwhile.
 pub async fn restore(
     options: &RestoreOptions<'_>,
     services: &Services,
@@ -137,8 +138,10 @@ pub async fn restore(
     })
 }
 
-/// Resolves the backup, verifies every object (before the database is touched), connects to
-/// the target and refuses an older Airflow version there.
+/// Resolves the backup and checks its manifest, verifies every object for a dry run, connects
+/// to the target and refuses an older Airflow version there. A restore checks the objects as
+/// it reads them (`import::restore`): those it loads into shadow tables as they stream, the
+/// others whole before its transaction.
 async fn prepare(
     options: &RestoreOptions<'_>,
     services: &Services,
@@ -148,11 +151,13 @@ async fn prepare(
 ) -> Result<Prepared> {
     let manifest = manifest::resolve(store.as_ref(), options.backup_id.as_deref()).await?;
     manifest.validate(&options.catalogs.for_version(&manifest.airflow_version)?)?;
-    // Reading every object takes long for a large backup; stopped, it leaves nothing.
-    tokio::select! {
-        verified = verify_backup(store.clone(), &manifest) => verified?,
-        () = cancel.cancelled() => return Err(Error::Interrupted),
-    };
+    if options.dry_run {
+        // Reading every object takes long for a large backup; stopped, it leaves nothing.
+        tokio::select! {
+            verified = verify_backup(store.clone(), &manifest) => verified?,
+            () = cancel.cancelled() => return Err(Error::Interrupted),
+        };
+    }
     let (fernet, fernet_key) = fernet_plan(&options.fernet, services, &manifest).await?;
     let mut conn = db.connect().await?;
     let backend_pid = backend_pid(&mut conn, db.describe()).await?;

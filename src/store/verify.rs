@@ -39,15 +39,24 @@ pub async fn open_table_object(
 
 /// Compares what was read of the stored object with the manifest's size and SHA-256.
 pub fn check_stored(object: &TableObject, entry: &TableEntry, operation: &str) -> Result<u64> {
-    let (bytes, sha) = object
-        .stored
+    check_digest(&object.stored, &object.resource, entry, operation)
+}
+
+/// [`check_stored`] of the bytes `stored` saw of the object `resource`.
+pub fn check_digest(
+    stored: &Mutex<Digested>,
+    resource: &str,
+    entry: &TableEntry,
+    operation: &str,
+) -> Result<u64> {
+    let (bytes, sha) = stored
         .lock()
         .map(|d| (d.bytes, d.hex()))
         .unwrap_or_default();
     if sha != entry.sha256 || bytes != entry.stored_bytes {
         return Err(Error::failed(
             operation,
-            &object.resource,
+            resource,
             format!(
                 "checksum mismatch: {bytes} bytes with SHA-256 {sha}, the manifest says {} bytes with SHA-256 {}",
                 entry.stored_bytes, entry.sha256
@@ -55,6 +64,15 @@ pub fn check_stored(object: &TableObject, entry: &TableEntry, operation: &str) -
         ));
     }
     Ok(bytes)
+}
+
+/// Reads what the zstd reader of `object` left of the stored bytes (after the end of its
+/// frames, or after a failure), so that [`check_stored`] sees the whole object.
+/// False when the store could not give the rest (the object is not known to be damaged).
+pub async fn read_rest(object: &mut TableObject) -> bool {
+    tokio::io::copy(object.csv.get_mut(), &mut tokio::io::sink())
+        .await
+        .is_ok()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,9 +90,20 @@ pub async fn verify_backup(
     store: Arc<dyn BackupStore>,
     manifest: &Manifest,
 ) -> Result<Vec<ObjectCheck>> {
+    verify_tables(store, manifest, |_| true).await
+}
+
+/// [`verify_backup`] of the objects of the tables `chosen` selects.
+pub async fn verify_tables(
+    store: Arc<dyn BackupStore>,
+    manifest: &Manifest,
+    chosen: impl Fn(&TableEntry) -> bool,
+) -> Result<Vec<ObjectCheck>> {
     use futures::StreamExt;
     let shared = Arc::new(manifest.clone());
-    let mut order: Vec<usize> = (0..manifest.tables.len()).collect();
+    let mut order: Vec<usize> = (0..manifest.tables.len())
+        .filter(|&i| chosen(&manifest.tables[i]))
+        .collect();
     order.sort_by_key(|&i| std::cmp::Reverse(manifest.tables[i].stored_bytes));
     let parallel = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -1286,6 +1286,76 @@ async fn restore_keeps_the_targets_schema_2_7_2() {
     restore_keeps_the_targets_schema("2.7.2").await;
 }
 
+/// A clean restore over a populated target (restored into once, then given a running
+/// scheduler job and rows of its own) replaces the copied tables whole from their shadow
+/// tables, in a transaction that deletes nothing row by row: the target ends with exactly
+/// the backup's rows plus the rows cleanup keeps, and the report counts each table's
+/// cleaned rows as the DELETE did.
+#[tokio::test]
+async fn clean_restore_over_a_populated_target_replaces_its_tables() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("repop_src", "2.10.3", true);
+    let dst = bench.airflow_db("repop_dst", "2.10.3", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let doc = backup(dir.path(), &store, &src);
+    let id = doc["backup_id"].as_str().expect("id");
+    let first = restore(dir.path(), &store, &dst, &["--clean"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    bench.sql(&dst, "INSERT INTO job (id, state, job_type, hostname) VALUES (90001, 'running', 'SchedulerJob', 'standby'); INSERT INTO log (id, event) VALUES (90002, 'standby-only')");
+    let mut conn = connect(&dst).await;
+    let mut held = std::collections::BTreeMap::new();
+    for table in ["task_instance", "dag_run", "log", "xcom"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert!(n > 0, "{table} is populated");
+        held.insert(table, n);
+    }
+    let out = restore(dir.path(), &store, &dst, &["--clean", "--jobs", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("restore JSON");
+    let switched: Vec<&str> = report["switched"]
+        .as_array()
+        .expect("switched")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for (table, n) in &held {
+        assert!(switched.contains(table), "{table} not switched: {report}");
+        let cleaned = report["cleaned"]
+            .as_array()
+            .expect("cleaned")
+            .iter()
+            .find(|c| c["table"] == *table)
+            .unwrap_or_else(|| panic!("{table} not in cleaned: {report}"));
+        assert_eq!(cleaned["rows"], *n, "{table}: {report}");
+    }
+    assert!(
+        report.get("foreign_keys_not_validated").is_none(),
+        "{report}"
+    );
+    assert_tables_restored(&src, &dst, &manifest(&store, id), &["job"]).await;
+    let kept: String = sqlx::query_scalar("SELECT hostname FROM job WHERE id = 90001")
+        .fetch_one(&mut conn)
+        .await
+        .expect("the running job is kept");
+    assert_eq!(kept, "standby");
+    let gone: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM log WHERE id = 90002)")
+        .fetch_one(&mut conn)
+        .await
+        .expect("log");
+    assert!(!gone, "the target's own log row was cleaned");
+    let shadows: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'mwaa_dr_shadow')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("schema");
+    assert!(!shadows, "the shadow schema is gone");
+}
+
 /// Shadow tables a killed restore left behind are removed by the next one, and a restore
 /// refuses to run beside another restore into the same database (they share the shadow
 /// schema), saying so, with nothing changed.

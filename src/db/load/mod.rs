@@ -4,6 +4,8 @@
 
 pub mod statements;
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::postgres::PgCopyIn;
@@ -125,6 +127,16 @@ pub async fn begin<'c>(
     catalog: &Catalog,
     clean: bool,
 ) -> Result<(Transaction<'c, Postgres>, Vec<TableCount>)> {
+    let mut tx = open(conn).await?;
+    let mut cleaned = Vec::new();
+    if clean {
+        cleaned = clean_up(&mut tx, catalog, &BTreeSet::new()).await?;
+    }
+    Ok((tx, cleaned))
+}
+
+/// Opens the restore's transaction.
+pub async fn open(conn: &mut PgConnection) -> Result<Transaction<'_, Postgres>> {
     let mut tx = conn
         .begin()
         .await
@@ -134,12 +146,19 @@ pub async fn begin<'c>(
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("configure", "restore", e))?;
-    let mut cleaned = Vec::new();
-    if clean {
-        cleaned = cleanup(&mut tx, catalog, false).await?;
-        crate::failpoint::reach_raced("restore.cleaned").await?;
-    }
-    Ok((tx, cleaned))
+    Ok(tx)
+}
+
+/// A clean restore's cleanup, in its transaction: empties the restorable tables, except
+/// those `replaced` by their shadow tables, whose kept rows move into the shadow instead.
+pub async fn clean_up(
+    tx: &mut PgConnection,
+    catalog: &Catalog,
+    replaced: &BTreeSet<String>,
+) -> Result<Vec<TableCount>> {
+    let cleaned = cleanup(tx, catalog, false, replaced).await?;
+    crate::failpoint::reach_raced("restore.cleaned").await?;
+    Ok(cleaned)
 }
 
 /// Fails when `table` holds rows cleanup would remove (those outside `keep`).
