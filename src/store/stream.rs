@@ -152,6 +152,11 @@ impl<R> ZstdReader<R> {
             in_frame: false,
         })
     }
+
+    /// The compressed stream underneath, where reading goes on after the decoder's frames.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
 }
 
 impl<R: AsyncBufRead + Unpin> AsyncRead for ZstdReader<R> {
