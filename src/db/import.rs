@@ -642,6 +642,36 @@ async fn load_shadow(
     Ok((build, rows))
 }
 
+impl RestoreReport {
+    /// The report of a transaction that has cleaned `cleaned` and loaded nothing yet.
+    fn started(cleaned: Vec<crate::db::cleanup::TableCount>, fernet: &FernetPlan) -> RestoreReport {
+        RestoreReport {
+            load: LoadReport {
+                cleaned,
+                ..LoadReport::default()
+            },
+            renumbered_jobs: BTreeMap::new(),
+            renumbered_dag_runs: BTreeMap::new(),
+            remapped_ids: BTreeMap::new(),
+            fernet: fernet.mode(),
+            rekeyed: match fernet {
+                FernetPlan::Reencrypt(_) => {
+                    ENCRYPTED_COLUMNS.iter().map(|c| (c.name(), 0)).collect()
+                }
+                FernetPlan::Copy(_) => BTreeMap::new(),
+            },
+            added_columns: BTreeMap::new(),
+            switched: Vec::new(),
+            jobs: 0,
+            verify_seconds: 0.0,
+            shadow_load_seconds: 0.0,
+            validate_seconds: 0.0,
+            lock_window_seconds: 0.0,
+            foreign_keys_not_validated: Vec::new(),
+        }
+    }
+}
+
 /// The restore's transaction: cleanup, each table (shadow tables switched in, the others
 /// loaded), job references, sequences, unpause, commit. Returns its report with the
 /// transaction's duration.
@@ -668,28 +698,7 @@ async fn transaction(
     } else {
         Vec::new()
     };
-    let mut report = RestoreReport {
-        load: LoadReport {
-            cleaned,
-            ..LoadReport::default()
-        },
-        renumbered_jobs: BTreeMap::new(),
-        renumbered_dag_runs: BTreeMap::new(),
-        remapped_ids: BTreeMap::new(),
-        fernet: options.fernet.mode(),
-        rekeyed: match options.fernet {
-            FernetPlan::Reencrypt(_) => ENCRYPTED_COLUMNS.iter().map(|c| (c.name(), 0)).collect(),
-            FernetPlan::Copy(_) => BTreeMap::new(),
-        },
-        added_columns: BTreeMap::new(),
-        switched: Vec::new(),
-        jobs: 0,
-        verify_seconds: 0.0,
-        shadow_load_seconds: 0.0,
-        validate_seconds: 0.0,
-        lock_window_seconds: 0.0,
-        foreign_keys_not_validated: Vec::new(),
-    };
+    let mut report = RestoreReport::started(cleaned, &options.fernet);
     let plan = plan_tables(&mut tx, catalog, manifest, options, &carried).await?;
     if let Some(extra) = manifest
         .tables
@@ -906,15 +915,7 @@ async fn load_table(
         ));
     }
     if direct && shadowed {
-        let kept = shadow::switch(conn, &load.spec.name, carry_live).await?;
-        for (column, value) in &load.added {
-            report
-                .added_columns
-                .insert(format!("{}.{column}", load.spec.name), value.to_string());
-        }
-        report.switched.push(load.spec.name.clone());
-        info!(rows = load.entry.rows, kept, "shadow table switched in");
-        return Ok(load.entry.rows);
+        return switch_in(conn, load, carry_live, report).await;
     }
     let dest = if direct {
         table.clone()
@@ -970,6 +971,25 @@ async fn load_table(
     let affected = merge_staged(conn, load, report).await?;
     info!(rows, affected, "loaded");
     Ok(affected)
+}
+
+/// Makes the loaded shadow of a plainly copied table the live table (`carry_live`: with the
+/// rows the live table still holds). Returns the rows the backup gave it.
+async fn switch_in(
+    conn: &mut PgConnection,
+    load: &TableLoad<'_>,
+    carry_live: bool,
+    report: &mut RestoreReport,
+) -> Result<u64> {
+    let kept = shadow::switch(conn, &load.spec.name, carry_live).await?;
+    for (column, value) in &load.added {
+        report
+            .added_columns
+            .insert(format!("{}.{column}", load.spec.name), value.to_string());
+    }
+    report.switched.push(load.spec.name.clone());
+    info!(rows = load.entry.rows, kept, "shadow table switched in");
+    Ok(load.entry.rows)
 }
 
 /// The COPY fills the added columns from their defaults: for the load they are the

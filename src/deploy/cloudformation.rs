@@ -295,28 +295,7 @@ impl StackSettings {
                 });
             }
         }
-        if self.cross_region() {
-            // PutMetricAlarm: Period × EvaluationPeriods at most a day for periods under an
-            // hour, seven days otherwise.
-            let period = self.interval_secs();
-            let total = period * u64::from(self.alarm_periods());
-            let limit = if period < 3600 { 86_400 } else { 604_800 };
-            if total > limit {
-                return Err(Error::InvalidValue {
-                    variable: "HEALTH_CHECK_INTERVAL_MINS and HEALTH_CHECK_MAX_RETRY".into(),
-                    value: format!(
-                        "{} minutes × {} looks",
-                        self.health_check_interval_mins,
-                        self.alarm_periods()
-                    ),
-                    problem: "across Regions the heartbeat alarm evaluates that many periods of that length, longer than CloudWatch allows".into(),
-                    accepted: format!(
-                        "interval × (retries + 1) of at most {} hours",
-                        limit / 3600
-                    ),
-                });
-            }
-        }
+        self.check_alarm_length()?;
         if self.update_execution_role && self.secondary.execution_role_arn.is_none() {
             return Err(Error::MissingValue {
                 variable: "SECONDARY_MWAA_ROLE_ARN".into(),
@@ -346,6 +325,34 @@ impl StackSettings {
         }
         Ok(())
     }
+
+    /// Across Regions: refuses a heartbeat alarm longer than CloudWatch allows.
+    fn check_alarm_length(&self) -> Result<()> {
+        if !self.cross_region() {
+            return Ok(());
+        }
+        // PutMetricAlarm: Period × EvaluationPeriods at most a day for periods under an
+        // hour, seven days otherwise.
+        let period = self.interval_secs();
+        let total = period * u64::from(self.alarm_periods());
+        let limit = if period < 3600 { 86_400 } else { 604_800 };
+        if total > limit {
+            return Err(Error::InvalidValue {
+                variable: "HEALTH_CHECK_INTERVAL_MINS and HEALTH_CHECK_MAX_RETRY".into(),
+                value: format!(
+                    "{} minutes × {} looks",
+                    self.health_check_interval_mins,
+                    self.alarm_periods()
+                ),
+                problem: "across Regions the heartbeat alarm evaluates that many periods of that length, longer than CloudWatch allows".into(),
+                accepted: format!(
+                    "interval × (retries + 1) of at most {} hours",
+                    limit / 3600
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The role name of an IAM role ARN (the part after the last `/`).
@@ -361,6 +368,21 @@ fn statement(actions: &[&str], resources: Value) -> Value {
 
 fn policy(statements: Vec<Value>) -> Value {
     json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// An IAM role `service` assumes, with one inline policy.
+fn service_role(name: String, service: &str, policy_name: &str, statements: Vec<Value>) -> Value {
+    json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": name,
+            "AssumeRolePolicyDocument": trust(service),
+            "Policies": [{
+                "PolicyName": policy_name,
+                "PolicyDocument": policy(statements),
+            }],
+        },
+    })
 }
 
 fn trust(service: &str) -> Value {
@@ -543,17 +565,12 @@ fn heartbeat_resources(
     let primary = &settings.primary;
     resources.insert(
         "HeartbeatStateMachineRole".into(),
-        json!({
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "RoleName": names.heartbeat_role(),
-                "AssumeRolePolicyDocument": trust("states.amazonaws.com"),
-                "Policies": [{
-                    "PolicyName": "primary-heartbeat",
-                    "PolicyDocument": policy(heartbeat_statements(settings)),
-                }],
-            },
-        }),
+        service_role(
+            names.heartbeat_role(),
+            "states.amazonaws.com",
+            "primary-heartbeat",
+            heartbeat_statements(settings),
+        ),
     );
     resources.insert(
         "HeartbeatStateMachine".into(),
@@ -568,56 +585,26 @@ fn heartbeat_resources(
     );
     resources.insert(
         "HeartbeatSchedulerRole".into(),
-        json!({
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "RoleName": names.heartbeat_scheduler_role(),
-                "AssumeRolePolicyDocument": trust("scheduler.amazonaws.com"),
-                "Policies": [{
-                    "PolicyName": "start-heartbeat",
-                    "PolicyDocument": policy(vec![statement(
-                        &["states:StartExecution"],
-                        json!([{"Ref": "HeartbeatStateMachine"}]),
-                    )]),
-                }],
-            },
-        }),
+        service_role(
+            names.heartbeat_scheduler_role(),
+            "scheduler.amazonaws.com",
+            "start-heartbeat",
+            vec![statement(
+                &["states:StartExecution"],
+                json!([{"Ref": "HeartbeatStateMachine"}]),
+            )],
+        ),
     );
-    resources.insert(
-        "HeartbeatSchedule".into(),
-        json!({
-            "Type": "AWS::Scheduler::Schedule",
-            "Properties": {
-                "Name": names.heartbeat_schedule(),
-                "Description": format!("Starts the mwaa-dr heartbeat of {} in {}: the secondary Region fails over when its events stop", primary.environment_name, primary.region),
-                "ScheduleExpression": rate(settings.health_check_interval_mins),
-                "FlexibleTimeWindow": {"Mode": "OFF"},
-                "State": "ENABLED",
-                "Target": {
-                    "Arn": {"Ref": "HeartbeatStateMachine"},
-                    "RoleArn": {"Fn::GetAtt": ["HeartbeatSchedulerRole", "Arn"]},
-                    "Input": "{}",
-                },
-            },
-        }),
-    );
+    resources.insert("HeartbeatSchedule".into(), heartbeat_schedule(settings));
     let secondary_bus = names.default_bus_arn(&settings.secondary.region);
     resources.insert(
         "HeartbeatForwardRole".into(),
-        json!({
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "RoleName": names.heartbeat_forward_role(),
-                "AssumeRolePolicyDocument": trust("events.amazonaws.com"),
-                "Policies": [{
-                    "PolicyName": "forward-heartbeat",
-                    "PolicyDocument": policy(vec![statement(
-                        &["events:PutEvents"],
-                        json!([secondary_bus]),
-                    )]),
-                }],
-            },
-        }),
+        service_role(
+            names.heartbeat_forward_role(),
+            "events.amazonaws.com",
+            "forward-heartbeat",
+            vec![statement(&["events:PutEvents"], json!([secondary_bus]))],
+        ),
     );
     resources.insert(
         "HeartbeatForwardRule".into(),
@@ -636,6 +623,27 @@ fn heartbeat_resources(
             },
         }),
     );
+}
+
+/// The schedule that starts the heartbeat machine every HEALTH_CHECK_INTERVAL_MINS.
+fn heartbeat_schedule(settings: &StackSettings) -> Value {
+    let names = settings.names();
+    let primary = &settings.primary;
+    json!({
+        "Type": "AWS::Scheduler::Schedule",
+        "Properties": {
+            "Name": names.heartbeat_schedule(),
+            "Description": format!("Starts the mwaa-dr heartbeat of {} in {}: the secondary Region fails over when its events stop", primary.environment_name, primary.region),
+            "ScheduleExpression": rate(settings.health_check_interval_mins),
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "State": "ENABLED",
+            "Target": {
+                "Arn": {"Ref": "HeartbeatStateMachine"},
+                "RoleArn": {"Fn::GetAtt": ["HeartbeatSchedulerRole", "Arn"]},
+                "Input": "{}",
+            },
+        },
+    })
 }
 
 /// The heartbeat machine role's statements: read the heartbeat, put the event on this
@@ -987,17 +995,12 @@ pub fn secondary_template(settings: &StackSettings, definition: &Value) -> Value
 
 /// The role the failover workflow runs as, holding [`state_machine_statements`].
 fn state_machine_role(settings: &StackSettings) -> Value {
-    json!({
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "RoleName": settings.names().state_machine_role(),
-            "AssumeRolePolicyDocument": trust("states.amazonaws.com"),
-            "Policies": [{
-                "PolicyName": "failover-workflow",
-                "PolicyDocument": policy(state_machine_statements(settings)),
-            }],
-        },
-    })
+    service_role(
+        settings.names().state_machine_role(),
+        "states.amazonaws.com",
+        "failover-workflow",
+        state_machine_statements(settings),
+    )
 }
 
 /// The failover workflow: the Step Functions state machine running `definition`.
@@ -1014,20 +1017,15 @@ fn state_machine(names: &Names, definition: &Value) -> Value {
 
 /// The role the health-check schedule starts the workflow in `region` with.
 fn scheduler_role(names: &Names, region: &str) -> Value {
-    json!({
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "RoleName": names.scheduler_role(),
-            "AssumeRolePolicyDocument": trust("scheduler.amazonaws.com"),
-            "Policies": [{
-                "PolicyName": "start-failover-workflow",
-                "PolicyDocument": policy(vec![statement(
-                    &["states:StartExecution"],
-                    json!([names.state_machine_arn(region)]),
-                )]),
-            }],
-        },
-    })
+    service_role(
+        names.scheduler_role(),
+        "scheduler.amazonaws.com",
+        "start-failover-workflow",
+        vec![statement(
+            &["states:StartExecution"],
+            json!([names.state_machine_arn(region)]),
+        )],
+    )
 }
 
 /// The EventBridge Scheduler schedule that starts the workflow: HEALTH_CHECK_ENABLED,
@@ -1097,21 +1095,29 @@ fn alarm_resources(settings: &StackSettings, resources: &mut serde_json::Map<Str
     );
     resources.insert(
         "FailoverTriggerRole".into(),
-        json!({
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "RoleName": names.failover_trigger_role(),
-                "AssumeRolePolicyDocument": trust("events.amazonaws.com"),
-                "Policies": [{
-                    "PolicyName": "start-failover-workflow",
-                    "PolicyDocument": policy(vec![statement(
-                        &["states:StartExecution"],
-                        json!([names.state_machine_arn(&secondary.region)]),
-                    )]),
-                }],
-            },
-        }),
+        service_role(
+            names.failover_trigger_role(),
+            "events.amazonaws.com",
+            "start-failover-workflow",
+            vec![statement(
+                &["states:StartExecution"],
+                json!([names.state_machine_arn(&secondary.region)]),
+            )],
+        ),
     );
+    resources.insert(
+        "FailoverTriggerRule".into(),
+        failover_trigger_rule(settings, periods),
+    );
+}
+
+/// The rule (named as the schedule: HEALTH_CHECK_ENABLED is its state, and the failover
+/// disables it) that starts the workflow when the heartbeat alarm goes from OK to ALARM,
+/// telling it the primary is confirmed unhealthy.
+fn failover_trigger_rule(settings: &StackSettings, periods: u32) -> Value {
+    let names = settings.names();
+    let secondary = &settings.secondary;
+    let primary = &settings.primary;
     let input = json!({
         PRIMARY_UNHEALTHY: format!(
             "alarm {}: no heartbeat of {} from {} in {periods} looks",
@@ -1120,35 +1126,32 @@ fn alarm_resources(settings: &StackSettings, resources: &mut serde_json::Map<Str
             primary.region
         ),
     });
-    resources.insert(
-        "FailoverTriggerRule".into(),
-        json!({
-            "Type": "AWS::Events::Rule",
-            "Properties": {
-                "Name": settings.schedule_name(),
-                "Description": format!("Starts the mwaa-dr failover when the heartbeat alarm of {} goes from OK to ALARM; the failover disables this rule", primary.environment_name),
-                "State": if settings.health_check_enabled { "ENABLED" } else { "DISABLED" },
-                "EventPattern": {
-                    "source": ["aws.cloudwatch"],
-                    "detail-type": ["CloudWatch Alarm State Change"],
-                    "resources": [names.alarm_arn(&secondary.region, &names.heartbeat_alarm())],
-                    "detail": {
-                        "state": {"value": ["ALARM"]},
-                        // Not from INSUFFICIENT_DATA: a new alarm (before the first event
-                        // arrives) or one re-created never starts a failover; only a
-                        // primary seen alive, then silent, does.
-                        "previousState": {"value": ["OK"]},
-                    },
+    json!({
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "Name": settings.schedule_name(),
+            "Description": format!("Starts the mwaa-dr failover when the heartbeat alarm of {} goes from OK to ALARM; the failover disables this rule", primary.environment_name),
+            "State": if settings.health_check_enabled { "ENABLED" } else { "DISABLED" },
+            "EventPattern": {
+                "source": ["aws.cloudwatch"],
+                "detail-type": ["CloudWatch Alarm State Change"],
+                "resources": [names.alarm_arn(&secondary.region, &names.heartbeat_alarm())],
+                "detail": {
+                    "state": {"value": ["ALARM"]},
+                    // Not from INSUFFICIENT_DATA: a new alarm (before the first event
+                    // arrives) or one re-created never starts a failover; only a
+                    // primary seen alive, then silent, does.
+                    "previousState": {"value": ["OK"]},
                 },
-                "Targets": [{
-                    "Id": "failover-workflow",
-                    "Arn": {"Ref": "StateMachine"},
-                    "RoleArn": {"Fn::GetAtt": ["FailoverTriggerRole", "Arn"]},
-                    "Input": input.to_string(),
-                }],
             },
-        }),
-    );
+            "Targets": [{
+                "Id": "failover-workflow",
+                "Arn": {"Ref": "StateMachine"},
+                "RoleArn": {"Fn::GetAtt": ["FailoverTriggerRole", "Arn"]},
+                "Input": input.to_string(),
+            }],
+        },
+    })
 }
 
 /// The secondary topic's policy: the failed-execution rule publishes to it, and so does the

@@ -448,6 +448,36 @@ impl Machine<'_> {
                 "Next": format!("{s}.unhealthy"),
             }),
         );
+        self.simulate_choices(s, &read);
+        self.add(
+            INVALID_INPUT,
+            json!({
+                "Type": "Pass",
+                "Comment": "the execution input is {} or {\"simulate_dr\": true|false|\"YES\"|\"NO\"}",
+                "Parameters": {
+                    "Error": "mwaa-dr.usage",
+                    "Cause": "simulate_dr must be true, false, \"YES\" or \"NO\"",
+                },
+                "ResultPath": "$.failure",
+                "Next": format!("failed.{s}"),
+            }),
+        );
+        self.add(
+            &format!("{s}.simulated"),
+            json!({
+                "Type": "Pass",
+                "Comment": "simulated disaster (simulate_dr): the heartbeat is not read",
+                "Result": {"healthy": false, "reason": "simulated disaster (simulate_dr)"},
+                "ResultPath": "$.health",
+                "Next": format!("{s}.unhealthy"),
+            }),
+        );
+    }
+
+    /// `simulate_dr` as a flag, or as text the way the schedule spells MWAA_SIMULATE_DR
+    /// (YES / NO): to a simulated disaster, to `read` (the first look), or to
+    /// `input.invalid`.
+    fn simulate_choices(&mut self, s: &str, read: &str) {
         self.add(
             &format!("{s}.simulate_flag"),
             json!({
@@ -474,29 +504,6 @@ impl Machine<'_> {
                     ], "Next": read},
                 ],
                 "Default": INVALID_INPUT,
-            }),
-        );
-        self.add(
-            INVALID_INPUT,
-            json!({
-                "Type": "Pass",
-                "Comment": "the execution input is {} or {\"simulate_dr\": true|false|\"YES\"|\"NO\"}",
-                "Parameters": {
-                    "Error": "mwaa-dr.usage",
-                    "Cause": "simulate_dr must be true, false, \"YES\" or \"NO\"",
-                },
-                "ResultPath": "$.failure",
-                "Next": format!("failed.{s}"),
-            }),
-        );
-        self.add(
-            &format!("{s}.simulated"),
-            json!({
-                "Type": "Pass",
-                "Comment": "simulated disaster (simulate_dr): the heartbeat is not read",
-                "Result": {"healthy": false, "reason": "simulated disaster (simulate_dr)"},
-                "ResultPath": "$.health",
-                "Next": format!("{s}.unhealthy"),
             }),
         );
     }
