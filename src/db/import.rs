@@ -21,7 +21,7 @@ use super::load::{
     open,
 };
 use super::shadow::{self, ShadowBuild};
-use super::{PgConnector, column_list, db_error, table_columns};
+use super::{PgConnector, column_list, db_error, sqlstate, table_columns};
 use crate::airflow::catalog::{
     Catalog, RENUMBERED_COPY_TABLES, RestoreMode, TableSpec, quote_ident, quote_literal,
 };
@@ -273,7 +273,7 @@ pub async fn restore(
         }
     };
     let shadow_load_seconds = loading.elapsed().as_secs_f64();
-    let mut result = transaction(conn, &source, &shadows).await;
+    let mut result = transaction_retried(conn, &source, &shadows).await;
     if let Ok(report) = &mut result {
         report.verify_seconds = verify_seconds;
     }
@@ -303,6 +303,40 @@ pub async fn restore(
         let _ = shadow::drop_all(conn).await;
     }
     result
+}
+
+/// How many times the restore's transaction runs when PostgreSQL ends it to break a deadlock
+/// or a serialization failure with another session of the target (the standby's scheduler
+/// holding a `dag` row the transaction unpauses while it reads a table being switched in).
+const TRANSACTION_ATTEMPTS: u32 = 3;
+
+/// [`transaction`], run again (after a short pause) when PostgreSQL chose it as the victim of
+/// a deadlock or a serialization failure: it rolled back whole, and the shadow tables are
+/// still loaded, so another attempt costs the transaction only.
+async fn transaction_retried(
+    conn: &mut PgConnection,
+    source: &Source<'_>,
+    shadows: &BTreeSet<String>,
+) -> Result<RestoreReport> {
+    let mut attempt = 1;
+    loop {
+        let result = transaction(conn, source, shadows).await;
+        match &result {
+            Err(e)
+                if attempt < TRANSACTION_ATTEMPTS
+                    && matches!(sqlstate(e).as_deref(), Some("40P01" | "40001")) =>
+            {
+                tracing::warn!(
+                    attempt,
+                    "the restore transaction was rolled back to resolve a conflict with another session ({e}); running it again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(attempt)))
+                    .await;
+                attempt += 1;
+            }
+            _ => return result,
+        }
+    }
 }
 
 /// What a restore reads from.

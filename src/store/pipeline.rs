@@ -15,8 +15,9 @@ use super::ObjectWriter;
 use super::stream::{CsvTally, Tap};
 use crate::error::{Error, Result};
 
-/// zstd level: fast enough to keep up with COPY on one core.
-pub const ZSTD_LEVEL: i32 = 3;
+/// zstd level: level 1 keeps up with COPY on one core; level 3 costs about a third more
+/// CPU for objects barely smaller (docs/PERFORMANCE.md, "Backup").
+pub const ZSTD_LEVEL: i32 = 1;
 
 const KIB: usize = 1024;
 

@@ -1356,6 +1356,117 @@ async fn clean_restore_over_a_populated_target_replaces_its_tables() {
     assert!(!shadows, "the shadow schema is gone");
 }
 
+/// A session of the target (as the standby's scheduler) holding a `dag` row the restore
+/// unpauses, then reading a table the restore has switched in, deadlocks with the restore's
+/// transaction; PostgreSQL rolls the restore's transaction back (the session's
+/// deadlock_timeout is longer), and the restore runs its transaction again and succeeds.
+#[tokio::test]
+async fn a_restore_chosen_as_a_deadlock_victim_runs_its_transaction_again() {
+    let Some(bench) = Bench::get() else { return };
+    let src = bench.airflow_db("deadlock_src", "2.10.3", true);
+    let dst = bench.airflow_db("deadlock_dst", "2.10.3", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let doc = backup(dir.path(), &store, &src);
+    let id = doc["backup_id"].as_str().expect("id").to_string();
+    let active: Vec<String> = manifest(&store, &id)["active_dags"]
+        .as_array()
+        .expect("active_dags")
+        .iter()
+        .filter_map(|d| d.as_str().map(str::to_string))
+        .collect();
+    assert!(!active.is_empty(), "the backup has active DAGs to unpause");
+
+    let mut scheduler = connect(&dst).await;
+    sqlx::query("BEGIN")
+        .execute(&mut scheduler)
+        .await
+        .expect("begin");
+    sqlx::query("SET LOCAL deadlock_timeout = '60s'")
+        .execute(&mut scheduler)
+        .await
+        .expect("deadlock_timeout");
+    let locked: Vec<String> =
+        sqlx::query_scalar("SELECT dag_id FROM dag WHERE dag_id = ANY($1) FOR UPDATE")
+            .bind(&active)
+            .fetch_all(&mut scheduler)
+            .await
+            .expect("the dag rows");
+    assert!(!locked.is_empty(), "the target has the active DAGs' rows");
+
+    let (dir_path, store_path, dst_url) = (dir.path().to_path_buf(), store.clone(), dst.clone());
+    let restoring = std::thread::spawn(move || {
+        restore(
+            &dir_path,
+            &store_path,
+            &dst_url,
+            &["--clean", "--jobs", "2"],
+        )
+    });
+    // The restore's transaction waits for the dag rows, holding the tables it switched in.
+    let mut observer = connect(&dst).await;
+    let mut waiting = false;
+    for _ in 0..600 {
+        waiting = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE dag SET is_paused%')",
+        )
+        .fetch_one(&mut observer)
+        .await
+        .expect("pg_stat_activity");
+        if waiting || restoring.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(waiting, "the restore never waited for the dag rows");
+    // The scheduler now reads a switched table: a deadlock the restore's side detects first.
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM task_instance")
+        .fetch_one(&mut scheduler)
+        .await
+        .expect("the scheduler's read goes on once the restore's transaction is rolled back");
+    assert!(n >= 0);
+    sqlx::query("COMMIT")
+        .execute(&mut scheduler)
+        .await
+        .expect("commit");
+
+    let out = restoring.join().expect("the restore thread");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("running it again") && out.stderr.contains("40P01"),
+        "{}",
+        out.stderr
+    );
+    // The tables switched in hold the backup's rows (the restore's own count).
+    let report: Value = serde_json::from_str(&out.stdout).expect("restore JSON");
+    let m = manifest(&store, &id);
+    let switched = report["switched"].as_array().expect("switched");
+    assert!(!switched.is_empty(), "{report}");
+    for name in switched.iter().filter_map(Value::as_str) {
+        let table = m["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the manifest"));
+        let loaded = report["loaded"]
+            .as_array()
+            .expect("loaded")
+            .iter()
+            .find(|l| l["table"] == name)
+            .unwrap_or_else(|| panic!("{name} not loaded: {report}"));
+        assert_eq!(loaded["rows"], table["rows"], "{name}: {report}");
+    }
+    let paused: Vec<String> =
+        sqlx::query_scalar("SELECT dag_id FROM dag WHERE dag_id = ANY($1) AND is_paused")
+            .bind(&active)
+            .fetch_all(&mut observer)
+            .await
+            .expect("paused");
+    assert!(paused.is_empty(), "active DAGs left paused: {paused:?}");
+}
+
 /// Shadow tables a killed restore left behind are removed by the next one, and a restore
 /// refuses to run beside another restore into the same database (they share the shadow
 /// schema), saying so, with nothing changed.
