@@ -417,6 +417,45 @@ async fn the_healthy_path_saves_the_primary_definition_where_the_cli_reads_it() 
     assert_eq!(saved.max_workers, Some(10));
 }
 
+/// A Warm-Standby workflow on moto as a drill runs it: the health-check schedule to disable
+/// and the outcome topic (read back through `queue`) set, the secondary answered AVAILABLE,
+/// the restore relayed (`drill`).
+struct WarmStandby {
+    setup: Setup,
+    schedule: String,
+    queue: String,
+    drill: Drill,
+    machine: String,
+}
+
+impl WarmStandby {
+    async fn on_moto(aws: &Aws, dir: &Path, name: &str) -> WarmStandby {
+        let mut setup = Setup::new(aws, "WARM_STANDBY");
+        create_bucket(aws, &setup.bucket).await;
+        let schedule = format!("health-{}", aws.tag);
+        aws.create_schedule(&schedule).await;
+        setup.set("HEALTH_CHECK_SCHEDULE_NAME", &schedule);
+        let (topic, queue) = aws.topic_with_queue(&format!("{name}-{}", aws.tag)).await;
+        setup.set("DR_SNS_TOPIC_ARN", &topic);
+        let mut def = setup.definition(dir);
+        stand_in(
+            &mut def,
+            "confirm_secondary_available.status",
+            "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
+            json!({"Type": "Pass", "Result": {"status": "AVAILABLE"}}),
+        );
+        let drill = Drill::relay_restore(aws, &mut def, name).await;
+        let machine = create_machine(aws, &def, name).await;
+        WarmStandby {
+            setup,
+            schedule,
+            queue,
+            drill,
+            machine,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_drill_disables_the_schedule_and_waits_for_the_restore_task_token() {
     let Some(aws) = Aws::get("sfn_drill") else {
@@ -424,26 +463,14 @@ async fn a_drill_disables_the_schedule_and_waits_for_the_restore_task_token() {
     };
     let Some(bench) = Bench::get() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut setup = Setup::new(&aws, "WARM_STANDBY");
+    let WarmStandby {
+        mut setup,
+        schedule,
+        queue,
+        mut drill,
+        machine,
+    } = WarmStandby::on_moto(&aws, dir.path(), "sfn-drill").await;
     let secondary = setup.get("SECONDARY_MWAA_ENVIRONMENT_NAME");
-    create_bucket(&aws, &setup.bucket).await;
-    let schedule = format!("health-{}", aws.tag);
-    aws.create_schedule(&schedule).await;
-    setup.set("HEALTH_CHECK_SCHEDULE_NAME", &schedule);
-    let (topic, queue) = aws
-        .topic_with_queue(&format!("sfn-drill-{}", aws.tag))
-        .await;
-    setup.set("DR_SNS_TOPIC_ARN", &topic);
-
-    let mut def = setup.definition(dir.path());
-    stand_in(
-        &mut def,
-        "confirm_secondary_available.status",
-        "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
-        json!({"Type": "Pass", "Result": {"status": "AVAILABLE"}}),
-    );
-    let mut drill = Drill::relay_restore(&aws, &mut def, "sfn-drill").await;
-    let machine = create_machine(&aws, &def, "sfn-drill").await;
     drill.start(&setup, dir.path(), &machine);
     let request = drill.request(&aws).await;
     // What InvokeRestApi would send: a run of the restore DAG in the secondary, with cleanup
@@ -1448,24 +1475,12 @@ async fn an_execution_the_schedule_started_is_followed_by_its_arn_and_as_latest(
     };
     let Some(bench) = Bench::get() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut setup = Setup::new(&aws, "WARM_STANDBY");
-    create_bucket(&aws, &setup.bucket).await;
-    let schedule = format!("health-{}", aws.tag);
-    aws.create_schedule(&schedule).await;
-    setup.set("HEALTH_CHECK_SCHEDULE_NAME", &schedule);
-    let (topic, _queue) = aws
-        .topic_with_queue(&format!("sfn-follow-{}", aws.tag))
-        .await;
-    setup.set("DR_SNS_TOPIC_ARN", &topic);
-    let mut def = setup.definition(dir.path());
-    stand_in(
-        &mut def,
-        "confirm_secondary_available.status",
-        "arn:aws:states:::aws-sdk:mwaa:getEnvironment",
-        json!({"Type": "Pass", "Result": {"status": "AVAILABLE"}}),
-    );
-    let mut drill = Drill::relay_restore(&aws, &mut def, "sfn-follow").await;
-    let machine = create_machine(&aws, &def, "sfn-follow").await;
+    let WarmStandby {
+        mut setup,
+        mut drill,
+        machine,
+        ..
+    } = WarmStandby::on_moto(&aws, dir.path(), "sfn-follow").await;
 
     // Bad input: refused by the parser, nothing called.
     for (args, expect) in [
