@@ -265,6 +265,18 @@ struct FileReport {
     outcome: &'static str,
 }
 
+impl FileReport {
+    /// The file's line in the text report: its S3 URI and what happened to it.
+    fn line(&self) -> String {
+        format!(
+            "s3://{}/{}: {}",
+            self.bucket,
+            self.key,
+            self.outcome.replace('_', " ")
+        )
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct DeployReport {
     dry_run: bool,
@@ -459,14 +471,7 @@ fn deploy_text(report: &DeployReport) -> String {
             ));
         }
     }
-    for f in &report.files {
-        lines.push(format!(
-            "s3://{}/{}: {}",
-            f.bucket,
-            f.key,
-            f.outcome.replace('_', " ")
-        ));
-    }
+    lines.extend(report.files.iter().map(FileReport::line));
     if report.dry_run {
         lines.push("dry run: nothing was changed".into());
     } else {
@@ -741,14 +746,7 @@ fn undeploy_text(report: &UndeployReport) -> String {
             )
         })
         .collect();
-    lines.extend(report.files.iter().map(|f| {
-        format!(
-            "s3://{}/{}: {}",
-            f.bucket,
-            f.key,
-            f.outcome.replace('_', " ")
-        )
-    }));
+    lines.extend(report.files.iter().map(FileReport::line));
     if report.dry_run {
         lines.push("dry run: nothing was changed".into());
     }
