@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument};
@@ -338,21 +338,28 @@ async fn stream_table(
             .map_err(|e| db_error("export", &table.name, e))?;
         let mut unreported = 0u64;
         loop {
-            let chunk = match tokio::time::timeout(limits.read_timeout, stream.next()).await {
-                Ok(Some(chunk)) => chunk.map_err(|e| db_error("export", &table.name, e))?,
-                Ok(None) => break,
-                Err(_) => {
-                    return Err(Error::transient(
-                        "export",
-                        &table.name,
-                        format!(
-                            "the server sent nothing for {} s (MWAA_DR_DB_IDLE_TIMEOUT_SECS)",
-                            limits.read_timeout.as_secs()
-                        ),
-                    ));
-                }
+            // COPY sends a message per row, most of them buffered already: the idle timer
+            // is armed only when the next one has yet to arrive.
+            let next = match stream.next().now_or_never() {
+                Some(next) => next,
+                None => tokio::time::timeout(limits.read_timeout, stream.next())
+                    .await
+                    .map_err(|_| {
+                        Error::transient(
+                            "export",
+                            &table.name,
+                            format!(
+                                "the server sent nothing for {} s (MWAA_DR_DB_IDLE_TIMEOUT_SECS)",
+                                limits.read_timeout.as_secs()
+                            ),
+                        )
+                    })?,
             };
-            // COPY sends a message per row: progress is told per batch, not per row.
+            let Some(chunk) = next else {
+                break;
+            };
+            let chunk = chunk.map_err(|e| db_error("export", &table.name, e))?;
+            // Progress is told per batch, not per row.
             unreported += chunk.len() as u64;
             if unreported >= PROGRESS_STEP {
                 progress.advance(&table.name, std::mem::take(&mut unreported));

@@ -8,7 +8,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use mwaa_dr::config::S3Encryption;
 use mwaa_dr::store::local::LocalStore;
-use mwaa_dr::store::s3::{MIN_PART_SIZE, S3Store, client_from_sdk_config};
+use mwaa_dr::store::s3::{MIN_PART_SIZE, PARTS_IN_FLIGHT, S3Store, client_from_sdk_config};
 use mwaa_dr::store::{BackupStore, ObjectInfo};
 use tokio::io::AsyncReadExt;
 
@@ -847,4 +847,150 @@ async fn abandoned_writes_are_collected_once_old() {
             .expect("exists"),
         "finished objects stay"
     );
+}
+
+/// Writers of one store running side by side, as a backup's workers do: each object has its
+/// own bytes, although the writers share the part buffers and the permits for parts in
+/// flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_writers_side_by_side_share_part_buffers_without_mixing_bytes() {
+    let Some(b) = s3_bench("side_by_side").await else {
+        panic!("moto is not running: run the suite through scripts/test.sh");
+    };
+    let store = std::sync::Arc::new(b.store);
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..3usize {
+        let store = store.clone();
+        writers.spawn(async move {
+            // Different sizes and contents: 2 to 3 parts, and one object under a part.
+            let len = if n == 2 {
+                MIN_PART_SIZE / 3
+            } else {
+                MIN_PART_SIZE * (2 + n) + 4321 * (n + 1)
+            };
+            let body: Vec<u8> = pattern(len + n).into_iter().skip(n).collect();
+            let key = format!("backups/side/{n}");
+            let mut writer = store.create(&key).await.expect("create");
+            // Compressed frames arrive in pieces of a few hundred kilobytes.
+            for chunk in body.chunks(150_000 + 1000 * n) {
+                writer.write(chunk).await.expect("write");
+            }
+            writer.finish().await.expect("finish");
+            (key, body)
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        let (key, body) = done.expect("writer task");
+        let stored = store.get_bytes(&key).await.expect("get");
+        assert!(
+            stored == body,
+            "{key}: the stored bytes differ from the written ones"
+        );
+    }
+    if let Some(s3) = &b.s3 {
+        assert_eq!(s3.in_progress_uploads().await, Vec::<String>::new());
+    }
+}
+
+/// An S3 endpoint on loopback that answers HeadObject (404) and CreateMultipartUpload, and
+/// never answers UploadPart: it counts the UploadPart requests it has received.
+fn s3_holding_every_part() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let parts = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = parts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut pending = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    // Requests before an UploadPart carry no body: answer them one by one.
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&pending[..end]).to_string();
+                        pending.drain(..end + 4);
+                        let line = head.lines().next().unwrap_or_default().to_string();
+                        let reply = if line.contains("partNumber=") {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            // Held: read on, answer nothing.
+                            while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                            return;
+                        } else if line.starts_with("HEAD ") {
+                            "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string()
+                        } else if line.starts_with("POST ") && line.contains("uploads") {
+                            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>held</UploadId></InitiateMultipartUploadResult>";
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                        } else {
+                            "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_string()
+                        };
+                        if conn.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, parts)
+}
+
+/// A backup's memory does not grow with its workers by more than one part each: the writers
+/// of one store upload at most `PARTS_IN_FLIGHT` parts at a time between them, whatever their
+/// number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_writers_of_one_store_upload_at_most_parts_in_flight_between_them() {
+    use std::sync::atomic::Ordering;
+    let (url, parts) = s3_holding_every_part();
+    let store = std::sync::Arc::new(S3Store::new(
+        moto_client(&url),
+        "held",
+        "p",
+        None,
+        MIN_PART_SIZE,
+    ));
+    let writers = 4;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..writers {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut writer = store
+                .create(&format!("backups/held/{n}"))
+                .await
+                .expect("create");
+            for chunk in pattern(MIN_PART_SIZE * 4).chunks(256 * 1024) {
+                writer.write(chunk).await.expect("write");
+            }
+        });
+    }
+    // Wait until the count of UploadPart requests stays put.
+    let mut last = usize::MAX;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = parts.load(Ordering::SeqCst);
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+    assert_eq!(
+        parts.load(Ordering::SeqCst),
+        PARTS_IN_FLIGHT,
+        "UploadPart requests held at once by {writers} writers of one store"
+    );
+    assert!(
+        tasks.try_join_next().is_none(),
+        "a writer went on past the limit, or failed"
+    );
+    tasks.abort_all();
 }
