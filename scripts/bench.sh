@@ -14,7 +14,8 @@
 # On a throwaway PostgreSQL server (scripts/testbench.sh; durability is off there), it makes a
 # source database from tests/fixtures/airflow/schema-2.10.3.sql filled by
 # scripts/sql/fill-metadata.sql, then measures with /usr/bin/time -v (wall time, peak RSS of
-# the client process):
+# the client process) and /proc/stat (the CPU time the whole machine, server included, was
+# busy during each step):
 #
 #   (a) floor    psql: \copy (SELECT <columns> FROM <table>) TO '/dev/null' (CSV) for every
 #                table a backup holds, one after the other
@@ -224,12 +225,20 @@ count_rows() {
     psql_v "$url" "$sql"
 }
 
-# measure ID COMMAND...: runs COMMAND, records wall[ID], rss[ID] (MB), rc[ID]; its output goes
-# to $work/logs/ID.log.
-declare -A wall=() rss=() rc=() rows=()
+# CPU time the whole machine has spent busy so far (every CPU, in clock ticks; the server,
+# the client and anything else), from /proc/stat.
+busy_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat 2>/dev/null || echo 0
+}
+readonly clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# measure ID COMMAND...: runs COMMAND, records wall[ID], rss[ID] (MB), cpu[ID] (seconds the
+# machine's CPUs were busy meanwhile), rc[ID]; its output goes to $work/logs/ID.log.
+declare -A wall=() rss=() rc=() rows=() cpu=()
 measure() {
-    local id=$1 tf=$work/logs/$1.time status=0 start end
+    local id=$1 tf=$work/logs/$1.time status=0 start end busy_start
     shift
+    busy_start=$(busy_ticks)
     if [[ -x /usr/bin/time ]]; then
         /usr/bin/time -v -o "$tf" "$@" >"$work/logs/$id.log" 2>&1 || status=$?
         wall[$id]=$(awk -F': ' '/Elapsed \(wall clock\)/ {
@@ -245,6 +254,7 @@ measure() {
         rss[$id]=
     fi
     rc[$id]=$status
+    cpu[$id]=$(awk -v a="$busy_start" -v b="$(busy_ticks)" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }')
     return 0
 }
 
@@ -553,13 +563,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 meets() { awk -v v="$1" -v t="$2" 'BEGIN { exit !(v != "n/a" && v + 0 <= t + 0) }'; }
 
 echo
-printf '%-44s %8s %10s %10s %12s\n' step "wall s" rows "rows/s" "peak RSS MB"
+printf '%-44s %8s %10s %10s %12s %8s\n' step "wall s" rows "rows/s" "peak RSS MB" "CPU s"
 row() {
     local id=$1 label=$2 why
     if [[ ${rc[$id]:-} == 0 ]]; then
-        printf '%-44s %8s %10s %10s %12s\n' "$label" "${wall[$id]}" "${rows[$id]:-}" \
+        printf '%-44s %8s %10s %10s %12s %8s\n' "$label" "${wall[$id]}" "${rows[$id]:-}" \
             "$(awk -v r="${rows[$id]:-0}" -v w="${wall[$id]}" 'BEGIN { if (w > 0) printf "%d", r / w; else print "-" }')" \
-            "${rss[$id]:-n/a}"
+            "${rss[$id]:-n/a}" "${cpu[$id]:-}"
     else
         if [[ ${rc[$id]:-} == -2 ]]; then
             printf '%-44s %8s  skipped (--no-rest)\n' "$label" -
@@ -604,6 +614,10 @@ if [[ ${rc[c]} == 0 && ${rc[a2]} == 0 ]]; then
     r=$(ratio "${wall[c]}" "${wall[a2]}")
     if meets "$r" "$target_ca2"; then s=ok; else s=MISSED verdict=1; fi
     echo "c/a2 = $r (backup / parallel floor, $jobs connections; target <= $target_ca2): $s"
+    # When the server and the client share the cores, the backup cannot end before the CPU
+    # it needs (server and client together) has run on them.
+    echo "  machine CPU busy: (a2) ${cpu[a2]} s in ${wall[a2]} s, (c) ${cpu[c]} s in ${wall[c]} s on $(nproc) CPUs;" \
+        "c's CPU-bound floor here = $(awk -v c="${cpu[c]}" -v n="$(nproc)" 'BEGIN { printf "%.2f", c / n }') s"
 else
     echo "c/a2 = n/a (backup or parallel floor failed)"
     verdict=1
