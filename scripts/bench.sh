@@ -228,7 +228,7 @@ count_rows() {
 # CPU time the whole machine has spent busy so far (every CPU, in clock ticks; the server,
 # the client and anything else), from /proc/stat.
 busy_ticks() {
-    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat 2>/dev/null || echo 0
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat 2>/dev/null || echo 0
 }
 readonly clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
